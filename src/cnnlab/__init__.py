@@ -1,0 +1,1 @@
+"""cnnlab: train, compare and explain CNNs on small image data sets."""

@@ -1,0 +1,100 @@
+"""The cnnlab command line: thin subcommands over importable functions; user errors print one line, exit 2."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from .errors import CnnlabError
+
+# Modules that add their own subcommands through register(subparsers).
+PLUGIN_MODULES: list[str] = ["cli_arithmetic"]
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from .config import load_recipe
+    from .engine.run import resume, train
+
+    if a.resume:
+        run_dir = resume(Path(a.resume))
+    elif a.recipe:
+        run_dir = train(load_recipe(a.recipe, a.set))
+    else:
+        raise CnnlabError("cnnlab train needs a RECIPE or --resume RUN_DIR")
+    from .report.tables import print_run_table
+
+    print_run_table(run_dir)
+    return 0
+
+
+def _cmd_synth(a: argparse.Namespace) -> int:
+    from .data.synthetic import SYNTHETIC
+    from .errors import lookup
+
+    out = lookup(SYNTHETIC, a.format, "synthetic data set")(Path(a.out), seed=a.seed)
+    print(f"wrote synthetic {a.format} data to {out}")
+    return 0
+
+
+def _cmd_check(a: argparse.Namespace) -> int:
+    from .data.formats import FORMATS
+    from .errors import DataError, lookup
+
+    root = Path(a.root)
+    if not root.exists():
+        raise DataError(f"data root not found: {root}")
+    print(lookup(FORMATS, a.format, "data format").check(root))
+    return 0
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(a.data), Path(a.out), epochs=a.epochs)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cnnlab", description="Train, compare and explain CNNs on small image sets.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a recipe, or resume a run")
+    t.add_argument("recipe", nargs="?", help="recipe YAML")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=5")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last.pt")
+    t.set_defaults(func=_cmd_train)
+    d = sub.add_parser("data", help="synthesize or check data sets").add_subparsers(dest="data_cmd", required=True)
+    s = d.add_parser("synth", help="write a synthetic data set in a real on-disk format")
+    s.add_argument("format")
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_synth)
+    c = d.add_parser("check", help="validate a data set layout and summarise it")
+    c.add_argument("format")
+    c.add_argument("root")
+    c.set_defaults(func=_cmd_check)
+    m = sub.add_parser("demo", help="synthesize the EndoVis course data (if missing) and train the course recipe")
+    m.add_argument("--data", default="data/endovis_synth")
+    m.add_argument("--out", default="runs")
+    m.add_argument("--epochs", type=int, default=None)
+    m.set_defaults(func=_cmd_demo)
+    for name in PLUGIN_MODULES:
+        importlib.import_module(f"cnnlab.{name}").register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CnnlabError as e:
+        print(f"cnnlab: error: {e.line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Recipes: frozen dataclasses loaded from YAML, with dotted --set overrides and clear errors."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, did_you_mean
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data lives and which splits to use."""
+
+    format: str = "endovis"          # a key of cnnlab.data.formats.FORMATS
+    root: str = "data/endovis_synth"  # relative paths resolve against the current directory
+    train: str = "train"
+    val: str = "validation"
+    test: str = "test"               # a missing test split is a note, not an error
+    size: list[int] | None = None    # [H, W] resize on load; None keeps the stored size
+    label_fraction: float = 1.0      # seeded subset of the training split (label-scarce studies)
+    val_fraction: float = 0.0        # carve validation out of train when the format has no val split
+    options: dict = field(default_factory=dict)  # format-specific reader options
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network, its parameters, and where its initial weights come from."""
+
+    name: str = "unet"
+    params: dict = field(default_factory=dict)  # keyword arguments of the model builder
+    init: str | None = None          # a checkpoint to transfer compatible weights from
+    freeze_encoder_epochs: int = 0   # keep transferred encoder frozen for this many epochs
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Training loss; see cnnlab.losses.LOSSES."""
+
+    name: str = "dice"
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and learning-rate schedule."""
+
+    name: str = "adam"               # adam | adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9            # sgd only
+    schedule: str = "none"           # none | cosine | plateau | step
+    warmup_epochs: int = 0
+    step_size: int = 10              # step schedule: epochs between decays
+    gamma: float = 0.1               # step / plateau decay factor
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Loop settings; the fast path (channels_last, bf16/AMP) is on by default."""
+
+    epochs: int = 30
+    batch_size: int = 8
+    eval_batch_size: int = 16
+    patience: int = 10               # early stopping on the validation metric; 0 disables
+    seed: int = 0
+    device: str = "auto"             # auto | cpu | cuda
+    precision: str = "auto"          # auto (bf16 on CPU, fp16 AMP on CUDA) | bf16 | fp16 | fp32
+    channels_last: bool = True
+    compile: bool = False
+    progress: bool = True
+    max_steps_per_epoch: int = 0     # 0 = whole split; >0 caps steps (smoke tests)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Paired augmentation applied to whole batches on the training device."""
+
+    hflip: bool = False
+    vflip: bool = False
+    rot90: bool = False              # only for square inputs
+    rotate: float = 0.0              # max degrees of random rotation
+    crop_scale: float = 1.0          # random crop of this fraction of the side, resized back
+    brightness: float = 0.0          # colour jitter strengths (image only)
+    contrast: float = 0.0
+    saturation: float = 0.0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One experiment: everything needed to reproduce a run."""
+
+    name: str = "run"
+    task: str = "segmentation"       # segmentation | classification | colorization
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    out: str = "runs"
+
+
+TASKS = ("segmentation", "classification", "colorization")
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    """Coerce YAML scalars to the field's type, or fail naming the key."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(value, inner[0], key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return [_check_type(v, args[0], key) for v in value] if args else list(value)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    """Build a (nested) dataclass from a mapping, refusing unknown keys."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config section '{prefix or 'recipe'}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    for key in raw:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"unknown config key '{where}'", did_you_mean(str(key), names))
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in raw:
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, raw[f.name], key)
+        else:
+            kwargs[f.name] = _check_type(raw[f.name], tp, key)
+    return cls(**kwargs)
+
+
+def _validate(r: Recipe) -> None:
+    """Range checks that types alone cannot express."""
+    checks = [
+        (r.task in TASKS, "task", f"must be one of {', '.join(TASKS)}"),
+        (r.optim.lr > 0, "optim.lr", "must be > 0"),
+        (r.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0"),
+        (r.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
+        (r.train.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1"),
+        (r.train.epochs >= 1, "train.epochs", "must be >= 1"),
+        (r.train.patience >= 0, "train.patience", "must be >= 0"),
+        (0 < r.data.label_fraction <= 1, "data.label_fraction", "must be in (0, 1]"),
+        (0 <= r.data.val_fraction < 1, "data.val_fraction", "must be in [0, 1)"),
+        (0 < r.augment.crop_scale <= 1, "augment.crop_scale", "must be in (0, 1]"),
+        (r.train.precision in ("auto", "bf16", "fp16", "fp32"), "train.precision",
+         "must be auto, bf16, fp16 or fp32"),
+        (r.train.device in ("auto", "cpu", "cuda") or r.train.device.startswith("cuda:"),
+         "train.device", "must be auto, cpu or cuda"),
+        (r.data.size is None or (len(r.data.size) == 2 and min(r.data.size) > 0), "data.size",
+         "must be [H, W] with positive sides"),
+    ]
+    for ok, key, msg in checks:
+        if not ok:
+            value = _get(asdict(r), key)
+            raise ConfigError(f"config key '{key}' {msg}, got {value!r}")
+
+
+def _get(d: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d[part]
+    return d
+
+
+def asdict(r: Recipe) -> dict:
+    """Plain nested dict (for YAML output and summary.json)."""
+    return dataclasses.asdict(r)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.lr=0.01' -> (['train', 'lr'], 0.01); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not key=value", "e.g. --set train.epochs=5")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in a raw recipe mapping; params/options dicts accept new keys."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            if not isinstance(node.setdefault(part, {}), dict):
+                raise ConfigError(f"override '{text}': '{part}' is not a section")
+            node = node[part]
+        node[path[-1]] = value
+    return raw
+
+
+def recipe_from_dict(raw: dict, overrides: list[str] | None = None) -> Recipe:
+    """Validated Recipe from a mapping plus overrides."""
+    raw = apply_overrides(dict(raw or {}), overrides or [])
+    r = _build(Recipe, raw, "")
+    _validate(r)
+    return r
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML; 'base: other.yaml' inherits from another recipe beside it."""
+    raw = read_yaml(path)
+    return recipe_from_dict(raw, overrides)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read YAML (resolving 'base:' chains), with one-line errors naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"recipe file not found: {p}", "check the path")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(f"{p}: not valid YAML{where}", "fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: a recipe must be a YAML mapping")
+    base = raw.pop("base", None)
+    if base:
+        parent = read_yaml(p.parent / base)
+        raw = deep_merge(parent, raw)
+    return raw
+
+
+def deep_merge(a: dict, b: dict) -> dict:
+    """b over a, recursively for mappings."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def dump_recipe(r: Recipe) -> str:
+    """The resolved recipe as YAML (every default written out)."""
+    return yaml.safe_dump(asdict(r), sort_keys=False)

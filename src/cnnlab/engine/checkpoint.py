@@ -1,0 +1,47 @@
+"""Checkpoints written atomically (temp file, fsync, rename) and read without executing pickled code."""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import CnnlabError
+
+
+def atomic_save(obj: dict, path: Path) -> None:
+    """Write obj to path so that a crash at any point leaves the previous file intact."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a cnnlab checkpoint with weights_only=True (tensors, numbers, strings, containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"checkpoint not found: {path}", "is this a run directory of a started run?")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CnnlabError(f"{path}: refused, it needs pickled code to load",
+                          "only cnnlab checkpoints and plain state dicts are accepted") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CnnlabError(f"{path}: unreadable checkpoint ({type(e).__name__})",
+                          "it may be truncated; the other checkpoint in the run dir may still be good") from None

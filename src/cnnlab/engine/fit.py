@@ -1,0 +1,104 @@
+"""fit(): a plain training loop with validation, early stopping, atomic checkpoints and exact resume."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from rich.console import Console
+
+from ..config import Recipe
+from ..data.loading import RunData
+from ..errors import CnnlabError, ConfigError
+from .runtime import Runtime
+from .steps import Normalizer, make_batch
+
+console = Console(highlight=False, soft_wrap=True)
+
+
+class TrainingDiverged(CnnlabError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainState:
+    """Everything besides weights that resume needs (kept in every checkpoint)."""
+
+    epoch: int = 0                   # next epoch to run
+    best: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    lr_factor: float = 1.0           # plateau schedule's accumulated decay
+    train_seconds: float = 0.0
+    train_images: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def build_optimizer(model: torch.nn.Module, r: Recipe) -> torch.optim.Optimizer:
+    """Adam/AdamW/SGD over all parameters (frozen ones simply receive no gradient)."""
+    o = r.optim
+    params = list(model.parameters())
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    raise ConfigError(f"unknown optimizer '{o.name}' (optim.name)", "valid: adam, adamw, sgd")
+
+
+def lr_at(epoch: int, r: Recipe, state: TrainState) -> float:
+    """Learning rate of an epoch: warmup, then none/cosine/step, times the plateau factor."""
+    o = r.optim
+    if o.schedule not in ("none", "cosine", "plateau", "step"):
+        raise ConfigError(f"unknown optim.schedule '{o.schedule}'", "valid: none, cosine, plateau, step")
+    if epoch < o.warmup_epochs:
+        return o.lr * (epoch + 1) / (o.warmup_epochs + 1)
+    e, span = epoch - o.warmup_epochs, max(r.train.epochs - o.warmup_epochs, 1)
+    if o.schedule == "cosine":
+        return o.lr * 0.5 * (1 + math.cos(math.pi * e / span))
+    if o.schedule == "step":
+        return o.lr * o.gamma ** (e // o.step_size)
+    return o.lr * state.lr_factor
+
+
+def _set_encoder_trainable(model: torch.nn.Module, trainable: bool) -> None:
+    for m in getattr(model, "encoder_modules", lambda: [])():
+        for p in m.parameters():
+            p.requires_grad_(trainable)
+
+
+def train_one_epoch(model, data: RunData, r: Recipe, rt: Runtime, norm: Normalizer, loss_fn, opt,
+                    epoch: int) -> tuple[float, int, float]:
+    """One pass over the shuffled training split; returns mean loss, images seen, seconds."""
+    model.train()
+    g = torch.Generator().manual_seed(r.train.seed * 100003 + epoch)  # per-epoch: resume reproduces it
+    torch.manual_seed(r.train.seed * 100003 + epoch)                 # dropout and friends
+    perm = torch.randperm(len(data.train), generator=g)
+    bs = min(r.train.batch_size, len(perm))
+    batches = perm[: len(perm) - len(perm) % bs].split(bs) if len(perm) >= bs else [perm]
+    if r.train.max_steps_per_epoch:
+        batches = batches[: r.train.max_steps_per_epoch]
+    scaler = rt.grad_scaler()
+    total, seen, t0 = 0.0, 0, time.perf_counter()
+    for step, idx in enumerate(batches):
+        x, y = make_batch(data.train, idx, rt, norm, r.augment, g)
+        with rt.autocast():
+            out = model(x)
+        loss = loss_fn(out, y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                   "the last good checkpoint is kept",
+                                   "lower optim.lr, or try train.precision=fp32")
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        total += loss.item() * len(idx)
+        seen += len(idx)
+    return total / max(seen, 1), seen, time.perf_counter() - t0

@@ -1,0 +1,192 @@
+"""A whole run: set up, fit with checkpoints every epoch, pick the best, test it, write the run dir."""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict as dc_asdict
+from pathlib import Path
+
+import torch
+
+from ..config import Recipe, asdict, recipe_from_dict
+from ..data.loading import RunData, load_run_data
+from ..data.types import SegData
+from ..errors import CnnlabError
+from ..losses import build_loss
+from ..models import build_model
+from ..models.weights import load_compatible, load_weights_file
+from .checkpoint import atomic_save, load_checkpoint
+from .fit import (TrainState, _set_encoder_trainable, build_optimizer, console, lr_at, train_one_epoch)
+from .rundir import environment, git_hash, new_run_dir, write_config
+from .runtime import resolve_runtime, seed_everything
+from .steps import Normalizer, evaluate, selection_metric
+
+
+class Interrupted(CnnlabError):
+    """Ctrl-C during training; last.pt holds the last finished epoch."""
+
+
+def _setup(r: Recipe):
+    """Data, model, loss, optimizer and runtime for a recipe."""
+    seed_everything(r.train.seed)
+    rt = resolve_runtime(r.train.device, r.train.precision, r.train.channels_last)
+    data = load_run_data(r.data, r.train.seed)
+    n_out = len(data.class_names) if r.task != "colorization" else data.train.images.shape[1]
+    in_ch = data.train.images.shape[1]
+    size = tuple(data.train.images.shape[-2:])
+    model = build_model(r.model.name, in_ch, n_out, size, r.model.params)
+    report = None
+    if r.model.init:
+        report = load_compatible(model, load_weights_file(r.model.init))
+    model = model.to(rt.device, memory_format=torch.channels_last if rt.channels_last else torch.preserve_format)
+    weights = None
+    if r.loss.name == "weighted_ce":
+        from ..class_weights import weights_for  # VOC/rare-class weighting
+        weights = weights_for(data.train, r.loss.params.get("scheme", "median"))
+    ignore = data.train.ignore_index if isinstance(data.train, SegData) else None
+    loss_params = {k: v for k, v in r.loss.params.items() if not (r.loss.name == "weighted_ce" and k == "scheme")}
+    loss_fn = build_loss(r.loss.name, loss_params, ignore, weights)
+    return rt, data, model, loss_fn, report
+
+
+def _write_metrics_csv(run_dir: Path, history: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    with open(run_dir / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+
+
+def _checkpoint(model, opt, state, r: Recipe, norm: Normalizer, data: RunData) -> dict:
+    core = getattr(model, "_orig_mod", model)
+    return {"model": core.state_dict(), "optimizer": opt.state_dict(), "state": dc_asdict(state),
+            "recipe": asdict(r), "norm": {"mean": list(norm.mean), "std": list(norm.std)},
+            "class_names": data.class_names, "in_channels": data.train.images.shape[1],
+            "input_size": list(data.train.images.shape[-2:])}
+
+
+def _epoch_line(r: Recipe, epoch: int, row: dict) -> str:
+    key = "val_dice_mean" if r.task == "segmentation" else "val_accuracy" if r.task == "classification" else None
+    extra = f"  {key[4:]} {row[key]:.4f}" if key and row.get(key) is not None else ""
+    return (f"epoch {epoch + 1:>3}/{r.train.epochs}  train loss {row['train_loss']:.4f}  "
+            f"val loss {row['val_loss']:.4f}{extra}  {row['images_per_s']:.1f} img/s")
+
+
+def train(recipe: Recipe, resume_dir: Path | None = None) -> Path:
+    """Train (or resume) a run; returns its run dir. Every epoch ends with last.pt; improvements with best.pt."""
+    r = recipe
+    rt, data, model, loss_fn, transfer = _setup(r)
+    opt = build_optimizer(model, r)
+    state = TrainState()
+    norm = Normalizer.fit(data.train.images)
+    if resume_dir is not None:
+        run_dir = resume_dir
+        ck = load_checkpoint(run_dir / "last.pt")
+        getattr(model, "_orig_mod", model).load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        state = TrainState(**ck["state"])
+        norm = Normalizer(tuple(ck["norm"]["mean"]), tuple(ck["norm"]["std"]))
+        console.print(f"resuming {run_dir} at epoch {state.epoch + 1}")
+    else:
+        run_dir = new_run_dir(r.out, r.name)
+        write_config(run_dir, r)
+        if transfer is not None:
+            (run_dir / "transfer.json").write_text(json.dumps(transfer, indent=1))
+            console.print(f"transferred {len(transfer['loaded'])} tensors from {r.model.init}; "
+                          f"{len(transfer['not_in_source']) + len(transfer['shape_mismatch'])} left as initialised")
+    for note in data.notes:
+        console.print(f"note: {note}")
+    if r.train.compile:
+        model = torch.compile(model)
+    try:
+        _loop(r, rt, data, model, loss_fn, opt, state, norm, run_dir)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; {run_dir / 'last.pt'} holds epoch {state.epoch}",
+                          f"resume with: cnnlab train --resume {run_dir}") from None
+    _finish(r, rt, data, model, loss_fn, state, norm, run_dir)
+    return run_dir
+
+
+def _loop(r, rt, data, model, loss_fn, opt, state: TrainState, norm, run_dir: Path) -> None:
+    """Epochs from state.epoch on, stopping early when validation stops improving."""
+    while state.epoch < r.train.epochs and not (r.train.patience and state.bad_epochs >= r.train.patience):
+        e = state.epoch
+        _set_encoder_trainable(model, e >= r.model.freeze_encoder_epochs)
+        lr = lr_at(e, r, state)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        tr_loss, seen, secs = train_one_epoch(model, data, r, rt, norm, loss_fn, opt, e)
+        val, _ = evaluate(model, data.val, rt, norm, loss_fn, r.train.eval_batch_size)
+        score = selection_metric(r.task, val)
+        improved = score > state.best
+        state.train_seconds += secs
+        state.train_images += seen
+        row = {"epoch": e + 1, "lr": lr, "train_loss": tr_loss, **{f"val_{k}": v for k, v in val.items()},
+               "seconds": round(secs, 3), "images_per_s": seen / max(secs, 1e-9)}
+        state.history.append(row)
+        if improved:
+            state.best, state.best_epoch, state.bad_epochs = score, e + 1, 0
+        else:
+            state.bad_epochs += 1
+            if r.optim.schedule == "plateau" and state.bad_epochs % max(r.train.patience // 2, 1) == 0:
+                state.lr_factor *= r.optim.gamma
+        state.epoch = e + 1
+        ck = _checkpoint(model, opt, state, r, norm, data)
+        if improved:
+            atomic_save(ck, run_dir / "best.pt")
+        atomic_save(ck, run_dir / "last.pt")
+        _write_metrics_csv(run_dir, state.history)
+        if r.train.progress:
+            console.print(_epoch_line(r, e, row) + ("  *best" if improved else ""))
+        if r.train.patience and state.bad_epochs >= r.train.patience:
+            console.print(f"early stop: no improvement for {state.bad_epochs} epochs (best epoch {state.best_epoch})")
+            break
+
+
+def _finish(r: Recipe, rt, data: RunData, model, loss_fn, state: TrainState, norm, run_dir: Path) -> None:
+    """Reload the best epoch, evaluate it on test (else validation), write summary.json and figures."""
+    from ..report.run_figures import write_run_figures
+
+    core = getattr(model, "_orig_mod", model)
+    core.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+    split_name = r.data.test if data.test is not None else r.data.val
+    split = data.test if data.test is not None else data.val
+    t0 = time.perf_counter()
+    final, cm = evaluate(core, split, rt, norm, loss_fn, r.train.eval_batch_size)
+    eval_s = time.perf_counter() - t0
+    val, _ = evaluate(core, data.val, rt, norm, loss_fn, r.train.eval_batch_size)
+    summary = {
+        "name": r.name, "task": r.task, "evaluated_on": split_name, "n_images": len(split),
+        "metrics": final, "validation": val, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
+        "train_seconds": round(state.train_seconds, 2),
+        "train_images_per_s": state.train_images / max(state.train_seconds, 1e-9),
+        "eval_images_per_s": len(split) / max(eval_s, 1e-9),
+        "device": str(rt.device), "precision": rt.precision, "channels_last": rt.channels_last,
+        "git": git_hash(), "env": environment(), "class_names": data.class_names, "notes": data.notes,
+        "metric_conventions": {
+            "dice_mean": "strict: argmax predictions, global counts over the split, mean over classes present "
+                         "in the ground truth",
+            "dice_mean_foreground": "strict, background (class 0) excluded",
+            "soft_dice_batch_mean": "course convention: soft Dice on probabilities per batch (smoothing 1), "
+                                    "averaged over batches; moves with batch composition, not comparable "
+                                    "across reports",
+            "empty_class_rule": "a class in neither prediction nor ground truth has undefined (null) Dice/IoU "
+                                "and is excluded from means"},
+    }
+    if r.task == "segmentation":
+        summary["per_class"] = cm.summary(data.class_names)["per_class"]
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_run_figures(run_dir, r, core, split, state.history, rt, norm, cm)
+
+
+def resume(run_dir: Path) -> Path:
+    """Continue an interrupted run from its last.pt with the recipe saved there."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "last.pt").is_file():
+        raise CnnlabError(f"{run_dir}: no last.pt to resume from", "is this a cnnlab run dir?")
+    ck = load_checkpoint(run_dir / "last.pt")
+    r = recipe_from_dict(ck["recipe"])
+    if TrainState(**ck["state"]).epoch >= r.train.epochs:
+        console.print(f"{run_dir} already finished its {r.train.epochs} epochs; re-evaluating")
+    return train(r, resume_dir=run_dir)

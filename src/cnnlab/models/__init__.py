@@ -1,0 +1,30 @@
+"""Model registry: plain dict of builders; build_model() checks names and parameters with clear errors."""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from torch import nn
+
+from ..errors import ConfigError, did_you_mean, lookup
+from .unet import UNET_MODELS
+
+MODELS: dict[str, Callable[..., nn.Module]] = {**UNET_MODELS}
+
+
+def build_model(name: str, in_channels: int, num_classes: int, input_size: tuple[int, int],
+                params: dict | None = None) -> nn.Module:
+    """Build a registered model; unknown parameters fail naming the key and the valid ones."""
+    builder = lookup(MODELS, name, "model")
+    params = dict(params or {})
+    sig = inspect.signature(builder)
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    valid = [k for k in sig.parameters if k not in ("in_channels", "num_classes", "input_size")]
+    for key in params:
+        if not accepts_any and key not in valid:
+            raise ConfigError(f"unknown config key 'model.params.{key}' for model '{name}'",
+                              did_you_mean(key, valid))
+    try:
+        return builder(in_channels=in_channels, num_classes=num_classes, input_size=tuple(input_size), **params)
+    except TypeError as e:
+        raise ConfigError(f"model '{name}': bad parameter ({e})") from None

@@ -1,0 +1,93 @@
+"""Figures every run writes: loss curves (train and validation in one figure) and task-specific samples."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from ..config import Recipe  # noqa: E402
+from ..data.types import SegData  # noqa: E402
+from ..metrics import ConfusionMatrix  # noqa: E402
+from .palette import class_colors, overlay  # noqa: E402
+
+
+def loss_curves(history: list[dict], path: Path, title: str = "") -> Path:
+    """Training and validation loss per epoch in one figure (plus the validation metric on a second axis)."""
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss", color="tab:blue")
+    ax.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation loss", color="tab:orange")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    key = next((k for k in ("val_dice_mean", "val_accuracy") if history and history[0].get(k) is not None), None)
+    if key:
+        ax2 = ax.twinx()
+        ax2.plot(epochs, [h[key] if h[key] is not None else np.nan for h in history], "^--", color="tab:green",
+                 label=key.replace("val_", "validation ").replace("_", " "))
+        ax2.set_ylabel(key.replace("val_", "validation ").replace("_", " "))
+        ax2.set_ylim(0, 1)
+        ax2.legend(loc="center right")
+    ax.legend(loc="upper right")
+    ax.set_title(title or "loss curves")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def per_image_dice(pred: torch.Tensor, target: torch.Tensor, n: int, ignore: int | None) -> torch.Tensor:
+    """Strict Dice per image: mean over the classes present in that image's ground truth."""
+    out = []
+    for p, t in zip(pred, target):
+        cm = ConfusionMatrix(n, ignore)
+        cm.update(p, t)
+        d = cm.dice()[cm.present()]
+        out.append(float(d.mean()) if d.numel() else float("nan"))
+    return torch.tensor(out)
+
+
+def seg_overlays(split: SegData, pred: torch.Tensor, scores: torch.Tensor, path: Path, k: int = 3) -> Path:
+    """Best and worst k images: input, ground truth overlay, prediction overlay, with a class legend."""
+    order = torch.argsort(torch.nan_to_num(scores, nan=-1.0))
+    picks = list(dict.fromkeys(order[:k].tolist() + order[-k:].tolist()[::-1]))
+    n = len(split.class_names)
+    fig, axes = plt.subplots(len(picks), 3, figsize=(9, 2.6 * len(picks)), squeeze=False)
+    for row, i in enumerate(picks):
+        img = split.images[i]
+        shown = img.permute(1, 2, 0).numpy() if img.shape[0] == 3 else img[0].numpy()
+        axes[row, 0].imshow(shown, cmap=None if img.shape[0] == 3 else "gray")
+        axes[row, 1].imshow(overlay(img, split.masks[i], n, ignore_index=split.ignore_index))
+        axes[row, 2].imshow(overlay(img, pred[i], n))
+        axes[row, 0].set_title(f"{split.names[i]}")
+        axes[row, 1].set_title("ground truth")
+        axes[row, 2].set_title(f"prediction (Dice {scores[i]:.2f})")
+        for a in axes[row]:
+            a.axis("off")
+    cols = class_colors(n) / 255
+    fig.legend(handles=[Patch(color=cols[c], label=name) for c, name in enumerate(split.class_names) if c > 0],
+               loc="lower center", ncol=min(4, n), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_run_figures(run_dir: Path, r: Recipe, model, split, history, rt, norm, cm) -> list[Path]:
+    """All figures of a finished run into run_dir/figures."""
+    from ..engine.steps import predict_logits
+
+    fig_dir = run_dir / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    paths = [loss_curves(history, fig_dir / "loss_curves.png", r.name)]
+    if isinstance(split, SegData):
+        pred = predict_logits(model, split, rt, norm, r.train.eval_batch_size).argmax(1).to(torch.uint8)
+        scores = per_image_dice(pred, split.masks, len(split.class_names), split.ignore_index)
+        paths.append(seg_overlays(split, pred, scores, fig_dir / "overlays.png"))
+    return paths

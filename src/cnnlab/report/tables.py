@@ -1,0 +1,39 @@
+"""Short results tables for the terminal, from a run's summary.json."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def print_run_table(run_dir: Path, console: Console | None = None) -> None:
+    """Headline metrics and per-class Dice of a finished run, naming the metric conventions."""
+    console = console or Console(highlight=False)
+    s = json.loads((Path(run_dir) / "summary.json").read_text())
+    m = s["metrics"]
+    t = Table(title=f"{s['name']}: {s['evaluated_on']} split ({s['n_images']} images), best epoch {s['best_epoch']}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    rows = [("mean Dice (strict, classes in GT)", "dice_mean"), ("mean Dice, foreground (strict)",
+            "dice_mean_foreground"), ("background Dice (strict)", "dice_background"), ("mean IoU", "iou_mean"),
+            ("pixel accuracy", "pixel_accuracy"), ("soft Dice (course, per batch)", "soft_dice_batch_mean"),
+            ("accuracy", "accuracy"), ("loss", "loss")]
+    for label, key in rows:
+        if key in m:
+            t.add_row(label, _fmt(m[key]))
+    console.print(t)
+    if "per_class" in s:
+        pc = Table(title="per-class (strict)")
+        for col in ("class", "Dice", "IoU", "in GT"):
+            pc.add_column(col, justify="left" if col == "class" else "right")
+        for name, v in s["per_class"].items():
+            pc.add_row(name, _fmt(v["dice"]), _fmt(v["iou"]), "yes" if v["in_ground_truth"] else "no")
+        console.print(pc)
+    console.print(f"train {s['train_seconds']:.0f} s at {s['train_images_per_s']:.1f} img/s "
+                  f"({s['device']}, {s['precision']}); run dir: {run_dir}")

@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny synthetic data sets written in the real formats, once per session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # tests run beside other work on 2 cores; small tensors gain nothing from threads
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def endovis_root(tmp_path_factory) -> Path:
+    """EndoVis course layout, 48x64 images: small enough for 2-epoch trainings in seconds."""
+    from cnnlab.data.synthetic import endovis
+
+    return endovis.write(tmp_path_factory.mktemp("endovis"), seed=0, n_train=8, n_val=4, n_test=4,
+                         n_color_train=4, n_color_val=2, height=48, width=64)
+
+
+def tiny_recipe(root: Path, out: Path, **extra) -> dict:
+    """A raw recipe mapping for a 2-epoch U-Net run on the tiny data."""
+    raw = {
+        "name": "tiny", "task": "segmentation", "out": str(out),
+        "data": {"format": "endovis", "root": str(root)},
+        "model": {"name": "unet", "params": {"width": 4, "depth": 2}},
+        "loss": {"name": "dice_ce"},
+        "optim": {"name": "adam", "lr": 0.01},
+        "train": {"epochs": 2, "batch_size": 4, "eval_batch_size": 4, "progress": False},
+    }
+    for k, v in extra.items():
+        raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
+    return raw
