@@ -11,7 +11,7 @@ import torch
 
 from ..config import Recipe, asdict, recipe_from_dict
 from ..data.loading import RunData, load_run_data
-from ..data.types import SegData
+from ..data.types import ClsData, ColorData, SegData
 from ..errors import CnnlabError
 from ..losses import build_loss
 from ..models import build_model
@@ -32,7 +32,8 @@ def _setup(r: Recipe):
     seed_everything(r.train.seed)
     rt = resolve_runtime(r.train.device, r.train.precision, r.train.channels_last)
     data = load_run_data(r.data, r.train.seed)
-    n_out = len(data.class_names) if r.task != "colorization" else data.train.images.shape[1]
+    _check_task(r, data)
+    n_out = data.train.targets.shape[1] if r.task == "colorization" else len(data.class_names)
     in_ch = data.train.images.shape[1]
     size = tuple(data.train.images.shape[-2:])
     model = build_model(r.model.name, in_ch, n_out, size, r.model.params)
@@ -48,6 +49,14 @@ def _setup(r: Recipe):
     loss_params = {k: v for k, v in r.loss.params.items() if not (r.loss.name == "weighted_ce" and k == "scheme")}
     loss_fn = build_loss(r.loss.name, loss_params, ignore, weights)
     return rt, data, model, loss_fn, report
+
+
+def _check_task(r: Recipe, data: RunData) -> None:
+    """The recipe's task must match what the data format yields."""
+    kinds = {"segmentation": SegData, "classification": ClsData, "colorization": ColorData}
+    if not isinstance(data.train, kinds[r.task]):
+        raise CnnlabError(f"task '{r.task}' does not fit data.format '{r.data.format}' "
+                          f"(it yields {type(data.train).__name__})", "change task or data.format")
 
 
 def _write_metrics_csv(run_dir: Path, history: list[dict]) -> None:

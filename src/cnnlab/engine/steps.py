@@ -1,6 +1,7 @@
 """What one batch means per task: prepare inputs/targets, run the model, accumulate metrics over a split."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -9,7 +10,7 @@ from torch import nn
 
 from ..config import AugmentConfig
 from ..data.augment import augment_batch, is_identity
-from ..data.types import ClsData, SegData
+from ..data.types import ClsData, ColorData, SegData
 from ..losses import Loss, soft_dice_per_class
 from ..metrics import ConfusionMatrix
 from .runtime import Runtime
@@ -35,14 +36,32 @@ class Normalizer:
         return (x - m) / s
 
 
-def targets_of(data: SegData | ClsData) -> torch.Tensor:
-    """Masks for segmentation, labels for classification."""
+def targets_of(data: SegData | ClsData | ColorData) -> torch.Tensor:
+    """Masks for segmentation, labels for classification, colour channels for colorization."""
+    if isinstance(data, ColorData):
+        return data.targets
     return data.masks if isinstance(data, SegData) else data.labels
+
+
+def _color_batch(data: ColorData, idx: torch.Tensor, rt: Runtime, norm: Normalizer, aug: AugmentConfig | None,
+                 g: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grey input and colour target (RGB in [0, 1], or a*b* / 128), warped together by geometric augmentation."""
+    x = data.images[idx].to(rt.device).float().div_(255)
+    t = data.targets[idx].to(rt.device).float()
+    t = t / 255 if data.space == "rgb" else (t - 128) / 128
+    if aug is not None:
+        geometric = dataclasses.replace(aug, brightness=0.0, contrast=0.0, saturation=0.0)
+        if not is_identity(geometric):
+            xt, _ = augment_batch(torch.cat([x, t], 1), None, geometric, g)
+            x, t = xt[:, :1], xt[:, 1:]
+    return rt.to_input(norm(x)), t
 
 
 def make_batch(data: SegData | ClsData, idx: torch.Tensor, rt: Runtime, norm: Normalizer,
                aug: AugmentConfig | None = None, g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 samples -> normalised float inputs on the device (augmented when aug is given) and targets."""
+    if isinstance(data, ColorData):
+        return _color_batch(data, idx, rt, norm, aug, g)
     x = data.images[idx].to(rt.device, non_blocking=True).float().div_(255)
     y = targets_of(data)[idx].to(rt.device, non_blocking=True)
     if aug is not None and not is_identity(aug):
@@ -72,6 +91,8 @@ def evaluate(model: nn.Module, data: SegData | ClsData, rt: Runtime, norm: Norma
              batch_size: int) -> tuple[dict, ConfusionMatrix]:
     """Loss, confusion matrix and (segmentation) the course's per-batch soft Dice over a whole split."""
     model.eval()
+    if isinstance(data, ColorData):
+        return _evaluate_color(model, data, rt, norm, loss_fn, batch_size), None
     seg = isinstance(data, SegData)
     ignore = data.ignore_index if seg else None
     cm = ConfusionMatrix(len(data.class_names), ignore)
@@ -94,6 +115,23 @@ def evaluate(model: nn.Module, data: SegData | ClsData, rt: Runtime, norm: Norma
     else:
         metrics["accuracy"] = cm.accuracy()
     return metrics, cm
+
+
+@torch.no_grad()
+def _evaluate_color(model: nn.Module, data: ColorData, rt: Runtime, norm: Normalizer, loss_fn: Loss,
+                    batch_size: int) -> dict:
+    """Mean squared error over the split, and PSNR for RGB targets in [0, 1]."""
+    total = 0.0
+    for chunk in torch.arange(len(data)).split(batch_size):
+        x, t = make_batch(data, chunk, rt, norm)
+        with rt.autocast():
+            out = model(x)
+        total += float(loss_fn(out.float(), t)) * len(chunk)
+    mse = total / max(len(data), 1)
+    metrics = {"loss": mse}
+    if data.space == "rgb":
+        metrics["psnr_db"] = 10 * math.log10(1 / max(mse, 1e-12))
+    return metrics
 
 
 def selection_metric(task: str, metrics: dict) -> float:

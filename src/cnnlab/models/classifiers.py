@@ -161,7 +161,8 @@ def _inner(model: nn.Module) -> nn.Module:
 def param_groups(model: nn.Module, lr: float, encoder_lr_scale: float | None = None) -> list[dict]:
     """Optimizer groups: pre-trained trainable parameters at lr * scale, new ones at lr; frozen ones left out.
 
-    The scale defaults to the model's `pretrained_lr_scale` (a transfer model param), else 1.
+    The scale defaults to the model's `pretrained_lr_scale` (a transfer model param), else 1. Groups carry
+    'lr_scale' so an LR schedule can set group['lr'] = lr_now * group['lr_scale'].
     """
     inner = _inner(model)
     pretrained = getattr(inner, "pretrained_param_names", set())
@@ -170,8 +171,9 @@ def param_groups(model: nn.Module, lr: float, encoder_lr_scale: float | None = N
     for name, p in model.named_parameters():
         if p.requires_grad:
             (old if _unwrap_name(name) in pretrained else new).append(p)
-    groups = [{"params": new, "lr": lr, "name": "new"},
-              {"params": old, "lr": lr * float(scale), "name": "pretrained"}]
+    # 'lr_scale' lets a schedule set each group's rate as schedule_lr * lr_scale without losing the ratio.
+    groups = [{"params": new, "lr": lr, "lr_scale": 1.0, "name": "new"},
+              {"params": old, "lr": lr * float(scale), "lr_scale": float(scale), "name": "pretrained"}]
     return [g for g in groups if g["params"]]
 
 

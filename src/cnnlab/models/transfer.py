@@ -75,6 +75,8 @@ class TransferClassifier(nn.Module):
         self.net = net
         self.pretrained_param_names = {f"net.{n}" for n in pretrained_names}
         self.pretrained_lr_scale = float(lr_scale)
+        # The adapter applies the weights' own mean/std: the engine must feed plain [0, 1] images.
+        self.normalizes_input = adapter.normalize
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.adapter(x))

@@ -69,14 +69,21 @@ def _as_display(img: torch.Tensor) -> tuple[np.ndarray, str | None]:
     return np.transpose(arr[:3], (1, 2, 0)), None
 
 
+def select_misclassified(labels: torch.Tensor, preds: torch.Tensor, probs: torch.Tensor | None = None,
+                         max_items: int = 24) -> torch.Tensor:
+    """Indices of wrong predictions: the most confident mistakes first when probs are given, else in order."""
+    labels, preds = labels.cpu(), preds.cpu()
+    wrong = torch.nonzero(preds != labels).flatten()
+    if probs is not None and wrong.numel():
+        confidence = probs.cpu()[wrong, preds[wrong]]
+        wrong = wrong[torch.argsort(confidence, descending=True, stable=True)]
+    return wrong[:max_items]
+
+
 def plot_misclassified(images: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor, class_names: Sequence[str],
                        path: str | Path, probs: torch.Tensor | None = None, max_items: int = 24) -> Path:
     """A gallery of wrongly classified images titled 'true / predicted'; most confident mistakes first when probs given."""
-    wrong = torch.nonzero(preds.cpu() != labels.cpu()).flatten()
-    if probs is not None and wrong.numel():
-        confidence = probs.cpu()[wrong, preds.cpu()[wrong]]
-        wrong = wrong[torch.argsort(confidence, descending=True)]
-    wrong = wrong[:max_items]
+    wrong = select_misclassified(labels, preds, probs, max_items)
     n = int(wrong.numel())
     cols = min(8, max(n, 1))
     rows = max(1, math.ceil(n / cols))

@@ -12,7 +12,7 @@ import torch  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from ..config import Recipe  # noqa: E402
-from ..data.types import SegData  # noqa: E402
+from ..data.types import ColorData, SegData  # noqa: E402
 from ..metrics import ConfusionMatrix  # noqa: E402
 from .palette import class_colors, overlay  # noqa: E402
 
@@ -90,4 +90,37 @@ def write_run_figures(run_dir: Path, r: Recipe, model, split, history, rt, norm,
         pred = predict_logits(model, split, rt, norm, r.train.eval_batch_size).argmax(1).to(torch.uint8)
         scores = per_image_dice(pred, split.masks, len(split.class_names), split.ignore_index)
         paths.append(seg_overlays(split, pred, scores, fig_dir / "overlays.png"))
+    if isinstance(split, ColorData):
+        idx = torch.arange(min(4, len(split)))
+        out = predict_logits(model, split, rt, norm, r.train.eval_batch_size, idx)
+        paths.append(color_samples(split, out, idx, fig_dir / "colorization_samples.png"))
     return paths
+
+
+def to_rgb(split: ColorData, out: torch.Tensor, i: int, truth: bool) -> np.ndarray:
+    """H x W x 3 uint8 colour image from a prediction (or the ground truth) of sample i."""
+    if split.space == "rgb":
+        rgb = split.targets[i].float() / 255 if truth else out.clamp(0, 1)
+        return (rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    from skimage.color import lab2rgb
+
+    light = split.images[i, 0].float().numpy() * 100 / 255
+    ab = (split.targets[i].float() - 128).numpy() if truth else out.numpy() * 128
+    lab = np.concatenate([light[None], ab], 0).transpose(1, 2, 0)
+    return (lab2rgb(lab) * 255).round().astype(np.uint8)
+
+
+def color_samples(split: ColorData, out: torch.Tensor, idx: torch.Tensor, path: Path) -> Path:
+    """Grey input, predicted colour and true colour for a few validation images."""
+    fig, axes = plt.subplots(len(idx), 3, figsize=(9, 2.6 * len(idx)), squeeze=False)
+    for row, i in enumerate(idx.tolist()):
+        axes[row, 0].imshow(split.images[i, 0].numpy(), cmap="gray", vmin=0, vmax=255)
+        axes[row, 1].imshow(to_rgb(split, out[row], i, truth=False))
+        axes[row, 2].imshow(to_rgb(split, out[row], i, truth=True))
+        for a, title in zip(axes[row], (f"grey input {split.names[i]}", "prediction", "truth")):
+            a.set_title(title)
+            a.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,425 @@
+"""Shared benchmark pieces: alternated timing, matmul peaks, FLOP counts, memory probes, the plain 'course' loop.
+
+Fairness rules every script follows: the same model (same initial weights), loss, optimizer and batch size on
+both sides; warm-up steps excluded; sides alternated in one run (A B, B A, A B ...) so a noisy, shared CPU slows
+both alike; medians reported with the spread over repetitions, and ratios taken per round (adjacent in time).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+# ---------------------------------------------------------------- timing and statistics
+
+def sync(device: torch.device | str) -> None:
+    """Wait for queued GPU work so wall-clock timings mean something (no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def summarize(values: list[float]) -> dict:
+    """Median with min/max and relative spread ((max - min) / median) over repetitions."""
+    med = statistics.median(values)
+    return {"median": med, "min": min(values), "max": max(values), "n": len(values),
+            "spread": (max(values) - min(values)) / med if med else float("nan")}
+
+
+def fmt_stat(s: dict, digits: int = 1) -> str:
+    """'12.3 [11.9-13.0]': median and range over repetitions."""
+    return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
+
+
+def alternate(sides: dict[str, Callable[[], dict]], rounds: int,
+              between: Callable[[], dict] | None = None) -> tuple[dict[str, list[dict]], list[dict]]:
+    """Run each side once per round, reversing the order every other round (A B, B A, ...).
+
+    Each side callable returns a dict of measurements for one repetition; `between` (e.g. a matmul-peak
+    sample) runs once per round so that per-round contention can be normalised away.
+    """
+    out: dict[str, list[dict]] = {name: [] for name in sides}
+    extra: list[dict] = []
+    names = list(sides)
+    for i in range(rounds):
+        order = names if i % 2 == 0 else names[::-1]
+        for name in order:
+            out[name].append(sides[name]())
+        if between is not None:
+            extra.append(between())
+    return out, extra
+
+
+def paired_ratios(a: list[float], b: list[float]) -> dict:
+    """Per-round ratios a_i / b_i (adjacent in time), summarised."""
+    return summarize([x / y for x, y in zip(a, b)])
+
+
+def print_table(headers: list[str], rows: list[list], title: str | None = None) -> None:
+    """A plain fixed-width table on stdout."""
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    if title:
+        print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+
+def environment() -> dict:
+    """What the numbers were measured on."""
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+           "cuda": torch.cuda.is_available(), "load_avg_1min": os.getloadavg()[0]}
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def write_json(path: str | None, payload: dict) -> None:
+    """--json PATH: the script's numbers, with the environment they came from."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps({**payload, "env": environment()}, indent=2, default=str))
+        print(f"\nwrote {path}")
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' = CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------- peaks and FLOPs
+
+def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int | None = None, reps: int = 3) -> float:
+    """Best GFLOP/s of an n x n x n torch.matmul in dtype (the machine's practical dense peak)."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    torch.matmul(a, b)  # warm-up: kernel selection, page faults
+    sync(device)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def peak_sample(device: torch.device) -> dict:
+    """One fp32 and one bf16 matmul-peak sample (taken once per round, beside the sides)."""
+    return {"fp32_gflops": matmul_gflops(torch.float32, device), "bf16_gflops": matmul_gflops(torch.bfloat16, device)}
+
+
+def train_step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> int:
+    """FLOPs of forward + backward on this batch, counted by torch.utils.flop_counter (optimizer not counted)."""
+    import copy
+    m = copy.deepcopy(model)  # keep the benchmarked model's BatchNorm statistics and grads untouched
+    m.train()
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(m(x), y).backward()
+    return int(counter.get_total_flops())
+
+
+def achieved(flops_per_image: float, images_per_s: float, peaks: list[dict]) -> dict:
+    """Achieved GFLOP/s and its fraction of the fp32 and bf16 matmul peaks measured in the same run."""
+    gf = flops_per_image * images_per_s / 1e9
+    fp32 = statistics.median(p["fp32_gflops"] for p in peaks)
+    bf16 = statistics.median(p["bf16_gflops"] for p in peaks)
+    return {"gflops": gf, "frac_fp32_peak": gf / fp32, "frac_bf16_peak": gf / bf16}
+
+
+# ---------------------------------------------------------------- memory
+
+def rss_mb() -> float:
+    """Current resident set size of this process."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def peak_rss_mb() -> float:
+    """High-water resident set size of this process (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def probe_report(baseline_mb: float, device: torch.device) -> None:
+    """Last stdout line of a memory-probe child: its peak memory, as JSON."""
+    rep = {"peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline_mb}
+    if device.type == "cuda":
+        rep["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    print(json.dumps(rep))
+
+
+def probe_memory(script: Path, argv: list[str], side: str) -> dict:
+    """Run `script --probe SIDE argv...` in a fresh process: a side's peak memory, unpolluted by the other side."""
+    cmd = [sys.executable, str(script), "--probe", side, *argv]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    if res.returncode != 0 or not lines:
+        return {"error": (res.stderr.strip().splitlines() or ["no output"])[-1]}
+    return json.loads(lines[-1])
+
+
+def mem_cell(m: dict) -> str:
+    """'812 MB (+420)': peak RSS and its rise above the probe's state before training (CUDA: allocator peak)."""
+    if "error" in m:
+        return "n/a"
+    if "cuda_peak_mb" in m:
+        return f"{m['cuda_peak_mb']:.0f} MB cuda"
+    return f"{m['peak_rss_mb']:.0f} MB (+{m['peak_rss_mb'] - m['baseline_rss_mb']:.0f})"
+
+
+# ---------------------------------------------------------------- cnnlab side
+
+@contextlib.contextmanager
+def timed_make_batch(device: torch.device) -> Iterator[list[float]]:
+    """Time every make_batch call inside cnnlab.engine.fit.train_one_epoch (data loading + augmentation)."""
+    from cnnlab.engine import fit
+
+    spent: list[float] = []
+    original = fit.make_batch
+
+    def wrapper(*args, **kwargs):
+        sync(device)
+        t0 = time.perf_counter()
+        out = original(*args, **kwargs)
+        sync(device)
+        spent.append(time.perf_counter() - t0)
+        return out
+
+    fit.make_batch = wrapper
+    try:
+        yield spent
+    finally:
+        fit.make_batch = original
+
+
+@dataclasses.dataclass
+class EngineSide:
+    """cnnlab's own training path: cnnlab.engine.fit.train_one_epoch, capped at `steps` steps per call."""
+
+    model: torch.nn.Module
+    data: object            # cnnlab.data.loading.RunData
+    recipe: object          # cnnlab.config.Recipe
+    rt: object              # cnnlab.engine.runtime.Runtime
+    norm: object            # cnnlab.engine.steps.Normalizer
+    loss_fn: Callable
+    opt: torch.optim.Optimizer
+    epoch: int = 0
+
+    def run(self, steps: int) -> dict:
+        """One repetition: `steps` optimizer steps; returns seconds, images and seconds spent in make_batch."""
+        from cnnlab.engine.fit import train_one_epoch
+
+        r = dataclasses.replace(self.recipe, train=dataclasses.replace(self.recipe.train, max_steps_per_epoch=steps))
+        with timed_make_batch(self.rt.device) as spent:
+            t0 = time.perf_counter()
+            _, seen, _ = train_one_epoch(self.model, self.data, r, self.rt, self.norm, self.loss_fn, self.opt,
+                                         self.epoch)
+            sync(self.rt.device)
+            secs = time.perf_counter() - t0
+        self.epoch += 1
+        return {"seconds": secs, "images": seen, "data_seconds": sum(spent)}
+
+
+def engine_setup(recipe, model: torch.nn.Module, data) -> EngineSide:
+    """Runtime, normaliser, loss and optimizer exactly as cnnlab.engine.run builds them for a recipe."""
+    from cnnlab.engine.fit import build_optimizer
+    from cnnlab.engine.runtime import resolve_runtime
+    from cnnlab.engine.steps import Normalizer
+    from cnnlab.losses import build_loss
+
+    t = recipe.train
+    rt = resolve_runtime(t.device, t.precision, t.channels_last)
+    model = model.to(rt.device, memory_format=torch.channels_last if rt.channels_last else torch.preserve_format)
+    ignore = getattr(data.train, "ignore_index", None)
+    loss_fn = build_loss(recipe.loss.name, dict(recipe.loss.params), ignore)
+    if t.compile:
+        model = torch.compile(model)
+    return EngineSide(model, data, recipe, rt, Normalizer.fit(data.train.images), loss_fn,
+                      build_optimizer(model, recipe))
+
+
+# ---------------------------------------------------------------- plain 'course solution' side
+
+def course_dice_loss(logits: torch.Tensor, onehot: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """The course's soft Dice on one-hot targets: 1 - mean over classes of (2 sum pg + s) / (sum p + sum g + s)."""
+    probs = logits.softmax(dim=1)
+    dims = (0, 2, 3)
+    dice = (2 * (probs * onehot).sum(dims) + smooth) / (probs.sum(dims) + onehot.sum(dims) + smooth)
+    return 1 - dice.mean()
+
+
+class CourseSegDataset(Dataset):
+    """What a course solution writes: open each image and mask with PIL per sample, augment, one-hot per sample."""
+
+    def __init__(self, root: Path, split: str, mean: tuple, std: tuple, num_classes: int,
+                 size: tuple[int, int] | None = None, augment: bool = False) -> None:
+        from cnnlab.data.formats.endovis import read_mapping
+        self.dirs = sorted(p for p in (Path(root) / "segmentation" / split).iterdir() if p.is_dir())
+        mapping, _ = read_mapping(Path(root))
+        self.lut = np.zeros(256, np.int64)
+        for i, level in enumerate(mapping.values()):
+            self.lut[level] = i
+        self.mean, self.std, self.num_classes, self.size, self.augment = mean, std, num_classes, size, augment
+
+    def __len__(self) -> int:
+        return len(self.dirs)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torchvision.transforms.functional as TF
+        from torchvision.transforms import ColorJitter
+        d = self.dirs[i]
+        img = Image.open(d / f"{d.name}_input.jpg").convert("RGB")
+        mask = Image.open(d / f"{d.name}_mask.png").convert("L")
+        if self.size is not None:
+            img = img.resize(self.size[::-1], Image.BILINEAR)
+            mask = mask.resize(self.size[::-1], Image.NEAREST)
+        if self.augment:  # the same augmentation as recipe endovis/b_augment, per sample on PIL images
+            if random.random() < 0.5:
+                img, mask = TF.hflip(img), TF.hflip(mask)
+            if random.random() < 0.5:
+                img, mask = TF.vflip(img), TF.vflip(mask)
+            img = ColorJitter(0.2, 0.2, 0.2)(img)
+        x = TF.normalize(TF.to_tensor(img), self.mean, self.std)
+        m = torch.from_numpy(self.lut[np.asarray(mask)])
+        onehot = F.one_hot(m, self.num_classes).permute(2, 0, 1).float()
+        return x, onehot
+
+
+def forever(loader: DataLoader) -> Iterator:
+    """Batches across epoch boundaries (a new epoch's iterator setup counts as data time, as it would)."""
+    while True:
+        yield from loader
+
+
+@dataclasses.dataclass
+class PlainSide:
+    """The plain PyTorch loop: fp32, NCHW, DataLoader batches, loss.item() per step like every course solution."""
+
+    model: torch.nn.Module
+    batches: Iterator
+    loss_fn: Callable
+    opt: torch.optim.Optimizer
+    device: torch.device
+
+    def run(self, steps: int) -> dict:
+        """One repetition of `steps` optimizer steps."""
+        self.model.train()
+        data_s, seen, running = 0.0, 0, 0.0
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            td = time.perf_counter()
+            x, y = next(self.batches)
+            x, y = x.to(self.device), y.to(self.device)
+            sync(self.device)
+            data_s += time.perf_counter() - td
+            loss = self.loss_fn(self.model(x), y)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            running += loss.item()
+            seen += len(x)
+        sync(self.device)
+        return {"seconds": time.perf_counter() - t0, "images": seen, "data_seconds": data_s}
+
+
+def side_summary(reps: list[dict]) -> dict:
+    """images/s and data share per repetition, summarised."""
+    ips = [r["images"] / r["seconds"] for r in reps]
+    share = [r["data_seconds"] / r["seconds"] for r in reps]
+    return {"images_per_s": summarize(ips), "data_share": summarize(share), "ips_list": ips}
+
+
+def endovis_root(arg: str | None, n_train: int = 64, n_val: int = 16) -> tuple[Path, str]:
+    """The course data (../shared/data/endovis2017_hw) or, where absent, synthetic data of the same shape."""
+    if arg:
+        return Path(arg), "given"
+    real = SHARED_DATA / "endovis2017_hw"
+    if (real / "segmentation" / "train").is_dir():
+        return real, "course data"
+    import tempfile
+    from cnnlab.data.synthetic.endovis import write
+    out = Path(tempfile.mkdtemp(prefix="cnnlab-bench-")) / "endovis_synth"
+    write(out, seed=0, n_train=n_train, n_val=n_val, n_test=0, n_color_train=0, n_color_val=0)
+    return out, "synthetic (course data absent)"
+
+
+# ---------------------------------------------------------------- a whole A-vs-B comparison
+
+def compare_sides(sides: dict[str, Callable[[int], dict]], rounds: int, steps: int, warmup: int,
+                  device: torch.device, flops_per_image: float | None) -> dict:
+    """Warm each side up (untimed), then alternate timed repetitions with a matmul-peak sample per round."""
+    for name, run in sides.items():
+        if warmup:
+            print(f"warm-up: {name} ({warmup} steps)", flush=True)
+            run(warmup)
+    print(f"timing: {rounds} rounds x {steps} steps per side, alternated", flush=True)
+    reps, peaks = alternate({n: (lambda r=r: r(steps)) for n, r in sides.items()}, rounds,
+                            between=lambda: peak_sample(device))
+    out = {"rounds": rounds, "steps_per_round": steps, "warmup_steps": warmup,
+           "peaks": {k: summarize([p[k] for p in peaks]) for k in ("fp32_gflops", "bf16_gflops")},
+           "flops_per_image": flops_per_image, "sides": {}}
+    for name, rs in reps.items():
+        s = side_summary(rs)
+        if flops_per_image:
+            gf = [flops_per_image * ips / 1e9 for ips in s["ips_list"]]
+            s["gflops"] = summarize(gf)
+            s["frac_fp32_peak"] = summarize([g / p["fp32_gflops"] for g, p in zip(gf, peaks)])
+            s["frac_bf16_peak"] = summarize([g / p["bf16_gflops"] for g, p in zip(gf, peaks)])
+        out["sides"][name] = s
+    return out
+
+
+def add_ratios(result: dict, baseline: str) -> None:
+    """Per-round images/s ratio of every side to the baseline side."""
+    base = result["sides"][baseline]["ips_list"]
+    result["ratios_vs_" + baseline] = {n: paired_ratios(s["ips_list"], base)
+                                       for n, s in result["sides"].items() if n != baseline}
+
+
+def print_comparison(result: dict, baseline: str, memory: dict[str, dict] | None = None, title: str = "") -> None:
+    """The short table every comparison script prints (medians [min-max] over rounds)."""
+    headers = ["side", "images/s", "x " + baseline, "GFLOP/s", "% fp32 peak", "% bf16 peak", "data+aug share",
+               "peak memory"]
+    rows = []
+    ratios = result.get("ratios_vs_" + baseline, {})
+    for name, s in result["sides"].items():
+        pct = (lambda k: f"{100 * s[k]['median']:.1f}") if "gflops" in s else (lambda k: "-")
+        rows.append([name, fmt_stat(s["images_per_s"], 2), fmt_stat(ratios[name], 2) if name in ratios else "1",
+                     f"{s['gflops']['median']:.1f}" if "gflops" in s else "-", pct("frac_fp32_peak"),
+                     pct("frac_bf16_peak"), f"{100 * s['data_share']['median']:.1f}%",
+                     mem_cell(memory[name]) if memory and name in memory else "-"])
+    print_table(headers, rows, title)
+    p = result["peaks"]
+    print(f"matmul peak (this run, per round): fp32 {fmt_stat(p['fp32_gflops'])} GFLOP/s, "
+          f"bf16 {fmt_stat(p['bf16_gflops'])} GFLOP/s")
+    if result.get("flops_per_image"):
+        print(f"train step: {result['flops_per_image'] / 1e9:.2f} GFLOP per image (forward + backward, "
+              "torch.utils.flop_counter)")
+    print(f"rounds: {result['rounds']} x {result['steps_per_round']} steps per side after "
+          f"{result['warmup_steps']} warm-up steps; 1-min load average at the end {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs")

@@ -1,0 +1,174 @@
+"""Course U-Net training speed: cnnlab's engine vs a plain PyTorch 'course solution' loop, alternated in one run.
+
+cnnlab side: recipes/endovis/b_augment.yaml run through cnnlab.engine.fit.train_one_epoch itself (resident uint8
+data, make_batch, batched augmentation, channels_last, bf16 autocast where the CPU has it).
+Plain side: a Dataset that decodes each JPEG/PNG with PIL, augments on PIL, one-hot encodes the mask per sample;
+a DataLoader; fp32 NCHW; the same U-Net (same initial weights), soft Dice loss, Adam and batch size.
+
+    .venv/bin/python benchmarks/train_speed.py                 # short (~3 min on a busy 2-core CPU)
+    .venv/bin/python benchmarks/train_speed.py --rounds 8 --steps 4 --json runs/bench/train_speed.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+from cnnlab.config import load_recipe  # noqa: E402
+from cnnlab.data.loading import load_run_data  # noqa: E402
+from cnnlab.losses import dice_loss  # noqa: E402
+from cnnlab.models import build_model  # noqa: E402
+
+RECIPE = common.REPO / "recipes" / "endovis" / "b_augment.yaml"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", help="EndoVis course-layout root (default: ../shared/data/endovis2017_hw, "
+                                  "else synthetic data of the same shape)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="resize on load (default: stored 256x320)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--width", type=int, default=16, help="U-Net base width (course: 16)")
+    p.add_argument("--rounds", type=int, default=3, help="alternated timing rounds")
+    p.add_argument("--steps", type=int, default=2, help="optimizer steps per side per round")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per side first")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the plain side")
+    p.add_argument("--precision", default="auto", help="cnnlab side: auto | bf16 | fp32")
+    p.add_argument("--fp32-engine", action="store_true",
+                   help="add a third side: cnnlab's data path in fp32 NCHW (separates precision from data path)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-memory", action="store_true", help="skip the per-side peak-memory child processes")
+    p.add_argument("--json", help="write the numbers here")
+    p.add_argument("--probe", help=argparse.SUPPRESS)  # internal: memory probe of one side in a child process
+    return p.parse_args(argv)
+
+
+def recipe_for(args: argparse.Namespace, root: Path, precision: str, channels_last: bool):
+    """The course recipe (b: flips + colour jitter) at the benchmark's size, batch and device."""
+    sets = [f"data.root={root}", "data.test=", f"train.batch_size={args.batch}", f"train.device={args.device}",
+            f"train.precision={precision}", f"train.channels_last={str(channels_last).lower()}",
+            "train.progress=false", f"model.params.width={args.width}"]
+    if args.size:
+        sets.append(f"data.size=[{args.size[0]}, {args.size[1]}]")
+    return load_recipe(RECIPE, sets)
+
+
+def build_sides(args: argparse.Namespace, root: Path, only: str | None = None) -> tuple[dict, dict]:
+    """name -> run(steps) callables for both sides (or just `only`), plus facts for the report."""
+    r = recipe_for(args, root, args.precision, True)
+    sides, info = {}, {}
+    data = load_run_data(r.data, r.train.seed) if only in (None, "cnnlab", "cnnlab-fp32") else None
+    size = tuple(data.train.images.shape[-2:]) if data is not None else tuple(args.size or (256, 320))
+    num_classes = len(data.class_names) if data is not None else 8
+    torch.manual_seed(0)
+    model = build_model(r.model.name, 3, num_classes, size, r.model.params)
+    initial = copy.deepcopy(model.state_dict())
+    if only in (None, "plain"):
+        device = common.pick_device(args.device)
+        plain_model = copy.deepcopy(model).to(device)
+        mean, std = (0.5,) * 3, (0.25,) * 3
+        if data is not None:
+            from cnnlab.engine.steps import Normalizer
+            n = Normalizer.fit(data.train.images)
+            mean, std = n.mean, n.std
+        ds = common.CourseSegDataset(root, r.data.train, mean, std, num_classes,
+                                     tuple(args.size) if args.size else None, augment=True)
+        loader = DataLoader(ds, batch_size=args.batch, shuffle=True, drop_last=True, num_workers=args.workers,
+                            persistent_workers=args.workers > 0)
+        opt = torch.optim.Adam(plain_model.parameters(), lr=r.optim.lr)
+        sides["plain"] = common.PlainSide(plain_model, common.forever(loader), common.course_dice_loss, opt,
+                                          device).run
+    if only in (None, "cnnlab"):
+        eng = common.engine_setup(r, model, data)
+        sides["cnnlab"] = eng.run
+        info.update(device=str(eng.rt.device), precision=eng.rt.precision, channels_last=eng.rt.channels_last)
+    if args.fp32_engine and only in (None, "cnnlab-fp32"):
+        m32 = build_model(r.model.name, 3, num_classes, size, r.model.params)
+        m32.load_state_dict(initial)
+        sides["cnnlab-fp32"] = common.engine_setup(recipe_for(args, root, "fp32", False), m32, data).run
+    info.update(size=list(size), num_classes=num_classes, n_train=len(data.train) if data is not None else None)
+    return sides, info
+
+
+def check_same_loss() -> None:
+    """Both sides must optimise the same function: the course's one-hot Dice equals cnnlab's Dice loss."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 8, 16, 20, generator=g)
+    mask = torch.randint(0, 8, (2, 16, 20), generator=g)
+    onehot = torch.nn.functional.one_hot(mask, 8).permute(0, 3, 1, 2).float()
+    a, b = common.course_dice_loss(logits, onehot), dice_loss(logits, mask)
+    if not torch.allclose(a, b, atol=1e-6):
+        raise SystemExit(f"loss mismatch: course {a.item()} vs cnnlab {b.item()}")
+
+
+def probe(args: argparse.Namespace, root: Path) -> None:
+    """Child process: one side alone, warm-up + one step, then its peak memory as a JSON line."""
+    sides, _ = build_sides(args, root, only=args.probe)
+    base = common.rss_mb()
+    sides[args.probe](1)
+    sides[args.probe](1)
+    common.probe_report(base, common.pick_device(args.device))
+
+
+def unet_flops(args: argparse.Namespace, size: tuple[int, int], num_classes: int, width: int) -> float:
+    """FLOPs per image of one train step (batch of 2, fp32, counted by FlopCounterMode)."""
+    m = build_model("unet", 3, num_classes, size, {"width": width, "depth": 4})
+    x = torch.randn(2, 3, *size)
+    y = torch.randint(0, num_classes, (2, *size))
+    return common.train_step_flops(m, x, y, dice_loss) / 2
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    root, origin = common.endovis_root(args.data)
+    if args.probe:
+        probe(args, root)
+        return {}
+    check_same_loss()
+    print(f"data: {root} ({origin})", flush=True)
+    sides, info = build_sides(args, root)
+    flops = unet_flops(args, tuple(info["size"]), info["num_classes"], args.width)
+    device = common.pick_device(args.device)
+    result = common.compare_sides(sides, args.rounds, args.steps, args.warmup, device, flops)
+    common.add_ratios(result, "plain")
+    memory = {}
+    if not args.no_memory:
+        child = ["--data", str(root)] + _strip_json(argv if argv is not None else sys.argv[1:])
+        for name in sides:
+            print(f"memory probe: {name}", flush=True)
+            memory[name] = common.probe_memory(Path(__file__), child, name)
+    result.update(info=info, data=str(root), data_origin=origin, memory=memory, workers=args.workers)
+    title = (f"U-Net (width {args.width}) train step, {info['size'][0]}x{info['size'][1]}, batch {args.batch}, "
+             f"cnnlab: {info['precision']}, channels_last={info['channels_last']}; plain: fp32 NCHW, "
+             f"DataLoader workers={args.workers}")
+    common.print_comparison(result, "plain", memory, title)
+    common.write_json(args.json, result)
+    return result
+
+
+def _strip_json(argv: list[str]) -> list[str]:
+    """Child argv without --json and its value, and without a --data the parent already resolved."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--json", "--data"):
+            skip = True
+            continue
+        if a.startswith("--json=") or a.startswith("--data="):
+            continue
+        out.append(a)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""`cnnlab predict`, `cnnlab evaluate`, `cnnlab export`: use a trained run on new images, data sets and runtimes."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _run_predict(a: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .infer import load_run, parse_window, predict_paths
+
+    run = load_run(Path(a.run_dir), device=a.device)
+    result = predict_paths(run, [Path(p) for p in a.inputs], Path(a.out), tta_flip=a.tta,
+                           window=parse_window(a.window, run), overlap=a.overlap, batch_size=a.batch_size)
+    console = Console(highlight=False, soft_wrap=True)
+    for note in result["notes"]:
+        console.print(f"note: {note}")
+    if result["task"] == "classification":
+        for row in result["images"]:
+            probs = "  ".join(f"{n} {row[n]:.3f}" for n in result["class_names"])
+            console.print(f"{row['image']}: {row['predicted']}  ({probs})")
+        console.print(f"probabilities of {len(result['images'])} images in {Path(a.out) / 'probabilities.csv'}")
+    else:
+        console.print(f"wrote masks ({result['mask_encoding']['kind']}), overlays and class areas of "
+                      f"{len(result['images'])} images to {a.out}")
+    return 0
+
+
+def _run_evaluate(a: argparse.Namespace) -> int:
+    import json
+
+    from .infer import evaluate_run
+
+    result, path = evaluate_run(Path(a.run_dir), a.data, a.split, a.out, device=a.device, batch_size=a.batch_size)
+    for note in result["notes"]:
+        print(f"note: {note}")
+    print(f"{result['split']} of {result['data_root']} ({result['n_images']} images): "
+          f"{json.dumps(result['metrics'])}")
+    print(f"wrote {path}")
+    return 0
+
+
+def _run_export(a: argparse.Namespace) -> int:
+    import json
+
+    from .export import export_run, preprocess_path
+
+    path = export_run(Path(a.run_dir), a.format, a.out)
+    spec = preprocess_path(path)
+    check = json.loads(spec.read_text())["verification"]
+    if check.get("passed"):
+        print(f"exported {path} (matches torch: max abs diff {check['max_abs_diff']:.2g}, "
+              f"batch sizes {check['batch_sizes']}; {check['tolerance']})")
+    else:
+        print(f"exported {path}; not verified: {check.get('skipped')}")
+    print(f"preprocessing: {spec}")
+    return 0
+
+
+def register(sub) -> None:
+    """Add `predict`, `evaluate` and `export` to the main CLI's subparsers (handlers in `func`)."""
+    p = sub.add_parser("predict", help="masks (or class probabilities) of a trained run for new images")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (and their subfolders)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (existing files are never replaced)")
+    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--window", metavar="HxW", help="sliding window at native resolution, e.g. 256x256, or 'train' "
+                                                  "for the training input size (default: resize to it)")
+    p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap fraction (default 0.25)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=_run_predict)
+
+    p = sub.add_parser("evaluate", help="metrics of a trained run on any split or another data set")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--data", metavar="ROOT", help="another data set of the same format (replaces data.root)")
+    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--out", metavar="DIR", help="folder for evaluate_<split>.json (default RUN_DIR; never "
+                                               "overwritten: a second evaluation gets -2, -3 ...)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="default: the recipe's train.eval_batch_size")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=_run_evaluate)
+
+    p = sub.add_parser("export", help="ONNX or TorchScript file of a run's best model, checked against torch")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--out", metavar="PATH", help="model file (default RUN_DIR/export/<run>.onnx or .torchscript.pt)")
+    p.set_defaults(func=_run_export)

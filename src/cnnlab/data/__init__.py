@@ -1,0 +1,1 @@
+"""Data: on-disk formats -> in-memory uint8 tensors -> batched augmentation."""

@@ -1,0 +1,87 @@
+"""Paired image/mask augmentation on whole batches, on the training device (no per-sample PIL)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..config import AugmentConfig
+
+
+def _coin(n: int, g: torch.Generator, device: torch.device, p: float = 0.5) -> torch.Tensor:
+    """Per-sample Bernoulli draws from the run's generator (reproducible, resumable)."""
+    return (torch.rand(n, generator=g) < p).to(device)
+
+
+def _where(sel: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.where(sel.view(-1, *([1] * (a.ndim - 1))), a, b)
+
+
+def _affine(x: torch.Tensor, m: torch.Tensor | None, cfg: AugmentConfig, g: torch.Generator, fill: int):
+    """Random rotation and scale-crop as one affine warp: bilinear for images, nearest for masks."""
+    n = x.shape[0]
+    ang = (torch.rand(n, generator=g) * 2 - 1) * math.radians(cfg.rotate)
+    scale = cfg.crop_scale + (1 - cfg.crop_scale) * torch.rand(n, generator=g)  # side fraction kept
+    shift = (1 - scale) * (torch.rand(n, 2, generator=g) * 2 - 1)
+    cos, sin = torch.cos(ang) * scale, torch.sin(ang) * scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    theta = theta.to(x.device, torch.float32)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=False)
+    if m is not None:
+        mf = F.grid_sample(m[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        inside = F.grid_sample(torch.ones_like(mf), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        m = torch.where(inside[:, 0] > 0.5, mf[:, 0], torch.full_like(mf[:, 0], fill)).to(m.dtype)
+    return x, m
+
+
+def _jitter(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast and saturation jitter on images in [0, 1] (masks untouched)."""
+    n = x.shape[0]
+
+    def factor(strength: float) -> torch.Tensor:
+        return (1 + (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * strength).to(x.device, x.dtype)
+
+    if cfg.brightness:
+        x = x * factor(cfg.brightness)
+    if cfg.contrast:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * factor(cfg.contrast) + mean
+    if cfg.saturation and x.shape[1] == 3:
+        grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+        x = (x - grey) * factor(cfg.saturation) + grey
+    return x.clamp_(0, 1)
+
+
+def augment_batch(x: torch.Tensor, m: torch.Tensor | None, cfg: AugmentConfig, g: torch.Generator,
+                  fill: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Augment float images in [0, 1] (N x C x H x W) and their masks (N x H x W) together.
+
+    `fill` labels pixels that a rotation brings in from outside the image (ignore_index where the data has one).
+    """
+    n = x.shape[0]
+    if cfg.hflip:
+        s = _coin(n, g, x.device)
+        x = _where(s, x.flip(-1), x)
+        m = _where(s, m.flip(-1), m) if m is not None else None
+    if cfg.vflip:
+        s = _coin(n, g, x.device)
+        x = _where(s, x.flip(-2), x)
+        m = _where(s, m.flip(-2), m) if m is not None else None
+    if cfg.rot90 and x.shape[-1] == x.shape[-2]:
+        k = torch.randint(0, 4, (n,), generator=g).to(x.device)
+        for turns in (1, 2, 3):
+            s = k == turns
+            x = _where(s, torch.rot90(x, turns, (-2, -1)), x)
+            m = _where(s, torch.rot90(m, turns, (-2, -1)), m) if m is not None else None
+    if cfg.rotate or cfg.crop_scale < 1:
+        x, m = _affine(x, m, cfg, g, fill)
+    if cfg.brightness or cfg.contrast or cfg.saturation:
+        x = _jitter(x, cfg, g)
+    return x, m
+
+
+def is_identity(cfg: AugmentConfig) -> bool:
+    """True when the config asks for no augmentation at all."""
+    return cfg == AugmentConfig()

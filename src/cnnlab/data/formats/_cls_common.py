@@ -1,0 +1,99 @@
+"""Helpers shared by the classification readers: seeded re-splits, resizing, summaries."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+import torch
+
+from ...errors import ConfigError, DataError, did_you_mean
+from ..types import ClsData
+
+JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+def is_junk(name: str) -> bool:
+    """OS litter (Finder, Explorer, AppleDouble) that is skipped and counted, never read."""
+    return name in JUNK_NAMES or name.startswith("._")
+
+
+def resize_images(images: torch.Tensor, size: list[int] | None) -> torch.Tensor:
+    """Resize a uint8 N x C x H x W batch once at load time (bilinear, antialiased)."""
+    if size is None or list(images.shape[-2:]) == list(size):
+        return images
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.resize(images, list(size), antialias=True)
+
+
+def unknown_options(given: dict, valid: list[str], reader: str) -> None:
+    """Reader options arrive from data.options: an unknown key fails naming it."""
+    for key in given:
+        raise ConfigError(f"unknown config key 'data.options.{key}' for the {reader} reader", did_you_mean(key, valid))
+
+
+def parse_resplit(spec: object, available: list[str], what: str) -> tuple[str, int, dict[str, int | float]]:
+    """Validate a 'resplit' option: {from: <split>, seed: int, <name>: count or fraction, ...}."""
+    if not isinstance(spec, dict):
+        raise DataError(f"{what}: option 'resplit' must be a mapping like {{from: test, train: 8000, test: 2000}}")
+    spec = dict(spec)
+    source = str(spec.pop("from", ""))
+    seed = spec.pop("seed", 0)
+    if source not in available:
+        raise DataError(f"{what}: resplit source split '{source}' is not on disk",
+                        f"available: {', '.join(available) or 'none'}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise DataError(f"{what}: resplit seed must be an integer, got {seed!r}")
+    if not spec:
+        raise DataError(f"{what}: resplit names no target splits", "e.g. {from: test, train: 8000, test: 2000}")
+    for name, n in spec.items():
+        ok_int = isinstance(n, int) and not isinstance(n, bool) and n > 0
+        ok_frac = isinstance(n, float) and 0 < n < 1
+        if not (ok_int or ok_frac):
+            raise DataError(f"{what}: resplit size of '{name}' must be a positive count or a fraction, got {n!r}")
+    return source, seed, spec
+
+
+def carve_splits(load_source: Callable[[str], ClsData], split: str, spec: object, available: list[str],
+            what: str) -> ClsData:
+    """Carve disjoint, seeded splits out of one split on disk (e.g. MNIST test -> 8000 train / 2000 test)."""
+    source, seed, sizes = parse_resplit(spec, available, what)
+    if split not in sizes:
+        raise DataError(f"{what}: split '{split}' is not one of the resplit's splits",
+                        f"resplit defines: {', '.join(sizes)}")
+    data = load_source(source)
+    n = len(data)
+    counts = {k: (v if isinstance(v, int) else int(round(v * n))) for k, v in sizes.items()}
+    if sum(counts.values()) > n:
+        raise DataError(f"{what}: resplit asks for {sum(counts.values())} samples but split '{source}' has {n}",
+                        "lower the counts")
+    # One permutation for all targets, so the carved splits never overlap whatever is asked.
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    start = 0
+    for name, count in counts.items():
+        if name == split:
+            out = data.subset(order[start:start + count])
+            out.notes.append(f"split '{split}' = {count} samples drawn (seed {seed}) from on-disk split '{source}'")
+            return out
+        start += count
+    raise AssertionError("unreachable: split was checked above")
+
+
+def class_shares(labels: torch.Tensor, class_names: list[str], top: int = 12) -> str:
+    """'0: 9.8%, 1: 11.4%, ...' for a summary line (the top few when there are many classes)."""
+    n = max(int(labels.numel()), 1)
+    counts = Counter(labels.tolist())
+    items = sorted(counts.items(), key=lambda kv: kv[0])
+    if len(items) > top:
+        items = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+    parts = [f"{class_names[k] if 0 <= k < len(class_names) else k}: {100 * c / n:.1f}%" for k, c in items]
+    missing = len(class_names) - len(counts)
+    tail = f" (+{len(counts) - top} more)" if len(counts) > top else ""
+    gap = f"; {missing} classes absent" if missing > 0 else ""
+    return ", ".join(parts) + tail + gap
+
+
+def summarise_split(split: str, data: ClsData) -> str:
+    """One line per split for check(): count, shape, class shares."""
+    c, h, w = data.images.shape[1:]
+    return f"  {split}: {len(data)} images {c}x{h}x{w}; classes {class_shares(data.labels, data.class_names)}"

@@ -1,0 +1,131 @@
+"""`cnnlab data check folders` and `cnnlab new`: survey a users' image/mask folders, collecting every problem."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import CnnlabError
+from . import _folders_masks as fm
+from .common import read_image
+from .folders import Layout, Options, channels_of, default_size, encoding_for, header, parse_options, read_input, \
+    scan_layout
+
+
+@dataclass
+class Survey:
+    """What a data set holds; problems would stop training, warnings would not."""
+
+    opts: Options
+    layout: Layout
+    encoding: fm.Encoding | None
+    sizes: list[tuple[int, int]]    # (H, W) of every paired image
+    channels: int
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def shares(self) -> list[float]:
+        """Pixel share of each class (inside the field of view when one is given)."""
+        counts = np.array(self.encoding.pixel_counts if self.encoding else [], dtype=np.float64)
+        return (counts / max(counts.sum(), 1)).tolist()
+
+
+def _pair_problems(layout: Layout, need_fov: bool, decode: bool) -> tuple[list[str], list[tuple[int, int]], int]:
+    """Unreadable files, size mismatches and missing FOV files, for every pair (not only the first)."""
+    problems, sizes = [], []
+    for p in layout.all_pairs():
+        try:
+            h, w, _ = header(p.image)
+            sizes.append((h, w))
+            if decode:  # a truncated file passes the header read but not the decode
+                read_input(p.image, 1)
+                read_image(p.mask)
+            for other, what in ((p.mask, "mask"), (p.fov, "field of view")):
+                if other is None:
+                    continue
+                oh, ow, _ = header(other)
+                if (oh, ow) != (h, w):
+                    problems.append(f"{other}: {what} is {ow}x{oh} but its image {p.image.name} is {w}x{h}")
+        except CnnlabError as e:
+            problems.append(e.message)
+        if need_fov and p.fov is None:
+            problems.append(f"{p.image}: no field-of-view file matches this image")
+    channels = 1
+    if sizes and not problems:
+        channels = channels_of(layout.all_pairs())
+    return problems, sizes, channels
+
+
+def _warnings(layout: Layout) -> list[str]:
+    """Unmatched and ambiguous names, skipped files: training still works, but the user should know."""
+    out = list(layout.notes)
+    for g in layout.groups:
+        at = f"{g.label}: " if g.label else ""
+        for m, what in ((g.mask_match, "mask"), (g.fov_match, "field-of-view file")):
+            if m is None:
+                continue
+            if m.unmatched_images:
+                out.append(f"{at}{len(m.unmatched_images)} image(s) without a {what}: {', '.join(m.unmatched_images)}")
+            if m.unmatched_partners:
+                out.append(f"{at}{len(m.unmatched_partners)} {what}(s) without an image: "
+                           f"{', '.join(m.unmatched_partners)}")
+            if m.ambiguous:
+                out.append(f"{at}ambiguous {what} names (several files fit one image): {', '.join(m.ambiguous)}")
+    return out
+
+
+def survey(root: Path, decode: bool = True, **options) -> Survey:
+    """Scan, pair, discover the encoding and read every header; problems are collected, not raised one by one."""
+    opts = parse_options(options)
+    layout = scan_layout(Path(root), opts)  # missing folders and no pairs at all stop here, naming the folder
+    problems, sizes, channels = _pair_problems(layout, bool(opts.fov), decode)
+    enc = None
+    if not problems:
+        try:
+            enc = encoding_for(layout, opts)
+        except CnnlabError as e:
+            problems.append(e.line())
+    return Survey(opts, layout, enc, sizes, channels, problems, _warnings(layout))
+
+
+def _folder_line(role: str, files) -> str:
+    extra = []
+    if files.junk:
+        extra.append(f"{files.junk} system file(s) skipped")
+    if files.other:
+        extra.append(f"{len(files.other)} non-image file(s) ignored: {', '.join(files.other[:5])}")
+    if files.subdirs:
+        extra.append(f"{len(files.subdirs)} sub-folder(s) not read")
+    return f"  {role}: {files.folder} ({len(files.files)} files{'; ' + '; '.join(extra) if extra else ''})"
+
+
+def check_report(root: Path, **options) -> str:
+    """The human summary of `cnnlab data check folders`."""
+    s = survey(root, **options)
+    lines = [f"folders data at {s.layout.root}"]
+    for g in s.layout.groups:
+        if g.label:
+            lines.append(f" split folder '{g.label}':")
+        lines += [_folder_line("images", g.images), _folder_line("masks", g.masks)]
+        if g.fov:
+            lines.append(_folder_line("fov", g.fov))
+        rules = ", ".join(f"{r} ({c})" for r, c in g.mask_match.rules.most_common())
+        lines.append(f"  pairs: {len(g.pairs)} matched by {rules}")
+    lines.append(f"  split: {s.layout.policy_note}")
+    if s.sizes:
+        sizes = Counter(f"{h}x{w}" for h, w in s.sizes)
+        kinds = "colour (3 channels)" if s.channels == 3 else "grey (1 channel)"
+        lines.append(f"  images: {kinds}; sizes (HxW): " + ", ".join(f"{k} ({c})" for k, c in sizes.most_common(8))
+                     + (f", ... ({len(sizes) - 8} more sizes)" if len(sizes) > 8 else ""))
+        lines.append(f"  size: {default_size(s.sizes)[1]} (set data.size to choose)")
+    if s.encoding:
+        where = " inside the field of view" if s.opts.fov else ""
+        lines.append(f"  mask encoding: {s.encoding.describe()}")
+        lines.append(f"  classes (share of pixels{where}): " + ", ".join(
+            f"{n} {100 * f:.1f}%" for n, f in zip(s.encoding.class_names, s.shares())))
+    lines += [f"  note: {w}" for w in s.warnings]
+    lines.append(f"  problems ({len(s.problems)}):" if s.problems else "  problems: none")
+    lines += [f"    - {p}" for p in s.problems]
+    return "\n".join(lines)

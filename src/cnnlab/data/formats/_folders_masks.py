@@ -1,0 +1,265 @@
+"""Mask encodings of users' folders: discovered over all masks at once, so every split maps values the same way.
+
+Encodings: binary 0/255 or 0/1, grey levels (each distinct value a class, in value order), palette PNGs (the
+palette indices present, in index order; 255 = void, ignored), RGB colour codes (a `colors` table, or the colours
+found), and lossy (JPEG) binary masks thresholded at 128 with the snapped pixels counted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ...errors import ConfigError, DataError
+from .common import read_image
+
+IGNORE = 255            # mask value excluded from loss and metrics (outside the FOV, padding, palette void)
+MAX_LEVELS = 32         # more distinct grey values than this are not a label map
+SNAP_DISTANCE = 60.0    # a colour further than this from every table colour is noise only if it is rare ...
+FAR_SHARE = 0.005       # ... under 0.5% of all mask pixels; otherwise it is a class missing from the table
+LOSSY_EXTS = {".jpg", ".jpeg"}
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How mask values become class indices, plus what discovery found."""
+
+    kind: str                       # binary | grey | palette | lossy_binary | rgb
+    values: tuple                   # grey values, palette indices or (r, g, b) colours, in class order
+    class_names: tuple[str, ...]
+    pixel_counts: tuple[int, ...]   # per class, inside the field of view where one is given
+    snapped: int = 0                # pixels that were not exactly a label value (lossy masks)
+    void: bool = False              # palette index 255 present: mapped to the ignore value
+    table: bool = False             # colours from the user's table (rgb)
+
+    def describe(self) -> str:
+        """One line for notes and `data check`."""
+        if self.kind == "binary":
+            return f"binary {self.values[0]}/{self.values[-1]}"
+        if self.kind == "lossy_binary":
+            return (f"binary with compression noise (lossy masks): thresholded at 128, {self.snapped} pixels were "
+                    "not exactly 0 or 255 and were snapped")
+        if self.kind == "grey":
+            return f"{len(self.values)} grey levels {list(self.values)}, one class each in value order"
+        if self.kind == "palette":
+            void = "; index 255 = void (ignored)" if self.void else ""
+            return f"palette PNG, class = palette index (indices {list(self.values)}){void}"
+        src = "the colors table" if self.table else ("colours discovered (no data.options.colors table, so classes "
+                                                     "are in colour order and unnamed)")
+        snap = f"; {self.snapped} lossy pixels snapped to the nearest colour" if self.snapped else ""
+        pairs = ", ".join(f"{n}={list(c)}" for n, c in zip(self.class_names, self.values))
+        return f"RGB colour codes from {src}: {pairs}{snap}"
+
+
+def read_mask(path: Path, as_rgb: bool) -> tuple[np.ndarray, str]:
+    """(array, kind): kind 'palette' (indices), 'grey' (values) or 'rgb' (H x W x 3); 1-bit masks become 0/255."""
+    if as_rgb:
+        return read_image(path, "RGB"), "rgb"
+    with Image.open(path) as im:
+        mode = im.mode
+    if mode == "P":
+        return read_image(path), "palette"
+    if mode == "1":
+        return read_image(path, "L"), "grey"
+    if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+        arr = read_image(path, "RGB")
+        if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all():
+            return arr[..., 0].copy(), "grey"  # a grey mask saved as RGB
+        return arr, "rgb"
+    arr = read_image(path) if mode not in ("LA",) else read_image(path, "L")
+    return (arr if arr.ndim == 2 else arr[..., 0]), "grey"
+
+
+def read_fov(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean inside-the-field-of-view map (non-zero = inside; 0/255 GIFs and lossy files both work)."""
+    arr = read_image(path)
+    if arr.ndim == 3:
+        arr = arr.max(axis=2)
+    if arr.shape != shape:
+        raise DataError(f"{path}: field of view is {arr.shape[1]}x{arr.shape[0]} but its image is "
+                        f"{shape[1]}x{shape[0]}", "the FOV mask must match its image's size")
+    return arr >= 128 if arr.max(initial=0) > 1 else arr > 0
+
+
+def _pack(rgb: np.ndarray) -> np.ndarray:
+    """H x W x 3 uint8 -> one int per colour, for counting and lookup."""
+    return (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+
+
+def _unpack(c: int) -> tuple[int, int, int]:
+    return (int(c) >> 16) & 255, (int(c) >> 8) & 255, int(c) & 255
+
+
+def _count(arr: np.ndarray, kind: str, inside: np.ndarray | None) -> tuple[dict, dict]:
+    """Value -> pixel count, over all pixels and inside the FOV."""
+    flat = _pack(arr) if kind == "rgb" else arr
+    vals, counts = np.unique(flat, return_counts=True)
+    total = dict(zip(vals.tolist(), counts.tolist()))
+    if inside is None:
+        return total, total
+    vals, counts = np.unique(flat[inside], return_counts=True)
+    return total, dict(zip(vals.tolist(), counts.tolist()))
+
+
+def _add(acc: dict, part: dict) -> None:
+    for k, v in part.items():
+        acc[k] = acc.get(k, 0) + v
+
+
+def _default_names(n: int) -> tuple[str, ...]:
+    return ("background",) + tuple(f"class_{i}" for i in range(1, n))
+
+
+def _grey_encoding(total: dict, inside: dict, lossy: bool, first_mask: Path) -> Encoding:
+    """Binary, grey levels or lossy binary from the value histogram of all masks."""
+    vals = sorted(total)
+    clustered = all(v <= 15 or v >= 240 for v in vals)  # 0/255 plus small deviations: compression, not classes
+    if set(vals) <= {0, 1} or set(vals) <= {0, 255}:
+        values = (0, 1) if set(vals) <= {0, 1} else (0, 255)
+        return Encoding("binary", values, _default_names(2), tuple(inside.get(v, 0) for v in values))
+    if len(vals) <= MAX_LEVELS and not lossy and not (clustered and len(vals) > 2):
+        return Encoding("grey", tuple(vals), _default_names(len(vals)), tuple(inside.get(v, 0) for v in vals))
+    n = sum(total.values())
+    extreme = sum(c for v, c in total.items() if v < 64 or v >= 192)
+    if extreme < 0.95 * n:
+        raise DataError(f"{first_mask.parent}: masks hold {len(vals)} distinct grey values and "
+                        f"{100 * (1 - extreme / n):.0f}% of pixels are mid-grey: not a label map",
+                        "masks must store one value per class (save them as PNG, not JPEG)")
+    snapped = sum(c for v, c in total.items() if v not in (0, 255))
+    counts = (sum(c for v, c in inside.items() if v < 128), sum(c for v, c in inside.items() if v >= 128))
+    return Encoding("lossy_binary", (0, 255), _default_names(2), counts, snapped)
+
+
+def _palette_encoding(total: dict, inside: dict) -> Encoding:
+    """Indices present in index order; 255 is VOC's void unless it is the only foreground (a 0/255 binary)."""
+    vals = sorted(v for v in total if v != IGNORE)
+    void = IGNORE in total and len(vals) > 1
+    if IGNORE in total and not void:
+        vals.append(IGNORE)
+    return Encoding("palette", tuple(vals), _default_names(len(vals)), tuple(inside.get(v, 0) for v in vals),
+                    void=void)
+
+
+def _rgb_encoding(total: dict, inside: dict, colors: dict | None, first_mask: Path) -> Encoding:
+    """Colour -> class from the table (lossy colours snapped to the nearest), or the colours found."""
+    if colors is None:
+        if len(total) > MAX_LEVELS:
+            raise DataError(f"{first_mask.parent}: masks hold {len(total)} distinct colours (a photo, or lossy "
+                            "JPEG colour masks)", "give data.options.colors: {name: [r, g, b], ...} to map them")
+        keys = sorted(total)  # black (0, 0, 0) first: background in most tools
+        return Encoding("rgb", tuple(_unpack(k) for k in keys), _default_names(len(keys)),
+                        tuple(inside.get(k, 0) for k in keys))
+    table = np.array([c for c in colors.values()], dtype=np.float64)
+    counts, snapped, far = [0] * len(colors), 0, {}
+    for key, n in total.items():
+        dist = np.linalg.norm(table - np.array(_unpack(key)), axis=1).min()
+        snapped += n if dist > 0 else 0
+        if dist > SNAP_DISTANCE:
+            far[key] = n
+    # lossy edges scatter many rare in-between colours; a class missing from the table is one common colour
+    worst = max(far, key=far.get, default=None)
+    if worst is not None and far[worst] >= FAR_SHARE * sum(total.values()):
+        raise DataError(f"{first_mask.parent}: colour {list(_unpack(worst))} ({far[worst]} pixels) is not in "
+                        "data.options.colors", f"add it to the table (known: {', '.join(colors)})")
+    for key, n in inside.items():
+        counts[int(np.linalg.norm(table - np.array(_unpack(key)), axis=1).argmin())] += n
+    return Encoding("rgb", tuple(tuple(c) for c in colors.values()), tuple(colors), tuple(counts), snapped,
+                    table=True)
+
+
+@lru_cache(maxsize=16)
+def _discover_cached(files: tuple, colors_items: tuple | None) -> Encoding:
+    """Read every mask once (and its FOV) and decide the encoding; cached on paths, mtimes and the colour table."""
+    colors = {k: list(v) for k, v in colors_items} if colors_items is not None else None
+    total: dict = {}
+    inside: dict = {}
+    kinds: set[str] = set()
+    lossy = False
+    for mask_s, _, fov_s, _ in files:
+        mask = Path(mask_s)
+        arr, kind = read_mask(mask, as_rgb=colors is not None)
+        kinds.add(kind)
+        lossy |= mask.suffix.lower() in LOSSY_EXTS
+        fov = read_fov(Path(fov_s), arr.shape[:2]) if fov_s else None
+        t, i = _count(arr, kind, fov)
+        _add(total, {(kind, k): v for k, v in t.items()})
+        _add(inside, {(kind, k): v for k, v in i.items()})
+    if "rgb" in kinds and len(kinds) > 1:  # some masks in colour, some grey/palette: compare them all as colours
+        return _discover_cached(files, colors_items if colors_items is not None else ())
+    first = Path(files[0][0])
+    strip = lambda d: {k[1]: v for k, v in d.items()}  # noqa: E731 - kinds are uniform from here on
+    if kinds == {"rgb"}:
+        return _rgb_encoding(strip(total), strip(inside), colors or None, first)
+    if kinds == {"palette"}:
+        return _palette_encoding(strip(total), strip(inside))
+    return _grey_encoding(strip(total), strip(inside), lossy, first)
+
+
+def discover(masks: list[Path], fovs: list[Path | None], colors: dict | None) -> Encoding:
+    """The encoding of a whole data set's masks (every split), from their values."""
+    files = tuple((str(m), m.stat().st_mtime_ns, str(f) if f else "", f.stat().st_mtime_ns if f else 0)
+                  for m, f in zip(masks, fovs))
+    items = tuple((k, tuple(v)) for k, v in colors.items()) if colors is not None else None
+    return _discover_cached(files, items)
+
+
+def check_colors(colors) -> dict[str, list[int]] | None:
+    """Validate data.options.colors: {name: [r, g, b]}."""
+    if colors is None:
+        return None
+    if not isinstance(colors, dict) or not colors:
+        raise ConfigError(f"data.options.colors must be a mapping name -> [r, g, b], got {colors!r}")
+    for name, c in colors.items():
+        if not (isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(x, int) and 0 <= x <= 255
+                                                                     for x in c)):
+            raise ConfigError(f"data.options.colors.{name} must be [r, g, b] with 0..255 integers, got {c!r}")
+    if len({tuple(c) for c in colors.values()}) != len(colors):
+        raise ConfigError("data.options.colors: two classes share one colour", "each class needs its own colour")
+    return {str(k): list(v) for k, v in colors.items()}
+
+
+def with_classes(enc: Encoding, classes: list | dict) -> Encoding:
+    """Apply data.options.classes: names in class order (a list), or {name: mask value} fixing values and order."""
+    if isinstance(classes, list):
+        if len(classes) != len(enc.class_names):
+            raise ConfigError(f"data.options.classes names {len(classes)} classes but the masks hold "
+                              f"{len(enc.class_names)} ({enc.describe()})", "give one name per class, in order")
+        return Encoding(enc.kind, enc.values, tuple(map(str, classes)), enc.pixel_counts, enc.snapped,
+                           enc.void, enc.table)
+    if enc.kind in ("rgb", "lossy_binary"):
+        raise ConfigError("data.options.classes as {name: value} needs grey or palette masks",
+                          "for colour masks use data.options.colors: {name: [r, g, b]}")
+    values = list(classes.values())
+    if not all(isinstance(v, int) and 0 <= v <= 255 for v in values) or len(set(values)) != len(values):
+        raise ConfigError(f"data.options.classes values must be distinct mask values 0..255, got {values}")
+    counts = dict(zip(enc.values, enc.pixel_counts))
+    stray = [v for v in counts if v not in values]
+    if stray:
+        raise ConfigError(f"masks hold value(s) {stray} that data.options.classes does not name",
+                          f"add them; found {list(enc.values)}")
+    return Encoding(enc.kind if enc.kind != "binary" else "grey", tuple(values), tuple(map(str, classes)),
+                       tuple(counts.get(v, 0) for v in values), enc.snapped, enc.void)
+
+
+def to_classes(path: Path, enc: Encoding) -> tuple[np.ndarray, int]:
+    """One mask as class indices (H x W uint8; palette void -> 255) and its number of snapped pixels."""
+    arr, _ = read_mask(path, as_rgb=enc.kind == "rgb")
+    if enc.kind == "rgb":
+        packed = _pack(arr)
+        keys = np.array([(r << 16) | (g << 8) | b for r, g, b in enc.values], dtype=np.int64)
+        vals, inverse = np.unique(packed, return_inverse=True)
+        table = np.array(enc.values, dtype=np.float64)
+        rgb = np.stack([(vals >> 16) & 255, (vals >> 8) & 255, vals & 255], axis=1).astype(np.float64)
+        nearest = np.linalg.norm(rgb[:, None] - table[None], axis=2).argmin(axis=1)
+        exact = np.isin(vals, keys)
+        snapped = int(np.bincount(inverse.ravel(), minlength=len(vals))[~exact].sum())
+        return nearest.astype(np.uint8)[inverse.reshape(packed.shape)], snapped
+    if enc.kind == "lossy_binary":
+        return (arr >= 128).astype(np.uint8), int(np.count_nonzero((arr != 0) & (arr != 255)))
+    lut = np.full(256, IGNORE, dtype=np.uint8)  # values outside the encoding (palette void) are ignored
+    for cls, v in enumerate(enc.values):
+        lut[v] = cls
+    return lut[arr], 0

@@ -1,0 +1,77 @@
+"""EndoVis course colorization layout: colorization/<split>/<i>/<i>_input.jpg (RGB) + <i>_gray.jpg."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...errors import DataError
+from ..types import ColorData
+from .common import read_image, resize_images
+from .endovis import _sample_dirs
+
+SPLITS = ("train_cor", "validation_cor", "test_cor")
+
+
+def list_splits(root: Path) -> list[str]:
+    base = Path(root) / "colorization"
+    return [s for s in SPLITS if (base / s).is_dir()]
+
+
+def _to_lab(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 -> (L* scaled to 0..255 uint8, a*b* + 128 uint8) via scikit-image."""
+    from skimage.color import rgb2lab
+
+    lab = rgb2lab(rgb)
+    light = np.clip(lab[..., 0] * 255 / 100, 0, 255).round().astype(np.uint8)
+    ab = np.clip(lab[..., 1:] + 128, 0, 255).round().astype(np.uint8)
+    return light, ab
+
+
+def load(root: Path, split: str, size: list[int] | None = None, color_space: str = "rgb") -> ColorData:
+    """Grey inputs and colour targets of one split; a missing grey image is made from the colour one (noted)."""
+    if color_space not in ("rgb", "lab"):
+        raise DataError(f"data.options.color_space must be 'rgb' or 'lab', got {color_space!r}")
+    split_dir = Path(root) / "colorization" / split
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir}: colorization split not found",
+                        f"expected ROOT/colorization/{{{','.join(SPLITS[:2])}}}/<i>/<i>_input.jpg")
+    dirs, junk = _sample_dirs(split_dir)
+    notes = [f"{split}: skipped {junk} non-sample entries"] if junk else []
+    greys, targets, names, made = [], [], [], 0
+    for d in dirs:
+        rgb = read_image(d / f"{d.name}_input.jpg", "RGB")
+        gray_p = d / f"{d.name}_gray.jpg"
+        if color_space == "lab":
+            grey, target = _to_lab(rgb)
+        else:
+            if gray_p.is_file():
+                grey = read_image(gray_p, "L")
+            else:
+                grey, made = np.asarray(torch.from_numpy(rgb).float() @ torch.tensor([0.299, 0.587, 0.114])).round(
+                ).clip(0, 255).astype(np.uint8), made + 1
+            target = rgb
+        if grey.shape[:2] != rgb.shape[:2]:
+            raise DataError(f"{gray_p}: size differs from its colour image")
+        greys.append(torch.from_numpy(np.ascontiguousarray(grey))[None, None])
+        targets.append(torch.from_numpy(np.ascontiguousarray(target)).permute(2, 0, 1)[None])
+        names.append(d.name)
+    if not names:
+        raise DataError(f"{split_dir}: no sample folders")
+    if made:
+        notes.append(f"{split}: {made} grey images were missing and were computed from the colour images")
+    if size is None and len({t.shape for t in targets}) > 1:
+        raise DataError(f"{split_dir}: images differ in size", "set data.size: [H, W]")
+    x = torch.cat([resize_images(t, size) for t in greys])
+    y = torch.cat([resize_images(t, size) for t in targets])
+    return ColorData(x, y, names, color_space, notes)
+
+
+def check(root: Path) -> str:
+    lines = [f"EndoVis colorization layout at {root}"]
+    for s in list_splits(root):
+        d = load(root, s)
+        lines.append(f"  {s}: {len(d)} samples, {d.images.shape[2]}x{d.images.shape[3]} (HxW)")
+        lines += [f"  note: {n}" for n in d.notes]
+    return "\n".join(lines)

@@ -1,0 +1,153 @@
+"""ImageFolder-style trees, root/<split>/<class>/<image> (the course's Train/0..9/*.png, Test/0..9/*.png).
+
+Images are decoded with PIL once, at load, into one uint8 tensor per split. Class indices come from
+the union of class folders over all splits (sorted naturally, so '10' follows '9'), so a split that
+lacks a class keeps the same label numbering as the others.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...errors import DataError
+from ..types import ClsData
+from ._cls_common import carve_splits, is_junk, summarise_split, unknown_options
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "F"}
+EXPECTED = "one folder per split (e.g. Train/, Test/), each with one folder per class holding the images"
+
+
+def _natural_key(name: str) -> list:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: _natural_key(p.name))
+
+
+def _check_root(root: Path) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found", f"expected {EXPECTED}")
+    if not [s for s in _subdirs(root) if _subdirs(s)]:
+        raise DataError(f"{root}: no split/class folders found", f"expected {EXPECTED}")
+    return root
+
+
+def _split_dir(root: Path, split: str) -> Path:
+    """The split folder; 'train' also finds 'Train' when that is the only case-insensitive match."""
+    exact = root / split
+    if exact.is_dir():
+        return exact
+    matches = [p for p in _subdirs(root) if p.name.lower() == split.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    raise DataError(f"{root}: no split folder '{split}'", f"splits here: {', '.join(list_splits(root)) or 'none'}")
+
+
+def _all_classes(root: Path) -> list[str]:
+    names = {c.name for s in _subdirs(root) for c in _subdirs(s)}
+    return sorted(names, key=_natural_key)
+
+
+def _scan(split_dir: Path, classes: list[str]) -> tuple[list[tuple[Path, int]], int, int]:
+    """(image path, label) pairs, plus counts of skipped junk and non-image files."""
+    items, junk, other = [], 0, 0
+    for cdir in _subdirs(split_dir):
+        label = classes.index(cdir.name)
+        for p in sorted(cdir.iterdir(), key=lambda q: _natural_key(q.name)):
+            if is_junk(p.name):
+                junk += 1
+            elif p.is_file() and p.suffix.lower() in IMAGE_EXTS:
+                items.append((p, label))
+            elif p.is_file():
+                other += 1
+    return items, junk, other
+
+
+def _decode(path: Path, grey: bool | None, size: list[int] | None) -> np.ndarray:
+    """H x W x C uint8; grey=None keeps grey images grey and makes everything else RGB."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if size is not None and list(img.size[::-1]) != list(size):
+                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            if grey is None:
+                grey = img.mode in GREY_MODES
+            if img.mode in ("I;16", "I;16B", "I"):
+                arr = np.asarray(img).astype(np.float64)  # 16-bit: scale to 8 bits, PIL's convert would clip
+                arr = np.clip(arr / 257.0, 0, 255).round().astype(np.uint8)
+                img = Image.fromarray(arr)
+            arr = np.asarray(img.convert("L" if grey else "RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot decode image ({type(e).__name__})", "the file is corrupt or truncated") from None
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _load_disk_split(root: Path, split: str, size: list[int] | None, channels: str) -> ClsData:
+    root = _check_root(root)
+    sdir = _split_dir(root, split)
+    classes = _all_classes(root)
+    items, junk, other = _scan(sdir, classes)
+    if not items:
+        raise DataError(f"{sdir}: no images in its class folders", f"expected {EXPECTED}")
+    grey = {"auto": None, "1": True, "3": False}[channels]
+    arrays = [_decode(p, grey, size) for p, _ in items]
+    if grey is None and len({a.shape[2] for a in arrays}) > 1:  # mixed grey and colour: make all RGB
+        arrays = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
+    first = arrays[0].shape[:2]
+    for (p, _), a in zip(items, arrays):
+        if a.shape[:2] != first:
+            raise DataError(f"{p}: image is {a.shape[0]}x{a.shape[1]}, others are {first[0]}x{first[1]}",
+                            "set data.size: [H, W] to resize all images on load")
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor([lab for _, lab in items], dtype=torch.int64)
+    names = [str(p.relative_to(root)) for p, _ in items]
+    notes = []
+    if junk or other:
+        notes.append(f"{sdir.name}: skipped {junk} junk and {other} non-image file(s)")
+    absent = [c for c in classes if not (sdir / c).is_dir()]
+    if absent:
+        notes.append(f"{sdir.name}: no folder for class(es) {', '.join(absent)}")
+    return ClsData(images, labels, names, classes, notes)
+
+
+def load(root: Path, split: str, size: list[int] | None = None, channels: str | int = "auto",
+         resplit: dict | None = None, **unknown) -> ClsData:
+    """Read one split folder; channels: auto (grey stays grey) | 1 | 3."""
+    unknown_options(unknown, ["channels", "resplit"], "image-folder")
+    channels = str(channels)
+    if channels not in ("auto", "1", "3"):
+        raise DataError(f"data.options.channels must be auto, 1 or 3, got {channels!r}")
+    root = Path(root)
+    if resplit is not None:
+        return carve_splits(lambda s: _load_disk_split(root, s, size, channels), split, resplit,
+                            list_splits(root), str(root))
+    return _load_disk_split(root, split, size, channels)
+
+
+def list_splits(root: Path, **options) -> list[str]:
+    """Split folders that contain class folders, or the resplit's splits."""
+    spec = options.get("resplit")
+    if isinstance(spec, dict):
+        return [k for k in spec if k not in ("from", "seed")]
+    root = _check_root(Path(root))
+    return [s.name for s in _subdirs(root) if _subdirs(s)]
+
+
+def check(root: Path) -> str:
+    """Counts, class shares, image sizes and skipped files per split."""
+    root = _check_root(Path(root))
+    lines = [f"image folders in {root}: classes {', '.join(_all_classes(root))}"]
+    for split in list_splits(root):
+        data = _load_disk_split(root, split, None, "auto")
+        lines.append(summarise_split(split, data))
+        lines.extend(f"    note: {n}" for n in data.notes)
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""From a recipe's data section to in-memory train/val/test splits (label fractions and carved splits seeded)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import DataConfig
+from ..errors import DataError, lookup
+from .formats import FORMATS
+from .types import ClsData, SegData
+
+Split = SegData | ClsData
+
+
+@dataclass
+class RunData:
+    """The splits of one run; test is None when the data set has none (metrics then come from val)."""
+
+    train: Split
+    val: Split
+    test: Split | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.train.class_names
+
+
+def load_split(cfg: DataConfig, split: str) -> Split:
+    """One split through the format's reader."""
+    reader = lookup(FORMATS, cfg.format, "data format")
+    root = Path(cfg.root).expanduser()
+    if not root.exists():
+        raise DataError(f"data root not found: {root}", "set data.root, or write a synthetic set with "
+                        f"`cnnlab data synth {cfg.format} --out {root}`")
+    return reader.load(root, split, size=cfg.size, **cfg.options)
+
+
+def _seeded_perm(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)
+
+
+def load_run_data(cfg: DataConfig, seed: int) -> RunData:
+    """Train/val/test as the recipe asks; val carved from train (seeded) when val_fraction > 0."""
+    reader = lookup(FORMATS, cfg.format, "data format")
+    train = load_split(cfg, cfg.train)
+    notes = list(train.notes)
+    if cfg.val_fraction > 0:
+        perm = _seeded_perm(len(train), 12345)  # fixed: the validation set must not move with the run seed
+        n_val = max(1, round(cfg.val_fraction * len(train)))
+        val, train = train.subset(perm[:n_val].sort().values), train.subset(perm[n_val:].sort().values)
+        notes.append(f"validation: {n_val} samples carved from '{cfg.train}' (fraction {cfg.val_fraction})")
+    else:
+        val = load_split(cfg, cfg.val)
+    if cfg.label_fraction < 1:
+        k = max(1, round(cfg.label_fraction * len(train)))
+        train = train.subset(_seeded_perm(len(train), seed)[:k].sort().values)
+        notes.append(f"label fraction {cfg.label_fraction}: training on {k} samples (subset seeded by {seed})")
+    test = None
+    present = reader.list_splits(Path(cfg.root).expanduser())
+    if cfg.test and cfg.test in present:
+        test = load_split(cfg, cfg.test)
+    elif cfg.test:
+        notes.append(f"no '{cfg.test}' split in {cfg.root}: final metrics are on '{cfg.val}'")
+    if train.class_names != val.class_names:
+        raise DataError(f"{cfg.root}: train and validation splits disagree on the classes")
+    return RunData(train, val, test, list(dict.fromkeys(notes)))

@@ -1,0 +1,73 @@
+"""In-memory splits: whole data sets held as uint8 tensors, decoded once."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class SegData:
+    """A segmentation split: images N x C x H x W uint8, masks N x H x W uint8 (class indices)."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    names: list[str]
+    class_names: list[str]
+    ignore_index: int | None = None  # mask value excluded from loss and metrics (e.g. 255)
+    notes: list[str] = field(default_factory=list)  # what the reader recovered or decided
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def subset(self, idx: torch.Tensor | list[int]) -> "SegData":
+        """A view on some samples (label-fraction runs, train/val splits)."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return SegData(self.images[idx], self.masks[idx], [self.names[i] for i in idx.tolist()],
+                       self.class_names, self.ignore_index, list(self.notes))
+
+
+@dataclass
+class ClsData:
+    """A classification split: images N x C x H x W uint8, labels N int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    names: list[str]
+    class_names: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def subset(self, idx: torch.Tensor | list[int]) -> "ClsData":
+        """A view on some samples."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return ClsData(self.images[idx], self.labels[idx], [self.names[i] for i in idx.tolist()],
+                       self.class_names, list(self.notes))
+
+
+@dataclass
+class ColorData:
+    """A colorization split: grey inputs N x 1 x H x W uint8, colour targets N x K x H x W uint8.
+
+    space 'rgb': targets are RGB (K=3). space 'lab': targets are a*, b* + 128 (K=2), the input is L* scaled to 0..255.
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    names: list[str]
+    space: str = "rgb"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def class_names(self) -> list[str]:
+        return ["R", "G", "B"] if self.space == "rgb" else ["a*", "b*"]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def subset(self, idx: torch.Tensor | list[int]) -> "ColorData":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return ColorData(self.images[idx], self.targets[idx], [self.names[i] for i in idx.tolist()], self.space,
+                         list(self.notes))

@@ -1,0 +1,393 @@
+"""Apply a trained run to new images: rebuild it from its run dir, predict masks/probabilities, re-evaluate it."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .config import Recipe, recipe_from_dict
+from .data.formats.common import IMAGE_EXTS, is_junk, read_image, resize_images
+from .data.types import SegData
+from .engine.checkpoint import load_checkpoint
+from .engine.runtime import Runtime, resolve_runtime
+from .engine.steps import Normalizer
+from .errors import CnnlabError, ConfigError, DataError
+from .sliding_window import sliding_window
+
+CHECKPOINT_KEYS = ("model", "recipe", "norm", "class_names", "in_channels", "input_size")
+MASK_STEM_SUFFIXES = ("_mask", "_label", "_labels", "_gt")  # ground truth beside inputs in data set folders
+
+
+@dataclass(frozen=True)
+class MaskEncoding:
+    """How class indices become pixel values in written masks (the data set's own encoding)."""
+
+    kind: str          # grey_levels | voc_palette | binary | indices
+    values: list[int]  # pixel value written for class i
+
+    def image(self, mask: np.ndarray) -> Image.Image:
+        """H x W class indices -> the PIL image to save as PNG."""
+        if self.kind == "voc_palette":
+            from .data.voc_colors import VOC_PALETTE
+
+            im = Image.fromarray(mask.astype(np.uint8), mode="P")
+            im.putpalette(VOC_PALETTE)
+            return im
+        lut = np.asarray(self.values, dtype=np.int64)
+        if lut.max(initial=0) > 255:  # more than 256 classes: 16-bit PNG
+            return Image.fromarray(lut[mask].astype(np.uint16))
+        return Image.fromarray(lut[mask].astype(np.uint8), mode="L")
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "values": list(self.values)}
+
+
+@dataclass
+class TrainedRun:
+    """A trained model ready for inference, with everything its inputs and outputs need."""
+
+    model: nn.Module
+    rt: Runtime
+    norm: Normalizer
+    class_names: list[str]
+    in_channels: int
+    input_size: tuple[int, int]
+    task: str
+    encoding: MaskEncoding
+    recipe: Recipe | None = None
+    run_dir: Path | None = None
+    best_epoch: int | None = None
+    checkpoint: dict = field(default_factory=dict, repr=False)
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_encoding(recipe: Recipe, class_names: list[str], ck: dict) -> tuple[MaskEncoding, list[str]]:
+    """The data set's mask encoding: stored in the checkpoint, else from the recipe's format (and its root)."""
+    k = len(class_names)
+    stored = ck.get("mask_encoding")
+    if isinstance(stored, dict) and len(stored.get("values", [])) == k:
+        return MaskEncoding(str(stored["kind"]), [int(v) for v in stored["values"]]), []
+    notes: list[str] = []
+    fmt = recipe.data.format
+    if fmt == "endovis":
+        from .data.formats.endovis import read_mapping
+
+        root = Path(recipe.data.root).expanduser()
+        if (root / "mapping.json").is_file():
+            mapping, _ = read_mapping(root)
+            if list(mapping) == list(class_names):
+                return MaskEncoding("grey_levels", list(mapping.values())), notes
+            notes.append(f"{root / 'mapping.json'} lists other classes than the run; masks use default values")
+        else:
+            notes.append(f"{root / 'mapping.json'} not found (the training data moved?); masks use default values")
+    if fmt == "voc":
+        return MaskEncoding("voc_palette", list(range(k))), notes
+    if k == 2:
+        return MaskEncoding("binary", [0, 255]), notes
+    return MaskEncoding("indices", list(range(k))), notes
+
+
+def load_run(run_dir: str | Path, device: str = "auto", precision: str | None = None) -> TrainedRun:
+    """Rebuild a run's best model from best.pt and its saved recipe; precision defaults to the recipe's."""
+    from .models import build_model
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CnnlabError(f"run dir not found: {run_dir}", "give a folder written by `cnnlab train`")
+    best = run_dir / "best.pt"
+    if not best.is_file():
+        raise CnnlabError(f"{best}: not found", "a run writes best.pt after its first finished epoch; "
+                          "is this a cnnlab run dir?")
+    ck = load_checkpoint(best)
+    missing = [key for key in CHECKPOINT_KEYS if key not in ck]
+    if missing:
+        raise CnnlabError(f"{best}: not a cnnlab checkpoint (no '{missing[0]}')", "give a run dir of `cnnlab train`")
+    recipe = recipe_from_dict(ck["recipe"])
+    precision = precision or recipe.train.precision
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if precision == "fp16" and on_cpu:
+        precision = "auto"  # trained with CUDA fp16 AMP, now on CPU: bf16 where the CPU has it, else fp32
+    rt = resolve_runtime(device, precision, recipe.train.channels_last)
+    class_names = list(ck["class_names"])
+    in_ch, size = int(ck["in_channels"]), (int(ck["input_size"][0]), int(ck["input_size"][1]))
+    n_out = in_ch if recipe.task == "colorization" else len(class_names)
+    model = build_model(recipe.model.name, in_ch, n_out, size, recipe.model.params)
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        raise CnnlabError(f"{best}: weights do not fit model '{recipe.model.name}' "
+                          f"({str(e).splitlines()[0][:80]})", "was the model code changed since training?") from None
+    fmt = torch.channels_last if rt.channels_last else torch.preserve_format
+    model = model.to(rt.device, memory_format=fmt).eval()
+    encoding, notes = resolve_encoding(recipe, class_names, ck)
+    return TrainedRun(model, rt, Normalizer(tuple(ck["norm"]["mean"]), tuple(ck["norm"]["std"])), class_names,
+                      in_ch, size, recipe.task, encoding, recipe, run_dir,
+                      ck.get("state", {}).get("best_epoch"), ck, notes)
+
+
+@torch.no_grad()
+def class_probabilities(model: nn.Module, x: torch.Tensor, rt: Runtime, tta_flip: bool = False) -> torch.Tensor:
+    """Softmax over classes (float32, CPU) of normalised inputs; flip TTA averages with the mirrored image."""
+    model.eval()
+
+    def probs(inp: torch.Tensor) -> torch.Tensor:
+        with rt.autocast():
+            return model(rt.to_input(inp)).float().softmax(1).cpu()
+
+    p = probs(x)
+    if tta_flip:
+        pf = probs(x.flip(-1))
+        p = (p + (pf.flip(-1) if pf.ndim == 4 else pf)) / 2  # seg maps are flipped back; class scores are not
+    return p
+
+
+def list_inputs(inputs: list[Path]) -> tuple[list[Path], list[str]]:
+    """Image files from files and folders (a folder's files and its subfolders' files); junk and masks skipped."""
+    files, notes, skipped, masks = [], [], 0, 0
+    for p in map(Path, inputs):
+        if p.is_file():
+            if p.suffix.lower() not in IMAGE_EXTS:
+                raise DataError(f"{p}: not an image file", f"known extensions: {', '.join(sorted(IMAGE_EXTS))}")
+            files.append(p)
+            continue
+        if not p.is_dir():
+            raise DataError(f"{p}: no such file or folder")
+        entries = sorted(q for q in p.iterdir() if not is_junk(q))
+        entries = [f for q in entries for f in ([q] if q.is_file() else sorted(q.iterdir()) if q.is_dir() else [])]
+        for f in entries:
+            if not f.is_file() or is_junk(f) or f.suffix.lower() not in IMAGE_EXTS:
+                skipped += 1
+            elif f.stem.lower().endswith(MASK_STEM_SUFFIXES):
+                masks += 1
+            else:
+                files.append(f)
+    if skipped:
+        notes.append(f"skipped {skipped} non-image entries")
+    if masks:
+        notes.append(f"skipped {masks} files named like masks (*{', *'.join(MASK_STEM_SUFFIXES)})")
+    files = list(dict.fromkeys(files))
+    if not files:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))}",
+                        f"give image files or folders of them ({', '.join(sorted(IMAGE_EXTS))})")
+    return files, notes
+
+
+def output_stems(files: list[Path]) -> list[str]:
+    """Unique output names: the file stem, prefixed with its folder where stems repeat, then numbered."""
+    stems = [f.stem for f in files]
+    stems = [f"{f.parent.name}_{s}" if stems.count(s) > 1 else s for f, s in zip(files, stems)]
+    seen: dict[str, int] = {}
+    out = []
+    for s in stems:
+        seen[s] = seen.get(s, 0) + 1
+        out.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
+    return out
+
+
+@contextlib.contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on a terminal; a no-op otherwise."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("predicting", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _read(run: TrainedRun, path: Path) -> torch.Tensor:
+    """C x H x W uint8 in the run's channel layout (grey or RGB)."""
+    from .data.formats.common import to_chw
+
+    return to_chw(read_image(path, "L" if run.in_channels == 1 else "RGB"))
+
+
+def _normalised(run: TrainedRun, images: torch.Tensor) -> torch.Tensor:
+    return run.norm(images.float().div_(255))
+
+
+def _seg_outputs(out: Path, stem: str) -> list[Path]:
+    return [out / f"{stem}_mask.png", out / f"{stem}_overlay.png", out / f"{stem}_areas.json"]
+
+
+def _write_segmentation(run: TrainedRun, path: Path, image: torch.Tensor, probs: torch.Tensor, out: Path,
+                        stem: str) -> dict:
+    """Mask in the data set's encoding, overlay and class areas for one image."""
+    from .report.palette import overlay
+
+    mask = probs.argmax(0)
+    mask_p, overlay_p, areas_p = _seg_outputs(out, stem)
+    run.encoding.image(mask.numpy()).save(mask_p)
+    Image.fromarray(overlay(image, mask, len(run.class_names))).save(overlay_p)
+    counts = torch.bincount(mask.reshape(-1), minlength=len(run.class_names)).tolist()
+    total = mask.numel()
+    areas = {"image": str(path), "height": int(mask.shape[0]), "width": int(mask.shape[1]),
+             "mask": mask_p.name, "mask_encoding": run.encoding.kind,
+             "classes": {n: {"pixels": c, "fraction": c / total} for n, c in zip(run.class_names, counts)}}
+    areas_p.write_text(json.dumps(areas, indent=2))
+    return {"image": str(path), "mask": mask_p.name, "overlay": overlay_p.name, "areas": areas_p.name}
+
+
+def _predict_chunks(run: TrainedRun, files: list[Path], batch_size: int, tta: bool,
+                    window: tuple[int, int] | None, overlap: float) -> Iterator[tuple[Path, torch.Tensor, torch.Tensor]]:
+    """(path, image, probabilities at the image's own size) per file; model calls batched."""
+    if window is not None:  # native resolution, tiles batched within each image
+        for f in files:
+            img = _read(run, f)
+            yield f, img, sliding_window(lambda b: class_probabilities(run.model, b, run.rt, tta),
+                                         _normalised(run, img[None])[0], window, overlap, batch_size)
+        return
+    for i in range(0, len(files), batch_size):
+        chunk = files[i: i + batch_size]
+        images = [_read(run, f) for f in chunk]
+        x = torch.cat([resize_images(img[None], run.input_size) for img in images])
+        probs = class_probabilities(run.model, _normalised(run, x), run.rt, tta)
+        for f, img, p in zip(chunk, images, probs):
+            if p.ndim == 3 and tuple(p.shape[-2:]) != tuple(img.shape[-2:]):  # back to the image's own size
+                p = F.interpolate(p[None], size=tuple(img.shape[-2:]), mode="bilinear", align_corners=False)[0]
+            yield f, img, p
+
+
+def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool = False,
+                  window: tuple[int, int] | None = None, overlap: float = 0.25, batch_size: int = 8,
+                  progress: bool | None = None) -> dict:
+    """Predict every image under inputs into out; returns (and writes as predict.json) what was written."""
+    if run.task not in ("segmentation", "classification"):
+        raise CnnlabError(f"predict handles segmentation and classification runs, not '{run.task}'")
+    if window is not None and run.task != "segmentation":
+        raise CnnlabError("--window is for segmentation runs", "classification images are resized instead")
+    if batch_size < 1:
+        raise CnnlabError(f"batch size {batch_size} must be >= 1")
+    files, notes = list_inputs(inputs)
+    stems = output_stems(files)
+    out = Path(out)
+    seg = run.task == "segmentation"
+    planned = [p for s in stems for p in _seg_outputs(out, s)] if seg else [out / "probabilities.csv"]
+    planned.append(out / "predict.json")
+    clash = next((p for p in planned if p.exists()), None)
+    if clash is not None:
+        raise CnnlabError(f"{clash} exists; predict never overwrites", "choose a new or empty --out folder")
+    out.mkdir(parents=True, exist_ok=True)
+    progress = sys.stdout.isatty() if progress is None else progress
+    stem_of = dict(zip(files, stems))
+    written, rows = [], []
+    with _progress(len(files), progress) as advance:
+        for f, img, probs in _predict_chunks(run, files, batch_size, tta_flip, window, overlap):
+            if seg:
+                written.append(_write_segmentation(run, f, img, probs, out, stem_of[f]))
+            else:
+                rows.append({"image": str(f), "predicted": run.class_names[int(probs.argmax())],
+                             **{n: float(p) for n, p in zip(run.class_names, probs.tolist())}})
+            advance(1)
+    if not seg:
+        _write_probabilities(rows, run.class_names, out / "probabilities.csv")
+    index = {"run_dir": str(run.run_dir), "task": run.task, "tta_flip": tta_flip,
+             "window": list(window) if window else None, "overlap": overlap if window else None,
+             "input_size": list(run.input_size), "class_names": run.class_names,
+             "mask_encoding": run.encoding.describe() if seg else None, "notes": run.notes + notes,
+             "images": written if seg else rows}
+    (out / "predict.json").write_text(json.dumps(index, indent=2))
+    return index
+
+
+def _write_probabilities(rows: list[dict], class_names: list[str], path: Path) -> None:
+    """One row per image: path, predicted class, one probability column per class."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["image", "predicted", *class_names])
+        w.writeheader()
+        w.writerows(rows)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def _loss_for(run: TrainedRun, ignore_index: int | None, notes: list[str]):
+    """The run's training loss (class weights recomputed from its training split for weighted_ce)."""
+    from .losses import build_loss
+
+    r = run.recipe
+    params = {k: v for k, v in r.loss.params.items() if not (r.loss.name == "weighted_ce" and k == "scheme")}
+    weights = run.checkpoint.get("class_weights")
+    if r.loss.name == "weighted_ce" and weights is None:
+        try:
+            from .class_weights import weights_for
+            from .data.loading import load_run_data
+
+            weights = weights_for(load_run_data(r.data, r.train.seed).train, r.loss.params.get("scheme", "median"))
+        except DataError:
+            notes.append("training data not found: the loss is unweighted cross-entropy, not weighted_ce")
+            return build_loss("cross_entropy", {}, ignore_index)
+    return build_loss(r.loss.name, params, ignore_index, torch.as_tensor(weights) if weights is not None else None)
+
+
+def _free_path(folder: Path, stem: str) -> Path:
+    """folder/stem.json, or stem-2.json, stem-3.json ... when taken: evaluations never overwrite."""
+    for i in range(1, 10000):
+        p = folder / (f"{stem}.json" if i == 1 else f"{stem}-{i}.json")
+        try:
+            with open(p, "x"):
+                return p
+        except FileExistsError:
+            continue
+    raise CnnlabError(f"no free file name for {stem}.json in {folder}")
+
+
+def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split: str = "test",
+                 out: str | Path | None = None, device: str = "auto", batch_size: int | None = None) -> tuple[dict, Path]:
+    """Metrics of a run's best model on any split, or on another data set of the same format; writes JSON."""
+    from .data.loading import load_run_data, load_split
+    from .engine.steps import evaluate
+
+    run = load_run(run_dir, device)
+    r = run.recipe
+    if r.task not in ("segmentation", "classification"):
+        raise CnnlabError(f"evaluate handles segmentation and classification runs, not '{r.task}'")
+    cfg = replace(r.data, root=str(data_root)) if data_root is not None else r.data
+    cfg = cfg if cfg.size is not None else replace(cfg, size=list(run.input_size))  # no-op at the trained size
+    notes = list(run.notes)
+    if data_root is None and r.data.val_fraction > 0 and split == r.data.val:
+        data = load_run_data(r.data, r.train.seed).val  # the same seeded carve-out as in training
+        notes.append(f"'{split}' is carved from '{r.data.train}' (fraction {r.data.val_fraction}) as in training")
+    else:
+        data = load_split(cfg, split)
+    if list(data.class_names) != run.class_names:
+        raise DataError(f"{cfg.root}: classes {data.class_names} differ from the run's {run.class_names}",
+                        "evaluate on a data set with the same classes")
+    ignore = data.ignore_index if isinstance(data, SegData) else None
+    loss_fn = _loss_for(run, ignore, notes)
+    metrics, cm = evaluate(run.model, data, run.rt, run.norm, loss_fn, batch_size or r.train.eval_batch_size)
+    result = {"run_dir": str(run.run_dir), "checkpoint": "best.pt", "best_epoch": run.best_epoch,
+              "data_format": cfg.format, "data_root": str(cfg.root), "split": split, "n_images": len(data),
+              "input_size": list(cfg.size),
+              "metrics": metrics, "class_names": run.class_names, "device": str(run.rt.device),
+              "precision": run.rt.precision, "notes": notes + list(data.notes)}
+    if isinstance(data, SegData):
+        result["per_class"] = cm.summary(run.class_names)["per_class"]
+    folder = Path(out) if out is not None else Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = _free_path(folder, f"evaluate_{split.replace('/', '_')}")
+    path.write_text(json.dumps(result, indent=2))
+    return result, path
+
+
+def parse_window(text: str | None, run: TrainedRun) -> tuple[int, int] | None:
+    """'256x256' -> (256, 256); 'train' -> the run's training input size; None -> no sliding window."""
+    if text is None:
+        return None
+    if text.strip().lower() == "train":
+        return run.input_size
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--window '{text}' is not HxW", "e.g. --window 256x256, or --window train")
+    return int(parts[0]), int(parts[1])

@@ -1,0 +1,221 @@
+"""`cnnlab new`: look at a user's image/mask folders and write a commented recipe that trains on this machine."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import load_recipe
+from .data.formats import _folders_check as fc
+from .data.formats._folders_scan import canonical_split
+from .errors import CnnlabError, ConfigError, DataError
+
+MAX_SIDE = 256               # long side of the input on a 2-core CPU
+RARE_SHARE = 0.05            # a class under 5% of pixels gets cross-entropy beside Dice
+EPOCH_BUDGET_S = 25.0        # training seconds per epoch we aim under, for ~30 images
+RUN_BUDGET_S = 600.0         # whole run about 10 minutes before early stopping
+# Measured: U-Net width 16, depth 4, bf16 on 2 CPU cores, forward + backward: ~1.06 s per 256x256 image;
+# cost grows with pixels and with width squared.
+S_PER_MEGAPIXEL_W16 = 16.0
+FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+VAL_CARVE = 0.2
+
+
+@dataclass
+class Placement:
+    """Where the recipe points: data.root, the folder options, and the split policy found."""
+
+    root: str
+    rel: dict[str, str]
+    train: str
+    test: str | None
+    val: str | None
+    policy: str
+
+
+def _shown(p: Path, relative: bool) -> str:
+    """Paths as the user gave them: relative to the working directory if they typed relative ones."""
+    return os.path.relpath(p) if relative else str(p)
+
+
+def _place(images: Path, masks: Path, fov: Path | None) -> Placement:
+    """Common parent as data.root; sibling folders named val/test holding the same sub-folders make split folders."""
+    given = [p for p in (images, masks, fov) if p is not None]
+    for p in given:
+        if not p.expanduser().is_dir():
+            raise DataError(f"{p}: folder not found", "check --images, --masks and --fov")
+    absolute = [p.expanduser().resolve() for p in given]
+    root = Path(os.path.commonpath(absolute))
+    rel = {k: os.path.relpath(a, root) for k, a in zip(("images", "masks", "fov"), absolute)}
+    relative = not any(p.expanduser().is_absolute() for p in given)
+    siblings = {canonical_split(d.name): d.name for d in sorted(root.parent.iterdir())
+                if d.is_dir() and d != root and all((d / r).is_dir() for r in rel.values())}
+    if rel["images"] != "." and ({"val", "test"} & set(siblings)):
+        return Placement(_shown(root.parent, relative), rel, root.name, siblings.get("test"), siblings.get("val"),
+                         "folders")
+    return Placement(_shown(root, relative), rel, "train", "test", "val", "random")
+
+
+def _input_size(sizes: list[tuple[int, int]], depth: int) -> tuple[list[int], str]:
+    """A multiple of 2**depth near the median size, the long side capped at MAX_SIDE."""
+    mh, mw = (float(np.median([s[i] for s in sizes])) for i in (0, 1))
+    scale = min(1.0, MAX_SIDE / max(mh, mw))
+    step = 2 ** depth
+    size = [max(step, int(round(x * scale / step)) * step) for x in (mh, mw)]
+    why = f"median image {mh:g}x{mw:g}" + (f" scaled to a long side of {MAX_SIDE} (CPU)" if scale < 1 else "")
+    return size, f"HxW: {why}, rounded to a multiple of {step}"
+
+
+def _depth(sizes: list[tuple[int, int]]) -> int:
+    """Four halvings when the input allows (the course U-Net), fewer for small images."""
+    mh, mw = (float(np.median([s[i] for s in sizes])) for i in (0, 1))
+    short = min(mh, mw) * min(1.0, MAX_SIDE / max(mh, mw))
+    return 4 if short >= 64 else 3 if short >= 32 else 2
+
+
+def _width(n_train: int, size: list[int]) -> tuple[int, float]:
+    """The widest of 32/16/8 whose estimated epoch fits the budget; and that estimate in seconds."""
+    mp = n_train * size[0] * size[1] / 1e6
+    for width in (32, 16, 8):
+        est = mp * S_PER_MEGAPIXEL_W16 * (width / 16) ** 2
+        if est <= EPOCH_BUDGET_S:
+            return width, est
+    return 8, mp * S_PER_MEGAPIXEL_W16 / 4
+
+
+def _y(value) -> str:
+    """A YAML scalar or flow collection (JSON is valid YAML and quotes paths safely)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _lines(rows: list[tuple[str, str]]) -> str:
+    """'key: value' lines with their comments aligned."""
+    width = max(len(t) for t, c in rows if c) + 2 if any(c for _, c in rows) else 0
+    return "\n".join(f"{t:<{width}}# {c}" if c else t for t, c in rows)
+
+
+def _n_split(s: fc.Survey, split: str | None) -> int:
+    return len(s.layout.splits.get(split, [])) if split else 0
+
+
+def _data_rows(s: fc.Survey, place: Placement, size: list[int], size_why: str) -> list[tuple[str, str]]:
+    """The data section: where, which splits, the size and the reader options."""
+    enc = s.encoding
+    rows = [("data:", ""), ("  format: folders", "your own image/mask folders (cnnlab.data.formats.folders)"),
+            (f"  root: {_y(place.root)}", "folder options below are relative to it")]
+    if place.policy == "folders":
+        n = _n_split(s, place.train)
+        rows.append((f"  train: {_y(place.train)}", f"{n} pairs"))
+        if place.val:
+            rows.append((f"  val: {_y(place.val)}", f"{_n_split(s, place.val)} pairs"))
+        else:
+            rows.append((f"  val_fraction: {VAL_CARVE}", f"no validation folder: {round(VAL_CARVE * n)} of the "
+                         f"{place.train} pairs held out (seeded)"))
+        rows.append((f"  test: {_y(place.test or 'test')}", f"{_n_split(s, place.test)} pairs" if place.test
+                     else "no test folder: final metrics come from validation"))
+    else:
+        counts = ", ".join(f"{k} {len(v)}" for k, v in s.layout.splits.items())
+        rows += [("  train: train", f"random split of {len(s.layout.all_pairs())} pairs: {counts}"),
+                 ("  val: val", ""), ("  test: test", "")]
+    rows += [(f"  size: {_y(size)}", size_why), ("  options:", "")]
+    rows.append((f"    images: {_y(place.rel['images'])}", f"{len(s.sizes)} images, "
+                 f"{'colour' if s.channels == 3 else 'grey'}"))
+    rules = "; ".join(f"{r} ({c})" for g in s.layout.groups for r, c in g.mask_match.rules.most_common())
+    rows.append((f"    masks: {_y(place.rel['masks'])}", f"matched by {rules}"))
+    if place.rel.get("fov"):
+        rows.append((f"    fov: {_y(place.rel['fov'])}", "field of view: pixels outside are ignored (mask 255)"))
+    if place.policy == "folders":
+        rows.append(("    split: folders", "sibling folders hold the same sub-folders: one per split"))
+    else:
+        rows += [("    split: random", "no val/test folders found: seeded random split"),
+                 (f"    fractions: {_y(FRACTIONS)}", ""),
+                 ("    seed: 0", "fixed, so the split does not move between runs")]
+    ratios = [w / h for h, w in s.sizes]
+    varied = max(ratios) / min(ratios) > 1.15
+    rows += [("    fit: resize", "one size for batching (images bilinear, masks nearest)"),
+             (f"    keep_aspect: {_y(varied)}", "aspect ratios differ: scale to fit and pad (padding ignored)"
+              if varied else "all images have about one aspect ratio: plain resize")]
+    shares = ", ".join(f"{n} {100 * f:.1f}%" for n, f in zip(enc.class_names, s.shares()))
+    rows.append((f"    classes: {_y(list(enc.class_names))}", f"rename freely; {enc.describe()}; "
+                 f"pixel shares: {shares}"))
+    return rows
+
+
+def _train_rows(s: fc.Survey, place: Placement, size: list[int], depth: int) -> list[tuple[str, str]]:
+    """Model, loss, optimizer, loop and augmentation, each with the reason."""
+    n_train = _n_split(s, place.train)
+    if place.policy == "folders" and not place.val:
+        n_train -= round(VAL_CARVE * n_train)
+    width, est = _width(n_train, size)
+    epochs = int(min(60, max(15, RUN_BUDGET_S // max(est, 1e-3))))
+    rare = [n for n, f in zip(s.encoding.class_names, s.shares()) if f < RARE_SHARE]
+    loss = "dice_ce" if rare else "dice"
+    loss_why = (f"{', '.join(rare)} under {RARE_SHARE:.0%} of pixels: Dice plus cross-entropy" if rare
+                else f"every class covers at least {RARE_SHARE:.0%} of pixels: soft Dice")
+    batch = 4 if n_train >= 8 else 2
+    square = size[0] == size[1]
+    return [
+        ("model:", ""), ("  name: unet", "the course U-Net"),
+        (f"  params: {_y({'width': width, 'depth': depth})}", f"depth {depth}: input sides a multiple of "
+         f"{2 ** depth}; width {width}: ~{est:.0f} s per epoch of {n_train} images estimated on 2 CPU cores"),
+        ("", ""), ("loss:", ""), (f"  name: {loss}", loss_why), ("  params: {}", ""),
+        ("", ""), ("optim:", ""), ("  name: adam", ""), ("  lr: 0.001", "Adam's usual start"),
+        ("  schedule: cosine", "decays to 0 over the epochs"),
+        ("", ""), ("train:", ""), (f"  epochs: {epochs}", f"about {RUN_BUDGET_S / 60:.0f} minutes at the estimated epoch "
+                         "time; early stopping may end sooner"),
+        (f"  batch_size: {batch}", "small data: more steps per epoch"),
+        ("  patience: 10", "stop when validation Dice has not improved for 10 epochs"),
+        ("", ""), ("augment:", ""), ("  hflip: true", "flips: microscopy and medical images have no canonical side; "
+                           "set false for scenes with an up"),
+        ("  vflip: true", ""), (f"  rot90: {_y(square)}", "square input: quarter turns too" if square
+                                else "input is not square: no quarter turns")]
+
+
+def write_recipe(task: str, images: str | Path, masks: str | Path, out: str | Path, fov: str | Path | None = None,
+                 name: str | None = None) -> Path:
+    """Inspect the folders and write a commented, validated recipe to out (never overwriting)."""
+    out = Path(out)
+    if task != "segmentation":
+        raise ConfigError(f"cnnlab new --task {task}: only 'segmentation' (image/mask folders) is supported",
+                          "for class folders, start from a classification recipe with data.format: imagefolder")
+    if out.exists():
+        raise CnnlabError(f"{out}: recipe already exists", "choose another --out, or delete the file first")
+    place = _place(Path(images), Path(masks), Path(fov) if fov else None)
+    opts = {"images": place.rel["images"], "masks": place.rel["masks"], "split": place.policy}
+    if fov:
+        opts["fov"] = place.rel["fov"]
+    s = fc.survey(Path(place.root), decode=False, **opts)
+    if s.problems:
+        raise DataError(s.problems[0], f"{len(s.problems)} problem(s); `cnnlab data check folders --images "
+                        f"{images} --masks {masks}` lists them")
+    depth = _depth(s.sizes)
+    size, size_why = _input_size(s.sizes, depth)
+    head = [f"# Written by `cnnlab new` from {images} + {masks}{' + ' + str(fov) if fov else ''}.",
+            "# Every value is a starting point: edit freely. Train with: cnnlab train " + str(out)]
+    head += [f"# note: {w}" for w in s.warnings]
+    body = [(f"name: {_y(name or out.stem)}", ""), ("task: segmentation", ""), ("", "")]
+    body += _data_rows(s, place, size, size_why) + [("", "")] + _train_rows(s, place, size, depth)
+    body += [("", ""), ("out: runs", "run folders are written here")]
+    text = "\n".join(head) + "\n" + _lines(body) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "x") as f:  # 'x': a file that appeared meanwhile is not overwritten either
+        f.write(text)
+    try:
+        _validate(out, s.channels, len(s.encoding.class_names), size)
+    except CnnlabError:
+        out.unlink()
+        raise
+    return out
+
+
+def _validate(path: Path, in_channels: int, num_classes: int, size: list[int]) -> None:
+    """The written recipe must load, and its model and loss must build."""
+    from .losses import build_loss
+    from .models import build_model
+
+    r = load_recipe(path)
+    build_model(r.model.name, in_channels, num_classes, tuple(size), r.model.params)
+    build_loss(r.loss.name, r.loss.params)

@@ -1,0 +1,159 @@
+"""Study figures (loss curves overlaid per variant, headline metric with error bars, differences to the baseline)
+and the per-class Dice bar chart of a run.
+
+One colour per variant (tab10 in the study's variant order) in every study figure; per-class bars use the class
+colours of cnnlab.report.palette, as overlays do. Matplotlib's object API (Figure + Agg canvas) keeps this free of
+pyplot state.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from .palette import class_colors
+
+VARIANT_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+                  "tab:gray", "tab:olive", "tab:cyan"]
+
+
+def variant_color(variants: list[str], name: str) -> str:
+    """The colour of a variant, the same in every study figure."""
+    return VARIANT_COLORS[variants.index(name) % len(VARIANT_COLORS)]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """metrics.csv as a list of rows with float values (empty cells become nan)."""
+    p = Path(run_dir) / "metrics.csv"
+    if not p.is_file():
+        return []
+    with open(p, newline="") as f:
+        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _mean_curve(curves: list[list[float]]) -> np.ndarray:
+    """Mean per epoch over seeds that reached that epoch (early stopping makes curves of unequal length)."""
+    longest = max(len(c) for c in curves)
+    grid = np.full((len(curves), longest), np.nan)
+    for i, c in enumerate(curves):
+        grid[i, : len(c)] = c
+    counts = np.isfinite(grid).sum(0)
+    # epochs where every seed's loss is nan (a diverged run) stay nan instead of warning
+    return np.where(counts > 0, np.nansum(grid, 0) / np.maximum(counts, 1), np.nan)
+
+
+def study_loss_curves(results: dict, path: Path) -> Path:
+    """Training (solid) and validation (dashed) loss per epoch, one panel per grid point, one colour per variant:
+    thin lines are single seeds, thick lines their mean."""
+    rows = results["rows"]
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    fig = Figure(figsize=(5.2 * len(labels), 4.0))
+    axes = fig.subplots(1, len(labels), squeeze=False)[0]
+    for ax, label in zip(axes, labels):
+        longest = 1
+        for r in (r for r in rows if r["label"] == label):
+            color = variant_color(results["variants"], r["variant"])
+            hists = [h for h in (read_history(Path(d)) for d in r["run_dirs"].values()) if h]
+            for key, style, mark in (("train_loss", "-", "o"), ("val_loss", "--", "s")):
+                curves = [[row[key] for row in h] for h in hists if key in h[0]]
+                for c in curves:
+                    ax.plot(range(1, len(c) + 1), c, style, color=color, alpha=0.25, lw=0.8, marker=mark, ms=2)
+                if curves:
+                    m = _mean_curve(curves)
+                    ax.plot(range(1, len(m) + 1), m, style, color=color, lw=2, marker=mark, ms=4)
+                    longest = max(longest, len(m))
+        ax.set(xlabel="epoch", ylabel="loss", title=label.replace("__", ", ") or "all runs")
+        ax.set_xlim(0.5, longest + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=variant_color(results["variants"], v), lw=2, label=v) for v in results["variants"]]
+    handles += [Line2D([], [], color="black", ls="-", marker="o", ms=4, label="training loss"),
+                Line2D([], [], color="black", ls="--", marker="s", ms=4, label="validation loss")]
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8, bbox_to_anchor=(0.5, 1.08))
+    return _save(fig, path)
+
+
+def headline_bars(results: dict, metric: str, label: str, path: Path) -> Path:
+    """Mean of one metric per variant and grid point, error bars = sample std over seeds, dots = single seeds."""
+    rows = results["rows"]
+    groups = list(dict.fromkeys(r["label"] for r in rows))
+    variants = results["variants"]
+    width = 0.8 / len(variants)
+    fig = Figure(figsize=(max(5.0, 1.2 * len(groups) * len(variants) + 1.5), 4.0))
+    ax = fig.add_subplot()
+    for j, v in enumerate(variants):
+        for i, g in enumerate(groups):
+            r = next((r for r in rows if r["variant"] == v and r["label"] == g), None)
+            st = r["stats"].get(metric) if r else None
+            if not st or st["mean"] is None:
+                continue
+            x = i + (j - (len(variants) - 1) / 2) * width
+            ax.bar(x, st["mean"], width * 0.9, color=variant_color(variants, v), label=v if i == 0 else None,
+                   yerr=st["std"] or 0.0, capsize=3, ecolor="black")
+            vals = list(st["values"].values())
+            ax.scatter([x] * len(vals), vals, s=10, color="black", zorder=3)
+    ax.set_xticks(range(len(groups)), [g.replace("__", "\n") or "all runs" for g in groups])
+    ax.set(ylabel=label, title=f"{label}: mean ± std over seeds (dots: single seeds)")
+    if all(0 <= v <= 1 for r in rows for v in r["stats"].get(metric, {}).get("values", {}).values()):
+        ax.set_ylim(0, 1)
+    ax.legend(title="variant", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def difference_plot(results: dict, metric: str, label: str, path: Path) -> Path:
+    """Each variant minus the baseline at the same grid point: mean paired difference with its 95% interval."""
+    rows = [r for r in results["rows"] if r["vs_baseline"] and r["vs_baseline"][metric]["mean"] is not None]
+    fig = Figure(figsize=(6.4, 0.45 * max(len(rows), 1) + 1.6))
+    ax = fig.add_subplot()
+    for y, r in enumerate(rows):
+        d = r["vs_baseline"][metric]
+        color = variant_color(results["variants"], r["variant"])
+        if d["low"] is not None:
+            ax.errorbar(d["mean"], y, xerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="o", color=color,
+                        capsize=4)
+        else:
+            ax.plot(d["mean"], y, "o", color=color, mfc="white")
+    ax.axvline(0, color="black", lw=1)
+    ax.invert_yaxis()  # first row on top, as in the table
+    ax.set_yticks(range(len(rows)), [f"{r['variant']} {r['label'].replace('__', ', ')}" for r in rows])
+    ax.set(xlabel=f"Δ {label} vs '{results['baseline']}' (paired over seeds)",
+           title="difference to the baseline, 95% t-interval (open: one pair, no interval)")
+    ax.grid(axis="x", alpha=0.3)
+    if not rows:
+        ax.text(0.5, 0.5, "no finished pairs yet", transform=ax.transAxes, ha="center")
+    return _save(fig, path)
+
+
+def per_class_dice_bars(per_class: dict, path: Path, title: str = "strict Dice per class") -> Path:
+    """One bar per class in its palette colour; classes absent from the ground truth are marked 'not in GT'."""
+    names = list(per_class)
+    cols = class_colors(len(names)) / 255
+    fig = Figure(figsize=(max(4.5, 0.7 * len(names) + 1.5), 3.8))
+    ax = fig.add_subplot()
+    for i, name in enumerate(names):
+        d = per_class[name].get("dice")
+        if d is None:
+            ax.text(i, 0.02, "n/a" if per_class[name].get("in_ground_truth") else "not in GT", rotation=90,
+                    ha="center", va="bottom", fontsize=8)
+            continue
+        ax.bar(i, d, 0.8, color=cols[i], edgecolor="black", linewidth=0.6)
+        ax.text(i, d + 0.01, f"{d:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4
+                  else "center")
+    ax.set(xlabel="class", ylabel="Dice (strict)", ylim=(0, 1.08), title=title)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
