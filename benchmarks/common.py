@@ -161,7 +161,14 @@ def rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    """High-water resident set size of this process (Linux reports ru_maxrss in KiB)."""
+    """High-water resident set size of this process image (VmHWM).
+
+    Not ru_maxrss: Linux carries that across fork + exec, so a child would report its parent's peak.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -215,6 +215,7 @@ def test_imagefolder_skips_junk_and_keeps_label_numbering(png_root):
     (png_root / "Train" / "3" / ".DS_Store").write_bytes(b"\0")
     (png_root / "Train" / "3" / "._00001.png").write_bytes(b"\0")
     (png_root / "Train" / "3" / "readme.txt").write_text("x")
+    (png_root / "__MACOSX" / "Train" / "3").mkdir(parents=True)  # zip litter: neither a split nor a class
     shutil.rmtree(png_root / "Test" / "3")
     train, test = imagefolder.load(png_root, "Train"), imagefolder.load(png_root, "Test")
     assert len(train) == 30 and any("skipped 2 junk and 1 non-image" in n for n in train.notes)

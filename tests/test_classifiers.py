@@ -248,3 +248,11 @@ def test_ensemble_averages_softmax_by_hand():
     with pytest.raises(CnnlabError, match="disagree"):
         average_probs([expect, expect[:, :1]])
     assert isinstance(rep, EnsembleReport)
+
+
+def test_unknown_param_is_named_through_the_model_registry(monkeypatch):
+    import cnnlab.models as registry
+
+    monkeypatch.setitem(registry.MODELS, "vgg16", CLASSIFIERS["vgg16"])
+    with pytest.raises(ConfigError, match="model.params.mdoe.*did you mean 'mode'"):
+        registry.build_model("vgg16", 1, 10, (28, 28), {"mdoe": "frozen"})

@@ -147,6 +147,21 @@ def test_noisy_jpeg_binary_masks_are_thresholded_and_counted(tmp_path):
     assert f"{snapped} pixels were not exactly 0 or 255" in folders.check(tmp_path, **ALL)
 
 
+def test_noise_threshold_is_128_exactly(tmp_path):
+    """A lossless mask with 40 noise values near 0 and 255 (plus 127 and 128) is lossy binary, split at 128."""
+    m = np.zeros((32, 32), np.uint8)
+    m[16:] = 255
+    m[0, :20] = np.arange(1, 21)          # 20 noise values near 0
+    m[31, :20] = np.arange(235, 255)      # 20 near 255
+    m[5, 5], m[5, 6] = 127, 128
+    _pairs(tmp_path, [m])
+    d = folders.load(tmp_path, "train", **ALL)
+    expected = (m >= 128).astype(np.uint8)
+    assert expected[5, 5] == 0 and expected[5, 6] == 1
+    assert torch.equal(d.masks[0], torch.from_numpy(expected))
+    assert any("42 mask pixels were not exactly" in n for n in d.notes)  # 20 + 20 + 2
+
+
 def test_mid_grey_photo_as_mask_is_refused(tmp_path):
     _pairs(tmp_path, [_image(5, c=1)])
     with pytest.raises(DataError, match="not a label map"):

@@ -239,6 +239,22 @@ def test_voc_palette_binary_and_index_encodings(tmp_path):
             assert written.mode == "P" and written.getpalette()[: 3 * 21] == VOC_PALETTE[: 3 * 21]
 
 
+def test_two_channel_stain_runs_get_unmixed_inputs(tmp_path):
+    from cnnlab.data.stain import unmix_he
+
+    torch.manual_seed(0)
+    img = np.random.default_rng(1).integers(0, 256, (16, 16, 3))
+    src = _write_rgb(tmp_path / "he.png", img)
+    model = nn.Conv2d(2, 2, 1)
+    run = _toy_run(model, "segmentation", ["background", "gland"], MaskEncoding("binary", [0, 255]))
+    run.in_channels, run.norm = 2, Normalizer((0.5, 0.25), (0.2, 0.1))
+    run.recipe = recipe_from_dict({"data": {"format": "glas", "options": {"stain": "hed"}}})
+    predict_paths(run, [src], tmp_path / "out")
+    stains = torch.from_numpy(unmix_he(img.astype(np.uint8))).permute(2, 0, 1)[None].float() / 255
+    expected = model(run.norm(stains)).argmax(1)[0].numpy() * 255
+    np.testing.assert_array_equal(_png(tmp_path / "out" / "he_mask.png"), expected)
+
+
 def test_classification_run_saves_probabilities(tmp_path):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -271,6 +287,9 @@ def test_list_inputs_skips_junk_and_masks_and_recurses_one_level(tmp_path):
     assert files == [top, sub]
     assert output_stems(files) == [f"{tmp_path.name}_a", "s_a"]
     assert any("mask" in n for n in notes)
+    assert list_inputs([tmp_path / "._a.png", top])[0] == [top]  # named junk is skipped too
+    numbered = [_write_rgb(tmp_path / "n" / f"{i}.png", img) for i in (10, 2, 1)]
+    assert list_inputs([tmp_path / "n"])[0] == sorted(numbered, key=lambda p: int(p.stem))
     with pytest.raises(DataError, match="no such file"):
         list_inputs([tmp_path / "missing.png"])
 

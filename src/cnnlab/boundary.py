@@ -99,3 +99,15 @@ def boundary_f1(pred: torch.Tensor, truth: torch.Tensor, tolerance: int = 2,
 def foreground(logits: torch.Tensor, foreground_class: int = 1) -> torch.Tensor:
     """N x C x H x W logits -> N x H x W bool mask of pixels whose argmax is the foreground class."""
     return logits.argmax(1) == foreground_class
+
+
+def binary_summary(pred: torch.Tensor, truth: torch.Tensor, ignore_index: int | None = None,
+                   band_width: int = 3, tolerance: int = 2) -> dict[str, float]:
+    """Per-image means of Dice, boundary-band Dice and boundary F1 for 2-class label maps (ignored pixels excluded)."""
+    valid = None if ignore_index is None else truth != ignore_index
+    t = (truth == 1)
+    p = (pred == 1)
+    return {"per_image_dice_mean": float(dice_per_image(p, t, valid).mean()),
+            "boundary_dice_mean": float(boundary_dice(p, t, band_width, valid).mean()),
+            "boundary_f1_mean": float(boundary_f1(p, t, tolerance, valid)["f1"].mean()),
+            "boundary_band_width": band_width, "boundary_tolerance": tolerance}

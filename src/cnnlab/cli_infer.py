@@ -3,12 +3,30 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .infer import TrainedRun
+
+
+def parse_window(text: str | None, run: TrainedRun) -> tuple[int, int] | None:
+    """'256x256' -> (256, 256); 'train' -> the run's training input size; None -> no sliding window."""
+    if text is None:
+        return None
+    if text.strip().lower() == "train":
+        return run.input_size
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--window '{text}' is not HxW", "e.g. --window 256x256, or --window train")
+    return int(parts[0]), int(parts[1])
 
 
 def _run_predict(a: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .infer import load_run, parse_window, predict_paths
+    from .infer import load_run, predict_paths
 
     run = load_run(Path(a.run_dir), device=a.device)
     result = predict_paths(run, [Path(p) for p in a.inputs], Path(a.out), tta_flip=a.tta,
@@ -75,7 +93,7 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics of a trained run on any split or another data set")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", metavar="ROOT", help="another data set of the same format (replaces data.root)")
-    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--split", help="split to evaluate (default: the recipe's test split, usually 'test')")
     p.add_argument("--out", metavar="DIR", help="folder for evaluate_<split>.json (default RUN_DIR; never "
                                                "overwritten: a second evaluation gets -2, -3 ...)")
     p.add_argument("--batch-size", type=int, metavar="N", help="default: the recipe's train.eval_batch_size")

@@ -94,6 +94,14 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, inputs: li
 EXPORTERS = {"onnx": (_export_onnx, ".onnx"), "torchscript": (_export_torchscript, ".torchscript.pt")}
 
 
+def _channel_order(run: TrainedRun) -> str:
+    if run.in_channels == 1:
+        return "L (grey)"
+    if run.in_channels == 2:
+        return "H, E: haematoxylin and eosin from RGB by cnnlab.data.stain.unmix_he (fixed scaling), before resizing"
+    return "RGB"
+
+
 def preprocess_spec(run: TrainedRun, fmt: str, check: dict) -> dict:
     """What an application must do to an image before the model, and how to read its output."""
     h, w = run.input_size
@@ -101,7 +109,7 @@ def preprocess_spec(run: TrainedRun, fmt: str, check: dict) -> dict:
     return {
         "format": fmt, "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
         "input": {"layout": "NCHW", "dtype": "float32", "batch": "dynamic", "height": h, "width": w,
-                  "channels": run.in_channels, "channel_order": "L (grey)" if run.in_channels == 1 else "RGB"},
+                  "channels": run.in_channels, "channel_order": _channel_order(run)},
         "input_size": [h, w],
         "resize": "to height x width, bilinear with antialiasing (as in training)",
         "scale": "pixel / 255 (0..1)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from .data.types import SegData
 from .engine.checkpoint import load_checkpoint
 from .engine.runtime import Runtime, resolve_runtime
 from .engine.steps import Normalizer
-from .errors import CnnlabError, ConfigError, DataError
+from .errors import CnnlabError, DataError
 from .sliding_window import sliding_window
 
 CHECKPOINT_KEYS = ("model", "recipe", "norm", "class_names", "in_channels", "input_size")
@@ -151,28 +152,43 @@ def class_probabilities(model: nn.Module, x: torch.Tensor, rt: Runtime, tta_flip
     return p
 
 
+def _natural(p: Path) -> list:
+    """Sort key that puts 2 before 10 in file and folder names."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+
+
+def _folder_images(folder: Path) -> tuple[list[Path], int, int]:
+    """Images in a folder and its direct subfolders, plus counts of skipped non-images and mask-named files."""
+    entries = sorted((q for q in folder.iterdir() if not is_junk(q)), key=_natural)
+    entries = [f for q in entries
+               for f in ([q] if q.is_file() else sorted(q.iterdir(), key=_natural) if q.is_dir() else [])]
+    files, skipped, masks = [], 0, 0
+    for f in entries:
+        if not f.is_file() or is_junk(f) or f.suffix.lower() not in IMAGE_EXTS:
+            skipped += 1
+        elif f.stem.lower().endswith(MASK_STEM_SUFFIXES):
+            masks += 1
+        else:
+            files.append(f)
+    return files, skipped, masks
+
+
 def list_inputs(inputs: list[Path]) -> tuple[list[Path], list[str]]:
     """Image files from files and folders (a folder's files and its subfolders' files); junk and masks skipped."""
-    files, notes, skipped, masks = [], [], 0, 0
+    files, skipped, masks = [], 0, 0
     for p in map(Path, inputs):
-        if p.is_file():
-            if p.suffix.lower() not in IMAGE_EXTS:
-                raise DataError(f"{p}: not an image file", f"known extensions: {', '.join(sorted(IMAGE_EXTS))}")
-            files.append(p)
-            continue
-        if not p.is_dir():
+        if p.is_dir():
+            found, n_skipped, n_masks = _folder_images(p)
+            files, skipped, masks = files + found, skipped + n_skipped, masks + n_masks
+        elif not p.is_file():
             raise DataError(f"{p}: no such file or folder")
-        entries = sorted(q for q in p.iterdir() if not is_junk(q))
-        entries = [f for q in entries for f in ([q] if q.is_file() else sorted(q.iterdir()) if q.is_dir() else [])]
-        for f in entries:
-            if not f.is_file() or is_junk(f) or f.suffix.lower() not in IMAGE_EXTS:
-                skipped += 1
-            elif f.stem.lower().endswith(MASK_STEM_SUFFIXES):
-                masks += 1
-            else:
-                files.append(f)
-    if skipped:
-        notes.append(f"skipped {skipped} non-image entries")
+        elif is_junk(p):
+            skipped += 1
+        elif p.suffix.lower() not in IMAGE_EXTS:
+            raise DataError(f"{p}: not an image file", f"known extensions: {', '.join(sorted(IMAGE_EXTS))}")
+        else:
+            files.append(p)
+    notes = [f"skipped {skipped} non-image entries"] if skipped else []
     if masks:
         notes.append(f"skipped {masks} files named like masks (*{', *'.join(MASK_STEM_SUFFIXES)})")
     files = list(dict.fromkeys(files))
@@ -208,10 +224,22 @@ def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
 
 
 def _read(run: TrainedRun, path: Path) -> torch.Tensor:
-    """C x H x W uint8 in the run's channel layout (grey or RGB)."""
+    """C x H x W uint8 as shown to people: grey for grey runs, else RGB."""
     from .data.formats.common import to_chw
 
     return to_chw(read_image(path, "L" if run.in_channels == 1 else "RGB"))
+
+
+def _model_channels(run: TrainedRun, images: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W uint8 in the run's input channels: RGB unmixed to H&E stains for 2-channel runs."""
+    if images.shape[1] == run.in_channels:
+        return images
+    stain = run.recipe.data.options.get("stain") if run.recipe is not None else None
+    if run.in_channels == 2 and stain == "hed":
+        from .data.stain import unmix_he_batch
+
+        return unmix_he_batch(images)
+    raise CnnlabError(f"the run takes {run.in_channels}-channel inputs; cnnlab cannot make them from image files")
 
 
 def _normalised(run: TrainedRun, images: torch.Tensor) -> torch.Tensor:
@@ -247,12 +275,13 @@ def _predict_chunks(run: TrainedRun, files: list[Path], batch_size: int, tta: bo
         for f in files:
             img = _read(run, f)
             yield f, img, sliding_window(lambda b: class_probabilities(run.model, b, run.rt, tta),
-                                         _normalised(run, img[None])[0], window, overlap, batch_size)
+                                         _normalised(run, _model_channels(run, img[None]))[0], window, overlap,
+                                         batch_size)
         return
     for i in range(0, len(files), batch_size):
         chunk = files[i: i + batch_size]
         images = [_read(run, f) for f in chunk]
-        x = torch.cat([resize_images(img[None], run.input_size) for img in images])
+        x = torch.cat([resize_images(_model_channels(run, img[None]), run.input_size) for img in images])
         probs = class_probabilities(run.model, _normalised(run, x), run.rt, tta)
         for f, img, p in zip(chunk, images, probs):
             if p.ndim == 3 and tuple(p.shape[-2:]) != tuple(img.shape[-2:]):  # back to the image's own size
@@ -343,14 +372,16 @@ def _free_path(folder: Path, stem: str) -> Path:
     raise CnnlabError(f"no free file name for {stem}.json in {folder}")
 
 
-def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split: str = "test",
+def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split: str | None = None,
                  out: str | Path | None = None, device: str = "auto", batch_size: int | None = None) -> tuple[dict, Path]:
-    """Metrics of a run's best model on any split, or on another data set of the same format; writes JSON."""
+    """Metrics of a run's best model on any split (default: the recipe's test split), or on another data set of
+    the same format (data_root replaces data.root); writes evaluate_<split>.json into out (default the run dir)."""
     from .data.loading import load_run_data, load_split
     from .engine.steps import evaluate
 
     run = load_run(run_dir, device)
     r = run.recipe
+    split = split or r.data.test
     if r.task not in ("segmentation", "classification"):
         raise CnnlabError(f"evaluate handles segmentation and classification runs, not '{r.task}'")
     cfg = replace(r.data, root=str(data_root)) if data_root is not None else r.data
@@ -380,14 +411,3 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     path.write_text(json.dumps(result, indent=2))
     return result, path
 
-
-def parse_window(text: str | None, run: TrainedRun) -> tuple[int, int] | None:
-    """'256x256' -> (256, 256); 'train' -> the run's training input size; None -> no sliding window."""
-    if text is None:
-        return None
-    if text.strip().lower() == "train":
-        return run.input_size
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise ConfigError(f"--window '{text}' is not HxW", "e.g. --window 256x256, or --window train")
-    return int(parts[0]), int(parts[1])

@@ -164,12 +164,14 @@ def _train_rows(s: fc.Survey, place: Placement, size: list[int], depth: int) -> 
         ("", ""), ("loss:", ""), (f"  name: {loss}", loss_why), ("  params: {}", ""),
         ("", ""), ("optim:", ""), ("  name: adam", ""), ("  lr: 0.001", "Adam's usual start"),
         ("  schedule: cosine", "decays to 0 over the epochs"),
-        ("", ""), ("train:", ""), (f"  epochs: {epochs}", f"about {RUN_BUDGET_S / 60:.0f} minutes at the estimated epoch "
-                         "time; early stopping may end sooner"),
+        ("", ""), ("train:", ""),
+        (f"  epochs: {epochs}", f"about {RUN_BUDGET_S / 60:.0f} minutes at the estimated epoch time; early "
+         "stopping may end sooner"),
         (f"  batch_size: {batch}", "small data: more steps per epoch"),
         ("  patience: 10", "stop when validation Dice has not improved for 10 epochs"),
-        ("", ""), ("augment:", ""), ("  hflip: true", "flips: microscopy and medical images have no canonical side; "
-                           "set false for scenes with an up"),
+        ("", ""), ("augment:", ""),
+        ("  hflip: true", "flips: microscopy and medical images have no canonical side; set false for scenes "
+         "with an up"),
         ("  vflip: true", ""), (f"  rot90: {_y(square)}", "square input: quarter turns too" if square
                                 else "input is not square: no quarter turns")]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..boundary import binary_summary
 from ..config import Recipe, asdict, recipe_from_dict
 from ..data.loading import RunData, load_run_data
 from ..data.types import ClsData, ColorData, SegData
@@ -20,7 +21,7 @@ from .checkpoint import atomic_save, load_checkpoint
 from .fit import (TrainState, _set_encoder_trainable, build_optimizer, console, lr_at, train_one_epoch)
 from .rundir import environment, git_hash, new_run_dir, write_config
 from .runtime import resolve_runtime, seed_everything
-from .steps import Normalizer, evaluate, selection_metric
+from .steps import Normalizer, evaluate, predict_logits, selection_metric
 
 
 class Interrupted(CnnlabError):
@@ -183,10 +184,14 @@ def _finish(r: Recipe, rt, data: RunData, model, loss_fn, state: TrainState, nor
             "empty_class_rule": "a class in neither prediction nor ground truth has undefined (null) Dice/IoU "
                                 "and is excluded from means"},
     }
-    if r.task == "segmentation":
+    pred = None
+    if isinstance(split, SegData):
         summary["per_class"] = cm.summary(data.class_names)["per_class"]
+        pred = predict_logits(core, split, rt, norm, r.train.eval_batch_size).argmax(1).to(torch.uint8)
+        if len(data.class_names) == 2:
+            summary["binary"] = binary_summary(pred, split.masks, split.ignore_index)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_run_figures(run_dir, r, core, split, state.history, rt, norm, cm)
+    write_run_figures(run_dir, r, core, split, state.history, rt, norm, pred)
 
 
 def resume(run_dir: Path) -> Path:

@@ -7,9 +7,10 @@ from typing import Callable
 from torch import nn
 
 from ..errors import ConfigError, did_you_mean, lookup
+from .gland_fcn import GLAND_MODELS
 from .unet import UNET_MODELS
 
-MODELS: dict[str, Callable[..., nn.Module]] = {**UNET_MODELS}
+MODELS: dict[str, Callable[..., nn.Module]] = {**UNET_MODELS, **GLAND_MODELS}
 
 
 def build_model(name: str, in_channels: int, num_classes: int, input_size: tuple[int, int],

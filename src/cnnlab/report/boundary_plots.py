@@ -16,24 +16,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..boundary import boundary_band, boundary_dice, dice_per_image
-from ..data.stain import he_to_rgb
+from .palette import display_image
 
 BAND_TINT = np.array([255, 220, 0], dtype=np.float64)
 FALSE_POS = np.array([230, 40, 40], dtype=np.uint8)
 FALSE_NEG = np.array([40, 120, 255], dtype=np.uint8)
-
-
-def display_image(image: torch.Tensor) -> np.ndarray:
-    """C x H x W uint8 -> H x W x 3 uint8 for display; two channels are read as H&E stains and re-coloured."""
-    arr = image.detach().cpu().numpy()
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    hwc = np.moveaxis(arr, 0, -1)
-    if hwc.shape[-1] == 3:
-        return hwc
-    if hwc.shape[-1] == 2:
-        return he_to_rgb(hwc)
-    return np.repeat(hwc[..., :1], 3, axis=-1)
 
 
 def mask_panel(pred: np.ndarray, truth: np.ndarray, band: np.ndarray | None = None,

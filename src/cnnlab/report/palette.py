@@ -19,12 +19,25 @@ def class_colors(n: int) -> np.ndarray:
     return np.array(cols[:n], dtype=np.uint8)
 
 
+def display_image(image: torch.Tensor) -> np.ndarray:
+    """C x H x W uint8 -> H x W x 3 uint8 for display; two channels are read as H&E stains and re-coloured."""
+    arr = image.detach().cpu().numpy()
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    hwc = np.moveaxis(arr, 0, -1)
+    if hwc.shape[-1] == 3:
+        return hwc
+    if hwc.shape[-1] == 2:
+        from ..data.stain import he_to_rgb
+
+        return he_to_rgb(hwc)
+    return np.repeat(hwc[..., :1], 3, axis=-1)
+
+
 def overlay(image: torch.Tensor, mask: torch.Tensor, n_classes: int, alpha: float = 0.5,
             ignore_index: int | None = None) -> np.ndarray:
     """H x W x 3 uint8: image (C x H x W uint8, grey or RGB) with non-background classes tinted."""
-    img = image.cpu().numpy()
-    img = np.repeat(img, 3, 0) if img.shape[0] == 1 else img[:3]
-    img = img.transpose(1, 2, 0).astype(np.float32)
+    img = display_image(image).astype(np.float32)
     m = mask.cpu().numpy().astype(np.int64)
     cols = class_colors(n_classes).astype(np.float32)
     fg = (m > 0) & (m < n_classes)

@@ -14,7 +14,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from ..config import Recipe  # noqa: E402
 from ..data.types import ColorData, SegData  # noqa: E402
 from ..metrics import ConfusionMatrix  # noqa: E402
-from .palette import class_colors, overlay  # noqa: E402
+from .palette import class_colors, display_image, overlay  # noqa: E402
 
 
 def loss_curves(history: list[dict], path: Path, title: str = "") -> Path:
@@ -61,8 +61,7 @@ def seg_overlays(split: SegData, pred: torch.Tensor, scores: torch.Tensor, path:
     fig, axes = plt.subplots(len(picks), 3, figsize=(9, 2.6 * len(picks)), squeeze=False)
     for row, i in enumerate(picks):
         img = split.images[i]
-        shown = img.permute(1, 2, 0).numpy() if img.shape[0] == 3 else img[0].numpy()
-        axes[row, 0].imshow(shown, cmap=None if img.shape[0] == 3 else "gray")
+        axes[row, 0].imshow(display_image(img))
         axes[row, 1].imshow(overlay(img, split.masks[i], n, ignore_index=split.ignore_index))
         axes[row, 2].imshow(overlay(img, pred[i], n))
         axes[row, 0].set_title(f"{split.names[i]}")
@@ -79,15 +78,15 @@ def seg_overlays(split: SegData, pred: torch.Tensor, scores: torch.Tensor, path:
     return path
 
 
-def write_run_figures(run_dir: Path, r: Recipe, model, split, history, rt, norm, cm) -> list[Path]:
-    """All figures of a finished run into run_dir/figures."""
+def write_run_figures(run_dir: Path, r: Recipe, model, split, history, rt, norm,
+                      pred: torch.Tensor | None = None) -> list[Path]:
+    """All figures of a finished run into run_dir/figures (pred: argmax label maps of a segmentation split)."""
     from ..engine.steps import predict_logits
 
     fig_dir = run_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
     paths = [loss_curves(history, fig_dir / "loss_curves.png", r.name)]
-    if isinstance(split, SegData):
-        pred = predict_logits(model, split, rt, norm, r.train.eval_batch_size).argmax(1).to(torch.uint8)
+    if isinstance(split, SegData) and pred is not None:
         scores = per_image_dice(pred, split.masks, len(split.class_names), split.ignore_index)
         paths.append(seg_overlays(split, pred, scores, fig_dir / "overlays.png"))
     if isinstance(split, ColorData):

@@ -17,7 +17,9 @@ def print_run_table(run_dir: Path, console: Console | None = None) -> None:
     console = console or Console(highlight=False)
     s = json.loads((Path(run_dir) / "summary.json").read_text())
     m = s["metrics"]
-    t = Table(title=f"{s['name']}: {s['evaluated_on']} split ({s['n_images']} images), best epoch {s['best_epoch']}")
+    console.print(f"[bold]{s['name']}[/bold]: {s['evaluated_on']} split ({s['n_images']} images), "
+                  f"best epoch {s['best_epoch']} of {s['epochs_run']}")
+    t = Table()
     t.add_column("metric")
     t.add_column("value", justify="right")
     rows = [("mean Dice (strict, classes in GT)", "dice_mean"), ("mean Dice, foreground (strict)",
@@ -29,11 +31,15 @@ def print_run_table(run_dir: Path, console: Console | None = None) -> None:
             t.add_row(label, _fmt(m[key]))
     console.print(t)
     if "per_class" in s:
-        pc = Table(title="per-class (strict)")
-        for col in ("class", "Dice", "IoU", "in GT"):
+        pc = Table()
+        for col in ("class", "Dice (strict)", "IoU", "in GT"):
             pc.add_column(col, justify="left" if col == "class" else "right")
         for name, v in s["per_class"].items():
             pc.add_row(name, _fmt(v["dice"]), _fmt(v["iou"]), "yes" if v["in_ground_truth"] else "no")
         console.print(pc)
+    if "binary" in s:
+        b = s["binary"]
+        console.print(f"per-image Dice {b['per_image_dice_mean']:.4f}, boundary-band Dice {b['boundary_dice_mean']:.4f} "
+                      f"(band {b['boundary_band_width']} px), boundary F1 {b['boundary_f1_mean']:.4f}")
     console.print(f"train {s['train_seconds']:.0f} s at {s['train_images_per_s']:.1f} img/s "
                   f"({s['device']}, {s['precision']}); run dir: {run_dir}")

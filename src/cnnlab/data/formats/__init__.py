@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import endovis, endovis_color
+from . import endovis, endovis_color, glas
 
-FORMATS: dict[str, ModuleType] = {"endovis": endovis, "endovis_colorization": endovis_color}
+FORMATS: dict[str, ModuleType] = {"endovis": endovis, "endovis_colorization": endovis_color,
+                                 "glas": glas}

@@ -26,7 +26,8 @@ def _natural_key(name: str) -> list:
 
 
 def _subdirs(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+    """Sub-folders, minus hidden ones and the __MACOSX litter of zips made on a Mac."""
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"),
                   key=lambda p: _natural_key(p.name))
 
 

@@ -3,6 +3,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import endovis
+from . import endovis, glas
 
-SYNTHETIC: dict[str, Callable] = {"endovis": endovis.write}
+SYNTHETIC: dict[str, Callable] = {"endovis": endovis.write, "glas": glas.write}
