@@ -425,8 +425,50 @@ def print_comparison(result: dict, baseline: str, memory: dict[str, dict] | None
     print(f"matmul peak (this run, per round): fp32 {fmt_stat(p['fp32_gflops'])} GFLOP/s, "
           f"bf16 {fmt_stat(p['bf16_gflops'])} GFLOP/s")
     if result.get("flops_per_image"):
-        print(f"train step: {result['flops_per_image'] / 1e9:.2f} GFLOP per image (forward + backward, "
+        print(f"train step: {result['flops_per_image'] / 1e6:.2f} MFLOP per image (forward + backward, "
               "torch.utils.flop_counter)")
     print(f"rounds: {result['rounds']} x {result['steps_per_round']} steps per side after "
           f"{result['warmup_steps']} warm-up steps; 1-min load average at the end {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
+
+
+# ---------------------------------------------------------------- classification sides and child probes
+
+def cls_recipe(model: str, params: dict, batch: int, precision: str, channels_last: bool, device: str,
+               lr: float = 1e-3):
+    """A classification recipe with cross-entropy and Adam (data comes in memory, not from the recipe)."""
+    from cnnlab.config import recipe_from_dict
+    return recipe_from_dict({"name": "bench", "task": "classification", "model": {"name": model, "params": params},
+                             "loss": {"name": "cross_entropy"}, "optim": {"name": "adam", "lr": lr},
+                             "train": {"batch_size": batch, "precision": precision, "channels_last": channels_last,
+                                       "device": device, "progress": False}})
+
+
+def cls_run_data(images: torch.Tensor, labels: torch.Tensor, class_names: list[str]):
+    """In-memory RunData for cnnlab's engine: the whole split resident as uint8."""
+    from cnnlab.data.loading import RunData
+    from cnnlab.data.types import ClsData
+    split = ClsData(images, labels.long(), [str(i) for i in range(len(labels))], class_names)
+    return RunData(split, split, None)
+
+
+def strip_args(argv: list[str], names: tuple[str, ...] = ("--json", "--data", "--probe")) -> list[str]:
+    """argv without the named options and their values (the parent passes its own to children)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in names:
+            skip = True
+        elif not any(a.startswith(n + "=") for n in names):
+            out.append(a)
+    return out
+
+
+def memory_probes(script: Path, argv: list[str], names: list[str], extra: list[str] | None = None) -> dict:
+    """Each side's peak memory, measured alone in a fresh child process."""
+    out = {}
+    for name in names:
+        print(f"memory probe: {name}", flush=True)
+        out[name] = probe_memory(script, (extra or []) + strip_args(argv), name)
+    return out

@@ -141,10 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
     common.add_ratios(result, "plain")
     memory = {}
     if not args.no_memory:
-        child = ["--data", str(root)] + _strip_json(argv if argv is not None else sys.argv[1:])
-        for name in sides:
-            print(f"memory probe: {name}", flush=True)
-            memory[name] = common.probe_memory(Path(__file__), child, name)
+        memory = common.memory_probes(Path(__file__), argv if argv is not None else sys.argv[1:], list(sides),
+                                      ["--data", str(root)])
     result.update(info=info, data=str(root), data_origin=origin, memory=memory, workers=args.workers)
     title = (f"U-Net (width {args.width}) train step, {info['size'][0]}x{info['size'][1]}, batch {args.batch}, "
              f"cnnlab: {info['precision']}, channels_last={info['channels_last']}; plain: fp32 NCHW, "
@@ -152,22 +150,6 @@ def main(argv: list[str] | None = None) -> dict:
     common.print_comparison(result, "plain", memory, title)
     common.write_json(args.json, result)
     return result
-
-
-def _strip_json(argv: list[str]) -> list[str]:
-    """Child argv without --json and its value, and without a --data the parent already resolved."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a in ("--json", "--data"):
-            skip = True
-            continue
-        if a.startswith("--json=") or a.startswith("--data="):
-            continue
-        out.append(a)
-    return out
 
 
 if __name__ == "__main__":

@@ -222,6 +222,7 @@ def test_imagefolder_skips_junk_and_keeps_label_numbering(png_root):
     assert test.class_names == train.class_names  # class 4 is still label 4 without a Test/3 folder
     assert all(int((png_root / n).parent.name) == int(lab) for n, lab in zip(test.names, test.labels))
     assert any("no folder for class(es) 3" in n for n in test.notes)
+    assert imagefolder.list_splits(png_root) == ["Test", "Train"]
 
 
 def test_imagefolder_natural_class_order(tmp_path):

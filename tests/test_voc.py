@@ -226,3 +226,43 @@ def test_synthetic_writer_is_deterministic_by_seed(tmp_path: Path):
 def test_colorize_uses_the_voc_colours():
     pic = colorize(torch.tensor([[0, 15], [255, 7]]))
     assert pic.tolist() == [[[0, 0, 0], [192, 128, 128]], [[224, 224, 192], [128, 128, 128]]]
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "voc"
+
+
+def test_voc_recipes_load_and_the_study_repeats_what_each_recipe_changes():
+    import copy
+
+    import yaml
+
+    from cnnlab.config import asdict, load_recipe, read_yaml, recipe_from_dict
+    from cnnlab.models.fcn import SEGMENTATION_MODELS_FCN
+    from cnnlab.models.unet_paper import SEGMENTATION_MODELS_UNET_PAPER
+
+    builders = {**SEGMENTATION_MODELS_FCN, **SEGMENTATION_MODELS_UNET_PAPER}
+    study = yaml.safe_load((RECIPES / "study.yaml").read_text())
+    assert study["seeds"] == [0, 1]
+    base = read_yaml(RECIPES / study["base"])
+    assert set(study["variants"]) == {p.stem for p in RECIPES.glob("*.yaml")} - {"study", "cpu_baseline"}
+    for name, overrides in study["variants"].items():
+        recipe = asdict(load_recipe(RECIPES / f"{name}.yaml"))
+        variant = asdict(recipe_from_dict(copy.deepcopy(base), overrides))
+        assert recipe["data"]["format"] == "voc" and recipe["data"]["size"] == [224, 224], name
+        assert variant["data"]["size"] == [64, 64], name
+        for section in ("augment", "loss"):
+            assert variant[section] == recipe[section], (name, section)
+        transfer = recipe["model"]["params"].get("weights") == "imagenet"
+        for key in ("name", "schedule", "weight_decay") + (() if transfer else ("lr",)):
+            assert variant["optim"][key] == recipe["optim"][key], (name, key)
+        assert variant["model"]["name"] == recipe["model"]["name"], name
+        assert variant["model"]["freeze_encoder_epochs"] == recipe["model"]["freeze_encoder_epochs"], name
+        shared = set(variant["model"]["params"]) & set(recipe["model"]["params"])
+        for key in shared - {"width", "base_width", "decoder_width", "weights"}:  # only sizes and weights differ
+            assert variant["model"]["params"][key] == recipe["model"]["params"][key], (name, key)
+        # both parameter sets are accepted by the builder (no download: weights none)
+        for params in (recipe["model"]["params"], variant["model"]["params"]):
+            small = {**params, **({"weights": "none"} if "weights" in params else {})}
+            if "width" in small or "base_width" in small or "decoder_width" in small:
+                small = {**small, **{k: 4 for k in ("width", "base_width", "decoder_width") if k in small}}
+            builders[recipe["model"]["name"]](3, 21, (64, 64), **small)

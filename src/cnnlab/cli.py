@@ -9,17 +9,18 @@ from pathlib import Path
 from .errors import CnnlabError
 
 # Modules that add their own subcommands through register(subparsers).
-PLUGIN_MODULES: list[str] = ["cli_arithmetic"]
+PLUGIN_MODULES: list[str] = ["cli_arithmetic", "cli_folders", "cli_infer"]
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from .config import load_recipe
     from .engine.run import resume, train
 
+    overrides = list(a.set) + ([f"model.params.weights={a.weights}"] if a.weights else [])
     if a.resume:
         run_dir = resume(Path(a.resume))
     elif a.recipe:
-        run_dir = train(load_recipe(a.recipe, a.set))
+        run_dir = train(load_recipe(a.recipe, overrides))
     else:
         raise CnnlabError("cnnlab train needs a RECIPE or --resume RUN_DIR")
     from .report.tables import print_run_table
@@ -41,6 +42,15 @@ def _cmd_check(a: argparse.Namespace) -> int:
     from .data.formats import FORMATS
     from .errors import DataError, lookup
 
+    if a.format == "folders":
+        from .cli_folders import check_folders
+
+        if not (a.images and a.masks):
+            raise DataError("data check folders needs --images DIR and --masks DIR")
+        print(check_folders(a.images, a.masks, a.fov))
+        return 0
+    if not a.root:
+        raise DataError(f"data check {a.format} needs the data set's ROOT folder")
     root = Path(a.root)
     if not root.exists():
         raise DataError(f"data root not found: {root}")
@@ -62,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", nargs="?", help="recipe YAML")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=5")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last.pt")
+    t.add_argument("--weights", metavar="PATH|imagenet", help="pre-trained weights for transfer models "
+                   "(a local .pth/.safetensors file, or 'imagenet' to download where internet exists)")
     t.set_defaults(func=_cmd_train)
     d = sub.add_parser("data", help="synthesize or check data sets").add_subparsers(dest="data_cmd", required=True)
     s = d.add_parser("synth", help="write a synthetic data set in a real on-disk format")
@@ -71,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_synth)
     c = d.add_parser("check", help="validate a data set layout and summarise it")
     c.add_argument("format")
-    c.add_argument("root")
+    c.add_argument("root", nargs="?", help="data set root (not for 'folders')")
+    c.add_argument("--images", metavar="DIR", help="folders format: the image folder")
+    c.add_argument("--masks", metavar="DIR", help="folders format: the mask folder")
+    c.add_argument("--fov", metavar="DIR", help="folders format: optional field-of-view masks")
     c.set_defaults(func=_cmd_check)
     m = sub.add_parser("demo", help="synthesize the EndoVis course data (if missing) and train the course recipe")
     m.add_argument("--data", default="data/endovis_synth")

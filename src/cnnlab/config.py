@@ -73,6 +73,7 @@ class TrainConfig:
     precision: str = "auto"          # auto (bf16 on CPU, fp16 AMP on CUDA) | bf16 | fp16 | fp32
     channels_last: bool = True
     compile: bool = False
+    sync_batchnorm: bool = False     # DDP only: BatchNorm statistics over the global batch
     progress: bool = True
     max_steps_per_epoch: int = 0     # 0 = whole split; >0 caps steps (smoke tests)
 

@@ -23,7 +23,7 @@ from .engine.checkpoint import load_checkpoint
 from .engine.runtime import Runtime, resolve_runtime
 from .engine.steps import Normalizer
 from .errors import CnnlabError, DataError
-from .sliding_window import sliding_window
+from .sliding_window import check_window, sliding_window
 
 CHECKPOINT_KEYS = ("model", "recipe", "norm", "class_names", "in_channels", "input_size")
 MASK_STEM_SUFFIXES = ("_mask", "_label", "_labels", "_gt")  # ground truth beside inputs in data set folders
@@ -269,7 +269,8 @@ def _write_segmentation(run: TrainedRun, path: Path, image: torch.Tensor, probs:
 
 
 def _predict_chunks(run: TrainedRun, files: list[Path], batch_size: int, tta: bool,
-                    window: tuple[int, int] | None, overlap: float) -> Iterator[tuple[Path, torch.Tensor, torch.Tensor]]:
+                    window: tuple[int, int] | None,
+                    overlap: float) -> Iterator[tuple[Path, torch.Tensor, torch.Tensor]]:
     """(path, image, probabilities at the image's own size) per file; model calls batched."""
     if window is not None:  # native resolution, tiles batched within each image
         for f in files:
@@ -299,6 +300,8 @@ def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool
         raise CnnlabError("--window is for segmentation runs", "classification images are resized instead")
     if batch_size < 1:
         raise CnnlabError(f"batch size {batch_size} must be >= 1")
+    if window is not None:
+        check_window(window, overlap)
     files, notes = list_inputs(inputs)
     stems = output_stems(files)
     out = Path(out)
@@ -373,7 +376,8 @@ def _free_path(folder: Path, stem: str) -> Path:
 
 
 def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split: str | None = None,
-                 out: str | Path | None = None, device: str = "auto", batch_size: int | None = None) -> tuple[dict, Path]:
+                 out: str | Path | None = None, device: str = "auto",
+                 batch_size: int | None = None) -> tuple[dict, Path]:
     """Metrics of a run's best model on any split (default: the recipe's test split), or on another data set of
     the same format (data_root replaces data.root); writes evaluate_<split>.json into out (default the run dir)."""
     from .data.loading import load_run_data, load_split

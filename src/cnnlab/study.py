@@ -314,12 +314,13 @@ def _execute(study_dir: Path, plan: StudyPlan) -> Path:
     return study_dir
 
 
-def run_study(path: str | Path, sets: list[str] | None = None) -> Path:
-    """Start a new study folder (never overwriting one) and run everything in it; returns the folder."""
+def run_study(path: str | Path, sets: list[str] | None = None, out: str | Path | None = None) -> Path:
+    """Start a new study folder (never overwriting one) under `out` (default: the study's own) and run everything
+    in it; returns the folder."""
     from .engine.rundir import new_run_dir
 
     plan = load_study(path, sets)
-    study_dir = new_run_dir(plan.out, plan.name)
+    study_dir = new_run_dir(out if out is not None else plan.out, plan.name)
     shutil.copyfile(path, study_dir / "study.yaml")
     (study_dir / "plan.json").write_text(json.dumps(plan_to_dict(plan), indent=1))
     return _execute(study_dir, plan)

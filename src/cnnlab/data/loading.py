@@ -1,6 +1,7 @@
 """From a recipe's data section to in-memory train/val/test splits (label fractions and carved splits seeded)."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,13 @@ def load_split(cfg: DataConfig, split: str) -> Split:
     return reader.load(root, split, size=cfg.size, **cfg.options)
 
 
+def list_splits(reader, root: Path, options: dict) -> list[str]:
+    """Splits a reader finds; readers whose splits depend on options (folders, re-splits) receive them."""
+    params = inspect.signature(reader.list_splits).parameters.values()
+    takes_options = any(p.kind is p.VAR_KEYWORD for p in params)
+    return reader.list_splits(root, **options) if takes_options else reader.list_splits(root)
+
+
 def _seeded_perm(n: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randperm(n, generator=g)
@@ -60,7 +68,7 @@ def load_run_data(cfg: DataConfig, seed: int) -> RunData:
         train = train.subset(_seeded_perm(len(train), seed)[:k].sort().values)
         notes.append(f"label fraction {cfg.label_fraction}: training on {k} samples (subset seeded by {seed})")
     test = None
-    present = reader.list_splits(Path(cfg.root).expanduser())
+    present = list_splits(reader, Path(cfg.root).expanduser(), cfg.options)
     if cfg.test and cfg.test in present:
         test = load_split(cfg, cfg.test)
     elif cfg.test:

@@ -11,6 +11,7 @@ from rich.console import Console
 from ..config import Recipe
 from ..data.loading import RunData
 from ..errors import CnnlabError, ConfigError
+from .distributed import all_sum, rank, shard, world
 from .runtime import Runtime
 from .steps import Normalizer, make_batch
 
@@ -36,9 +37,11 @@ class TrainState:
 
 
 def build_optimizer(model: torch.nn.Module, r: Recipe) -> torch.optim.Optimizer:
-    """Adam/AdamW/SGD over all parameters (frozen ones simply receive no gradient)."""
+    """Adam/AdamW/SGD over the trainable parameters (U-Net encoders frozen for warm-up epochs included)."""
+    from ..models.classifiers import param_groups
+
     o = r.optim
-    params = list(model.parameters())
+    params = param_groups(model, o.lr)  # pre-trained layers of transfer models get lr * their lr_scale
     if o.name == "adam":
         return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
     if o.name == "adamw":
@@ -73,17 +76,23 @@ def train_one_epoch(model, data: RunData, r: Recipe, rt: Runtime, norm: Normaliz
                     epoch: int) -> tuple[float, int, float]:
     """One pass over the shuffled training split; returns mean loss, images seen, seconds."""
     model.train()
-    g = torch.Generator().manual_seed(r.train.seed * 100003 + epoch)  # per-epoch: resume reproduces it
-    torch.manual_seed(r.train.seed * 100003 + epoch)                 # dropout and friends
+    base = r.train.seed * 100003 + epoch                 # per-epoch seeds: resume reproduces the epoch exactly
+    g = torch.Generator().manual_seed(base)              # same permutation on every rank
+    g_aug = torch.Generator().manual_seed(base * 31 + rank())
+    torch.manual_seed(base + 7919 * rank())              # dropout and friends
     perm = torch.randperm(len(data.train), generator=g)
+    if r.train.batch_size < world():
+        raise ConfigError(f"train.batch_size={r.train.batch_size} is the global batch; it must be at least the "
+                          f"number of processes ({world()})")
     bs = min(r.train.batch_size, len(perm))
     batches = perm[: len(perm) - len(perm) % bs].split(bs) if len(perm) >= bs else [perm]
     if r.train.max_steps_per_epoch:
         batches = batches[: r.train.max_steps_per_epoch]
     scaler = rt.grad_scaler()
     total, seen, t0 = 0.0, 0, time.perf_counter()
-    for step, idx in enumerate(batches):
-        x, y = make_batch(data.train, idx, rt, norm, r.augment, g)
+    for step, global_idx in enumerate(batches):
+        idx = shard(global_idx)
+        x, y = make_batch(data.train, idx, rt, norm, r.augment, g_aug)
         with rt.autocast():
             out = model(x)
         loss = loss_fn(out, y)
@@ -101,4 +110,5 @@ def train_one_epoch(model, data: RunData, r: Recipe, rt: Runtime, norm: Normaliz
             opt.step()
         total += loss.item() * len(idx)
         seen += len(idx)
-    return total / max(seen, 1), seen, time.perf_counter() - t0
+    sums = all_sum(torch.tensor([total, float(seen)], dtype=torch.float64))
+    return float(sums[0] / sums[1].clamp(min=1)), int(sums[1]), time.perf_counter() - t0

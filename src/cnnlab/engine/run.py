@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from dataclasses import asdict as dc_asdict
 from pathlib import Path
 
 import torch
 
-from ..boundary import binary_summary
 from ..config import Recipe, asdict, recipe_from_dict
 from ..data.loading import RunData, load_run_data
 from ..data.types import ClsData, ColorData, SegData
@@ -19,9 +17,11 @@ from ..models import build_model
 from ..models.weights import load_compatible, load_weights_file
 from .checkpoint import atomic_save, load_checkpoint
 from .fit import (TrainState, _set_encoder_trainable, build_optimizer, console, lr_at, train_one_epoch)
-from .rundir import environment, git_hash, new_run_dir, write_config
+from .distributed import barrier, broadcast_str, init_from_env, is_main, local_device, unwrap, wrap
+from .rundir import new_run_dir, write_config
 from .runtime import resolve_runtime, seed_everything
-from .steps import Normalizer, evaluate, predict_logits, selection_metric
+from .steps import Normalizer, evaluate, selection_metric
+from .summary import write_summary
 
 
 class Interrupted(CnnlabError):
@@ -31,7 +31,7 @@ class Interrupted(CnnlabError):
 def _setup(r: Recipe):
     """Data, model, loss, optimizer and runtime for a recipe."""
     seed_everything(r.train.seed)
-    rt = resolve_runtime(r.train.device, r.train.precision, r.train.channels_last)
+    rt = resolve_runtime(local_device() or r.train.device, r.train.precision, r.train.channels_last)
     data = load_run_data(r.data, r.train.seed)
     _check_task(r, data)
     n_out = data.train.targets.shape[1] if r.task == "colorization" else len(data.class_names)
@@ -69,8 +69,7 @@ def _write_metrics_csv(run_dir: Path, history: list[dict]) -> None:
 
 
 def _checkpoint(model, opt, state, r: Recipe, norm: Normalizer, data: RunData) -> dict:
-    core = getattr(model, "_orig_mod", model)
-    return {"model": core.state_dict(), "optimizer": opt.state_dict(), "state": dc_asdict(state),
+    return {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "state": dc_asdict(state),
             "recipe": asdict(r), "norm": {"mean": list(norm.mean), "std": list(norm.std)},
             "class_names": data.class_names, "in_channels": data.train.images.shape[1],
             "input_size": list(data.train.images.shape[-2:])}
@@ -83,30 +82,47 @@ def _epoch_line(r: Recipe, epoch: int, row: dict) -> str:
             f"val loss {row['val_loss']:.4f}{extra}  {row['images_per_s']:.1f} img/s")
 
 
+def _start(r: Recipe, transfer: dict | None) -> Path:
+    """Rank 0 creates the run dir and writes the config; every rank learns its path."""
+    run_dir = ""
+    if is_main():
+        run_dir = str(new_run_dir(r.out, r.name))
+        write_config(Path(run_dir), r)
+        if transfer is not None:
+            (Path(run_dir) / "transfer.json").write_text(json.dumps(transfer, indent=1))
+            console.print(f"transferred {len(transfer['loaded'])} tensors from {r.model.init}; "
+                          f"{len(transfer['not_in_source']) + len(transfer['shape_mismatch'])} left as initialised "
+                          "(see transfer.json)")
+    return Path(broadcast_str(run_dir))
+
+
 def train(recipe: Recipe, resume_dir: Path | None = None) -> Path:
-    """Train (or resume) a run; returns its run dir. Every epoch ends with last.pt; improvements with best.pt."""
+    """Train (or resume) a run; returns its run dir. Every epoch ends with last.pt; improvements with best.pt.
+
+    Under torchrun every process calls this; rank 0 alone writes files.
+    """
+    init_from_env()
     r = recipe
     rt, data, model, loss_fn, transfer = _setup(r)
     opt = build_optimizer(model, r)
     state = TrainState()
     norm = Normalizer.fit(data.train.images)
+    if getattr(model, "normalizes_input", False):  # transfer nets apply their weights' own mean/std
+        norm = Normalizer.identity(data.train.images.shape[1])
     if resume_dir is not None:
-        run_dir = resume_dir
+        run_dir = Path(resume_dir)
         ck = load_checkpoint(run_dir / "last.pt")
-        getattr(model, "_orig_mod", model).load_state_dict(ck["model"])
+        model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         state = TrainState(**ck["state"])
         norm = Normalizer(tuple(ck["norm"]["mean"]), tuple(ck["norm"]["std"]))
-        console.print(f"resuming {run_dir} at epoch {state.epoch + 1}")
+        if is_main():
+            console.print(f"resuming {run_dir} at epoch {state.epoch + 1}")
     else:
-        run_dir = new_run_dir(r.out, r.name)
-        write_config(run_dir, r)
-        if transfer is not None:
-            (run_dir / "transfer.json").write_text(json.dumps(transfer, indent=1))
-            console.print(f"transferred {len(transfer['loaded'])} tensors from {r.model.init}; "
-                          f"{len(transfer['not_in_source']) + len(transfer['shape_mismatch'])} left as initialised")
-    for note in data.notes:
+        run_dir = _start(r, transfer)
+    for note in data.notes if is_main() else []:
         console.print(f"note: {note}")
+    model = wrap(model, r.train.sync_batchnorm)
     if r.train.compile:
         model = torch.compile(model)
     try:
@@ -114,7 +130,10 @@ def train(recipe: Recipe, resume_dir: Path | None = None) -> Path:
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; {run_dir / 'last.pt'} holds epoch {state.epoch}",
                           f"resume with: cnnlab train --resume {run_dir}") from None
-    _finish(r, rt, data, model, loss_fn, state, norm, run_dir)
+    barrier()
+    core = unwrap(model)
+    core.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+    write_summary(r, rt, data, core, loss_fn, state, norm, run_dir)
     return run_dir
 
 
@@ -122,12 +141,12 @@ def _loop(r, rt, data, model, loss_fn, opt, state: TrainState, norm, run_dir: Pa
     """Epochs from state.epoch on, stopping early when validation stops improving."""
     while state.epoch < r.train.epochs and not (r.train.patience and state.bad_epochs >= r.train.patience):
         e = state.epoch
-        _set_encoder_trainable(model, e >= r.model.freeze_encoder_epochs)
+        _set_encoder_trainable(unwrap(model), e >= r.model.freeze_encoder_epochs)
         lr = lr_at(e, r, state)
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         tr_loss, seen, secs = train_one_epoch(model, data, r, rt, norm, loss_fn, opt, e)
-        val, _ = evaluate(model, data.val, rt, norm, loss_fn, r.train.eval_batch_size)
+        val, _ = evaluate(unwrap(model), data.val, rt, norm, loss_fn, r.train.eval_batch_size)
         score = selection_metric(r.task, val)
         improved = score > state.best
         state.train_seconds += secs
@@ -142,56 +161,21 @@ def _loop(r, rt, data, model, loss_fn, opt, state: TrainState, norm, run_dir: Pa
             if r.optim.schedule == "plateau" and state.bad_epochs % max(r.train.patience // 2, 1) == 0:
                 state.lr_factor *= r.optim.gamma
         state.epoch = e + 1
-        ck = _checkpoint(model, opt, state, r, norm, data)
-        if improved:
-            atomic_save(ck, run_dir / "best.pt")
-        atomic_save(ck, run_dir / "last.pt")
-        _write_metrics_csv(run_dir, state.history)
-        if r.train.progress:
-            console.print(_epoch_line(r, e, row) + ("  *best" if improved else ""))
-        if r.train.patience and state.bad_epochs >= r.train.patience:
+        if is_main():
+            _save_epoch(model, opt, state, r, norm, data, run_dir, improved)
+            if r.train.progress:
+                console.print(_epoch_line(r, e, row) + ("  *best" if improved else ""))
+        if r.train.patience and state.bad_epochs >= r.train.patience and is_main():
             console.print(f"early stop: no improvement for {state.bad_epochs} epochs (best epoch {state.best_epoch})")
-            break
 
 
-def _finish(r: Recipe, rt, data: RunData, model, loss_fn, state: TrainState, norm, run_dir: Path) -> None:
-    """Reload the best epoch, evaluate it on test (else validation), write summary.json and figures."""
-    from ..report.run_figures import write_run_figures
-
-    core = getattr(model, "_orig_mod", model)
-    core.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
-    split_name = r.data.test if data.test is not None else r.data.val
-    split = data.test if data.test is not None else data.val
-    t0 = time.perf_counter()
-    final, cm = evaluate(core, split, rt, norm, loss_fn, r.train.eval_batch_size)
-    eval_s = time.perf_counter() - t0
-    val, _ = evaluate(core, data.val, rt, norm, loss_fn, r.train.eval_batch_size)
-    summary = {
-        "name": r.name, "task": r.task, "evaluated_on": split_name, "n_images": len(split),
-        "metrics": final, "validation": val, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
-        "train_seconds": round(state.train_seconds, 2),
-        "train_images_per_s": state.train_images / max(state.train_seconds, 1e-9),
-        "eval_images_per_s": len(split) / max(eval_s, 1e-9),
-        "device": str(rt.device), "precision": rt.precision, "channels_last": rt.channels_last,
-        "git": git_hash(), "env": environment(), "class_names": data.class_names, "notes": data.notes,
-        "metric_conventions": {
-            "dice_mean": "strict: argmax predictions, global counts over the split, mean over classes present "
-                         "in the ground truth",
-            "dice_mean_foreground": "strict, background (class 0) excluded",
-            "soft_dice_batch_mean": "course convention: soft Dice on probabilities per batch (smoothing 1), "
-                                    "averaged over batches; moves with batch composition, not comparable "
-                                    "across reports",
-            "empty_class_rule": "a class in neither prediction nor ground truth has undefined (null) Dice/IoU "
-                                "and is excluded from means"},
-    }
-    pred = None
-    if isinstance(split, SegData):
-        summary["per_class"] = cm.summary(data.class_names)["per_class"]
-        pred = predict_logits(core, split, rt, norm, r.train.eval_batch_size).argmax(1).to(torch.uint8)
-        if len(data.class_names) == 2:
-            summary["binary"] = binary_summary(pred, split.masks, split.ignore_index)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_run_figures(run_dir, r, core, split, state.history, rt, norm, pred)
+def _save_epoch(model, opt, state, r, norm, data, run_dir: Path, improved: bool) -> None:
+    """best.pt on improvement, then last.pt and metrics.csv: each write atomic."""
+    ck = _checkpoint(model, opt, state, r, norm, data)
+    if improved:
+        atomic_save(ck, run_dir / "best.pt")
+    atomic_save(ck, run_dir / "last.pt")
+    _write_metrics_csv(run_dir, state.history)
 
 
 def resume(run_dir: Path) -> Path:
@@ -201,6 +185,6 @@ def resume(run_dir: Path) -> Path:
         raise CnnlabError(f"{run_dir}: no last.pt to resume from", "is this a cnnlab run dir?")
     ck = load_checkpoint(run_dir / "last.pt")
     r = recipe_from_dict(ck["recipe"])
-    if TrainState(**ck["state"]).epoch >= r.train.epochs:
+    if TrainState(**ck["state"]).epoch >= r.train.epochs and is_main():
         console.print(f"{run_dir} already finished its {r.train.epochs} epochs; re-evaluating")
     return train(r, resume_dir=run_dir)

@@ -13,6 +13,7 @@ from ..data.augment import augment_batch, is_identity
 from ..data.types import ClsData, ColorData, SegData
 from ..losses import Loss, soft_dice_per_class
 from ..metrics import ConfusionMatrix
+from .distributed import all_sum, shard
 from .runtime import Runtime
 
 
@@ -29,6 +30,11 @@ class Normalizer:
         mean = x.mean(dim=(0, 2, 3))
         std = x.std(dim=(0, 2, 3)).clamp(min=1e-3)
         return Normalizer(tuple(mean.tolist()), tuple(std.tolist()))
+
+    @staticmethod
+    def identity(channels: int) -> "Normalizer":
+        """Plain [0, 1] inputs, for models that normalise inside (ImageNet transfer)."""
+        return Normalizer((0.0,) * channels, (1.0,) * channels)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         m = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
@@ -97,7 +103,7 @@ def evaluate(model: nn.Module, data: SegData | ClsData, rt: Runtime, norm: Norma
     ignore = data.ignore_index if seg else None
     cm = ConfusionMatrix(len(data.class_names), ignore)
     loss_sum, soft_sum, n_batches = 0.0, 0.0, 0
-    for chunk in torch.arange(len(data)).split(batch_size):
+    for chunk in shard(torch.arange(len(data))).split(batch_size):
         x, y = make_batch(data, chunk, rt, norm)
         with rt.autocast():
             out = model(x)
@@ -107,6 +113,9 @@ def evaluate(model: nn.Module, data: SegData | ClsData, rt: Runtime, norm: Norma
         if seg:  # the course's metric: soft Dice on probabilities, per batch, smoothing 1
             soft_sum += float(soft_dice_per_class(out.softmax(1), y, 1.0, ignore).mean())
         n_batches += 1
+    cm.mat = all_sum(cm.mat)  # under DDP: counts from every rank's shard = the single-process matrix
+    sums = all_sum(torch.tensor([loss_sum, soft_sum, n_batches], dtype=torch.float64))
+    loss_sum, soft_sum, n_batches = sums.tolist()
     metrics = {"loss": loss_sum / max(len(data), 1)}
     if seg:
         s = cm.summary(data.class_names)
@@ -122,12 +131,12 @@ def _evaluate_color(model: nn.Module, data: ColorData, rt: Runtime, norm: Normal
                     batch_size: int) -> dict:
     """Mean squared error over the split, and PSNR for RGB targets in [0, 1]."""
     total = 0.0
-    for chunk in torch.arange(len(data)).split(batch_size):
+    for chunk in shard(torch.arange(len(data))).split(batch_size):
         x, t = make_batch(data, chunk, rt, norm)
         with rt.autocast():
             out = model(x)
         total += float(loss_fn(out.float(), t)) * len(chunk)
-    mse = total / max(len(data), 1)
+    mse = float(all_sum(torch.tensor([total], dtype=torch.float64))) / max(len(data), 1)
     metrics = {"loss": mse}
     if data.space == "rgb":
         metrics["psnr_db"] = 10 * math.log10(1 / max(mse, 1e-12))

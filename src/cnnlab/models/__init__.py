@@ -7,10 +7,11 @@ from typing import Callable
 from torch import nn
 
 from ..errors import ConfigError, did_you_mean, lookup
+from .classifiers import CLASSIFIERS
 from .gland_fcn import GLAND_MODELS
 from .unet import UNET_MODELS
 
-MODELS: dict[str, Callable[..., nn.Module]] = {**UNET_MODELS, **GLAND_MODELS}
+MODELS: dict[str, Callable[..., nn.Module]] = {**UNET_MODELS, **GLAND_MODELS, **CLASSIFIERS}
 
 
 def build_model(name: str, in_channels: int, num_classes: int, input_size: tuple[int, int],

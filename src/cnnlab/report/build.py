@@ -27,7 +27,8 @@ FIGURE_ORDER = ["loss_curves.png", "per_class_dice.png", "overlays.png", "colori
 METRIC_ROWS = [("Dice (strict: argmax, whole split, classes in GT)", "dice_mean"),
                ("Dice foreground (strict, background excluded)", "dice_mean_foreground"),
                ("Dice background (strict)", "dice_background"), ("IoU (strict)", "iou_mean"),
-               ("pixel accuracy", "pixel_accuracy"), ("soft Dice per batch (course convention)", "soft_dice_batch_mean"),
+               ("pixel accuracy", "pixel_accuracy"),
+               ("soft Dice per batch (course convention)", "soft_dice_batch_mean"),
                ("accuracy", "accuracy"), ("loss", "loss")]
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
        "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
@@ -258,6 +259,13 @@ def _per_class_rows(results: dict) -> tuple[list[str], list[list[str]]]:
                    + [_fmt(sum(s[n]) / len(s[n])) if s.get(n) else "—" for n in names] for r, s in rows]
 
 
+def _run_ref(run_dir: Path, study_dir: Path) -> str:
+    """A run's folder relative to the study, and its own report where it has one."""
+    rel = os.path.relpath(run_dir, study_dir)
+    report = run_dir / "report.html"
+    return f"{rel} (report: {os.path.relpath(report, study_dir)})" if report.is_file() else rel
+
+
 def _study_doc(study_dir: Path) -> Doc:
     """The study report: setup, tables, figures, per-class Dice, stages and runs, study file and hardware."""
     from ..study import read_plan
@@ -292,8 +300,7 @@ def _study_doc(study_dir: Path) -> Doc:
     doc.h("Runs")
     doc.items([f"stage {s['name']}: {s['status']} ({s['run_dir'] or s['error'] or 'not run'})"
                for s in results["stages"]]
-              + [f"{r['variant']} {r['label']} seed {seed}: {Path(d).name} (report: "
-                 f"{os.path.relpath(Path(d) / 'report.html', study_dir)})"
+              + [f"{r['variant']} {r['label']} seed {seed}: {_run_ref(Path(d), study_dir)}"
                  for r in results["rows"] for seed, d in r["run_dirs"].items()])
     if (study_dir / "study.yaml").is_file():
         doc.h("Study file (study.yaml)")

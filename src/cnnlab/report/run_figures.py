@@ -12,7 +12,7 @@ import torch  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from ..config import Recipe  # noqa: E402
-from ..data.types import ColorData, SegData  # noqa: E402
+from ..data.types import ClsData, ColorData, SegData  # noqa: E402
 from ..metrics import ConfusionMatrix  # noqa: E402
 from .palette import class_colors, display_image, overlay  # noqa: E402
 
@@ -79,7 +79,7 @@ def seg_overlays(split: SegData, pred: torch.Tensor, scores: torch.Tensor, path:
 
 
 def write_run_figures(run_dir: Path, r: Recipe, model, split, history, rt, norm,
-                      pred: torch.Tensor | None = None) -> list[Path]:
+                      pred: torch.Tensor | None = None, cm: ConfusionMatrix | None = None) -> list[Path]:
     """All figures of a finished run into run_dir/figures (pred: argmax label maps of a segmentation split)."""
     from ..engine.steps import predict_logits
 
@@ -89,6 +89,8 @@ def write_run_figures(run_dir: Path, r: Recipe, model, split, history, rt, norm,
     if isinstance(split, SegData) and pred is not None:
         scores = per_image_dice(pred, split.masks, len(split.class_names), split.ignore_index)
         paths.append(seg_overlays(split, pred, scores, fig_dir / "overlays.png"))
+    if isinstance(split, ClsData):
+        paths += classification_figures(model, split, rt, norm, r.train.eval_batch_size, cm, fig_dir)
     if isinstance(split, ColorData):
         idx = torch.arange(min(4, len(split)))
         out = predict_logits(model, split, rt, norm, r.train.eval_batch_size, idx)
@@ -123,3 +125,16 @@ def color_samples(split: ColorData, out: torch.Tensor, idx: torch.Tensor, path: 
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def classification_figures(model, split: ClsData, rt, norm, batch_size: int, cm: ConfusionMatrix,
+                           fig_dir: Path) -> list[Path]:
+    """Confusion matrix and a gallery of the most confident mistakes."""
+    from ..engine.steps import predict_logits
+    from .classification_plots import plot_confusion_matrix, plot_misclassified
+
+    probs = predict_logits(model, split, rt, norm, batch_size).softmax(1)
+    names = split.class_names
+    return [plot_confusion_matrix(cm.mat, names, fig_dir / "confusion_matrix.png"),
+            plot_misclassified(split.images, split.labels, probs.argmax(1), names, fig_dir / "misclassified.png",
+                               probs=probs)]

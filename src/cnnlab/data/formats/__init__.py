@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import endovis, endovis_color, glas
+from . import cifar, digits, endovis, endovis_color, fashion_mnist, folders, glas, imagefolder, mnist
 
 FORMATS: dict[str, ModuleType] = {"endovis": endovis, "endovis_colorization": endovis_color,
-                                 "glas": glas}
+                                 "glas": glas,
+                                 "folders": folders, "mnist": mnist, "fashion_mnist": fashion_mnist,
+                                 "cifar100": cifar, "imagefolder": imagefolder, "digits": digits}
