@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/cnnlab demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py

@@ -112,7 +112,7 @@ def pick_device(name: str) -> torch.device:
 
 # ---------------------------------------------------------------- peaks and FLOPs
 
-def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int | None = None, reps: int = 3) -> float:
+def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int | None = None, reps: int = 5) -> float:
     """Best GFLOP/s of an n x n x n torch.matmul in dtype (the machine's practical dense peak)."""
     n = n or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device).to(dtype)

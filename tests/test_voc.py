@@ -1,7 +1,6 @@
 """The PASCAL VOC reader and the synthetic VOC writer: the 255 rule both ways, layouts, refusals naming the file."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -266,3 +265,9 @@ def test_voc_recipes_load_and_the_study_repeats_what_each_recipe_changes():
             if "width" in small or "base_width" in small or "decoder_width" in small:
                 small = {**small, **{k: 4 for k in ("width", "base_width", "decoder_width") if k in small}}
             builders[recipe["model"]["name"]](3, 21, (64, 64), **small)
+
+
+def test_unreadable_image_set_is_a_data_error(root: Path):
+    (root / "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt").write_bytes(b"\xff\xfe\xfa a\n")
+    with pytest.raises(DataError, match="train.txt: unreadable image set"):
+        voc.load(root, "train")

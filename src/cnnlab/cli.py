@@ -14,19 +14,32 @@ PLUGIN_MODULES: list[str] = ["cli_arithmetic", "cli_folders", "cli_infer"]
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from .config import load_recipe
+    from .engine.distributed import is_main, shutdown
     from .engine.run import resume, train
 
     overrides = list(a.set) + ([f"model.params.weights={a.weights}"] if a.weights else [])
     if a.resume:
-        run_dir = resume(Path(a.resume))
+        run_dir = resume(Path(a.resume), a.set)
     elif a.recipe:
         run_dir = train(load_recipe(a.recipe, overrides))
     else:
         raise CnnlabError("cnnlab train needs a RECIPE or --resume RUN_DIR")
-    from .report.tables import print_run_table
+    if is_main():
+        from .report.tables import print_run_table
 
-    print_run_table(run_dir)
+        print_run_table(run_dir)
+        _write_report(run_dir)
+    shutdown()
     return 0
+
+
+def _write_report(run_dir: Path) -> None:
+    """report.md/html beside the run's files (the study/report module may be absent in a trimmed install)."""
+    try:
+        from .report.build import write_run_report
+    except ImportError:
+        return
+    print(f"report: {write_run_report(run_dir)}")
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:

@@ -50,13 +50,18 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int 
                            label_smoothing=label_smoothing)
 
 
-def build_loss(name: str, params: dict, ignore_index: int | None = None,
-               class_weights: torch.Tensor | None = None) -> Loss:
-    """A loss function of (logits, target) from the recipe's loss section."""
+def build_loss(name: str, params: dict, ignore_index: int | None = None, train=None) -> Loss:
+    """A loss function of (logits, target) from the recipe's loss section (train: split for class weights)."""
     params = dict(params)
     allowed = {"dice": {"smooth", "include_background"}, "cross_entropy": {"label_smoothing"},
-               "dice_ce": {"smooth", "include_background", "ce_weight"}, "weighted_ce": {"scheme"}, "mse": set()}
+               "dice_ce": {"smooth", "include_background", "ce_weight"}, "weighted_ce": set(), "mse": set()}
     lookup(allowed, name, "loss")
+    if name == "weighted_ce":  # weights from the training split's class frequencies (class_weights.py)
+        from .class_weights import build_weighted_ce
+
+        if train is None:
+            raise ConfigError("loss 'weighted_ce' needs the training split to compute class weights")
+        return build_weighted_ce(train, **params)
     for key in params:
         if key not in allowed[name]:
             raise ConfigError(f"unknown config key 'loss.params.{key}' for loss '{name}'",
@@ -69,8 +74,4 @@ def build_loss(name: str, params: dict, ignore_index: int | None = None,
         w = params.pop("ce_weight", 1.0)
         return lambda lo, t: dice_loss(lo, t, ignore_index=ignore_index, **params) + w * cross_entropy(
             lo, t, ignore_index)
-    if name == "weighted_ce":
-        if class_weights is None:
-            raise ConfigError("loss 'weighted_ce' needs class weights from the training split")
-        return lambda lo, t: cross_entropy(lo, t, ignore_index, weight=class_weights.to(lo.device))
     return lambda out, t: F.mse_loss(out.float(), t.float())

@@ -31,6 +31,10 @@ a study stopped early already holds complete pairs. The plan (every run's recipe
 in STUDY_DIR/plan.json when the study starts: `--resume` redoes nothing that finished (summary.json present),
 continues runs that have a last.pt and starts the rest, whatever happened to the recipe files since. A run that
 fails with a CnnlabError (e.g. TrainingDiverged) is recorded in failures.json and the study goes on.
+
+Command line: `cnnlab study STUDY_YAML [--set KEY=VALUE ...] [--out FOLDER]`, `cnnlab study --resume STUDY_DIR`;
+the study ends with table.md, table.csv and study.json (cnnlab.study_table) and report.md/report.html
+(cnnlab.report.build), which `cnnlab report STUDY_DIR` rewrites at any time, also mid-study.
 """
 from __future__ import annotations
 
@@ -168,6 +172,8 @@ def _check_study_keys(raw: dict, path: Path) -> None:
         raise ConfigError(f"{path}: study key 'evaluate' must be test or validation, got {raw['evaluate']!r}")
     if not raw.get("variants"):
         raise ConfigError(f"{path}: a study needs 'variants'", "e.g. variants: {baseline: [], wider: [...]}")
+    if "name" in raw and not SAFE_NAME.match(str(raw["name"])):
+        raise ConfigError(f"{path}: study key 'name' names a folder: letters, digits, '_', '.', '-' only")
 
 
 def load_study(path: str | Path, sets: list[str] | None = None) -> StudyPlan:

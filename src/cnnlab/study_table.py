@@ -93,8 +93,9 @@ def collect_results(study_dir: str | Path) -> dict:
     _add_differences(rows, plan.baseline, metrics)
     for r in rows:
         del r["_values"]
-    evaluated = sorted({s.get("evaluated_on", "?") for _, s in summaries.values()}) if plan.evaluate == "test" \
-        else ["validation"]
+    variant_runs = {r.name for r in plan.runs if r.kind == "variant"}
+    evaluated = sorted({s.get("evaluated_on", "?") for name, (_, s) in summaries.items() if name in variant_runs}) \
+        if plan.evaluate == "test" else ["validation"]
     stages = [{"name": r.group, "run": r.name, "status": "finished" if r.name in summaries else
                "failed" if r.name in failures else "not run", "run_dir": str(summaries[r.name][0])
                if r.name in summaries else None, "error": failures.get(r.name)} for r in plan.runs if r.kind == "stage"]

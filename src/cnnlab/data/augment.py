@@ -23,7 +23,7 @@ def _affine(x: torch.Tensor, m: torch.Tensor | None, cfg: AugmentConfig, g: torc
     n = x.shape[0]
     ang = (torch.rand(n, generator=g) * 2 - 1) * math.radians(cfg.rotate)
     scale = cfg.crop_scale + (1 - cfg.crop_scale) * torch.rand(n, generator=g)  # side fraction kept
-    shift = (1 - scale) * (torch.rand(n, 2, generator=g) * 2 - 1)
+    shift = (1 - scale)[:, None] * (torch.rand(n, 2, generator=g) * 2 - 1)  # stay inside the image
     cos, sin = torch.cos(ang) * scale, torch.sin(ang) * scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     theta = theta.to(x.device, torch.float32)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Recipe, asdict, recipe_from_dict
+from ..config import Recipe, asdict, read_yaml, recipe_from_dict
 from ..data.loading import RunData, load_run_data
 from ..data.types import ClsData, ColorData, SegData
 from ..errors import CnnlabError
@@ -18,7 +18,7 @@ from ..models.weights import load_compatible, load_weights_file
 from .checkpoint import atomic_save, load_checkpoint
 from .fit import (TrainState, _set_encoder_trainable, build_optimizer, console, lr_at, train_one_epoch)
 from .distributed import barrier, broadcast_str, init_from_env, is_main, local_device, unwrap, wrap
-from .rundir import new_run_dir, write_config
+from .rundir import check_free_space, new_run_dir, write_config
 from .runtime import resolve_runtime, seed_everything
 from .steps import Normalizer, evaluate, selection_metric
 from .summary import write_summary
@@ -42,13 +42,10 @@ def _setup(r: Recipe):
     if r.model.init:
         report = load_compatible(model, load_weights_file(r.model.init))
     model = model.to(rt.device, memory_format=torch.channels_last if rt.channels_last else torch.preserve_format)
-    weights = None
-    if r.loss.name == "weighted_ce":
-        from ..class_weights import weights_for  # VOC/rare-class weighting
-        weights = weights_for(data.train, r.loss.params.get("scheme", "median"))
     ignore = data.train.ignore_index if isinstance(data.train, SegData) else None
-    loss_params = {k: v for k, v in r.loss.params.items() if not (r.loss.name == "weighted_ce" and k == "scheme")}
-    loss_fn = build_loss(r.loss.name, loss_params, ignore, weights)
+    loss_fn = build_loss(r.loss.name, r.loss.params, ignore, data.train)
+    if isinstance(loss_fn, torch.nn.Module):
+        loss_fn = loss_fn.to(rt.device)
     return rt, data, model, loss_fn, report
 
 
@@ -109,7 +106,9 @@ def train(recipe: Recipe, resume_dir: Path | None = None) -> Path:
     norm = Normalizer.fit(data.train.images)
     if getattr(model, "normalizes_input", False):  # transfer nets apply their weights' own mean/std
         norm = Normalizer.identity(data.train.images.shape[1])
-    if resume_dir is not None:
+    if resume_dir is not None and not (Path(resume_dir) / "last.pt").is_file():
+        run_dir = Path(resume_dir)
+    elif resume_dir is not None:
         run_dir = Path(resume_dir)
         ck = load_checkpoint(run_dir / "last.pt")
         model.load_state_dict(ck["model"])
@@ -120,6 +119,8 @@ def train(recipe: Recipe, resume_dir: Path | None = None) -> Path:
             console.print(f"resuming {run_dir} at epoch {state.epoch + 1}")
     else:
         run_dir = _start(r, transfer)
+    if is_main():
+        check_free_space(run_dir, model)
     for note in data.notes if is_main() else []:
         console.print(f"note: {note}")
     model = wrap(model, r.train.sync_batchnorm)
@@ -141,7 +142,8 @@ def _loop(r, rt, data, model, loss_fn, opt, state: TrainState, norm, run_dir: Pa
     """Epochs from state.epoch on, stopping early when validation stops improving."""
     while state.epoch < r.train.epochs and not (r.train.patience and state.bad_epochs >= r.train.patience):
         e = state.epoch
-        _set_encoder_trainable(unwrap(model), e >= r.model.freeze_encoder_epochs)
+        if r.model.freeze_encoder_epochs:  # else leave the model's own freezing policy alone
+            _set_encoder_trainable(unwrap(model), e >= r.model.freeze_encoder_epochs)
         lr = lr_at(e, r, state)
         for group in opt.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
@@ -178,13 +180,25 @@ def _save_epoch(model, opt, state, r, norm, data, run_dir: Path, improved: bool)
     _write_metrics_csv(run_dir, state.history)
 
 
-def resume(run_dir: Path) -> Path:
-    """Continue an interrupted run from its last.pt with the recipe saved there."""
+RESUME_OVERRIDES = ("train.epochs", "train.patience", "train.progress")
+
+
+def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
+    """Continue an interrupted run from its last.pt with the recipe saved there (train longer with train.epochs=N)."""
+    for o in overrides or []:
+        if o.split("=", 1)[0] not in RESUME_OVERRIDES:
+            raise CnnlabError(f"--set {o}: a resumed run keeps its recipe", f"only {', '.join(RESUME_OVERRIDES)} "
+                              "may change on resume; start a new run for anything else")
     run_dir = Path(run_dir)
+    for stale in run_dir.glob(".*.tmp"):  # a checkpoint write cut short by a crash
+        stale.unlink()
     if not (run_dir / "last.pt").is_file():
-        raise CnnlabError(f"{run_dir}: no last.pt to resume from", "is this a cnnlab run dir?")
+        if not (run_dir / "config.yaml").is_file():
+            raise CnnlabError(f"{run_dir}: neither last.pt nor config.yaml here", "is this a cnnlab run dir?")
+        # killed before the first epoch ended: start over in the same run dir with its saved recipe
+        return train(recipe_from_dict(read_yaml(run_dir / "config.yaml"), overrides), resume_dir=run_dir)
     ck = load_checkpoint(run_dir / "last.pt")
-    r = recipe_from_dict(ck["recipe"])
+    r = recipe_from_dict(ck["recipe"], overrides)
     if TrainState(**ck["state"]).epoch >= r.train.epochs and is_main():
         console.print(f"{run_dir} already finished its {r.train.epochs} epochs; re-evaluating")
     return train(r, resume_dir=run_dir)

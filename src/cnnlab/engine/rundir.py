@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -63,3 +64,13 @@ def write_config(run_dir: Path, recipe: Recipe) -> None:
     header = f"# cnnlab resolved recipe\n# git: {git_hash()}\n"
     (run_dir / "config.yaml").write_text(header + dump_recipe(recipe))
     (run_dir / "env.json").write_text(json.dumps({**environment(), "git": git_hash()}, indent=2))
+
+
+def check_free_space(run_dir: Path, model: torch.nn.Module) -> None:
+    """Refuse to start when the disk cannot hold the checkpoints (best.pt and last.pt, each with optimizer state)."""
+    n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    need = 2 * 3 * n_bytes + 50 * 2**20  # two checkpoints of weights + Adam moments, plus figures and logs
+    free = shutil.disk_usage(run_dir).free
+    if free < need:
+        raise CnnlabError(f"only {free / 2**20:.0f} MiB free at {run_dir}; this run needs about {need / 2**20:.0f} MiB "
+                          "for its checkpoints", "free some space or choose another 'out'")

@@ -8,10 +8,13 @@ from torch import nn
 
 from ..errors import ConfigError, did_you_mean, lookup
 from .classifiers import CLASSIFIERS
+from .fcn import SEGMENTATION_MODELS_FCN
 from .gland_fcn import GLAND_MODELS
 from .unet import UNET_MODELS
+from .unet_paper import SEGMENTATION_MODELS_UNET_PAPER
 
-MODELS: dict[str, Callable[..., nn.Module]] = {**UNET_MODELS, **GLAND_MODELS, **CLASSIFIERS}
+MODELS: dict[str, Callable[..., nn.Module]] = {**UNET_MODELS, **SEGMENTATION_MODELS_UNET_PAPER, **SEGMENTATION_MODELS_FCN,
+                                                 **GLAND_MODELS, **CLASSIFIERS}
 
 
 def build_model(name: str, in_channels: int, num_classes: int, input_size: tuple[int, int],

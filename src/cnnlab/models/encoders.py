@@ -94,7 +94,7 @@ class BackboneEncoder(nn.Module):
 
 
 def resnet34_encoder(in_channels: int = 3, weights: str | None = None) -> BackboneEncoder:
-    """ResNet34 without avgpool/fc: stem (/2, 64), layer1 (/4, 64), layer2 (/8, 128), layer3 (/16, 256), layer4 (/32, 512)."""
+    """ResNet34 without avgpool/fc: stem /2 64, layer1 /4 64, layer2 /8 128, layer3 /16 256, layer4 /32 512."""
     import torchvision
 
     net = torchvision.models.resnet34(weights=None)

@@ -155,7 +155,7 @@ def build_fcn_custom(in_channels: int, num_classes: int, input_size: tuple[int, 
 
 
 class TransferFCN(EncoderDecoder):
-    """A torchvision backbone encoder with a light decoder: at each stride, upsample, add a 1x1-reduced skip, 3x3 conv."""
+    """A torchvision backbone with a light decoder: per stride, upsample, concat a 1x1-reduced skip, 3x3 conv."""
 
     def __init__(self, encoder: nn.Module, num_classes: int, decoder_width: int, imagenet_norm: bool) -> None:
         super().__init__()
@@ -199,7 +199,8 @@ def _build_transfer(arch: str, in_channels: int, num_classes: int, input_size: t
 
 
 def build_fcn_resnet34(in_channels: int, num_classes: int, input_size: tuple[int, int], **params) -> nn.Module:
-    """ResNet34 encoder (no avgpool/fc); params: weights (none|imagenet|PATH), freeze_encoder, decoder_width, imagenet_norm.
+    """ResNet34 encoder (no avgpool/fc); params: weights (none|imagenet|PATH), freeze_encoder, decoder_width,
+    imagenet_norm.
 
     imagenet_norm: false (default) where the engine already normalises inputs (cnnlab uses the training set's
     mean/std, close to ImageNet's for natural images); true to feed [0, 1] RGB and normalise with ImageNet

@@ -290,15 +290,18 @@ def _study_doc(study_dir: Path) -> Doc:
                    "dots = single seeds.")
         doc.figure(difference_plot(results, metric, label, fig_dir / "differences.png"),
                    f"Paired difference of {label} to the baseline '{results['baseline']}' with 95% t-intervals.")
-    doc.figure(study_loss_curves(results, fig_dir / "loss_curves.png"),
+    label = LABELS.get(metric, metric) if metric else ""
+    doc.figure(study_loss_curves(results, fig_dir / "loss_curves.png", metric, label),
                "Loss curves overlaid per variant (colour): training solid, validation dashed; thin = single seeds, "
-               "thick = mean over seeds.")
+               "thick = mean over seeds. Variants with different loss functions have losses on different scales; "
+               f"the validation {label or 'metric'} per epoch (bottom row, where recorded) compares across them.")
     names, rows = _per_class_rows(results)
     if names:
         doc.h("Per-class Dice (strict, mean over seeds)")
         doc.table(["variant", "grid point", *names], rows)
     doc.h("Runs")
-    doc.items([f"stage {s['name']}: {s['status']} ({s['run_dir'] or s['error'] or 'not run'})"
+    doc.items([f"stage {s['name']}: {s['status']} "
+               f"({_run_ref(Path(s['run_dir']), study_dir) if s['run_dir'] else s['error'] or 'not run'})"
                for s in results["stages"]]
               + [f"{r['variant']} {r['label']} seed {seed}: {_run_ref(Path(d), study_dir)}"
                  for r in results["rows"] for seed, d in r["run_dirs"].items()])

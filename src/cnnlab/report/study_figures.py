@@ -55,34 +55,45 @@ def _mean_curve(curves: list[list[float]]) -> np.ndarray:
     return np.where(counts > 0, np.nansum(grid, 0) / np.maximum(counts, 1), np.nan)
 
 
-def study_loss_curves(results: dict, path: Path) -> Path:
-    """Training (solid) and validation (dashed) loss per epoch, one panel per grid point, one colour per variant:
-    thin lines are single seeds, thick lines their mean."""
-    rows = results["rows"]
-    labels = list(dict.fromkeys(r["label"] for r in rows))
-    fig = Figure(figsize=(5.2 * len(labels), 4.0))
-    axes = fig.subplots(1, len(labels), squeeze=False)[0]
-    for ax, label in zip(axes, labels):
-        longest = 1
-        for r in (r for r in rows if r["label"] == label):
-            color = variant_color(results["variants"], r["variant"])
-            hists = [h for h in (read_history(Path(d)) for d in r["run_dirs"].values()) if h]
-            for key, style, mark in (("train_loss", "-", "o"), ("val_loss", "--", "s")):
-                curves = [[row[key] for row in h] for h in hists if key in h[0]]
-                for c in curves:
-                    ax.plot(range(1, len(c) + 1), c, style, color=color, alpha=0.25, lw=0.8, marker=mark, ms=2)
-                if curves:
-                    m = _mean_curve(curves)
-                    ax.plot(range(1, len(m) + 1), m, style, color=color, lw=2, marker=mark, ms=4)
-                    longest = max(longest, len(m))
-        ax.set(xlabel="epoch", ylabel="loss", title=label.replace("__", ", ") or "all runs")
-        ax.set_xlim(0.5, longest + 0.5)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        ax.grid(alpha=0.3)
+def _curves_panel(ax, results: dict, label: str, series: tuple) -> None:
+    """One grid point's curves: per variant a colour, thin lines per seed, a thick line for their mean."""
+    longest = 1
+    for r in (r for r in results["rows"] if r["label"] == label):
+        color = variant_color(results["variants"], r["variant"])
+        hists = [h for h in (read_history(Path(d)) for d in r["run_dirs"].values()) if h]
+        for key, style, mark in series:
+            curves = [[row[key] for row in h] for h in hists if key in h[0]]
+            for c in curves:
+                ax.plot(range(1, len(c) + 1), c, style, color=color, alpha=0.25, lw=0.8, marker=mark, ms=2)
+            if curves:
+                m = _mean_curve(curves)
+                ax.plot(range(1, len(m) + 1), m, style, color=color, lw=2, marker=mark, ms=4)
+                longest = max(longest, len(m))
+    ax.set_xlim(0.5, longest + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.grid(alpha=0.3)
+
+
+def study_loss_curves(results: dict, path: Path, metric: str | None = None, metric_label: str = "") -> Path:
+    """Training (solid) and validation (dashed) loss per epoch, one column per grid point, one colour per variant,
+    thin lines single seeds, thick lines their mean; a second row shows the validation `metric` per epoch, which
+    (unlike losses of different loss functions) compares across variants."""
+    labels = list(dict.fromkeys(r["label"] for r in results["rows"]))
+    first_rows = [h[0] for r in results["rows"] for d in r["run_dirs"].values() if (h := read_history(Path(d)))]
+    has_metric = metric is not None and any(f"val_{metric}" in row for row in first_rows)
+    fig = Figure(figsize=(5.2 * len(labels), 7.6 if has_metric else 4.0))
+    axes = fig.subplots(2 if has_metric else 1, len(labels), squeeze=False)
+    for col, label in enumerate(labels):
+        _curves_panel(axes[0, col], results, label, (("train_loss", "-", "o"), ("val_loss", "--", "s")))
+        axes[0, col].set(xlabel="epoch", ylabel="loss", title=label.replace("__", ", ") or "all runs")
+        if has_metric:
+            _curves_panel(axes[1, col], results, label, ((f"val_{metric}", "--", "s"),))
+            axes[1, col].set(xlabel="epoch", ylabel=f"validation {metric_label or metric}")
     handles = [Line2D([], [], color=variant_color(results["variants"], v), lw=2, label=v) for v in results["variants"]]
-    handles += [Line2D([], [], color="black", ls="-", marker="o", ms=4, label="training loss"),
-                Line2D([], [], color="black", ls="--", marker="s", ms=4, label="validation loss")]
-    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8, bbox_to_anchor=(0.5, 1.08))
+    handles += [Line2D([], [], color="black", ls="-", marker="o", ms=4, label="training"),
+                Line2D([], [], color="black", ls="--", marker="s", ms=4, label="validation")]
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8, bbox_to_anchor=(0.5, 1.06))
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -106,7 +117,8 @@ def headline_bars(results: dict, metric: str, label: str, path: Path) -> Path:
             vals = list(st["values"].values())
             ax.scatter([x] * len(vals), vals, s=10, color="black", zorder=3)
     ax.set_xticks(range(len(groups)), [g.replace("__", "\n") or "all runs" for g in groups])
-    ax.set(ylabel=label, title=f"{label}: mean ± std over seeds (dots: single seeds)")
+    ax.set(xlabel="grid point" if any(groups) else "", ylabel=label,
+           title=f"{label}: mean ± std over seeds (dots: single seeds)")
     if all(0 <= v <= 1 for r in rows for v in r["stats"].get(metric, {}).get("values", {}).values()):
         ax.set_ylim(0, 1)
     ax.legend(title="variant", fontsize=8)

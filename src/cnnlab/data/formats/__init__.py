@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import cifar, digits, endovis, endovis_color, fashion_mnist, folders, glas, imagefolder, mnist
+from . import cifar, digits, endovis, endovis_color, fashion_mnist, folders, glas, imagefolder, mnist, voc
 
 FORMATS: dict[str, ModuleType] = {"endovis": endovis, "endovis_colorization": endovis_color,
                                  "glas": glas,
                                  "folders": folders, "mnist": mnist, "fashion_mnist": fashion_mnist,
-                                 "cifar100": cifar, "imagefolder": imagefolder, "digits": digits}
+                                 "cifar100": cifar, "imagefolder": imagefolder, "digits": digits, "voc": voc}

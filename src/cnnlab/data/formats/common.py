@@ -74,3 +74,12 @@ def class_shares(masks: torch.Tensor, num_classes: int, ignore_index: int | None
         flat = flat[flat != ignore_index]
     counts = torch.bincount(flat, minlength=num_classes)[:num_classes].double()
     return counts / counts.sum().clamp(min=1)
+
+
+def inside_root(path: Path, root: Path) -> Path:
+    """path itself, refusing one that escapes root through '..' or a symbolic link (the format keeps files inside)."""
+    real, base = Path(path).resolve(), Path(root).resolve()
+    if real != base and base not in real.parents:
+        raise DataError(f"{path}: points outside the data root {root} (symbolic link or '..')",
+                        "copy the file into the data set, or remove the link")
+    return Path(path)

@@ -10,7 +10,7 @@ import torch
 
 from ...errors import DataError
 from ..types import SegData
-from .common import class_shares, is_junk, read_image, resize_images, resize_masks, to_chw
+from .common import class_shares, inside_root, is_junk, read_image, resize_images, resize_masks, to_chw
 
 SEG_SPLITS = ("train", "validation", "test")
 COLOR_SPLITS = ("train_cor", "validation_cor")
@@ -64,7 +64,7 @@ def _sample_dirs(split_dir: Path) -> tuple[list[Path], int]:
         if is_junk(p) or not p.is_dir():
             junk += 1
             continue
-        dirs.append(p)
+        dirs.append(inside_root(p, split_dir))
     dirs.sort(key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
     return dirs, junk
 
@@ -112,6 +112,7 @@ def load(root: Path, split: str, size: list[int] | None = None, **options) -> Se
         for p in (img_p, mask_p):
             if not p.is_file():
                 raise DataError(f"{p}: missing", f"each sample folder needs {d.name}_input.jpg and {d.name}_mask.png")
+            inside_root(p, split_dir)
         img = read_image(img_p, "RGB")
         mask = _decode_mask(mask_p, lut)
         if img.shape[:2] != mask.shape[:2]:

@@ -110,14 +110,17 @@ def split_files(root: Path, split: str, year: str | None = None) -> tuple[list[t
         split = SPLIT_ALIASES[split]
         split_file = sets / f"{split}.txt"
     if not split_file.is_file():
-        have = list_splits(root)
+        have = sorted(q.stem for q in sets.glob("*.txt") if not is_junk(q)) if sets.is_dir() else []
         raise DataError(f"{split_file}: image set '{split}' not found",
                         f"available: {', '.join(have)}" if have else "ImageSets/Segmentation holds no .txt lists")
     tv_root = _torchvision_root(voc_dir, year, split)
     if tv_root is not None:
         from torchvision.datasets import VOCSegmentation
 
-        ds = VOCSegmentation(str(tv_root), year=year, image_set=split, download=False)
+        try:
+            ds = VOCSegmentation(str(tv_root), year=year, image_set=split, download=False)
+        except (UnicodeDecodeError, OSError, RuntimeError) as e:
+            raise DataError(f"{split_file}: unreadable image set ({type(e).__name__})") from None
         files = [(Path(i).stem, Path(i), Path(m)) for i, m in zip(ds.images, ds.masks) if Path(i).name != ".jpg"]
         parser = "torchvision VOCSegmentation"
     else:
@@ -244,7 +247,8 @@ def check(root: Path) -> str:
         for index in [*range(len(VOC_CLASSES)), VOC_BOUNDARY]:
             if pixels[index]:
                 name = VOC_CLASSES[index] if index < len(VOC_CLASSES) else "boundary (255)"
-                lines.append(f"  {index:3d} {name:<15} {pixels[index] / total:7.2%}  {images_with[index] / n_masks:7.1%}")
+                share, seen = pixels[index] / total, images_with[index] / n_masks
+                lines.append(f"  {index:3d} {name:<15} {share:7.2%}  {seen:7.1%}")
     junk = _junk_count(voc_dir)
     if junk:
         lines.append(f"skipped {junk} junk files (.DS_Store, Thumbs.db, ._*)")

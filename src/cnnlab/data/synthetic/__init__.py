@@ -1,8 +1,12 @@
 """Synthetic data sets written in the real on-disk formats (demo and tests)."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
-from . import endovis, glas
+from . import classification, endovis, glas, voc
 
-SYNTHETIC: dict[str, Callable] = {"endovis": endovis.write, "glas": glas.write}
+SYNTHETIC: dict[str, Callable] = {
+    "endovis": endovis.write, "glas": glas.write, "voc": voc.write,
+    **{name: partial(classification.write, format=name) for name in classification.WRITERS},
+}

@@ -1,0 +1,98 @@
+"""Fuzzing: arbitrary bytes and values give cnnlab's own error type or a valid result, never another exception."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cnnlab.config import recipe_from_dict
+from cnnlab.data.formats import FORMATS
+from cnnlab.errors import CnnlabError
+
+FUZZ = settings(max_examples=25, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 10), st.floats(allow_nan=True), st.text(max_size=8),
+                    st.lists(st.integers(-3, 300), max_size=3))
+keys = st.sampled_from(["name", "task", "data", "model", "loss", "optim", "train", "augment", "out", "bogus",
+                        "epochs", "lr", "size", "params", "format", "batch_size", "label_fraction"])
+configs = st.one_of(scalars, st.dictionaries(keys, scalars, max_size=4),
+                    st.dictionaries(keys, st.dictionaries(keys, scalars, max_size=3), max_size=3))
+
+
+@FUZZ
+@given(raw=st.dictionaries(keys, configs, max_size=5))
+def test_config_parser(raw):
+    try:
+        recipe_from_dict(raw)
+    except CnnlabError:
+        pass
+
+
+@FUZZ
+@given(overrides=st.lists(st.text(max_size=20), max_size=3))
+def test_overrides(overrides):
+    try:
+        recipe_from_dict({}, overrides)
+    except CnnlabError:
+        pass
+
+
+def _fuzz_file(tmp_root: Path, rel: str, payload: bytes, fmt: str, split: str, **options) -> None:
+    work = Path(tempfile.mkdtemp(dir=tmp_root))
+    try:
+        root = Path(shutil.copytree(tmp_root / "base", work / "d"))
+        (root / rel).write_bytes(payload)
+        FORMATS[fmt].load(root, split, **options)
+    except CnnlabError:
+        pass
+    finally:
+        shutil.rmtree(work)
+
+
+@pytest.fixture(scope="module")
+def fuzz_roots(tmp_path_factory):
+    """One tiny copy of each format whose files get replaced by random bytes."""
+    from cnnlab.data.synthetic import SYNTHETIC
+    from cnnlab.data.synthetic import endovis
+
+    base = tmp_path_factory.mktemp("fuzz")
+    roots = {}
+    for fmt, write in {"endovis": lambda o: endovis.write(o, n_train=2, n_val=1, n_test=1, n_color_train=1,
+                                                          n_color_val=1, height=16, width=16),
+                       "mnist": lambda o: SYNTHETIC["mnist"](o, n_train=20, n_test=10),
+                       "voc": lambda o: SYNTHETIC["voc"](o, n_train=3, n_val=2, n_test=2, height=24, width=24),
+                       "glas": lambda o: SYNTHETIC["glas"](o, n_train=3, n_test_a=2, n_test_b=2, width=48, height=40),
+                       "cifar100": lambda o: SYNTHETIC["cifar100"](o, n_train=20, n_test=10)}.items():
+        d = base / fmt
+        d.mkdir()
+        write(d / "base")
+        roots[fmt] = d
+    return roots
+
+
+payloads = st.one_of(st.binary(max_size=300), st.just(b""), st.binary(min_size=1, max_size=40).map(
+    lambda b: b"\x89PNG\r\n\x1a\n" + b), st.binary(max_size=60).map(lambda b: b"\xff\xd8\xff\xe0" + b))
+
+
+@FUZZ
+@given(payload=payloads, which=st.sampled_from(["mapping.json", "segmentation/train/0/0_input.jpg",
+                                                 "segmentation/train/1/1_mask.png"]))
+def test_endovis_reader(fuzz_roots, payload, which):
+    _fuzz_file(fuzz_roots["endovis"], which, payload, "endovis", "train")
+
+
+def _first(root: Path, pattern: str) -> str:
+    return str(next(iter(sorted((root / "base").rglob(pattern)))).relative_to(root / "base"))
+
+
+@settings(FUZZ, max_examples=40)
+@given(payload=payloads, data=st.data())
+def test_other_readers(fuzz_roots, payload, data):
+    fmt, pattern, split = data.draw(st.sampled_from([
+        ("mnist", "*labels*", "train"), ("mnist", "*images*", "test"), ("voc", "*.png", "train"),
+        ("voc", "train.txt", "train"), ("glas", "*.bmp", "train"), ("cifar100", "train", "train")]))
+    _fuzz_file(fuzz_roots[fmt], _first(fuzz_roots[fmt], pattern), payload, fmt, split)
