@@ -9,7 +9,7 @@ from pathlib import Path
 from .errors import CnnlabError
 
 # Modules that add their own subcommands through register(subparsers).
-PLUGIN_MODULES: list[str] = ["cli_arithmetic", "cli_folders", "cli_infer"]
+PLUGIN_MODULES: list[str] = ["cli_arithmetic", "cli_folders", "cli_infer", "cli_study"]
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
@@ -72,9 +72,12 @@ def _cmd_check(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import run_demo, run_demo_study
 
-    run_demo(Path(a.data), Path(a.out), epochs=a.epochs)
+    if a.study:
+        run_demo_study(Path(a.data), Path(a.out))
+    else:
+        run_demo(Path(a.data), Path(a.out), epochs=a.epochs)
     return 0
 
 
@@ -105,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--data", default="data/endovis_synth")
     m.add_argument("--out", default="runs")
     m.add_argument("--epochs", type=int, default=None)
+    m.add_argument("--study", action="store_true", help="run the course study (a, b, c, colorization-pretrained "
+                   "e at 10%% and 100%% labels, 2 seeds) at demo size instead")
     m.set_defaults(func=_cmd_demo)
     for name in PLUGIN_MODULES:
         importlib.import_module(f"cnnlab.{name}").register(sub)

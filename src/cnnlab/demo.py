@@ -22,13 +22,26 @@ def find_recipe(rel: str) -> Path:
     raise CnnlabError(f"recipe recipes/{rel} not found", "run the demo from the cnnlab repository folder")
 
 
-def run_demo(data: Path, out: Path, epochs: int | None = None) -> Path:
-    """Synthesize (once) and train; prints the results table and the run dir."""
+def ensure_data(data: Path) -> None:
+    """Write the synthetic course data once."""
     from .data.synthetic import endovis
 
     if not (data / "segmentation").is_dir():
         console.print(f"writing synthetic EndoVis course data to {data} ...")
         endovis.write(data, seed=0, **DEMO_SYNTH)
+
+
+def run_demo_study(data: Path, out: Path) -> Path:
+    """The course question (does colorization pre-training help?) at demo size, as a study with its table."""
+    from .study import run_study
+
+    ensure_data(data)
+    return run_study(find_recipe("endovis/study_demo.yaml"), [f"data.root={data}"], out=out)
+
+
+def run_demo(data: Path, out: Path, epochs: int | None = None) -> Path:
+    """Synthesize (once) and train; prints the results table and the run dir."""
+    ensure_data(data)
     overrides = [*DEMO_OVERRIDES, f"data.root={data}", f"out={out}", "name=demo-endovis-c-tuned"]
     if epochs:
         overrides.append(f"train.epochs={epochs}")
