@@ -12,11 +12,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..boundary import boundary_band, boundary_dice, dice_per_image
 from .palette import display_image
+from .figure_io import save_figure
 
 BAND_TINT = np.array([255, 220, 0], dtype=np.float64)
 FALSE_POS = np.array([230, 40, 40], dtype=np.uint8)
@@ -35,12 +35,7 @@ def mask_panel(pred: np.ndarray, truth: np.ndarray, band: np.ndarray | None = No
     return canvas.astype(np.uint8)
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+_save = save_figure
 
 
 def _axes_grid(fig: Figure, rows: int, cols: int) -> np.ndarray:

@@ -97,3 +97,8 @@ def summarise_split(split: str, data: ClsData) -> str:
     """One line per split for check(): count, shape, class shares."""
     c, h, w = data.images.shape[1:]
     return f"  {split}: {len(data)} images {c}x{h}x{w}; classes {class_shares(data.labels, data.class_names)}"
+
+
+def resplit_names(spec: dict) -> list[str]:
+    """The split names a 'resplit' option defines (every key but 'from' and 'seed')."""
+    return [k for k in spec if k not in ("from", "seed")]

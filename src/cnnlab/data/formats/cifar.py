@@ -16,7 +16,7 @@ import torch
 
 from ...errors import DataError
 from ..types import ClsData
-from ._cls_common import carve_splits, is_junk, resize_images, summarise_split, unknown_options
+from ._cls_common import carve_splits, is_junk, resize_images, resplit_names, summarise_split, unknown_options
 
 FOLDER = "cifar-100-python"  # torchvision.datasets.CIFAR100.base_folder
 SPLITS = ("train", "test")   # the file names are the split names
@@ -126,9 +126,8 @@ def load(root: Path, split: str, size: list[int] | None = None, labels: str = "f
 
 def list_splits(root: Path, **options) -> list[str]:
     """Splits whose pickle is present, or the resplit's splits."""
-    spec = options.get("resplit")
-    if isinstance(spec, dict):
-        return [k for k in spec if k not in ("from", "seed")]
+    if isinstance(options.get("resplit"), dict):
+        return resplit_names(options["resplit"])
     folder = _folder(Path(root))
     return [s for s in SPLITS if (folder / s).is_file()]
 

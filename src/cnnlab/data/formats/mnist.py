@@ -17,7 +17,7 @@ import torch
 
 from ...errors import DataError
 from ..types import ClsData
-from ._cls_common import carve_splits, is_junk, resize_images, summarise_split, unknown_options
+from ._cls_common import carve_splits, is_junk, resize_images, resplit_names, summarise_split, unknown_options
 
 DIGIT_NAMES = [str(i) for i in range(10)]
 # The on-disk split name -> file prefix used by the IDX distribution.
@@ -116,9 +116,8 @@ def load(root: Path, split: str, size: list[int] | None = None, resplit: dict | 
 
 def list_splits(root: Path, **options) -> list[str]:
     """Complete splits on disk, or the resplit's splits when that option is given."""
-    spec = options.get("resplit")
-    if isinstance(spec, dict):
-        return [k for k in spec if k not in ("from", "seed")]
+    if isinstance(options.get("resplit"), dict):
+        return resplit_names(options["resplit"])
     return _disk_splits(_idx_dir(Path(root)))
 
 
