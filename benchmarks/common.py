@@ -472,3 +472,20 @@ def memory_probes(script: Path, argv: list[str], names: list[str], extra: list[s
         print(f"memory probe: {name}", flush=True)
         out[name] = probe_memory(script, (extra or []) + strip_args(argv), name)
     return out
+
+
+def add_threads_arg(p) -> None:
+    """--threads: torch's intra-op threads (0 keeps torch's default, one per core)."""
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (default: torch's own, one per core); use 1 on a CPU other jobs share")
+
+
+def apply_threads(args) -> None:
+    """Set torch's thread count and warn when the CPU is oversubscribed (timings then mislead)."""
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if torch.get_num_threads() > 1 and load > cpus:
+        print(f"WARNING: load average {load:.1f} on {cpus} CPUs: with {torch.get_num_threads()} threads every op "
+              "waits for a descheduled thread (measured: up to 20x slower on small tensors); numbers are not "
+              "representative. Rerun on a quiet machine, or with --threads 1 to compare sides fairly.", flush=True)

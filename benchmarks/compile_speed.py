@@ -39,8 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--epochs", type=int, default=30, help="for the end-to-end estimate: epochs of a full run")
     p.add_argument("--mode", default=None, help="torch.compile mode (default, reduce-overhead, max-autotune)")
+    common.add_threads_arg(p)
     p.add_argument("--json")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    common.apply_threads(args)
+    return args
 
 
 def first_calls(name: str, eng: common.EngineSide, data, rt_batch: int) -> dict:

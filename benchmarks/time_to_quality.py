@@ -43,8 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=1, help="repeat with this many initialisations")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
+    common.add_threads_arg(p)
     p.add_argument("--json")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    common.apply_threads(args)
+    return args
 
 
 class PlainTrainer:

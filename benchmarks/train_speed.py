@@ -46,9 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="add a third side: cnnlab's data path in fp32 NCHW (separates precision from data path)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-memory", action="store_true", help="skip the per-side peak-memory child processes")
+    common.add_threads_arg(p)
     p.add_argument("--json", help="write the numbers here")
     p.add_argument("--probe", help=argparse.SUPPRESS)  # internal: memory probe of one side in a child process
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    common.apply_threads(args)
+    return args
 
 
 def recipe_for(args: argparse.Namespace, root: Path, precision: str, channels_last: bool):

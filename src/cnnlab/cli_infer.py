@@ -76,8 +76,20 @@ def _run_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ensemble(a: argparse.Namespace) -> int:
+    from .models.ensemble import ensemble_runs
+
+    report = ensemble_runs(a.run_dirs, a.split)
+    print(report.table())
+    return 0
+
+
 def register(sub) -> None:
-    """Add `predict`, `evaluate` and `export` to the main CLI's subparsers (handlers in `func`)."""
+    """Add `predict`, `evaluate`, `export` and `ensemble` to the main CLI's subparsers (handlers in `func`)."""
+    e = sub.add_parser("ensemble", help="average the predictions of several classification runs; compare members")
+    e.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    e.add_argument("--split", help="split to evaluate on (default: the first run's test split)")
+    e.set_defaults(func=_cmd_ensemble)
     p = sub.add_parser("predict", help="masks (or class probabilities) of a trained run for new images")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (and their subfolders)")

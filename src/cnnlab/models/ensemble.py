@@ -90,3 +90,27 @@ def load_members(paths: Sequence[str | Path], build: Callable[[Path], nn.Module]
         name = p.parent.name + "/" + p.name if p.parent.name else p.name
         members[name] = build(p)
     return members
+
+
+def ensemble_runs(run_dirs: Sequence[str | Path], split: str | None = None) -> EnsembleReport:
+    """Soft-voting ensemble of trained classification runs on one split of the first run's data set.
+
+    Each member keeps its own input normalisation (read from its run dir), so runs with different
+    preprocessing can be combined; they must share the data set and classes.
+    """
+    from ..data.loading import load_split
+    from ..engine.steps import predict_logits
+    from ..errors import CnnlabError
+    from ..infer import load_run
+
+    runs = [load_run(d) for d in run_dirs]
+    if len(runs) < 2 or any(r.task != "classification" for r in runs):
+        raise CnnlabError("an ensemble needs two or more classification run dirs")
+    if any(r.class_names != runs[0].class_names for r in runs):
+        raise CnnlabError("ensemble members disagree on the classes", "combine runs trained on the same data set")
+    cfg = runs[0].recipe.data
+    data = load_split(cfg, split or cfg.test)
+    probs = [predict_logits(r.model, data, r.rt, r.norm, 256).softmax(1) for r in runs]
+    mean = average_probs(probs)
+    names = [Path(d).name for d in run_dirs]
+    return EnsembleReport(names, [accuracy(p, data.labels) for p in probs], accuracy(mean, data.labels), mean)
