@@ -48,4 +48,4 @@ def test_two_process_training_matches_single_process_evaluation(endovis_root: Pa
     summary = json.loads((run / "summary.json").read_text())
     single, _ = evaluate_run(run, split="test", out=tmp_path / "eval")
     for key in ("dice_mean", "dice_mean_foreground", "dice_background", "iou_mean", "pixel_accuracy"):
-        assert summary["metrics"][key] == pytest.approx(single[key], abs=1e-12), key
+        assert summary["metrics"][key] == pytest.approx(single["metrics"][key], abs=1e-12), key
