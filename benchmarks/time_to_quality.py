@@ -134,18 +134,21 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for name in runs[0]["history"]:
         hits = [reached(run["history"][name], args.target) for run in runs]
-        finals = [run["history"][name][-1] for run in runs]
-        epochs = [h["epoch"] for h in hits if h]
-        secs = [h["train_s"] for h in hits if h]
-        rows.append([name, f"{len(epochs)}/{len(runs)}",
-                     f"{sorted(epochs)[len(epochs) // 2]}" if epochs else "-",
-                     f"{sorted(secs)[len(secs) // 2]:.0f}" if secs else "-",
-                     " ".join(f"{f['val_dice']:.3f}" for f in finals),
-                     f"{sum(f['train_s'] for f in finals) / len(finals):.0f}"])
-    common.print_table(["side", "reached", "epochs to target", "seconds to target", f"val Dice after {args.epochs}",
-                        "train s total"], rows, f"time to validation strict Dice {args.target} "
-                       f"({args.size[0]}x{args.size[1]}, batch {args.batch}; cnnlab precision "
-                       f"{runs[0]['precision']}; per seed)")
+        hist = [run["history"][name] for run in runs]
+        epochs = sorted(h["epoch"] for h in hits if h)
+        secs = sorted(h["train_s"] for h in hits if h)
+        # Validation Dice jumps from epoch to epoch: the last epoch alone is noisy, so show the best epoch (what
+        # cnnlab keeps as best.pt) and the mean of the last three epochs too.
+        rows.append([name, f"{len(epochs)}/{len(runs)}", f"{epochs[len(epochs) // 2]}" if epochs else "-",
+                     f"{secs[len(secs) // 2]:.0f}" if secs else "-",
+                     " ".join(f"{h[-1]['val_dice']:.3f}" for h in hist),
+                     " ".join(f"{max(e['val_dice'] for e in h):.3f}" for h in hist),
+                     " ".join(f"{sum(e['val_dice'] for e in h[-3:]) / len(h[-3:]):.3f}" for h in hist),
+                     f"{sum(h[-1]['train_s'] for h in hist) / len(hist):.0f}"])
+    common.print_table(["side", "reached", "epochs to target", "seconds to target", f"val Dice @{args.epochs}",
+                        "best val Dice", "mean last 3", "train s total"], rows,
+                       f"time to validation strict Dice {args.target} ({args.size[0]}x{args.size[1]}, batch "
+                       f"{args.batch}; cnnlab precision {runs[0]['precision']}; one value per seed)")
     print(f"wall time {time.perf_counter() - t0:.0f} s (validation not counted as training time)")
     result = {"runs": runs, "target": args.target, "size": args.size, "epochs": args.epochs, "data": str(root),
               "data_origin": origin}

@@ -138,6 +138,9 @@ def check(root: Path) -> str:
     root = Path(root)
     lines = [f"EndoVis course layout at {root}"]
     splits = list_splits(root)
+    if not splits:
+        raise DataError(f"{root}: no 'segmentation' folder with train/validation/test splits here",
+                        "expected ROOT/segmentation/{train,validation,test}/<i>/<i>_input.jpg and mapping.json")
     for split in splits:
         d = load(root, split)
         shares = class_shares(d.masks, len(d.class_names))
