@@ -131,3 +131,13 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys):
     assert "train.batch_size" in capsys.readouterr().err
     assert main(["data", "check", "endovis", str(tmp_path)]) == 2
     assert "no 'segmentation' folder" in capsys.readouterr().err
+
+
+def test_unusable_output_folder_is_reported_before_training(tmp_path: Path):
+    from cnnlab.engine.rundir import new_run_dir
+
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the output folder should be")
+    with pytest.raises(CnnlabError, match="cannot create output folder .*out"):
+        new_run_dir(blocker / "runs", "x")
+    assert blocker.read_text().startswith("a file")  # nothing of the user's was touched
