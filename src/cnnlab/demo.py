@@ -48,4 +48,7 @@ def run_demo(data: Path, out: Path, epochs: int | None = None) -> Path:
     recipe = load_recipe(find_recipe("endovis/c_tuned.yaml"), overrides)
     run_dir = train(recipe)
     print_run_table(run_dir)
+    from .report.build import write_run_report
+
+    console.print(f"report: {write_run_report(run_dir)}")
     return run_dir
