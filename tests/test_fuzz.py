@@ -66,7 +66,8 @@ def fuzz_roots(tmp_path_factory):
                        "mnist": lambda o: SYNTHETIC["mnist"](o, n_train=20, n_test=10),
                        "voc": lambda o: SYNTHETIC["voc"](o, n_train=3, n_val=2, n_test=2, height=24, width=24),
                        "glas": lambda o: SYNTHETIC["glas"](o, n_train=3, n_test_a=2, n_test_b=2, width=48, height=40),
-                       "cifar100": lambda o: SYNTHETIC["cifar100"](o, n_train=20, n_test=10)}.items():
+                       "cifar100": lambda o: SYNTHETIC["cifar100"](o, n_train=20, n_test=10),
+                       "imagefolder": lambda o: SYNTHETIC["imagefolder"](o, n_train=10, n_test=5)}.items():
         d = base / fmt
         d.mkdir()
         write(d / "base")
@@ -94,5 +95,27 @@ def _first(root: Path, pattern: str) -> str:
 def test_other_readers(fuzz_roots, payload, data):
     fmt, pattern, split = data.draw(st.sampled_from([
         ("mnist", "*labels*", "train"), ("mnist", "*images*", "test"), ("voc", "*.png", "train"),
-        ("voc", "train.txt", "train"), ("glas", "*.bmp", "train"), ("cifar100", "train", "train")]))
+        ("voc", "train.txt", "train"), ("glas", "*.bmp", "train"), ("cifar100", "train", "train"),
+        ("imagefolder", "*.png", "train")]))
     _fuzz_file(fuzz_roots[fmt], _first(fuzz_roots[fmt], pattern), payload, fmt, split)
+
+
+@settings(FUZZ, max_examples=30)
+@given(payload=payloads, which=st.sampled_from(["images", "masks"]))
+def test_folders_reader(tmp_path_factory, payload, which):
+    """Image/mask folders with one file replaced by arbitrary bytes."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("folders")
+    for sub in ("images", "masks"):
+        (root / sub).mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray((rng.random((16, 16)) > 0.5).astype(np.uint8) * 255).save(root / "masks" / f"{i}.png")
+    (root / which / "0.png").write_bytes(payload)
+    try:
+        FORMATS["folders"].load(root, "train", images="images", masks="masks", split="random")
+    except CnnlabError:
+        pass

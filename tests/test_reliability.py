@@ -141,3 +141,14 @@ def test_unusable_output_folder_is_reported_before_training(tmp_path: Path):
     with pytest.raises(CnnlabError, match="cannot create output folder .*out"):
         new_run_dir(blocker / "runs", "x")
     assert blocker.read_text().startswith("a file")  # nothing of the user's was touched
+
+
+def test_voc_image_set_names_cannot_climb_out_of_the_voc_folder(tmp_path: Path):
+    from cnnlab.data.formats import voc
+    from cnnlab.data.synthetic import SYNTHETIC
+
+    root = SYNTHETIC["voc"](tmp_path / "voc", n_train=2, n_val=1, n_test=1, height=24, width=24)
+    sets = next(root.rglob("ImageSets/Segmentation"))
+    (sets / "train.txt").write_text("../../../../etc/passwd\n")
+    with pytest.raises(DataError, match="points outside the data root"):
+        voc.load(root, "train")

@@ -11,9 +11,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ...errors import ConfigError, DataError
+from ._folders_fit import header
 from .common import read_image
 
 IGNORE = 255            # mask value excluded from loss and metrics (outside the FOV, padding, palette void)
@@ -58,8 +58,7 @@ def read_mask(path: Path, as_rgb: bool) -> tuple[np.ndarray, str]:
     """(array, kind): kind 'palette' (indices), 'grey' (values) or 'rgb' (H x W x 3); 1-bit masks become 0/255."""
     if as_rgb:
         return read_image(path, "RGB"), "rgb"
-    with Image.open(path) as im:
-        mode = im.mode
+    mode = header(path)[2]
     if mode == "P":
         return read_image(path), "palette"
     if mode == "1":

@@ -22,7 +22,7 @@ import torch
 from ...errors import ConfigError, DataError, did_you_mean
 from ..types import SegData
 from ..voc_colors import VOC_BOUNDARY, VOC_CLASSES, class_of_color
-from .common import is_junk, read_image, resize_images, resize_masks, to_chw
+from .common import inside_root, is_junk, read_image, resize_images, resize_masks, to_chw
 
 OPTIONS = {"boundary": "background", "foreground_background": False, "year": None}
 BOUNDARY_CHOICES = ("background", "ignore")
@@ -133,6 +133,9 @@ def split_files(root: Path, split: str, year: str | None = None) -> tuple[list[t
         parser = "cnnlab (layout outside torchvision's rules)"
     if not files:
         raise DataError(f"{split_file}: image set '{split}' is empty", "list one image name per line")
+    for _, image, mask in files:  # names like ../../x must not reach outside the VOC folder
+        inside_root(image, voc_dir)
+        inside_root(mask, voc_dir)
     return files, parser
 
 
