@@ -270,9 +270,13 @@ def endovis_root(arg: str | None, n_train: int = 64, n_val: int = 16) -> tuple[P
     real = SHARED_DATA / "endovis2017_hw"
     if (real / "segmentation" / "train").is_dir():
         return real, "course data"
+    import atexit
+    import shutil
     import tempfile
     from cnnlab.data.synthetic.endovis import write
-    out = Path(tempfile.mkdtemp(prefix="cnnlab-bench-")) / "endovis_synth"
+    tmp = tempfile.mkdtemp(prefix="cnnlab-bench-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # children (memory probes) finish before this runs
+    out = Path(tmp) / "endovis_synth"
     write(out, seed=0, n_train=n_train, n_val=n_val, n_test=0, n_color_train=0, n_color_val=0)
     return out, "synthetic (course data absent)"
 
