@@ -158,6 +158,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak_rss() -> float:
+    """Restart VmHWM from the current RSS (Linux >= 4.0: clear_refs '5'), so the peak is that of what follows.
+
+    Without it a probe's peak could be a transient of the imports rather than of training. Returns the RSS now.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # peak then also covers set-up; the baseline column still shows where training started
+    return rss_mb()
+
+
 def probe_report(baseline_mb: float, device: torch.device) -> None:
     """Last stdout line of a memory-probe child: its peak memory, as JSON."""
     rep = {"peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline_mb}

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.probe:
         sides, _ = build_sides(args, only=args.probe)
-        base = common.rss_mb()
+        base = common.reset_peak_rss()
         sides[args.probe](args.warmup)
         sides[args.probe](args.steps)
         common.probe_report(base, common.pick_device(args.device))

@@ -70,7 +70,7 @@ def child(args: argparse.Namespace) -> None:
                      f"model.params.width={args.width}", "train.progress=false"])
     torch.manual_seed(0)
     eng = common.engine_setup(r, build_model("unet", 3, 8, (h, w), r.model.params), RunData(split, split, None))
-    base = common.rss_mb()
+    base = common.reset_peak_rss()
     if args.warmup:
         eng.run(args.warmup)
     reps = [eng.run(1) for _ in range(args.steps)]

@@ -115,7 +115,7 @@ def check_same_loss() -> None:
 def probe(args: argparse.Namespace, root: Path) -> None:
     """Child process: one side alone, warm-up + one step, then its peak memory as a JSON line."""
     sides, _ = build_sides(args, root, only=args.probe)
-    base = common.rss_mb()
+    base = common.reset_peak_rss()
     sides[args.probe](1)
     sides[args.probe](1)
     common.probe_report(base, common.pick_device(args.device))

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         if args.probe:
             sides = build_sides(args, root, only=args.probe)
-            base = common.rss_mb()
+            base = common.reset_peak_rss()
             sides[args.probe](args.warmup)
             sides[args.probe](args.steps)
             common.probe_report(base, common.pick_device(args.device))

@@ -54,8 +54,8 @@ def load(root: Path, split: str, size: list[int] | None = None, color_space: str
             target = rgb
         if grey.shape[:2] != rgb.shape[:2]:
             raise DataError(f"{gray_p}: size differs from its colour image")
-        greys.append(torch.from_numpy(np.ascontiguousarray(grey))[None, None])
-        targets.append(torch.from_numpy(np.ascontiguousarray(target)).permute(2, 0, 1)[None])
+        greys.append(torch.from_numpy(np.array(grey, copy=True))[None, None])  # PIL arrays are read-only
+        targets.append(torch.from_numpy(np.array(target, copy=True)).permute(2, 0, 1)[None])
         names.append(d.name)
     if not names:
         raise DataError(f"{split_dir}: no sample folders")
