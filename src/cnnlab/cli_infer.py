@@ -84,12 +84,30 @@ def _cmd_ensemble(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_boundary(a: argparse.Namespace) -> int:
+    from .report.boundary_plots import compare_boundaries
+
+    path, metrics = compare_boundaries(a.run_dirs, a.out, a.split, a.width)
+    for name, m in metrics.items():
+        print(f"{name}: per-image Dice {m['per_image_dice_mean']:.4f}, boundary-band Dice "
+              f"{m['boundary_dice_mean']:.4f} ({a.width} px), boundary F1 {m['boundary_f1_mean']:.4f}")
+    print(f"figure: {path}")
+    return 0
+
+
 def register(sub) -> None:
     """Add `predict`, `evaluate`, `export` and `ensemble` to the main CLI's subparsers (handlers in `func`)."""
     e = sub.add_parser("ensemble", help="average the predictions of several classification runs; compare members")
     e.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     e.add_argument("--split", help="split to evaluate on (default: the first run's test split)")
     e.set_defaults(func=_cmd_ensemble)
+    b = sub.add_parser("boundary", help="boundary-band figure and metrics of binary runs side by side "
+                       "(e.g. without and with skip connections)")
+    b.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    b.add_argument("--out", default="boundary.png", help="figure path (PNG)")
+    b.add_argument("--split", help="split to compare on (default: the first run's test split)")
+    b.add_argument("--width", type=int, default=3, help="band width in pixels")
+    b.set_defaults(func=_cmd_boundary)
     p = sub.add_parser("predict", help="masks (or class probabilities) of a trained run for new images")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (and their subfolders)")

@@ -94,3 +94,25 @@ def worst_cases_figure(images: torch.Tensor, truth: torch.Tensor, pred: torch.Te
         axes[r, 2].set_title(f"prediction: Dice {dice[i]:.3f}", fontsize=8)
     fig.suptitle(f"{len(order)} lowest per-image Dice of {len(dice)} (mean {dice.mean():.3f})", fontsize=9)
     return _save(fig, path), order
+
+
+def compare_boundaries(run_dirs: Sequence[str | Path], out: str | Path, split: str | None = None,
+                       width: int = 3) -> tuple[Path, dict[str, dict[str, float]]]:
+    """Boundary figure and boundary metrics of several binary runs (e.g. no skip vs skip) on one shared split."""
+    from ..boundary import binary_summary
+    from ..data.loading import load_split
+    from ..engine.steps import predict_logits
+    from ..errors import CnnlabError
+    from ..infer import load_run
+
+    runs = [load_run(d) for d in run_dirs]
+    if any(len(r.class_names) != 2 for r in runs):
+        raise CnnlabError("boundary comparison needs binary segmentation runs (2 classes)")
+    data = load_split(runs[0].recipe.data, split or runs[0].recipe.data.test)
+    preds, metrics = {}, {}
+    for d, r in zip(run_dirs, runs):
+        label = Path(d).name.split("-20")[0]  # run name without its timestamp
+        preds[label] = predict_logits(r.model, data, r.rt, r.norm, 16).argmax(1)
+        metrics[label] = binary_summary(preds[label], data.masks, data.ignore_index, band_width=width)
+    path = boundary_figure(data.images, data.masks == 1, preds, out, names=data.names, width=width)
+    return path, metrics

@@ -1,0 +1,38 @@
+"""`cnnlab boundary`: side-by-side boundary metrics of trained binary runs agree with each run's own summary."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cnnlab.cli import main
+from cnnlab.config import recipe_from_dict
+from cnnlab.engine.run import train
+
+
+@pytest.fixture(scope="module")
+def glas_run(tmp_path_factory) -> Path:
+    from cnnlab.data.synthetic import SYNTHETIC
+
+    base = tmp_path_factory.mktemp("bc")
+    root = SYNTHETIC["glas"](base / "glas", n_train=6, n_test_a=3, n_test_b=2, width=48, height=40)
+    raw = {"name": "noskip", "out": str(base / "runs"),
+           "data": {"format": "glas", "root": str(root), "train": "train", "test": "test", "size": [32, 32],
+                    "val_fraction": 0.3},
+           "model": {"name": "course_fcn", "params": {"depth": 2}}, "loss": {"name": "dice"},
+           "train": {"epochs": 1, "batch_size": 2, "progress": False}}
+    return train(recipe_from_dict(raw))
+
+
+def test_boundary_metrics_match_the_run_summary(glas_run: Path, tmp_path: Path, capsys):
+    from cnnlab.report.boundary_plots import compare_boundaries
+
+    path, metrics = compare_boundaries([glas_run], tmp_path / "b.png")
+    own = json.loads((glas_run / "summary.json").read_text())["binary"]
+    (got,) = metrics.values()
+    for key in ("per_image_dice_mean", "boundary_dice_mean", "boundary_f1_mean"):
+        assert got[key] == pytest.approx(own[key], abs=1e-9), key
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["boundary", str(glas_run), str(glas_run), "--out", str(tmp_path / "c.png")]) == 0
+    assert "boundary F1" in capsys.readouterr().out
