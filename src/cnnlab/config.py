@@ -74,6 +74,8 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     sync_batchnorm: bool = False     # DDP only: BatchNorm statistics over the global batch
+    threads: int = 0                 # CPU threads; 0 = torch's default. Use 1 when other jobs share the cores:
+                                     # two 2-thread jobs on 2 cores ran 2-40x slower than at 1 thread each
     progress: bool = True
     max_steps_per_epoch: int = 0     # 0 = whole split; >0 caps steps (smoke tests)
 
@@ -186,6 +188,7 @@ def _validate(r: Recipe) -> None:
         (r.train.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1"),
         (r.train.epochs >= 1, "train.epochs", "must be >= 1"),
         (r.train.patience >= 0, "train.patience", "must be >= 0"),
+        (r.train.threads >= 0, "train.threads", "must be >= 0 (0 = torch's default)"),
         (0 < r.data.label_fraction <= 1, "data.label_fraction", "must be in (0, 1]"),
         (0 <= r.data.val_fraction < 1, "data.val_fraction", "must be in [0, 1)"),
         (0 < r.augment.crop_scale <= 1, "augment.crop_scale", "must be in (0, 1]"),

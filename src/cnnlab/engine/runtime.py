@@ -73,3 +73,17 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+def warn_if_oversubscribed() -> None:
+    """Say so when other work already fills the cores and torch will still spin several threads."""
+    from .distributed import is_main
+
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return
+    cores = os.cpu_count() or 1
+    if torch.get_num_threads() > 1 and load > cores and is_main():
+        print(f"note: load average {load:.1f} on {cores} cores with {torch.get_num_threads()} torch threads; "
+              "on a shared CPU set train.threads=1 (or OMP_NUM_THREADS=1): waiting threads can cost several times")
