@@ -224,3 +224,13 @@ def test_t_quantiles_match_scipy_and_never_narrow():
             assert t_quantile_975(df) == pytest.approx(exact, abs=1e-4)
     with pytest.raises(ValueError):
         t_quantile_975(0)
+
+
+def test_run_level_out_override_is_refused(tmp_path):
+    from cnnlab.errors import ConfigError
+    from cnnlab.study import load_study
+
+    study = tmp_path / "s.yaml"
+    study.write_text("variants: {a: []}\n")
+    with pytest.raises(ConfigError, match="places and names its runs itself"):
+        load_study(study, ["out=elsewhere"])

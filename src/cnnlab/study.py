@@ -185,6 +185,10 @@ def load_study(path: str | Path, sets: list[str] | None = None) -> StudyPlan:
     folder = path.resolve().parent
     base = read_yaml(folder / base_file) if base_file else None
     common = _overrides(raw.get("common"), "common") + _overrides(sets, "--set")
+    for o in common:  # every run's out is the study's own folder; a recipe-level out would scatter them
+        if o.split("=", 1)[0].strip() in ("out", "name"):
+            raise ConfigError(f"study override '{o}': a study places and names its runs itself",
+                              "use `cnnlab study --out FOLDER` for where the study folder goes")
     seeds, grid = list(raw.get("seeds", [0])), dict(raw.get("grid") or {})
     stages = _names(raw.get("stages"), "stages")
     variants = _names(raw.get("variants"), "variants")
