@@ -80,10 +80,14 @@ payloads = st.one_of(st.binary(max_size=300), st.just(b""), st.binary(min_size=1
 
 
 @FUZZ
-@given(payload=payloads, which=st.sampled_from(["mapping.json", "segmentation/train/0/0_input.jpg",
-                                                 "segmentation/train/1/1_mask.png"]))
-def test_endovis_reader(fuzz_roots, payload, which):
-    _fuzz_file(fuzz_roots["endovis"], which, payload, "endovis", "train")
+@given(payload=payloads, case=st.sampled_from([
+    ("endovis", "mapping.json", "train"), ("endovis", "segmentation/train/0/0_input.jpg", "train"),
+    ("endovis", "segmentation/train/1/1_mask.png", "train"),
+    ("endovis_colorization", "colorization/train_cor/0/0_input.jpg", "train_cor"),
+    ("endovis_colorization", "colorization/train_cor/0/0_gray.jpg", "train_cor")]))
+def test_endovis_readers(fuzz_roots, payload, case):
+    fmt, which, split = case
+    _fuzz_file(fuzz_roots["endovis"], which, payload, fmt, split)
 
 
 def _first(root: Path, pattern: str) -> str:
