@@ -408,3 +408,15 @@ def apply_threads(args) -> None:
         print(f"WARNING: load average {load:.1f} on {cpus} CPUs: with {torch.get_num_threads()} threads every op "
               "waits for a descheduled thread (measured: up to 20x slower on small tensors); numbers are not "
               "representative. Rerun on a quiet machine, or with --threads 1 to compare sides fairly.", flush=True)
+
+
+def parse_common(p, argv=None):
+    """Add the flags every benchmark shares (--threads, --json, the hidden --probe), parse, apply the threads."""
+    import argparse
+
+    add_threads_arg(p)
+    p.add_argument("--json")
+    p.add_argument("--probe", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    apply_threads(args)
+    return args

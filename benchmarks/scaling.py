@@ -38,12 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--precision", default="auto")
     p.add_argument("--device", default="auto")
-    common.add_threads_arg(p)
-    p.add_argument("--json")
-    p.add_argument("--probe", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    common.apply_threads(args)
-    return args
+    return common.parse_common(p, argv)
 
 
 def parse_config(text: str) -> tuple[int, int, int]:

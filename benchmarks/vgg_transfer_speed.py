@@ -42,12 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-memory", action="store_true")
-    common.add_threads_arg(p)
-    p.add_argument("--json")
-    p.add_argument("--probe", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    common.apply_threads(args)
-    return args
+    return common.parse_common(p, argv)
 
 
 def vgg(num_classes: int = 10) -> nn.Module:
