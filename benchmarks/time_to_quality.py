@@ -43,11 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=1, help="repeat with this many initialisations")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
-    common.add_threads_arg(p)
-    p.add_argument("--json")
-    args = p.parse_args(argv)
-    common.apply_threads(args)
-    return args
+    return common.parse_common(p, argv)
 
 
 class PlainTrainer:

@@ -43,9 +43,9 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, i
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None,
-                  weight: torch.Tensor | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy that tolerates ignore_index=None and uint8 targets."""
-    return F.cross_entropy(logits.float(), target.long(), weight=weight,
+                  label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy that tolerates ignore_index=None and uint8 targets (class weights: class_weights.py)."""
+    return F.cross_entropy(logits.float(), target.long(),
                            ignore_index=-100 if ignore_index is None else ignore_index,
                            label_smoothing=label_smoothing)
 

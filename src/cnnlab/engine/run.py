@@ -109,9 +109,11 @@ def train(recipe: Recipe, resume_dir: Path | None = None) -> Path:
     norm = Normalizer.fit(data.train.images)
     if getattr(model, "normalizes_input", False):  # transfer nets apply their weights' own mean/std
         norm = Normalizer.identity(data.train.images.shape[1])
-    if resume_dir is not None and not (Path(resume_dir) / "last.pt").is_file():
+    if resume_dir is None:
+        run_dir = _start(r, transfer)
+    elif not (Path(resume_dir) / "last.pt").is_file():  # killed before its first epoch ended: start over in place
         run_dir = Path(resume_dir)
-    elif resume_dir is not None:
+    else:
         run_dir = Path(resume_dir)
         ck = load_checkpoint(run_dir / "last.pt")
         model.load_state_dict(ck["model"])
@@ -120,8 +122,6 @@ def train(recipe: Recipe, resume_dir: Path | None = None) -> Path:
         norm = Normalizer(tuple(ck["norm"]["mean"]), tuple(ck["norm"]["std"]))
         if is_main():
             console.print(f"resuming {run_dir} at epoch {state.epoch + 1}")
-    else:
-        run_dir = _start(r, transfer)
     if is_main():
         check_free_space(run_dir, model)
     for note in data.notes if is_main() else []:

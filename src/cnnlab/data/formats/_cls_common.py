@@ -102,3 +102,14 @@ def summarise_split(split: str, data: ClsData) -> str:
 def resplit_names(spec: dict) -> list[str]:
     """The split names a 'resplit' option defines (every key but 'from' and 'seed')."""
     return [k for k in spec if k not in ("from", "seed")]
+
+
+def load_disk_or_resplit(read_disk: Callable[[str], ClsData], split: str, size: list[int] | None,
+                         resplit: object, available: list[str], what: str) -> ClsData:
+    """One split as stored on disk, or carved by the 'resplit' option; resized when size is given."""
+    if resplit is not None:
+        data = carve_splits(read_disk, split, resplit, available, what)
+    else:
+        data = read_disk(split)
+    data.images = resize_images(data.images, size)
+    return data

@@ -16,7 +16,7 @@ import torch
 
 from ...errors import DataError
 from ..types import ClsData
-from ._cls_common import carve_splits, is_junk, resize_images, resplit_names, summarise_split, unknown_options
+from ._cls_common import is_junk, load_disk_or_resplit, resplit_names, summarise_split, unknown_options
 
 FOLDER = "cifar-100-python"  # torchvision.datasets.CIFAR100.base_folder
 SPLITS = ("train", "test")   # the file names are the split names
@@ -116,12 +116,8 @@ def load(root: Path, split: str, size: list[int] | None = None, labels: str = "f
     if labels not in LABEL_KEYS:
         raise DataError(f"data.options.labels must be fine or coarse, got {labels!r}")
     root = Path(root)
-    if resplit is not None:
-        data = carve_splits(lambda s: _load_disk_split(root, s, labels), split, resplit, list_splits(root), str(root))
-    else:
-        data = _load_disk_split(root, split, labels)
-    data.images = resize_images(data.images, size)
-    return data
+    return load_disk_or_resplit(lambda s: _load_disk_split(root, s, labels), split, size, resplit,
+                                list_splits(root), str(root))
 
 
 def list_splits(root: Path, **options) -> list[str]:

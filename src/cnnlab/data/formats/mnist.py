@@ -17,7 +17,7 @@ import torch
 
 from ...errors import DataError
 from ..types import ClsData
-from ._cls_common import carve_splits, is_junk, resize_images, resplit_names, summarise_split, unknown_options
+from ._cls_common import is_junk, load_disk_or_resplit, resplit_names, summarise_split, unknown_options
 
 DIGIT_NAMES = [str(i) for i in range(10)]
 # The on-disk split name -> file prefix used by the IDX distribution.
@@ -105,13 +105,9 @@ def load(root: Path, split: str, size: list[int] | None = None, resplit: dict | 
     unknown_options(unknown, ["resplit", "class_names"], "MNIST")
     names = list(class_names or DIGIT_NAMES)
     root = Path(root)
-    if resplit is not None:
-        available = _disk_splits(_idx_dir(root))
-        data = carve_splits(lambda s: _load_disk_split(root, s, names), split, resplit, available, str(root))
-    else:
-        data = _load_disk_split(root, split, names)
-    data.images = resize_images(data.images, size)
-    return data
+    available = _disk_splits(_idx_dir(root)) if resplit is not None else []
+    return load_disk_or_resplit(lambda s: _load_disk_split(root, s, names), split, size, resplit, available,
+                                str(root))
 
 
 def list_splits(root: Path, **options) -> list[str]:
