@@ -21,6 +21,25 @@ def test_soft_dice_hand_computed():
     assert torch.allclose(d, torch.tensor([2.8 / 3.8, 5.2 / 6.2]), atol=1e-6)
 
 
+@pytest.mark.parametrize("ignore", [None, 255])
+def test_soft_dice_matches_the_dense_one_hot_formula_values_and_gradients(ignore):
+    torch.manual_seed(0)
+    target = torch.randint(0, 4, (3, 9, 7))
+    target[0, 0, :3] = 3
+    if ignore is not None:
+        target[1, 2:5] = ignore
+    logits = torch.randn(3, 5, 9, 7, requires_grad=True)  # class 4 never occurs: an empty ground truth
+    fast = soft_dice_per_class(logits.softmax(1), target, 1.0, ignore)
+    g_fast = torch.autograd.grad(fast.sum(), logits)[0]
+    probs = logits.softmax(1)
+    if ignore is not None:
+        probs = probs * (target != ignore)[:, None]
+    g = one_hot(target, 5, ignore)
+    dense = (2 * (probs * g).sum((0, 2, 3)) + 1) / (probs.sum((0, 2, 3)) + g.sum((0, 2, 3)) + 1)
+    g_dense = torch.autograd.grad(dense.sum(), logits)[0]
+    assert torch.allclose(fast, dense, atol=1e-6) and torch.allclose(g_fast, g_dense, atol=1e-6)
+
+
 def test_dice_loss_is_one_minus_mean_of_softmax_dice():
     logits = torch.tensor([[[[2.0, -1.0]], [[0.0, 1.0]]]])  # 1 x 2 x 1 x 2
     target = torch.tensor([[[0, 1]]])

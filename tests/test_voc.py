@@ -241,7 +241,7 @@ def test_voc_recipes_load_and_the_study_repeats_what_each_recipe_changes():
 
     builders = {**SEGMENTATION_MODELS_FCN, **SEGMENTATION_MODELS_UNET_PAPER}
     study = yaml.safe_load((RECIPES / "study.yaml").read_text())
-    assert study["seeds"] == [0, 1]
+    assert study["seeds"] == [0, 1, 2]
     base = read_yaml(RECIPES / study["base"])
     assert set(study["variants"]) == {p.stem for p in RECIPES.glob("*.yaml")} - {"study", "cpu_baseline"}
     for name, overrides in study["variants"].items():

@@ -123,7 +123,7 @@ def load_run(run_dir: str | Path, device: str = "auto", precision: str | None = 
     in_ch, size = int(ck["in_channels"]), (int(ck["input_size"][0]), int(ck["input_size"][1]))
     n_out = in_ch if recipe.task == "colorization" else len(class_names)
     # best.pt holds every weight: never fetch or read the pre-trained source again
-    params = {k: (None if k == "weights" else v) for k, v in recipe.model.params.items()}
+    params = {k: ("none" if k == "weights" else v) for k, v in recipe.model.params.items()}
     model = build_model(recipe.model.name, in_ch, n_out, size, params)
     try:
         model.load_state_dict(ck["model"])

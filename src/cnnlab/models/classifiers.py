@@ -130,7 +130,8 @@ def _transfer_builder(arch: str):
                               normalize=normalize, pretrained_lr_scale=pretrained_lr_scale)
 
     build.__name__ = f"build_{arch}"
-    build.__doc__ = f"torchvision {arch}: weights none|imagenet|PATH; mode scratch|frozen|fc|top|full; head torchvision|dense."
+    source = "timm" if arch == "efficientnet_lite0" else "torchvision"
+    build.__doc__ = f"{source} {arch}: weights none|imagenet|PATH; mode scratch|frozen|fc|top|full; head torchvision|dense."
     return build
 
 
@@ -141,6 +142,7 @@ CLASSIFIERS = {
     "vgg16": _transfer_builder("vgg16"),
     "resnet18": _transfer_builder("resnet18"),
     "resnet34": _transfer_builder("resnet34"),
+    "efficientnet_lite0": _transfer_builder("efficientnet_lite0"),  # timm; weights 'imagenet' = the pip package's file
 }
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import CnnlabError, ConfigError, did_you_mean
+from .efficientnet import lite0_encoder
 from .weights import pretrained_state
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -84,6 +85,11 @@ class BackboneEncoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.channels = channels
         self.strides = strides
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD  # the input statistics of the weights
+
+    def top_stage(self) -> nn.Module:
+        """The deepest stage (stride 32): what 'top' fine-tuning trains."""
+        return self.stages[-1]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
@@ -126,7 +132,7 @@ def vgg16_encoder(in_channels: int = 3, weights: str | None = None) -> BackboneE
     return BackboneEncoder(stages, [64, 128, 256, 512, 512], [2, 4, 8, 16, 32])
 
 
-ENCODERS = {"resnet34": resnet34_encoder, "vgg16": vgg16_encoder}
+ENCODERS = {"resnet34": resnet34_encoder, "vgg16": vgg16_encoder, "efficientnet_lite0": lite0_encoder}
 
 
 class EncoderDecoder(nn.Module):
@@ -152,10 +158,14 @@ class EncoderDecoder(nn.Module):
         return [] if self.encoder_locked else [self.encoder]
 
     def train(self, mode: bool = True) -> "EncoderDecoder":
-        """A frozen encoder stays in eval mode, so its BatchNorm running statistics do not drift either."""
+        """Frozen encoder parts stay in eval mode, so their BatchNorm running statistics do not drift either."""
         super().train(mode)
         if mode and self.encoder_frozen():
             self.encoder.eval()
+        elif mode:
+            for m in self.encoder.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+                    m.eval()
         return self
 
 
@@ -177,8 +187,11 @@ def set_encoder_trainable(model: nn.Module, trainable: bool) -> None:
         model.encoder.eval()
 
 
-def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] RGB -> ImageNet-normalised input, as torchvision's pretrained backbones expect."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    return (x - mean) / std
+def weights_normalize(x: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN,
+                      std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
+    """[0, 1] input -> what pretrained filters expect; a grey channel gets the channel-averaged statistics."""
+    if x.shape[1] != len(mean):
+        mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - m) / s

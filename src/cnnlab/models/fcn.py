@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .encoders import (ENCODERS, EncoderDecoder, check_params, encoder_parameters, imagenet_normalize,
-                       set_encoder_trainable)
+from .encoders import (ENCODERS, EncoderDecoder, check_params, encoder_parameters, set_encoder_trainable,
+                       weights_normalize)
 
 __all__ = ["SEGMENTATION_MODELS_FCN", "encoder_parameters", "set_encoder_trainable"]
 
@@ -161,6 +161,7 @@ class TransferFCN(EncoderDecoder):
         super().__init__()
         self.encoder = encoder
         self.imagenet_norm = imagenet_norm
+        self.normalizes_input = imagenet_norm  # the engine then feeds [0, 1] images, normalised here only
         d = decoder_width
         chans = encoder.channels
         self.top = conv_bn_relu(chans[-1], d, 1)
@@ -172,8 +173,8 @@ class TransferFCN(EncoderDecoder):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        if self.imagenet_norm and x.shape[1] == 3:
-            x = imagenet_normalize(x)
+        if self.imagenet_norm:
+            x = weights_normalize(x, self.encoder.mean, self.encoder.std)
         features = self.encoder(x)
         y = self.top(features[-1])
         for skip, lateral, fuse in zip(reversed(features[:-1]), reversed(self.laterals), reversed(self.fuse)):
@@ -181,7 +182,9 @@ class TransferFCN(EncoderDecoder):
         return resize_to(self.classifier(y), size)  # classify at stride 2, upsample the logits
 
 
-TRANSFER_DEFAULTS = {"weights": "none", "freeze_encoder": False, "decoder_width": 64, "imagenet_norm": False}
+TRANSFER_DEFAULTS = {"weights": "none", "freeze_encoder": False, "decoder_width": 64, "imagenet_norm": False,
+                     "encoder_mode": "full", "encoder_lr_scale": 1.0}
+ENCODER_MODES = ("full", "top", "frozen")  # as the classifiers' transfer modes: all, the stride-32 stage, none
 
 
 def _build_transfer(arch: str, in_channels: int, num_classes: int, input_size: tuple[int, int],
@@ -190,23 +193,33 @@ def _build_transfer(arch: str, in_channels: int, num_classes: int, input_size: t
     name = f"fcn_{arch}"
     p = check_params(name, params, TRANSFER_DEFAULTS)
     check_input_size(name, input_size, 32)
+    mode = "frozen" if p["freeze_encoder"] else p["encoder_mode"]
+    if mode not in ENCODER_MODES:
+        raise ConfigError(f"model.params.encoder_mode for {name} must be one of {', '.join(ENCODER_MODES)}, got {mode!r}")
     encoder = ENCODERS[arch](in_channels, p["weights"])
     model = TransferFCN(encoder, num_classes, p["decoder_width"], p["imagenet_norm"])
-    if p["freeze_encoder"]:
+    # the encoder learns at lr * encoder_lr_scale (engine.fit.param_groups), the new decoder at lr
+    model.pretrained_param_names = {f"encoder.{n}" for n, _ in encoder.named_parameters()}
+    model.pretrained_lr_scale = p["encoder_lr_scale"]
+    if mode != "full":
         set_encoder_trainable(model, False)
+        if mode == "top":
+            encoder.top_stage().requires_grad_(True)
         model.encoder_locked = True
+        model.train(model.training)
     return model
 
 
 def build_fcn_resnet34(in_channels: int, num_classes: int, input_size: tuple[int, int], **params) -> nn.Module:
     """ResNet34 encoder (no avgpool/fc); params: weights (none|imagenet|PATH), freeze_encoder, decoder_width,
-    imagenet_norm.
+    imagenet_norm, encoder_mode, encoder_lr_scale.
 
     imagenet_norm: false (default) where the engine already normalises inputs (cnnlab uses the training set's
-    mean/std, close to ImageNet's for natural images); true to feed [0, 1] RGB and normalise with ImageNet
-    statistics inside the model, as the pretrained filters were trained on.
-    freeze_encoder: frozen for the whole run (weights and BatchNorm statistics); for a frozen start followed by
-    fine-tuning use the recipe's model.freeze_encoder_epochs instead.
+    mean/std, close to ImageNet's for natural images); true to feed [0, 1] images and normalise inside the model
+    with the statistics the pretrained filters were trained on (ImageNet's; [-1, 1] scaling for EfficientNet-Lite0).
+    encoder_mode: full (default) | top (only the stride-32 stage trains) | frozen (weights and BatchNorm statistics
+    fixed for the whole run; freeze_encoder: true says the same). For a frozen start followed by fine-tuning use
+    the recipe's model.freeze_encoder_epochs instead. encoder_lr_scale: the encoder's share of the learning rate.
     """
     return _build_transfer("resnet34", in_channels, num_classes, input_size, params)
 
@@ -216,9 +229,17 @@ def build_fcn_vgg16(in_channels: int, num_classes: int, input_size: tuple[int, i
     return _build_transfer("vgg16", in_channels, num_classes, input_size, params)
 
 
+def build_fcn_efficientnet_lite0(in_channels: int, num_classes: int, input_size: tuple[int, int],
+                                 **params) -> nn.Module:
+    """EfficientNet-Lite0 encoder (timm; weights none|imagenet|PATH, imagenet = the pip package's file); params as
+    fcn_resnet34. Set imagenet_norm: true with ImageNet weights (the TF port expects [-1, 1] inputs)."""
+    return _build_transfer("efficientnet_lite0", in_channels, num_classes, input_size, params)
+
+
 SEGMENTATION_MODELS_FCN = {
     "fcn_baseline": build_fcn_baseline,
     "fcn_custom": build_fcn_custom,
     "fcn_resnet34": build_fcn_resnet34,
     "fcn_vgg16": build_fcn_vgg16,
+    "fcn_efficientnet_lite0": build_fcn_efficientnet_lite0,
 }

@@ -1,10 +1,11 @@
-"""Transfer-learning classifiers on torchvision's VGG16 / ResNet definitions, with freezing policies.
+"""Transfer-learning classifiers on torchvision's VGG16 / ResNet and timm's EfficientNet-Lite0, with freezing policies.
 
 Modes (which parameters train):
   scratch  random initialisation, everything trains (weights must be none)
   frozen   everything frozen except the freshly initialised last layer (or dense head): feature extraction
   fc       every fully connected layer trains (VGG: the whole classifier; ResNet: only fc exists)
-  top      the top convolutional block (VGG block 5, ResNet layer4) plus the fully connected layers
+  top      the top convolutional block (VGG block 5, ResNet layer4, EfficientNet's stride-32 blocks and head conv)
+           plus the fully connected layers
   full     everything trains (fine-tuning when weights are given)
 The last layer is always new (sized for num_classes). Parameters that came from a weights file are listed
 in `pretrained_param_names`, so param_groups() can give them a lower learning rate than the new head.
@@ -18,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import CnnlabError, ConfigError, did_you_mean
+from . import efficientnet
 from .weights import pretrained_state
 
 MODES = ("scratch", "frozen", "fc", "top", "full")
@@ -38,6 +40,7 @@ ARCHS = {
     "vgg16": Arch(last="classifier.6", fc_region="classifier", head_attr="classifier", head_in=512),
     "resnet18": Arch(last="fc", fc_region="fc", head_attr="fc", head_in=512),
     "resnet34": Arch(last="fc", fc_region="fc", head_attr="fc", head_in=512),
+    "efficientnet_lite0": Arch(last="classifier", fc_region="classifier", head_attr="classifier", head_in=1280),
 }
 
 
@@ -102,7 +105,8 @@ def _skeleton(arch: str, head: str, num_classes: int, hidden: int, dropout: floa
 
     spec = ARCHS[arch]
     with torch.device("meta"):
-        net = getattr(torchvision.models, arch)(weights=None)
+        net = efficientnet.reference_network() if arch == "efficientnet_lite0" else \
+            getattr(torchvision.models, arch)(weights=None)
         if head == "dense":
             if arch == "vgg16":
                 net.avgpool = nn.AdaptiveAvgPool2d(1)  # 512 features, not VGG's 7x7x512 copies
@@ -154,7 +158,10 @@ def _load_pretrained(net: nn.Module, state: dict[str, torch.Tensor], fresh: str,
 
 
 def _top_block_prefixes(net: nn.Module, arch: str) -> list[str]:
-    """VGG: the layers after the fourth max pool (block 5); ResNet: layer4."""
+    """VGG: the layers after the fourth max pool (block 5); ResNet: layer4; EfficientNet: stride-32 blocks + head conv."""
+    if arch == "efficientnet_lite0":
+        a, b = efficientnet.stage_bounds(net)[-1]
+        return [f"blocks.{i}." for i in range(a, b)] + ["conv_head.", "bn2."]
     if arch != "vgg16":
         return ["layer4."]
     pools = [i for i, m in enumerate(net.features) if isinstance(m, nn.MaxPool2d)]
@@ -200,7 +207,8 @@ def build_transfer(arch: str, in_channels: int, num_classes: int, weights: str |
     if mode == "scratch" and not no_weights:
         raise ConfigError(f"model.params.mode 'scratch' trains from random weights, but weights is {weights!r}",
                           "set weights: none, or mode: full to fine-tune the weights")
-    state = None if no_weights else pretrained_state(arch, weights)
+    lite0 = arch == "efficientnet_lite0"
+    state = None if no_weights else efficientnet.imagenet_state(weights) if lite0 else pretrained_state(arch, weights)
     net = _skeleton(arch, head, num_classes, head_hidden, head_dropout).to_empty(device="cpu")
     fresh = ARCHS[arch].head_attr if head == "dense" else ARCHS[arch].last
     loaded = set() if state is None else _load_pretrained(net, state, fresh, str(weights), arch)
@@ -211,9 +219,12 @@ def build_transfer(arch: str, in_channels: int, num_classes: int, weights: str |
         for m in net.modules():  # running stats live in buffers, which to_empty left uninitialised
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.reset_running_stats()
-    stats = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
-    adapter = InputAdapter(in_channels, min_size, list(stats.mean) if normalize else None,
-                           list(stats.std) if normalize else None)
+    if lite0:
+        mean, std = list(efficientnet.MEAN), list(efficientnet.STD)
+    else:
+        stats = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
+        mean, std = list(stats.mean), list(stats.std)
+    adapter = InputAdapter(in_channels, min_size, mean if normalize else None, std if normalize else None)
     model = TransferClassifier(adapter, net, loaded, pretrained_lr_scale)
     apply_mode(model, arch, mode, head)
     return model

@@ -1,0 +1,47 @@
+"""Every shipped recipe loads and builds its model; every shipped study plans all its runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnnlab.config import load_recipe
+from cnnlab.models import build_model
+from cnnlab.study import load_study
+
+ROOT = Path(__file__).resolve().parents[1] / "recipes"
+FILES = sorted(ROOT.rglob("*.yaml"))
+STUDIES = [p for p in FILES if "variants" in (yaml.safe_load(p.read_text()) or {})]
+RECIPES = [p for p in FILES if p not in STUDIES]
+GREY = {"mnist", "fashion_mnist", "digits", "endovis_colorization"}
+DOWNLOADS = {"vgg16", "resnet18", "resnet34", "fcn_vgg16", "fcn_resnet34"}  # torchvision 'imagenet' = a download
+
+
+def test_the_recipe_folder_is_found():
+    assert len(RECIPES) > 50 and len(STUDIES) >= 8
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_recipe_loads_and_builds_its_model(path: Path):
+    r = load_recipe(path)
+    params = dict(r.model.params)
+    if r.model.name in DOWNLOADS and params.get("weights") == "imagenet":
+        params["weights"] = "none"  # offline here; the local-file path is tested in test_fcn_models/test_transfer
+    if r.model.name == "vgg16":
+        pytest.skip("134M parameters: built in test_transfer")
+    size = tuple(r.data.size or ((28, 28) if r.task == "classification" else (64, 64)))
+    outputs = 3 if r.task == "colorization" else 4
+    model = build_model(r.model.name, 1 if r.data.format in GREY else 3, outputs, size, params)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_study_plans_every_run(path: Path):
+    plan = load_study(path)
+    raw = yaml.safe_load(path.read_text())
+    grid = 1
+    for values in (raw.get("grid") or {}).values():
+        grid *= len(values)
+    expected = len(raw.get("stages") or {}) + len(raw["variants"]) * len(raw.get("seeds", [0])) * grid
+    assert len(plan.runs) == expected and plan.baseline in plan.variants
