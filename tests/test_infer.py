@@ -315,3 +315,20 @@ def test_cli_predict_evaluate_and_one_line_errors(run_dir, endovis_root, tmp_pat
     assert _main(["predict", str(tmp_path), folder, "--out", str(tmp_path / "q")], monkeypatch) == 2
     err = capsys.readouterr().err
     assert "best.pt" in err and err.count("\n") == 1
+
+
+def test_the_checkpoint_keeps_the_mask_encoding_so_moved_data_do_not_matter(run_dir, endovis_root):
+    from dataclasses import replace
+
+    from cnnlab.engine.checkpoint import load_checkpoint
+    from cnnlab.infer import resolve_encoding
+
+    ck = load_checkpoint(run_dir / "best.pt")
+    mapping = json.loads((endovis_root / "mapping.json").read_text())
+    levels = [mapping[name] for name in ck["class_names"]]
+    assert ck["mask_encoding"] == {"kind": "grey_levels", "values": levels}
+    run = load_run(run_dir)
+    moved = replace(run.recipe, data=replace(run.recipe.data, root="/nonexistent/moved"))
+    encoding, notes = resolve_encoding(moved, ck["class_names"], ck)
+    assert encoding.values == levels and notes == []
+    assert resolve_encoding(moved, ck["class_names"], {})[0].kind == "indices"  # what older checkpoints got

@@ -69,10 +69,15 @@ def _write_metrics_csv(run_dir: Path, history: list[dict]) -> None:
 
 
 def _checkpoint(model, opt, state, r: Recipe, norm: Normalizer, data: RunData) -> dict:
-    return {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "state": dc_asdict(state),
-            "recipe": asdict(r), "norm": {"mean": list(norm.mean), "std": list(norm.std)},
-            "class_names": data.class_names, "in_channels": data.train.images.shape[1],
-            "input_size": list(data.train.images.shape[-2:])}
+    ck = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "state": dc_asdict(state),
+          "recipe": asdict(r), "norm": {"mean": list(norm.mean), "std": list(norm.std)},
+          "class_names": data.class_names, "in_channels": data.train.images.shape[1],
+          "input_size": list(data.train.images.shape[-2:])}
+    if r.task == "segmentation":  # predicted masks use the data set's pixel values even after the data moved
+        from ..infer import resolve_encoding
+
+        ck["mask_encoding"] = resolve_encoding(r, data.class_names, {})[0].describe()
+    return ck
 
 
 def _epoch_line(r: Recipe, epoch: int, row: dict) -> str:
