@@ -109,3 +109,37 @@ def test_optimizers_are_fused_and_step_like_torchs_per_tensor_loop(name: str, tm
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.allclose(pa, pb, atol=1e-5)
     assert all(not torch.equal(p0, p) for p0, p in zip(start, a.parameters()))  # every tensor moved
+
+
+def test_threads_follow_the_request_or_leave_busy_cores_alone(monkeypatch):
+    from cnnlab.engine import runtime
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(runtime, "DEFAULT_THREADS", 4)
+        monkeypatch.setattr(runtime.os, "cpu_count", lambda: 4)
+        monkeypatch.setattr(runtime, "busy_cores", lambda: 3)
+        assert runtime.choose_threads(0) == 1 and torch.get_num_threads() == 1  # 3 of 4 cores taken
+        monkeypatch.setattr(runtime, "busy_cores", lambda: 1)
+        assert runtime.choose_threads(0) == 3
+        monkeypatch.setattr(runtime, "busy_cores", lambda: 0)
+        assert runtime.choose_threads(0) == 4  # an idle machine keeps torch's default
+        assert runtime.choose_threads(2) == 2  # an explicit train.threads always wins
+        monkeypatch.setenv("OMP_NUM_THREADS", "4")
+        monkeypatch.setattr(runtime, "busy_cores", lambda: 3)
+        assert runtime.choose_threads(0) == 4  # and so does the user's OMP_NUM_THREADS
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_busy_cores_reads_the_runnable_count_minus_this_process(tmp_path: Path):
+    from cnnlab.engine.runtime import busy_cores
+
+    (tmp_path / "loadavg").write_text("2.19 2.06 1.53 3/81 4817\n")
+    assert busy_cores(2, 0, tmp_path / "loadavg") == 2
+    (tmp_path / "loadavg").write_text("0.00 0.00 0.00 1/81 4817\n")
+    assert busy_cores(2, 0, tmp_path / "loadavg") == 0
+    (tmp_path / "loadavg").write_text("garbage")
+    assert busy_cores(2, 0, tmp_path / "loadavg") is None
+    assert busy_cores(2, 0, tmp_path / "missing") is None

@@ -19,7 +19,7 @@ from .checkpoint import atomic_save, load_checkpoint
 from .fit import (TrainState, _set_encoder_trainable, build_optimizer, console, lr_at, train_one_epoch)
 from .distributed import barrier, broadcast_str, init_from_env, is_main, local_device, unwrap, wrap
 from .rundir import check_free_space, new_run_dir, write_config
-from .runtime import resolve_runtime, seed_everything, warn_if_oversubscribed
+from .runtime import choose_threads, resolve_runtime, seed_everything
 from .steps import Normalizer, evaluate, selection_metric
 from .summary import write_summary
 
@@ -31,9 +31,7 @@ class Interrupted(CnnlabError):
 def _setup(r: Recipe):
     """Data, model, loss, optimizer and runtime for a recipe."""
     seed_everything(r.train.seed)
-    if r.train.threads:
-        torch.set_num_threads(r.train.threads)
-    warn_if_oversubscribed()
+    choose_threads(r.train.threads)
     rt = resolve_runtime(local_device() or r.train.device, r.train.precision, r.train.channels_last)
     data = load_run_data(r.data, r.train.seed)
     _check_task(r, data)
