@@ -271,3 +271,47 @@ def test_unreadable_image_set_is_a_data_error(root: Path):
     (root / "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt").write_bytes(b"\xff\xfe\xfa a\n")
     with pytest.raises(DataError, match="train.txt: unreadable image set"):
         voc.load(root, "train")
+
+
+@pytest.mark.parametrize("boundary", ["background", "ignore"])
+def test_mean_iou_matches_torchmetrics_under_both_boundary_rules(synth_root: Path, boundary: str):
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+    from cnnlab.metrics import ConfusionMatrix
+
+    data = voc.load(synth_root, "val", boundary=boundary)
+    true = data.masks.long()
+    assert (true == 255).any() == (boundary == "ignore")  # the synthetic outlines are there, or mapped to 0
+    g = torch.Generator().manual_seed(0)
+    pred = torch.where(torch.rand(true.shape, generator=g) < 0.6, true.clamp(max=20),
+                       torch.randint(0, 21, true.shape, generator=g))
+    cm = ConfusionMatrix(21, ignore_index=data.ignore_index)
+    cm.update(pred, true)
+    summary = cm.summary(data.class_names)
+    ignore = {"ignore_index": 255} if boundary == "ignore" else {}
+    per_class = MulticlassJaccardIndex(21, average="none", **ignore)(pred, true)
+    present = torch.bincount(true[true != 255].flatten(), minlength=21) > 0
+    assert summary["iou_mean"] == pytest.approx(per_class[present].mean().item(), abs=1e-6)
+    acc = MulticlassAccuracy(21, average="micro", **ignore)(pred, true)
+    assert summary["pixel_accuracy"] == pytest.approx(acc.item(), abs=1e-6)
+
+
+def test_every_study_variant_trains_on_tiny_synthetic_voc(tmp_path: Path):
+    import copy
+    import json
+
+    from cnnlab.config import recipe_from_dict
+    from cnnlab.engine.run import train
+    from cnnlab.study import load_study
+
+    root = synth_voc.write(tmp_path / "voc", seed=0, n_train=4, n_val=2, n_test=2, height=40, width=40)
+    sets = [f"data.root={root}", "data.size=[32, 32]", "train.epochs=1", "train.batch_size=2",
+            "train.max_steps_per_epoch=1", "train.progress=false", f"out={tmp_path / 'runs'}"]
+    plan = load_study(RECIPES / "study.yaml")
+    runs = [run for run in plan.runs if run.seed == 0]
+    assert {run.group for run in runs} == set(plan.variants) and len(runs) == 10
+    for run in runs:
+        recipe = recipe_from_dict(copy.deepcopy(run.raw), run.overrides + sets)
+        summary = json.loads((train(recipe) / "summary.json").read_text())
+        assert summary["metrics"]["iou_mean"] is not None and 0 <= summary["metrics"]["pixel_accuracy"] <= 1, run.name
+        assert summary["per_class"]["background"]["in_ground_truth"], run.name
