@@ -234,3 +234,19 @@ def test_run_level_out_override_is_refused(tmp_path):
     study.write_text("variants: {a: []}\n")
     with pytest.raises(ConfigError, match="places and names its runs itself"):
         load_study(study, ["out=elsewhere"])
+
+
+def test_a_classification_study_states_the_accuracy_convention_not_dice(tmp_path: Path):
+    recipe = {"name": "digits", "task": "classification", "data": {"format": "digits", "root": ".", "train": "train",
+              "test": "test", "val_fraction": 0.1}, "model": {"name": "mlp"}, "loss": {"name": "cross_entropy"},
+              "optim": {"name": "adam", "lr": 0.01}, "train": {"epochs": 1, "progress": False}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    study = {"name": "cls", "base": "r.yaml", "out": str(tmp_path / "s"), "seeds": [0], "variants": {"a": []}}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("cnnlab.report.run_figures.write_run_figures", lambda *a, **k: [])
+        folder = run_study(tmp_path / "study.yaml")
+    results = json.loads((folder / "study.json").read_text())
+    assert results["task"] == "classification" and results["conventions"].startswith("accuracy")
+    md = (folder / "table.md").read_text()
+    assert "accuracy = `accuracy`" in md and "Dice" not in md

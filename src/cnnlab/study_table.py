@@ -22,6 +22,9 @@ CONVENTIONS = ("Dice (strict) = `dice_mean`: argmax predictions, counts summed o
                "soft Dice/batch (course) = `soft_dice_batch_mean`: the course's soft Dice on probabilities per batch "
                "(smoothing 1), averaged over batches; it moves with batch composition and is not comparable across "
                "reports.")
+TASK_CONVENTIONS = {"segmentation": CONVENTIONS,
+                    "classification": "accuracy = `accuracy`: share of images whose argmax class is the label.",
+                    "colorization": "loss = `loss`: mean squared error of the predicted colours."}
 
 
 def _clean(v: float) -> float | None:
@@ -102,7 +105,8 @@ def collect_results(study_dir: str | Path) -> dict:
     headline = plan.metric or (metrics[0] if metrics else None)
     return {"name": plan.name, "task": task, "evaluate": plan.evaluate, "evaluated_on": evaluated,
             "metrics": metrics, "headline_metric": headline, "baseline": plan.baseline, "grid": plan.grid,
-            "seeds": plan.seeds, "variants": plan.variants, "stages": stages, "conventions": CONVENTIONS, "rows": rows}
+            "seeds": plan.seeds, "variants": plan.variants, "stages": stages,
+            "conventions": TASK_CONVENTIONS.get(task, CONVENTIONS), "rows": rows}
 
 
 def _pm(stat: dict, digits: int = 4) -> str:
@@ -167,7 +171,7 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def table_markdown(results: dict) -> str:
     """table.md: the conventions, both tables and the failures."""
-    parts = [f"# Study {results['name']}", "", CONVENTIONS, ""]
+    parts = [f"# Study {results['name']}", "", results["conventions"], ""]
     for title, headers, rows in table_sections(results):
         parts += [f"**{title}**", "", markdown_table(headers, rows), ""]
     fails = failure_lines(results)
@@ -217,7 +221,7 @@ def print_study_table(results: dict, console: Console | None = None) -> None:
         for row in rows:
             t.add_row(*row)
         console.print(t)
-    console.print(CONVENTIONS.replace("`", ""))
+    console.print(results["conventions"].replace("`", ""))
     console.print("every metric's difference with its interval: table.md / table.csv / study.json")
     for line in failure_lines(results):
         console.print(f"[red]{line}[/red]")

@@ -269,14 +269,14 @@ def _run_ref(run_dir: Path, study_dir: Path) -> str:
 def _study_doc(study_dir: Path) -> Doc:
     """The study report: setup, tables, figures, per-class Dice, stages and runs, study file and hardware."""
     from ..study import read_plan
-    from ..study_table import CONVENTIONS, LABELS, failure_lines, table_sections, write_study_table
+    from ..study_table import LABELS, failure_lines, table_sections, write_study_table
     from .study_figures import difference_plot, headline_bars, study_loss_curves
 
     plan, results = read_plan(study_dir), write_study_table(study_dir)
     doc = Doc(f"Study {results['name']}")
     _study_setup(doc, plan)
     doc.h("Results")
-    doc.p(CONVENTIONS.replace("`", ""))
+    doc.p(results["conventions"].replace("`", ""))
     for title, headers, rows in table_sections(results):
         doc.p(title)
         doc.table(headers, rows)
