@@ -100,7 +100,8 @@ def _step(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> None
 
 
 def _changed(before: dict, after: dict, prefix: str) -> set[bool]:
-    return {not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix) and before[k].is_floating_point()}
+    keys = [k for k in before if k.startswith(prefix) and before[k].is_floating_point()]
+    return {not torch.equal(before[k], after[k]) for k in keys}
 
 
 @pytest.mark.parametrize("mode, frozen, trained", [("frozen", ["net.blocks.", "net.conv_stem.", "net.bn2."],

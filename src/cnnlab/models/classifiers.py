@@ -131,7 +131,8 @@ def _transfer_builder(arch: str):
 
     build.__name__ = f"build_{arch}"
     source = "timm" if arch == "efficientnet_lite0" else "torchvision"
-    build.__doc__ = f"{source} {arch}: weights none|imagenet|PATH; mode scratch|frozen|fc|top|full; head torchvision|dense."
+    build.__doc__ = (f"{source} {arch}: weights none|imagenet|PATH; mode scratch|frozen|fc|top|full; "
+                     "head torchvision|dense.")
     return build
 
 

@@ -105,11 +105,13 @@ def lite0_encoder(in_channels: int = 3, weights: str | None = None):
     from .encoders import BackboneEncoder
 
     if in_channels not in (1, 3):
-        raise ConfigError(f"efficientnet_lite0 takes 1 (grey, repeated) or 3 input channels, the data have {in_channels}")
+        raise ConfigError(f"efficientnet_lite0 takes 1 (grey, repeated) or 3 input channels, "
+                          f"the data have {in_channels}")
     net = imagenet_network(weights)
     (a0, b0), *rest = stage_bounds(net)
     stages = [nn.Sequential(GreyToRGB(), net.conv_stem, net.bn1, *net.blocks[a0:b0])]
     stages += [nn.Sequential(*net.blocks[a:b]) for a, b in rest]
-    encoder = BackboneEncoder(stages, [f["num_chs"] for f in net.feature_info], [f["reduction"] for f in net.feature_info])
+    info = net.feature_info
+    encoder = BackboneEncoder(stages, [f["num_chs"] for f in info], [f["reduction"] for f in info])
     encoder.mean, encoder.std = MEAN, STD
     return encoder

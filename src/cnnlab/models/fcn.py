@@ -195,7 +195,8 @@ def _build_transfer(arch: str, in_channels: int, num_classes: int, input_size: t
     check_input_size(name, input_size, 32)
     mode = "frozen" if p["freeze_encoder"] else p["encoder_mode"]
     if mode not in ENCODER_MODES:
-        raise ConfigError(f"model.params.encoder_mode for {name} must be one of {', '.join(ENCODER_MODES)}, got {mode!r}")
+        raise ConfigError(f"model.params.encoder_mode for {name} must be one of {', '.join(ENCODER_MODES)}, "
+                          f"got {mode!r}")
     encoder = ENCODERS[arch](in_channels, p["weights"])
     model = TransferFCN(encoder, num_classes, p["decoder_width"], p["imagenet_norm"])
     # the encoder learns at lr * encoder_lr_scale (engine.fit.param_groups), the new decoder at lr
