@@ -158,7 +158,7 @@ def _load_pretrained(net: nn.Module, state: dict[str, torch.Tensor], fresh: str,
 
 
 def _top_block_prefixes(net: nn.Module, arch: str) -> list[str]:
-    """VGG: the layers after the fourth max pool (block 5); ResNet: layer4; EfficientNet: stride-32 blocks, head conv."""
+    """VGG: layers after the fourth max pool (block 5); ResNet: layer4; EfficientNet: stride-32 blocks, head conv."""
     if arch == "efficientnet_lite0":
         a, b = efficientnet.stage_bounds(net)[-1]
         return [f"blocks.{i}." for i in range(a, b)] + ["conv_head.", "bn2."]
