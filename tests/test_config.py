@@ -37,6 +37,19 @@ def test_base_inheritance_of_course_recipes():
     assert c.model.params["depth"] == 4  # inherited from (a) through (b)
 
 
+def test_a_child_with_another_model_does_not_inherit_the_parents_model_params(tmp_path: Path):
+    import yaml
+
+    parent = {"name": "p", "task": "classification", "data": {"format": "digits", "root": "."},
+              "model": {"name": "course_cnn", "params": {"pool_before_relu": True}, "init": None}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(parent))
+    (tmp_path / "same.yaml").write_text(yaml.safe_dump({"base": "p.yaml", "model": {"params": {"dropout": 0.2}}}))
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({"base": "p.yaml", "model": {"name": "mlp"}}))
+    assert load_recipe(tmp_path / "same.yaml").model.params == {"pool_before_relu": True, "dropout": 0.2}
+    other = load_recipe(tmp_path / "other.yaml")
+    assert other.model.name == "mlp" and other.model.params == {}
+
+
 def test_missing_and_invalid_recipe_files(tmp_path: Path):
     with pytest.raises(ConfigError, match="recipe file not found"):
         load_recipe(tmp_path / "nope.yaml")

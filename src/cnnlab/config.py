@@ -271,7 +271,12 @@ def read_yaml(path: str | Path) -> dict:
     base = raw.pop("base", None)
     if base:
         parent = read_yaml(p.parent / base)
+        own_model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+        parent_model = parent.get("model") if isinstance(parent.get("model"), dict) else {}
         raw = deep_merge(parent, raw)
+        if own_model.get("name", parent_model.get("name")) != parent_model.get("name"):
+            # another model: the parent's model.params belong to the parent's model, not to this one
+            raw["model"]["params"] = dict(own_model.get("params") or {})
     return raw
 
 
