@@ -7,6 +7,7 @@ both alike; medians reported with the spread over repetitions, and ratios taken 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import os
@@ -352,6 +353,18 @@ def print_comparison(result: dict, baseline: str, memory: dict[str, dict] | None
 
 
 # ---------------------------------------------------------------- classification sides and child probes
+
+def plain_classifier_side(model: torch.nn.Module, dataset, args) -> Callable:
+    """The plain loop of a classification benchmark: a copy of model, a DataLoader, cross-entropy, Adam."""
+    from torch.utils.data import DataLoader
+
+    device = pick_device(args.device)
+    m = copy.deepcopy(model).to(device)
+    loader = DataLoader(dataset, batch_size=args.batch, shuffle=True, drop_last=True, num_workers=args.workers,
+                        persistent_workers=args.workers > 0)
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-3)
+    return PlainSide(m, forever(loader), torch.nn.CrossEntropyLoss(), opt, device).run
+
 
 def cls_recipe(model: str, params: dict, batch: int, precision: str, channels_last: bool, device: str,
                lr: float = 1e-3):

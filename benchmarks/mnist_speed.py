@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -95,12 +95,7 @@ def build_sides(args: argparse.Namespace, only: str | None = None) -> tuple[dict
     model = course_cnn()
     sides = {}
     if only in (None, "plain"):
-        device = common.pick_device(args.device)
-        m = copy.deepcopy(model).to(device)
-        loader = DataLoader(CourseMnist(images, labels), batch_size=args.batch, shuffle=True, drop_last=True,
-                            num_workers=args.workers, persistent_workers=args.workers > 0)
-        sides["plain"] = common.PlainSide(m, common.forever(loader), nn.CrossEntropyLoss(),
-                                          torch.optim.Adam(m.parameters(), lr=1e-3), device).run
+        sides["plain"] = common.plain_classifier_side(model, CourseMnist(images, labels), args)
     data = common.cls_run_data(torch.from_numpy(images.copy())[:, None], torch.from_numpy(labels),
                                [str(i) for i in range(10)])
     for name, precision, cl in (("cnnlab", "auto", True), ("cnnlab-fp32", "fp32", False)):

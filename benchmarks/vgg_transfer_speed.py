@@ -12,7 +12,6 @@ DataLoader, fp32 NCHW. cnnlab side: the folder decoded once to uint8 tensors, cn
 from __future__ import annotations
 
 import argparse
-import copy
 import shutil
 import sys
 import tempfile
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -60,14 +58,9 @@ def build_sides(args: argparse.Namespace, root: Path, only: str | None = None) -
     model = vgg()
     sides = {}
     if only in (None, "plain"):
-        device = common.pick_device(args.device)
-        m = copy.deepcopy(model).to(device)
         ds = torchvision.datasets.ImageFolder(str(root / "Train"), transform=T.Compose(
             [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
-        loader = DataLoader(ds, batch_size=args.batch, shuffle=True, drop_last=True, num_workers=args.workers,
-                            persistent_workers=args.workers > 0)
-        opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-3)
-        sides["plain"] = common.PlainSide(m, common.forever(loader), nn.CrossEntropyLoss(), opt, device).run
+        sides["plain"] = common.plain_classifier_side(model, ds, args)
     if only in (None, "cnnlab"):
         split = imagefolder.load(root, "Train", channels=3)
         data = common.cls_run_data(split.images, split.labels, split.class_names)
