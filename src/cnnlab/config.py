@@ -74,8 +74,8 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     sync_batchnorm: bool = False     # DDP only: BatchNorm statistics over the global batch
-    threads: int = 0                 # CPU threads; 0 = torch's default, fewer when the load average says other
-                                     # jobs fill the cores (two 2-thread jobs on 2 cores ran 2-40x slower)
+    threads: int = 0                 # CPU threads; 0 = torch's default, fewer when other processes keep cores
+                                     # busy (two 2-thread jobs on 2 cores ran 2-40x slower)
     progress: bool = True
     max_steps_per_epoch: int = 0     # 0 = whole split; >0 caps steps (smoke tests)
 

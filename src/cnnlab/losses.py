@@ -27,7 +27,7 @@ def soft_dice_per_class(probs: torch.Tensor, target: torch.Tensor, smooth: float
     No one-hot tensor: sum(p g) per class is the probability of each pixel's own class, summed into class bins
     (gather + scatter_add), and sum(g) is a bincount; a dense N x C x H x W one-hot costs ~40% more per step.
     """
-    n, c = probs.shape[:2]
+    c = probs.shape[1]
     t = target.long()
     valid = None if ignore_index is None else t != ignore_index
     if valid is not None:

@@ -135,6 +135,13 @@ def vgg16_encoder(in_channels: int = 3, weights: str | None = None) -> BackboneE
 ENCODERS = {"resnet34": resnet34_encoder, "vgg16": vgg16_encoder, "efficientnet_lite0": lite0_encoder}
 
 
+def keep_frozen_batchnorm_in_eval(module: nn.Module) -> None:
+    """BatchNorm layers whose parameters are all frozen stop updating their running statistics too."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
+
+
 class EncoderDecoder(nn.Module):
     """Base of the segmentation models here: an `encoder` submodule that can be frozen (weights and BN statistics)."""
 
@@ -163,9 +170,7 @@ class EncoderDecoder(nn.Module):
         if mode and self.encoder_frozen():
             self.encoder.eval()
         elif mode:
-            for m in self.encoder.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
-                    m.eval()
+            keep_frozen_batchnorm_in_eval(self.encoder)
         return self
 
 

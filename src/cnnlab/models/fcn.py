@@ -160,7 +160,6 @@ class TransferFCN(EncoderDecoder):
     def __init__(self, encoder: nn.Module, num_classes: int, decoder_width: int, imagenet_norm: bool) -> None:
         super().__init__()
         self.encoder = encoder
-        self.imagenet_norm = imagenet_norm
         self.normalizes_input = imagenet_norm  # the engine then feeds [0, 1] images, normalised here only
         d = decoder_width
         chans = encoder.channels
@@ -173,7 +172,7 @@ class TransferFCN(EncoderDecoder):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        if self.imagenet_norm:
+        if self.normalizes_input:
             x = weights_normalize(x, self.encoder.mean, self.encoder.std)
         features = self.encoder(x)
         y = self.top(features[-1])

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from ..errors import CnnlabError, ConfigError, did_you_mean
 from . import efficientnet
+from .encoders import keep_frozen_batchnorm_in_eval
 from .weights import pretrained_state
 
 MODES = ("scratch", "frozen", "fc", "top", "full")
@@ -88,9 +89,7 @@ class TransferClassifier(nn.Module):
         """Frozen BatchNorm keeps its (pre-trained) running statistics: feature extraction must not drift."""
         super().train(mode)
         if mode:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
-                    m.eval()
+            keep_frozen_batchnorm_in_eval(self)
         return self
 
 
