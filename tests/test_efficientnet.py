@@ -69,6 +69,13 @@ def test_wrong_files_are_refused_naming_them(tmp_path: Path, packaged):
         build_model("fcn_efficientnet_lite0", 3, 2, (64, 64), {"weights": str(tmp_path / "bad.pth")})
 
 
+def test_four_input_channels_are_refused_naming_the_key():
+    from cnnlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="efficientnet_lite0 takes 1 .* or 3 input channels, the data have 4"):
+        build_model("fcn_efficientnet_lite0", 4, 2, (64, 64), {})
+
+
 def test_cli_says_one_line_for_a_wrong_weights_file(tmp_path: Path, capsys):
     torch.save({"w": torch.zeros(2)}, tmp_path / "other.pt")
     recipe = {"name": "lite0", "task": "classification",

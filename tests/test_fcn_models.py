@@ -92,6 +92,8 @@ def test_baseline_is_strided_convs_then_transposed_convs_with_xavier_init():
     ("fcn_custom", {"rates": [2, 0]}, "rates for fcn_custom must be a list of integers >= 1"),
     ("fcn_resnet34", {"freeze_encoder": "yes"}, "freeze_encoder for fcn_resnet34 must be a bool"),
     ("unet_paper", {"upsampling": "nearest"}, "upsampling for unet_paper must be one of transposed, bilinear"),
+    ("fcn_vgg16", {"encoder_mode": "half"}, "encoder_mode for fcn_vgg16 must be one of full, top, frozen, got 'half'"),
+    ("fcn_resnet34", {"encoder_lr_scale": "low"}, "encoder_lr_scale for fcn_resnet34 must be a float"),
 ])
 def test_bad_params_are_config_errors(name: str, params: dict, match: str):
     with pytest.raises(ConfigError, match=match):
