@@ -240,7 +240,9 @@ class EngineSide:
     def run(self, steps: int) -> dict:
         """One repetition: `steps` optimizer steps; returns seconds, images and seconds spent in make_batch."""
         from cnnlab.engine.fit import train_one_epoch
+        from cnnlab.engine.runtime import reuse_freed_memory
 
+        reuse_freed_memory(self.rt.device.type == "cpu")  # as resolve_runtime set it (plain sides reset it)
         r = dataclasses.replace(self.recipe, train=dataclasses.replace(self.recipe.train, max_steps_per_epoch=steps))
         with timed_make_batch(self.rt.device) as spent:
             t0 = time.perf_counter()

@@ -84,6 +84,8 @@ class PlainSide:
 
     def run(self, steps: int) -> dict:
         """One repetition of `steps` optimizer steps."""
+        from cnnlab.engine.runtime import reuse_freed_memory
+        reuse_freed_memory(False)  # glibc's default, as in a process that never imported cnnlab
         self.model.train()
         data_s, seen, running = 0.0, 0, 0.0
         t0 = time.perf_counter()

@@ -75,6 +75,7 @@ def plain_predict(model, files: list[Path], norm, batch: int, workers: int, out:
 
 def main(argv: list[str] | None = None) -> dict:
     import copy
+    from cnnlab.engine.runtime import reuse_freed_memory
     from cnnlab.infer import load_run, predict_paths
 
     args = parse_args(argv)
@@ -95,16 +96,17 @@ def main(argv: list[str] | None = None) -> dict:
             d.mkdir()
             return d
 
-        def timed(fn) -> dict:
+        def timed(fn, reuse: bool) -> dict:
+            reuse_freed_memory(reuse and device.type == "cpu")  # cnnlab's allocator setting; glibc's for plain
             t0 = time.perf_counter()
             fn()
             common.sync(device)
             return {"seconds": time.perf_counter() - t0, "images": len(files), "data_seconds": 0.0}
 
         sides = {"plain": lambda: timed(lambda: plain_predict(plain_model, files, run.norm, args.batch, args.workers,
-                                                              fresh(), device)),
+                                                              fresh(), device), False),
                  "cnnlab": lambda: timed(lambda: predict_paths(run, files, fresh(), batch_size=args.batch,
-                                                               progress=False))}
+                                                               progress=False), True)}
         for fn in sides.values():
             fn()  # warm-up
         reps, _ = common.alternate(sides, args.rounds)

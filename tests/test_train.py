@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import platform
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,35 @@ def test_threads_follow_the_request_or_leave_busy_cores_alone(monkeypatch):
         assert runtime.choose_threads(0) == 4  # and so does the user's OMP_NUM_THREADS
     finally:
         torch.set_num_threads(before)
+
+
+def _page_faults_of_a_96mb_tensor(repeats: int = 8) -> int:
+    """Page faults of the last of `repeats` allocate-fill-free rounds (a training step's pattern)."""
+    import resource
+
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.empty(24 << 20, dtype=torch.float32).fill_(1.0)  # 96 MB, freed at once
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    return faults
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_cpu_runtime_keeps_freed_activations_instead_of_faulting_them_in_again(monkeypatch):
+    from cnnlab.engine.runtime import resolve_runtime, reuse_freed_memory
+
+    monkeypatch.delenv("CNNLAB_KEEP_FREED_MEMORY", raising=False)
+    try:
+        assert reuse_freed_memory(False)
+        assert _page_faults_of_a_96mb_tensor() > 20000  # glibc's default: 24,576 fresh 4 KiB pages every time
+        monkeypatch.setenv("CNNLAB_KEEP_FREED_MEMORY", "0")  # the user's opt-out leaves glibc alone
+        resolve_runtime("cpu", "fp32", False)
+        assert _page_faults_of_a_96mb_tensor() > 20000
+        monkeypatch.delenv("CNNLAB_KEEP_FREED_MEMORY")
+        resolve_runtime("cpu", "fp32", False)  # what every training and prediction run calls
+        assert _page_faults_of_a_96mb_tensor() < 1000  # the heap settles and the block is reused
+    finally:
+        reuse_freed_memory(True)
 
 
 def test_busy_cores_reads_the_runnable_count_minus_this_process(tmp_path: Path):

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +59,35 @@ def resolve_runtime(device: str, precision: str, channels_last: bool) -> Runtime
             precision = "bf16" if cpu_has_bf16() else "fp32"
     if precision == "fp16" and dev.type == "cpu":
         raise ConfigError("train.precision=fp16 is for CUDA", "use bf16 or fp32 on CPU")
+    if dev.type == "cpu":
+        reuse_freed_memory(True)
     return Runtime(dev, precision, channels_last)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
+
+
+def reuse_freed_memory(on: bool) -> bool:
+    """glibc malloc: keep freed blocks for the next step (on), or its default steady state (off); True if set.
+
+    By default glibc maps large blocks straight from the kernel (above a threshold that grows to at most 32 MB)
+    and trims free heap tops over twice that, so each training step page-faults (the kernel zeroes the pages)
+    its activations again: measured 30-50k page faults and 8-12% of a course U-Net step at 256x320 on this CPU.
+    Training re-uses the same sizes every step, so the process keeps them (its resident memory stays at the
+    step's peak, which it reaches every step anyway). CNNLAB_KEEP_FREED_MEMORY=0 leaves glibc as it is.
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("CNNLAB_KEEP_FREED_MEMORY") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other libcs have no mallopt
+        return False
+    mib = 1 << 20
+    mmap, trim = (1024 * mib, 1024 * mib) if on else (32 * mib, 64 * mib)
+    # some glibc builds refuse a threshold above 32 MB (HEAP_MAX_SIZE / 2): take the cap there
+    ok = mallopt(_M_MMAP_THRESHOLD, mmap) == 1 or mallopt(_M_MMAP_THRESHOLD, 32 * mib) == 1
+    return ok and mallopt(_M_TRIM_THRESHOLD, trim) == 1
 
 
 def cpu_has_bf16() -> bool:
