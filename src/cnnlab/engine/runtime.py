@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import random
 import sys
@@ -67,21 +68,28 @@ def resolve_runtime(device: str, precision: str, channels_last: bool) -> Runtime
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
 
 
+@functools.cache
+def _glibc_mallopt():
+    """libc's mallopt, looked up once; None where the C library has none (musl and others)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
 def reuse_freed_memory(on: bool) -> bool:
     """glibc malloc: keep freed blocks for the next step (on), or its default steady state (off); True if set.
 
     By default glibc maps large blocks straight from the kernel (above a threshold that grows to at most 32 MB)
     and trims free heap tops over twice that, so each training step page-faults (the kernel zeroes the pages)
-    its activations again: measured 30-50k page faults and 8-12% of a course U-Net step at 256x320 on this CPU.
-    Training re-uses the same sizes every step, so the process keeps them (its resident memory stays at the
-    step's peak, which it reaches every step anyway). CNNLAB_KEEP_FREED_MEMORY=0 leaves glibc as it is.
+    its activations again: measured 48-64k page faults and 0.16-0.25 s of kernel CPU per course U-Net step
+    (6-8k and 0.02-0.04 s kept; images/s 1.12x median, peak memory +0-130 MB, benchmarks/scaling.py
+    --glibc-default). CNNLAB_KEEP_FREED_MEMORY=0 leaves glibc as it is.
     """
     if not sys.platform.startswith("linux") or os.environ.get("CNNLAB_KEEP_FREED_MEMORY") == "0":
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and other libcs have no mallopt
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
         return False
     mib = 1 << 20
     mmap, trim = (1024 * mib, 1024 * mib) if on else (32 * mib, 64 * mib)
