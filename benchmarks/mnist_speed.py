@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from kernel_floor import floor_side  # noqa: E402
 
 MEAN, STD = (0.1307,), (0.3081,)
 
@@ -85,6 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the plain side")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--no-floor", action="store_true", help="skip the kernel-floor side (no ReLU/loss/data)")
     return common.parse_common(p, argv)
 
 
@@ -105,6 +107,8 @@ def build_sides(args: argparse.Namespace, only: str | None = None) -> tuple[dict
             sides[name] = eng.run
             if name == "cnnlab":
                 origin += f"; cnnlab default precision here: {eng.rt.precision}"
+    if only is None and not args.no_floor:
+        sides["floor"] = floor_side(model, (args.batch, 1, 28, 28), args.device).run
     return sides, origin
 
 
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = common.compare_sides(sides, args.rounds, args.steps, args.warmup, device, flops)
     common.add_ratios(result, "plain")
     memory = {} if args.no_memory else common.memory_probes(Path(__file__), argv if argv is not None
-                                                            else sys.argv[1:], list(sides))
+                                                            else sys.argv[1:], [n for n in sides if n != "floor"])
     result.update(data=origin, memory=memory, batch=args.batch, workers=args.workers)
     common.print_comparison(result, "plain", memory, f"MNIST-course CNN (8/16/32 convs), 28x28, batch {args.batch}, "
                                                      f"plain: fp32 NCHW, DataLoader workers={args.workers}")

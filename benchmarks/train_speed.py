@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from kernel_floor import floor_side  # noqa: E402
 
 from cnnlab.config import load_recipe  # noqa: E402
 from cnnlab.data.loading import load_run_data  # noqa: E402
@@ -46,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="add a third side: cnnlab's data path in fp32 NCHW (separates precision from data path)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-memory", action="store_true", help="skip the per-side peak-memory child processes")
+    p.add_argument("--no-floor", action="store_true",
+                   help="skip the kernel-floor side (same convs, no BatchNorm/ReLU/loss/data: bounds the ratio)")
     common.add_threads_arg(p)
     p.add_argument("--json", help="write the numbers here")
     p.add_argument("--probe", help=argparse.SUPPRESS)  # internal: memory probe of one side in a child process
@@ -74,6 +77,8 @@ def build_sides(args: argparse.Namespace, root: Path, only: str | None = None) -
     torch.manual_seed(0)
     model = build_model(r.model.name, 3, num_classes, size, r.model.params)
     initial = copy.deepcopy(model.state_dict())
+    if only is None and not args.no_floor:
+        sides["floor"] = floor_side(model, (args.batch, 3, *size), args.device, r.optim.lr).run
     if only in (None, "plain"):
         device = common.pick_device(args.device)
         plain_model = copy.deepcopy(model).to(device)
@@ -144,8 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
     common.add_ratios(result, "plain")
     memory = {}
     if not args.no_memory:
-        memory = common.memory_probes(Path(__file__), argv if argv is not None else sys.argv[1:], list(sides),
-                                      ["--data", str(root)])
+        memory = common.memory_probes(Path(__file__), argv if argv is not None else sys.argv[1:],
+                                      [n for n in sides if n != "floor"], ["--data", str(root)])
     result.update(info=info, data=str(root), data_origin=origin, memory=memory, workers=args.workers)
     title = (f"U-Net (width {args.width}) train step, {info['size'][0]}x{info['size'][1]}, batch {args.batch}, "
              f"cnnlab: {info['precision']}, channels_last={info['channels_last']}; plain: fp32 NCHW, "
