@@ -134,33 +134,45 @@ def test_threads_follow_the_request_or_leave_busy_cores_alone(monkeypatch):
         torch.set_num_threads(before)
 
 
-def _page_faults_of_a_96mb_tensor(repeats: int = 8) -> int:
-    """Page faults of the last of `repeats` allocate-fill-free rounds (a training step's pattern)."""
-    import resource
+_FAULTS_SCRIPT = """
+import json, os, resource, torch
+from cnnlab.engine.runtime import resolve_runtime, reuse_freed_memory
 
+def faults(repeats=8):
+    # page faults of the last of `repeats` allocate-fill-free rounds of 96 MB (a training step's pattern)
     for _ in range(repeats):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        torch.empty(24 << 20, dtype=torch.float32).fill_(1.0)  # 96 MB, freed at once
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    return faults
+        torch.empty(24 << 20, dtype=torch.float32).fill_(1.0)
+        n = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    return n
+
+out = {"set_default": reuse_freed_memory(False), "default": faults()}
+os.environ["CNNLAB_KEEP_FREED_MEMORY"] = "0"  # the user's opt-out leaves glibc alone
+resolve_runtime("cpu", "fp32", False)
+out["opted_out"] = faults()
+del os.environ["CNNLAB_KEEP_FREED_MEMORY"]
+resolve_runtime("cpu", "fp32", False)  # what every training and prediction run calls
+out["kept"] = faults()
+print(json.dumps(out))
+"""
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_cpu_runtime_keeps_freed_activations_instead_of_faulting_them_in_again(monkeypatch):
-    from cnnlab.engine.runtime import resolve_runtime, reuse_freed_memory
+def test_cpu_runtime_keeps_freed_activations_instead_of_faulting_them_in_again():
+    # A fresh process: this one's heap holds free holes from earlier tests that would serve the block anyway.
+    import os
+    import subprocess
+    import sys
 
-    monkeypatch.delenv("CNNLAB_KEEP_FREED_MEMORY", raising=False)
-    try:
-        assert reuse_freed_memory(False)
-        assert _page_faults_of_a_96mb_tensor() > 20000  # glibc's default: 24,576 fresh 4 KiB pages every time
-        monkeypatch.setenv("CNNLAB_KEEP_FREED_MEMORY", "0")  # the user's opt-out leaves glibc alone
-        resolve_runtime("cpu", "fp32", False)
-        assert _page_faults_of_a_96mb_tensor() > 20000
-        monkeypatch.delenv("CNNLAB_KEEP_FREED_MEMORY")
-        resolve_runtime("cpu", "fp32", False)  # what every training and prediction run calls
-        assert _page_faults_of_a_96mb_tensor() < 1000  # the heap settles and the block is reused
-    finally:
-        reuse_freed_memory(True)
+    env = {k: v for k, v in os.environ.items() if k != "CNNLAB_KEEP_FREED_MEMORY"}
+    proc = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["set_default"]
+    assert out["default"] > 20000  # glibc's default: 24,576 fresh 4 KiB pages every time
+    assert out["opted_out"] > 20000
+    assert out["kept"] < 1000  # the heap settles and the block is reused
 
 
 def test_busy_cores_reads_the_runnable_count_minus_this_process(tmp_path: Path):
