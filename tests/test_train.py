@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,10 +165,6 @@ print(json.dumps(out))
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_cpu_runtime_keeps_freed_activations_instead_of_faulting_them_in_again():
     # A fresh process: this one's heap holds free holes from earlier tests that would serve the block anyway.
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "CNNLAB_KEEP_FREED_MEMORY"}
     proc = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], env=env, capture_output=True, text=True,
                           timeout=120)
