@@ -51,11 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warm-cache", action="store_true",
                    help="keep inductor's on-disk cache (measures a repeat run; default: a cold compile)")
     p.add_argument("--mode", default=None, help="torch.compile mode (default, reduce-overhead, max-autotune)")
-    common.add_threads_arg(p)
-    p.add_argument("--json")
-    args = p.parse_args(argv)
-    common.apply_threads(args)
-    return args
+    return common.parse_common(p, argv)  # --threads, --json, --probe; prints the machine line
 
 
 def first_calls(name: str, eng: common.EngineSide, data, rt_batch: int) -> dict:

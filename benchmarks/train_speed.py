@@ -49,12 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the per-side peak-memory child processes")
     p.add_argument("--no-floor", action="store_true",
                    help="skip the kernel-floor side (same convs, no BatchNorm/ReLU/loss/data: bounds the ratio)")
-    common.add_threads_arg(p)
-    p.add_argument("--json", help="write the numbers here")
-    p.add_argument("--probe", help=argparse.SUPPRESS)  # internal: memory probe of one side in a child process
-    args = p.parse_args(argv)
-    common.apply_threads(args)
-    return args
+    return common.parse_common(p, argv)  # --threads, --json, --probe; prints the machine line
 
 
 def recipe_for(args: argparse.Namespace, root: Path, precision: str, channels_last: bool):

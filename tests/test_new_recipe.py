@@ -18,6 +18,16 @@ from cnnlab.new_recipe import write_recipe
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _no_step_timing(monkeypatch):
+    """`new` times real training steps (tens of seconds for a 256x256 U-Net on a busy CPU); these tests are about
+    the recipe's content, so a fixed measurement stands in. The measurement itself: test_defects_own_data.py."""
+    import cnnlab.new_recipe as nr
+    from cnnlab.new_estimate import StepTimes
+
+    monkeypatch.setattr(nr, "measure_steps", lambda r, c, k, batch: StepTimes(0.5, 0.05, batch, 1, "cpu, fp32"))
+
+
 def _write_set(base: Path, n: int, h: int, w: int, fg_rows: int, stems: str = "s{}") -> None:
     """n grey images with binary masks whose foreground is the top fg_rows rows (share fg_rows / h)."""
     rng = np.random.default_rng(0)
@@ -70,7 +80,8 @@ def test_sibling_split_folders_and_relative_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = write_recipe("segmentation", "ds/training/images", "ds/training/masks", "r.yaml")
     raw = yaml.safe_load(Path(out).read_text())
-    assert raw["data"]["root"] == "ds" and raw["data"]["train"] == "training" and raw["data"]["test"] == "test"
+    assert raw["data"]["root"] == str((tmp_path / "ds").resolve())  # absolute: works from any directory
+    assert raw["data"]["train"] == "training" and raw["data"]["test"] == "test"
     assert raw["data"]["val_fraction"] == 0.2 and raw["data"]["options"]["split"] == "folders"
     r = load_recipe(out)
     assert len(folders.load(Path(r.data.root), "test", r.data.size, **r.data.options)) == 3
@@ -83,7 +94,7 @@ def test_fov_folder_goes_into_the_recipe(tmp_path):
         Image.fromarray(np.full((32, 32), 255, np.uint8)).save(tmp_path / "fov" / f"s{i}_mask.gif")
     r = load_recipe(write_recipe("segmentation", tmp_path / "images", tmp_path / "masks", tmp_path / "f.yaml",
                                  fov=tmp_path / "fov"))
-    assert r.data.options["fov"] == "fov"
+    assert r.data.options["fov"] == str((tmp_path / "fov").resolve())
     assert folders.load(Path(r.data.root), "train", r.data.size, **r.data.options).ignore_index == 255
 
 
@@ -121,4 +132,4 @@ def test_real_isbi_recipe(tmp_path):
     base = SHARED / "isbi2012_em" / "train"
     r = load_recipe(write_recipe("segmentation", base / "image", base / "label", tmp_path / "isbi.yaml"))
     assert r.data.options["split"] == "random" and r.data.size == [256, 256]
-    assert r.data.options["images"] == "image" and r.data.options["masks"] == "label"
+    assert r.data.options["images"] == str(base / "image") and r.data.options["masks"] == str(base / "label")

@@ -16,12 +16,15 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from .config import load_recipe
     from .engine.distributed import is_main, shutdown
     from .engine.run import resume, train
+    from .recipe_check import check_recipe
 
     overrides = list(a.set) + ([f"model.params.weights={a.weights}"] if a.weights else [])
     if a.resume:
         run_dir = resume(Path(a.resume), a.set)
     elif a.recipe:
-        run_dir = train(load_recipe(a.recipe, overrides))
+        recipe = load_recipe(a.recipe, overrides)
+        check_recipe(recipe)  # names and memory before any data is read or run dir created
+        run_dir = train(recipe)
     else:
         raise CnnlabError("cnnlab train needs a RECIPE or --resume RUN_DIR")
     if is_main():
@@ -56,12 +59,11 @@ def _cmd_check(a: argparse.Namespace) -> int:
     from .errors import DataError, lookup
 
     if a.format == "folders":
-        from .cli_folders import check_folders
+        from .cli_folders import run_check_folders
 
         if not (a.images and a.masks):
             raise DataError("data check folders needs --images DIR and --masks DIR")
-        print(check_folders(a.images, a.masks, a.fov))
-        return 0
+        return run_check_folders(a.images, a.masks, a.fov)  # problems found: listed, one error line, exit 2
     if not a.root:
         raise DataError(f"data check {a.format} needs the data set's ROOT folder")
     root = Path(a.root)

@@ -113,8 +113,9 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (and their subfolders)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (existing files are never replaced)")
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
-    p.add_argument("--window", metavar="HxW", help="sliding window at native resolution, e.g. 256x256, or 'train' "
-                                                  "for the training input size (default: resize to it)")
+    p.add_argument("--window", metavar="HxW", help="sliding window of HxW pixels, e.g. 256x256, or 'train' for the "
+                   "training input size; each image is first scaled as training scaled it (default: prepare each "
+                   "image exactly as in training, letterbox included)")
     p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap fraction (default 0.25)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")

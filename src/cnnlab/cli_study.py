@@ -1,4 +1,5 @@
-"""`cnnlab study` (run or resume a study) and `cnnlab report` (write a run's or a study's report)."""
+"""`cnnlab study` (run or resume a study), `cnnlab report` (write a run's or a study's report, md/html or LaTeX)
+and `cnnlab compare` (one table of several hand-made runs)."""
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,29 @@ def _cmd_study(a: argparse.Namespace) -> int:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
+    if a.format == "latex":
+        from .report.latex import write_latex_report
+
+        path = write_latex_report(Path(a.folder))
+        print(f"wrote {path} and its \\input-able pieces (table_*.tex, fig_*.tex); compile: "
+              f"cd {path.parent} && pdflatex report.tex")
+        return 0
     from .report.build import write_report
 
     path = write_report(Path(a.folder))
     print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
+def _cmd_compare(a: argparse.Namespace) -> int:
+    from .report.compare import compare, format_for
+
+    text = compare([Path(d) for d in a.runs], format_for(a.out, a.format))
+    if a.out:
+        Path(a.out).write_text(text)
+        print(f"wrote {a.out}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -43,4 +63,13 @@ def register(sub) -> None:
     s.set_defaults(func=_cmd_study)
     r = sub.add_parser("report", help="write report.md and a self-contained report.html for a run or study folder")
     r.add_argument("folder", metavar="RUN_DIR|STUDY_DIR")
+    r.add_argument("--format", choices=["html", "md", "latex"], default="html",
+                   help="html or md (default): report.md + report.html; latex: FOLDER/latex/report.tex with "
+                        "booktabs tables and PDF figures as separate \\input-able files")
     r.set_defaults(func=_cmd_report)
+    c = sub.add_parser("compare", help="one table of several runs' headline and per-class metrics (md, csv, latex)")
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    c.add_argument("--format", choices=["md", "csv", "latex"], default=None,
+                   help="default: from --out's suffix (.csv, .tex), else md")
+    c.add_argument("--out", metavar="FILE", help="write the table here instead of printing it")
+    c.set_defaults(func=_cmd_compare)

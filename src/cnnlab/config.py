@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -110,6 +113,14 @@ class Recipe:
 
 
 TASKS = ("segmentation", "classification", "colorization")
+# Closed lists the engine implements (engine/fit.py); checked here so a typo fails before any data is read.
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("none", "cosine", "plateau", "step")
+# A run's name becomes a folder name under `out` and appears in printed `cnnlab train --resume DIR` hints:
+# no path separators (a '/' made a missing folder, '../x' escaped `out`), nothing a shell would split or expand.
+# '=' stays allowed: study run names carry grid points ('base__label_fraction=0.1__seed0').
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
+NAME_MAX = 200  # the folder adds '-YYYYmmdd-HHMMSS[-N]'; file systems stop at 255 bytes
 
 
 def _check_type(value: Any, tp: Any, key: str) -> Any:
@@ -178,11 +189,30 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _validate(r: Recipe) -> None:
+def _check_name(name: str) -> None:
+    """The run name must be one plain folder name (see NAME_PATTERN)."""
+    if len(name) > NAME_MAX or not NAME_PATTERN.match(name):
+        raise ConfigError(f"config key 'name' must be a plain folder name (letters, digits, '_', '-', '.', '=', "
+                          f"starting with a letter or digit, at most {NAME_MAX} characters), got {name!r}",
+                          "e.g. --set name=my-run; use 'out' for where run folders go")
+
+
+def _check_choice(value: str, valid: tuple[str, ...], key: str) -> None:
+    """A closed-list value, refused with the closest valid one and the list."""
+    if value not in valid:
+        raise ConfigError(f"unknown {key} {value!r}", did_you_mean(value, valid))
+
+
+def _validate(r: Recipe, check_name: bool = True) -> None:
     """Range checks that types alone cannot express."""
+    if check_name:
+        _check_name(r.name)
+    _check_choice(r.optim.name, OPTIMIZERS, "optim.name")
+    _check_choice(r.optim.schedule, SCHEDULES, "optim.schedule")
     checks = [
         (r.task in TASKS, "task", f"must be one of {', '.join(TASKS)}"),
-        (r.optim.lr > 0, "optim.lr", "must be > 0"),
+        (math.isfinite(r.optim.lr) and r.optim.lr > 0, "optim.lr", "must be a finite number > 0"),
+        (r.train.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", "must be >= 0 (0 = the whole split)"),
         (r.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0"),
         (r.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
         (r.train.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1"),
@@ -241,11 +271,15 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def recipe_from_dict(raw: dict, overrides: list[str] | None = None) -> Recipe:
-    """Validated Recipe from a mapping plus overrides."""
+def recipe_from_dict(raw: dict, overrides: list[str] | None = None, check_name: bool = True) -> Recipe:
+    """Validated Recipe from a mapping plus overrides.
+
+    check_name=False is for a recipe read back from an existing run (resume, predict, evaluate): its name already
+    made its folder, and runs named before names were checked must stay readable.
+    """
     raw = apply_overrides(dict(raw or {}), overrides or [])
     r = _build(Recipe, raw, "")
-    _validate(r)
+    _validate(r, check_name)
     return r
 
 
@@ -256,10 +290,41 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """Read YAML (resolving 'base:' chains), with one-line errors naming the file."""
+    """Read YAML (resolving 'base:' chains), with one-line errors naming the file.
+
+    The chain is followed iteratively and every file is remembered, so a cycle (a.yaml -> b.yaml -> a.yaml)
+    is one error naming its files instead of a RecursionError.
+    """
     p = Path(path)
+    chain: list[tuple[Path, dict]] = []   # child first, root last; each mapping without its 'base'
+    seen: list[Path] = []
+    while True:
+        raw = _read_one(p, chain[-1][0] if chain else None)
+        seen.append(p.resolve())
+        base = raw.pop("base", None)
+        chain.append((p, raw))
+        if base is None:
+            break
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{p}: config key 'base' must be a recipe file name, got {base!r}",
+                              "e.g. base: a_baseline.yaml (resolved beside this file)")
+        p = p.parent / base
+        if p.resolve() in seen:
+            first = seen[0].parent
+            names = [os.path.relpath(f, first) for f in [*seen, p.resolve()]]
+            raise ConfigError(f"circular 'base:' chain: {' -> '.join(names)}",
+                              f"remove the 'base:' of {names[-2]} or point it at another file")
+    merged = chain[-1][1]
+    for _, own in reversed(chain[:-1]):
+        merged = _merge_child(merged, own)
+    return merged
+
+
+def _read_one(p: Path, child: Path | None) -> dict:
+    """One YAML mapping from disk (child: the file whose 'base:' named this one, for the message)."""
     if not p.is_file():
-        raise ConfigError(f"recipe file not found: {p}", "check the path")
+        where = f" (the 'base:' of {child})" if child is not None else ""
+        raise ConfigError(f"recipe file not found: {p}{where}", "check the path")
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -268,16 +333,18 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{p}: not valid YAML{where}", "fix the syntax") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: a recipe must be a YAML mapping")
-    base = raw.pop("base", None)
-    if base:
-        parent = read_yaml(p.parent / base)
-        own_model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
-        parent_model = parent.get("model") if isinstance(parent.get("model"), dict) else {}
-        raw = deep_merge(parent, raw)
-        if own_model.get("name", parent_model.get("name")) != parent_model.get("name"):
-            # another model: the parent's model.params belong to the parent's model, not to this one
-            raw["model"]["params"] = dict(own_model.get("params") or {})
     return raw
+
+
+def _merge_child(parent: dict, raw: dict) -> dict:
+    """A child recipe over its (resolved) parent; a child naming another model drops the parent's model.params."""
+    own_model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    parent_model = parent.get("model") if isinstance(parent.get("model"), dict) else {}
+    merged = deep_merge(parent, raw)
+    if own_model.get("name", parent_model.get("name")) != parent_model.get("name"):
+        # another model: the parent's model.params belong to the parent's model, not to this one
+        merged["model"]["params"] = dict(own_model.get("params") or {})
+    return merged
 
 
 def deep_merge(a: dict, b: dict) -> dict:

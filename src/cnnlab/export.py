@@ -102,20 +102,40 @@ def _channel_order(run: TrainedRun) -> str:
     return "RGB"
 
 
+def _resize_words(prep: dict) -> str:
+    """The resize step in one line; the exact rule is in "preprocess"."""
+    policy = prep["policy"]
+    if policy == "stretch":
+        return "to height x width, bilinear with antialiasing (as in training); aspect ratio not kept"
+    if policy == "letterbox":
+        return ("scale to fit inside height x width keeping the aspect ratio, bilinear with antialiasing, then pad "
+                "centred with pad_value (as in training); see preprocess.steps")
+    if policy == "pad":
+        return ("native resolution; images larger than height x width scaled down to fit, then pad centred with "
+                "pad_value (as in training); see preprocess.steps")
+    return ("native resolution; the model was trained on centre crops of height x width: tile whole images at the "
+            "training scale (as `cnnlab predict` does); see preprocess.steps")
+
+
 def preprocess_spec(run: TrainedRun, fmt: str, check: dict) -> dict:
-    """What an application must do to an image before the model, and how to read its output."""
+    """What an application must do to an image before the model, and how to read its output: the run's own
+    preprocessing definition (`Preprocess.describe`), the one training, evaluate and predict use."""
     h, w = run.input_size
     seg = run.task == "segmentation"
+    prep = run.preprocess.describe()
     return {
         "format": fmt, "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
         "input": {"layout": "NCHW", "dtype": "float32", "batch": "dynamic", "height": h, "width": w,
                   "channels": run.in_channels, "channel_order": _channel_order(run)},
         "input_size": [h, w],
-        "resize": "to height x width, bilinear with antialiasing (as in training)",
-        "scale": "pixel / 255 (0..1)",
+        "resize": _resize_words(prep),
+        "preprocess": prep,
+        "scale": "pixel / 255 (0..1); 16-bit and float grey images first to 0..255 by their own maximum "
+                 "(round(255 * pixel / max)), as cnnlab's readers do",
         "mean": list(run.norm.mean), "std": list(run.norm.std),
         "normalize": "(pixel / 255 - mean[c]) / std[c] per channel c; mean and std in 0..1 units",
-        "output": ("logits N x K x H x W; softmax over dim 1, argmax gives class indices" if seg
+        "output": ("logits N x K x H x W; softmax over dim 1, map back to the image (preprocess.output_to_image), "
+                   "argmax gives class indices" if seg
                    else "logits N x K; softmax over dim 1 gives class probabilities"),
         "task": run.task, "class_names": run.class_names,
         "mask_encoding": run.encoding.describe() if seg else None,

@@ -6,7 +6,7 @@ import csv
 import json
 import re
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -17,8 +17,8 @@ from PIL import Image
 from torch import nn
 
 from .config import Recipe, recipe_from_dict
-from .data.formats.common import IMAGE_EXTS, is_junk, read_image, resize_images
-from .data.types import SegData
+from .data.formats.common import IMAGE_EXTS, is_junk, read_input, resize_images, to_chw
+from .data.formats.preprocess import Preprocess
 from .engine.checkpoint import load_checkpoint
 from .engine.runtime import Runtime, resolve_runtime
 from .engine.steps import Normalizer
@@ -71,6 +71,15 @@ class TrainedRun:
     checkpoint: dict = field(default_factory=dict, repr=False)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def preprocess(self) -> Preprocess:
+        """How training prepared images (the recipe's reader policy at the trained size); without a recipe
+        (hand-built runs) images were taken at native resolution and resized to input_size."""
+        if self.recipe is None:
+            return Preprocess(self.input_size, native_scale=True, mean=self.norm.mean, std=self.norm.std)
+        d = self.recipe.data
+        return Preprocess.for_data(d.format, d.size, d.options, self.input_size, self.norm.mean, self.norm.std)
+
 
 def resolve_encoding(recipe: Recipe, class_names: list[str], ck: dict) -> tuple[MaskEncoding, list[str]]:
     """The data set's mask encoding: stored in the checkpoint, else from the recipe's format (and its root)."""
@@ -113,7 +122,7 @@ def load_run(run_dir: str | Path, device: str = "auto", precision: str | None = 
     missing = [key for key in CHECKPOINT_KEYS if key not in ck]
     if missing:
         raise CnnlabError(f"{best}: not a cnnlab checkpoint (no '{missing[0]}')", "give a run dir of `cnnlab train`")
-    recipe = recipe_from_dict(ck["recipe"])
+    recipe = recipe_from_dict(ck["recipe"], check_name=False)  # runs saved before names were checked
     precision = precision or recipe.train.precision
     on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     if precision == "fp16" and on_cpu:
@@ -226,10 +235,8 @@ def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
 
 
 def _read(run: TrainedRun, path: Path) -> torch.Tensor:
-    """C x H x W uint8 as shown to people: grey for grey runs, else RGB."""
-    from .data.formats.common import to_chw
-
-    return to_chw(read_image(path, "L" if run.in_channels == 1 else "RGB"))
+    """C x H x W uint8 as shown to people: grey for grey runs, else RGB; 16-bit files scaled as in training."""
+    return to_chw(read_input(path, 1 if run.in_channels == 1 else 3))
 
 
 def _model_channels(run: TrainedRun, images: torch.Tensor) -> torch.Tensor:
@@ -270,26 +277,56 @@ def _write_segmentation(run: TrainedRun, path: Path, image: torch.Tensor, probs:
     return {"image": str(path), "mask": mask_p.name, "overlay": overlay_p.name, "areas": areas_p.name}
 
 
+def _tiled(run: TrainedRun, img: torch.Tensor, window: tuple[int, int], overlap: float, batch_size: int,
+           tta: bool) -> torch.Tensor:
+    """K x H x W probabilities of one C x H x W image by sliding windows at the training pixel size: the image is
+    scaled as training scaled it, tiled, and the probabilities resized back to the image's own size."""
+    h, w = img.shape[-2:]
+    scaled = run.preprocess.training_scale(h, w)
+    x = _normalised(run, resize_images(_model_channels(run, img[None]), scaled))[0]
+    p = sliding_window(lambda b: class_probabilities(run.model, b, run.rt, tta), x, window, overlap, batch_size)
+    if tuple(p.shape[-2:]) != (h, w):
+        p = F.interpolate(p[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    return p
+
+
+def _batched(run: TrainedRun, images: list[torch.Tensor], tta: bool) -> list[torch.Tensor]:
+    """Probabilities of images prepared as in training, in one model call; segmentation maps mapped back onto
+    each image (padding cut off, resized to its own size)."""
+    prep = run.preprocess
+    placed = [prep.apply(_model_channels(run, img[None])[0]) for img in images]
+    x = torch.stack([t for t, _, _ in placed])
+    probs = class_probabilities(run.model, _normalised(run, x), run.rt, tta)
+    return [prep.restore(p, pl) if p.ndim == 3 else p for p, (_, _, pl) in zip(probs, placed)]
+
+
 def _predict_chunks(run: TrainedRun, files: list[Path], batch_size: int, tta: bool,
                     window: tuple[int, int] | None,
                     overlap: float) -> Iterator[tuple[Path, torch.Tensor, torch.Tensor]]:
-    """(path, image, probabilities at the image's own size) per file; model calls batched."""
-    if window is not None:  # native resolution, tiles batched within each image
-        for f in files:
-            img = _read(run, f)
-            yield f, img, sliding_window(lambda b: class_probabilities(run.model, b, run.rt, tta),
-                                         _normalised(run, _model_channels(run, img[None]))[0], window, overlap,
-                                         batch_size)
-        return
+    """(path, image, probabilities at the image's own size) per file; model calls batched. Images go through the
+    run's preprocessing; with --window, or where the training crop would leave part of an image unseen, they are
+    tiled at the training pixel size instead."""
+    prep, seg = run.preprocess, run.task == "segmentation"
     for i in range(0, len(files), batch_size):
         chunk = files[i: i + batch_size]
         images = [_read(run, f) for f in chunk]
-        x = torch.cat([resize_images(_model_channels(run, img[None]), run.input_size) for img in images])
-        probs = class_probabilities(run.model, _normalised(run, x), run.rt, tta)
-        for f, img, p in zip(chunk, images, probs):
-            if p.ndim == 3 and tuple(p.shape[-2:]) != tuple(img.shape[-2:]):  # back to the image's own size
-                p = F.interpolate(p[None], size=tuple(img.shape[-2:]), mode="bilinear", align_corners=False)[0]
-            yield f, img, p
+        tile = [window is not None or (seg and not prep.place(*img.shape[-2:]).whole) for img in images]
+        whole = iter(_batched(run, [img for img, t in zip(images, tile) if not t], tta) if not all(tile) else [])
+        for f, img, t in zip(chunk, images, tile):
+            yield f, img, (_tiled(run, img, window or prep.size, overlap, batch_size, tta) if t else next(whole))
+
+
+def _preprocess_notes(run: TrainedRun, window: tuple[int, int] | None) -> list[str]:
+    """What predict did to the images, in words (predict.json and the terminal)."""
+    prep = run.preprocess
+    notes = [f"images prepared as in training: {prep.words()}"]
+    if window is not None and not prep.native_scale:
+        notes.append(f"--window: each image is first scaled as in training, tiled with {window[0]}x{window[1]} "
+                     "windows, and the probabilities resized back to the image's own size")
+    elif window is None and prep.fit == "crop":
+        notes.append(f"trained on {prep.size[0]}x{prep.size[1]} crops: images larger than that are tiled with "
+                     "windows of that size at the training scale, so that every pixel gets a prediction")
+    return notes
 
 
 def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool = False,
@@ -330,7 +367,9 @@ def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool
     index = {"run_dir": str(run.run_dir), "task": run.task, "tta_flip": tta_flip,
              "window": list(window) if window else None, "overlap": overlap if window else None,
              "input_size": list(run.input_size), "class_names": run.class_names,
-             "mask_encoding": run.encoding.describe() if seg else None, "notes": run.notes + notes,
+             "preprocess": run.preprocess.describe(),
+             "mask_encoding": run.encoding.describe() if seg else None,
+             "notes": run.notes + notes + _preprocess_notes(run, window if seg else None),
              "images": written if seg else rows}
     (out / "predict.json").write_text(json.dumps(index, indent=2))
     return index
@@ -344,76 +383,5 @@ def _write_probabilities(rows: list[dict], class_names: list[str], path: Path) -
         w.writerows(rows)
 
 
-# ----------------------------------------------------------------------------- evaluation
-
-def _loss_for(run: TrainedRun, ignore_index: int | None, notes: list[str]):
-    """The run's training loss (class weights recomputed from its training split for weighted_ce)."""
-    from .losses import build_loss
-
-    r = run.recipe
-    params = {k: v for k, v in r.loss.params.items() if not (r.loss.name == "weighted_ce" and k == "scheme")}
-    weights = run.checkpoint.get("class_weights")
-    if r.loss.name == "weighted_ce" and weights is None:
-        try:
-            from .class_weights import weights_for
-            from .data.loading import load_run_data
-
-            weights = weights_for(load_run_data(r.data, r.train.seed).train, r.loss.params.get("scheme", "median"))
-        except DataError:
-            notes.append("training data not found: the loss is unweighted cross-entropy, not weighted_ce")
-            return build_loss("cross_entropy", {}, ignore_index)
-    return build_loss(r.loss.name, params, ignore_index, torch.as_tensor(weights) if weights is not None else None)
-
-
-def _free_path(folder: Path, stem: str) -> Path:
-    """folder/stem.json, or stem-2.json, stem-3.json ... when taken: evaluations never overwrite."""
-    for i in range(1, 10000):
-        p = folder / (f"{stem}.json" if i == 1 else f"{stem}-{i}.json")
-        try:
-            with open(p, "x"):
-                return p
-        except FileExistsError:
-            continue
-    raise CnnlabError(f"no free file name for {stem}.json in {folder}")
-
-
-def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split: str | None = None,
-                 out: str | Path | None = None, device: str = "auto",
-                 batch_size: int | None = None) -> tuple[dict, Path]:
-    """Metrics of a run's best model on any split (default: the recipe's test split), or on another data set of
-    the same format (data_root replaces data.root); writes evaluate_<split>.json into out (default the run dir)."""
-    from .data.loading import load_run_data, load_split
-    from .engine.steps import evaluate
-
-    run = load_run(run_dir, device)
-    r = run.recipe
-    split = split or r.data.test
-    if r.task not in ("segmentation", "classification"):
-        raise CnnlabError(f"evaluate handles segmentation and classification runs, not '{r.task}'")
-    cfg = replace(r.data, root=str(data_root)) if data_root is not None else r.data
-    cfg = cfg if cfg.size is not None else replace(cfg, size=list(run.input_size))  # no-op at the trained size
-    notes = list(run.notes)
-    if data_root is None and r.data.val_fraction > 0 and split == r.data.val:
-        data = load_run_data(r.data, r.train.seed).val  # the same seeded carve-out as in training
-        notes.append(f"'{split}' is carved from '{r.data.train}' (fraction {r.data.val_fraction}) as in training")
-    else:
-        data = load_split(cfg, split)
-    if list(data.class_names) != run.class_names:
-        raise DataError(f"{cfg.root}: classes {data.class_names} differ from the run's {run.class_names}",
-                        "evaluate on a data set with the same classes")
-    ignore = data.ignore_index if isinstance(data, SegData) else None
-    loss_fn = _loss_for(run, ignore, notes)
-    metrics, cm = evaluate(run.model, data, run.rt, run.norm, loss_fn, batch_size or r.train.eval_batch_size)
-    result = {"run_dir": str(run.run_dir), "checkpoint": "best.pt", "best_epoch": run.best_epoch,
-              "data_format": cfg.format, "data_root": str(cfg.root), "split": split, "n_images": len(data),
-              "input_size": list(cfg.size),
-              "metrics": metrics, "class_names": run.class_names, "device": str(run.rt.device),
-              "precision": run.rt.precision, "notes": notes + list(data.notes)}
-    if isinstance(data, SegData):
-        result["per_class"] = cm.summary(run.class_names)["per_class"]
-    folder = Path(out) if out is not None else Path(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = _free_path(folder, f"evaluate_{split.replace('/', '_')}")
-    path.write_text(json.dumps(result, indent=2))
-    return result, path
-
+# evaluation lives in infer_evaluate (it needs the data readers and the training loss, predict does not)
+from .infer_evaluate import evaluate_run  # noqa: F401  (re-exported: `from cnnlab.infer import evaluate_run`)

@@ -58,11 +58,16 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int 
                            label_smoothing=label_smoothing)
 
 
+# Loss registry: name -> the loss.params keys it takes (weighted_ce's go to class_weights.build_weighted_ce).
+LOSSES: dict[str, set[str]] = {"dice": {"smooth", "include_background"}, "cross_entropy": {"label_smoothing"},
+                               "dice_ce": {"smooth", "include_background", "ce_weight"}, "weighted_ce": set(),
+                               "mse": set()}
+
+
 def build_loss(name: str, params: dict, ignore_index: int | None = None, train=None) -> Loss:
     """A loss function of (logits, target) from the recipe's loss section (train: split for class weights)."""
     params = dict(params)
-    allowed = {"dice": {"smooth", "include_background"}, "cross_entropy": {"label_smoothing"},
-               "dice_ce": {"smooth", "include_background", "ce_weight"}, "weighted_ce": set(), "mse": set()}
+    allowed = LOSSES
     lookup(allowed, name, "loss")
     if name == "weighted_ce":  # weights from the training split's class frequencies (class_weights.py)
         from .class_weights import build_weighted_ce

@@ -5,6 +5,10 @@ side; each tile's class probabilities are weighted by a window that is high in t
 at the edges, so that the pixels a tile sees with little context (near its border, where the convolutions ran
 on zero padding) count least. Images smaller than the tile are padded (with zeros of the normalised input, i.e.
 the training mean) and the padding is cut off again.
+
+The tiles must show the model pixels of the size it was trained on: `cnnlab predict --window` first scales each
+image as training scaled it (`Preprocess.training_scale`), tiles that, and resizes the probabilities back; tiling a
+native image that training had shrunk gives near-empty masks.
 """
 from __future__ import annotations
 

@@ -51,6 +51,7 @@ import yaml
 
 from .config import read_yaml, recipe_from_dict
 from .errors import CnnlabError, ConfigError, did_you_mean
+from .recipe_check import check_recipe
 
 STUDY_KEYS = ("name", "base", "out", "seeds", "common", "grid", "stages", "variants", "baseline", "metric",
               "evaluate", "description")
@@ -235,6 +236,7 @@ def _validate_runs(plan: StudyPlan) -> None:
         sets = [STAGE_REF.sub(lambda m: f"stage-{m.group(1)}-best.pt", s) for s in run.overrides]
         try:
             recipe = recipe_from_dict(copy.deepcopy(run.raw), sets)
+            check_recipe(recipe)  # registered names and memory: before the study folder exists
         except ConfigError as e:
             raise ConfigError(f"study run {run.name}: {e.message}", e.hint) from None
         tasks[run.group] = recipe.task

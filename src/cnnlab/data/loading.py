@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +35,29 @@ def load_split(cfg: DataConfig, split: str) -> Split:
     reader = lookup(FORMATS, cfg.format, "data format")
     root = Path(cfg.root).expanduser()
     if not root.exists():
-        raise DataError(f"data root not found: {root}", "set data.root, or write a synthetic set with "
-                        f"`cnnlab data synth {cfg.format} --out {root}`")
+        raise DataError(f"data root not found: {root}", missing_root_hint(cfg.format, root))
     return reader.load(root, split, size=cfg.size, **cfg.options)
+
+
+# Formats read from another format's synthetic set (the endovis writer also writes colorization/).
+SYNTH_WRITER = {"endovis_colorization": "endovis"}
+
+
+def missing_root_hint(fmt: str, root: Path) -> str:
+    """What to do about a missing data root; only formats with a synthetic writer get a `cnnlab data synth` command
+    (printing one for any format once sent users to `cnnlab data synth folders`, which does not exist)."""
+    from .synthetic import SYNTHETIC
+
+    writer = SYNTH_WRITER.get(fmt, fmt)
+    if writer in SYNTHETIC:
+        out = shlex.quote(str(root))
+        return f"set data.root, or write a synthetic set with `cnnlab data synth {writer} --out {out}`"
+    if fmt == "folders":
+        return ("set data.root to the folder holding your images and masks folders; "
+                "`cnnlab new --images DIR --masks DIR --out RECIPE` writes a recipe for them")
+    if fmt == "digits":
+        return "the digits ship with scikit-learn and data.root is not read: set it to any existing folder, e.g. ."
+    return "set data.root to the folder holding the data set"
 
 
 def list_splits(reader, root: Path, options: dict) -> list[str]:

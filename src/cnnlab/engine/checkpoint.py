@@ -11,11 +11,29 @@ import torch
 from ..errors import CnnlabError
 
 
+def current_umask() -> int:
+    """The process umask: from /proc on Linux, else read by setting it and setting it straight back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save(obj: dict, path: Path) -> None:
-    """Write obj to path so that a crash at any point leaves the previous file intact."""
+    """Write obj to path so that a crash at any point leaves the previous file intact.
+
+    mkstemp creates its file 0600; the checkpoint gets the mode every other file of the run gets (0666 less the
+    user's umask), so a group that can read the run dir can read its checkpoints too.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()

@@ -72,14 +72,30 @@ def barrier() -> None:
         dist.barrier()
 
 
-def wrap(model: nn.Module, sync_batchnorm: bool) -> nn.Module:
-    """DistributedDataParallel around the model when running under torchrun."""
+def prepare(model: nn.Module, sync_batchnorm: bool) -> nn.Module:
+    """The module DDP will wrap: BatchNorm layers become SyncBatchNorm when asked (under torchrun only)."""
+    if world() > 1 and sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+def ddp(model: nn.Module) -> nn.Module:
+    """DistributedDataParallel over the parameters that require grad now; the plain model in one process.
+
+    DDP fixes the set of parameters it all-reduces when it is built and then waits for a gradient of each one, so a
+    model whose encoder is frozen for the first epochs is wrapped again whenever that set changes (trainable_key):
+    a wrapper built before freezing fails with "Expected to have finished reduction"; one built while frozen
+    would never reduce the unfrozen encoder's gradients.
+    """
     if world() == 1:
         return model
-    if sync_batchnorm:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def trainable_key(model: nn.Module) -> tuple[bool, ...]:
+    """Which parameters require grad: when this changes, a DDP wrapper must be rebuilt (see ddp)."""
+    return tuple(p.requires_grad for p in model.parameters())
 
 
 def unwrap(model: nn.Module) -> nn.Module:

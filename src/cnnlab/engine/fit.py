@@ -11,7 +11,7 @@ from rich.console import Console
 from ..config import Recipe
 from ..data.loading import RunData
 from ..errors import CnnlabError, ConfigError
-from .distributed import all_sum, rank, shard, world
+from .distributed import all_sum, rank, shard, unwrap, world
 from .runtime import Runtime
 from .steps import Normalizer, make_batch
 
@@ -19,7 +19,25 @@ console = Console(highlight=False, soft_wrap=True)
 
 
 class TrainingDiverged(CnnlabError):
-    """The loss became NaN or infinite."""
+    """The loss, a weight or a BatchNorm statistic became NaN or infinite."""
+
+
+def nonfinite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the floating-point parameters and buffers holding a NaN or an infinity.
+
+    Why: a finite loss does not prove finite weights (lr=1e6 with BatchNorm leaves inf running variances while
+    the training loss, computed with batch statistics, stays finite). One fused max-abs per tensor (NaN
+    propagates, nothing overflows as a squared norm would) and a single host sync: cheap enough for every epoch.
+    """
+    named = [(n, t.detach()) for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_floating_point()]
+    if not named:
+        return []
+    peaks = torch.stack([m.float() for m in torch._foreach_norm([t for _, t in named], ord=math.inf)])
+    ok = torch.isfinite(peaks)
+    if bool(all_sum(ok.all().logical_not().to(torch.float64).cpu().reshape(1))[0] == 0):
+        return []  # every rank is finite (all ranks agree, so all stop together)
+    bad = [named[i][0] for i in (~ok).nonzero().flatten().tolist()]
+    return bad or ["(on another process)"]
 
 
 @dataclass
@@ -79,8 +97,12 @@ def _set_encoder_trainable(model: torch.nn.Module, trainable: bool) -> None:
 
 
 def train_one_epoch(model, data: RunData, r: Recipe, rt: Runtime, norm: Normalizer, loss_fn, opt,
-                    epoch: int) -> tuple[float, int, float]:
-    """One pass over the shuffled training split; returns mean loss, images seen, seconds."""
+                    epoch: int, scaler: torch.amp.GradScaler | None = None) -> tuple[float, int, float]:
+    """One pass over the shuffled training split; returns mean loss, images seen, seconds.
+
+    scaler: the run's one fp16 GradScaler (created once and checkpointed, so its scale carries over epochs and
+    resumes). Ends by checking every weight and buffer is finite: a diverged epoch never reaches a checkpoint.
+    """
     model.train()
     base = r.train.seed * 100003 + epoch                 # per-epoch seeds: resume reproduces the epoch exactly
     g = torch.Generator().manual_seed(base)              # same permutation on every rank
@@ -94,7 +116,6 @@ def train_one_epoch(model, data: RunData, r: Recipe, rt: Runtime, norm: Normaliz
     batches = perm[: len(perm) - len(perm) % bs].split(bs) if len(perm) >= bs else [perm]
     if r.train.max_steps_per_epoch:
         batches = batches[: r.train.max_steps_per_epoch]
-    scaler = rt.grad_scaler()
     total, seen, t0 = 0.0, 0, time.perf_counter()
     for step, global_idx in enumerate(batches):
         idx = shard(global_idx)
@@ -103,9 +124,7 @@ def train_one_epoch(model, data: RunData, r: Recipe, rt: Runtime, norm: Normaliz
             out = model(x)
         loss = loss_fn(out, y)
         if not torch.isfinite(loss):
-            raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                   "the last good checkpoint is kept",
-                                   "lower optim.lr, or try train.precision=fp32")
+            raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -116,5 +135,9 @@ def train_one_epoch(model, data: RunData, r: Recipe, rt: Runtime, norm: Normaliz
             opt.step()
         total += loss.item() * len(idx)
         seen += len(idx)
+    bad = nonfinite_tensors(unwrap(model))
+    if bad:
+        raise TrainingDiverged(f"training diverged: {len(bad)} weight/statistics tensors became NaN or infinite "
+                               f"during epoch {epoch + 1} (checked after its step {len(batches)}; first: {bad[0]})")
     sums = all_sum(torch.tensor([total, float(seen)], dtype=torch.float64))
     return float(sums[0] / sums[1].clamp(min=1)), int(sums[1]), time.perf_counter() - t0

@@ -1,15 +1,21 @@
 """Run directories: always new, with the resolved config, git hash and environment written first."""
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+import yaml
 
 from ..config import Recipe, dump_recipe
 from ..errors import CnnlabError
@@ -59,11 +65,122 @@ def environment() -> dict:
     return env
 
 
-def write_config(run_dir: Path, recipe: Recipe) -> None:
-    """config.yaml (every default written out) headed by the git hash; env.json beside it."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace a small text file in one step (a kill mid-write leaves the old file, never half a file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_config(run_dir: Path, recipe: Recipe, resumes: list[dict] | None = None) -> None:
+    """config.yaml (every default written out) headed by the git hash; env.json beside it.
+
+    With resumes (a resumed run), config.yaml is rewritten as the recipe that ran last, its header listing each
+    resume and its overrides; env.json keeps the environment the run started in.
+    """
     header = f"# cnnlab resolved recipe\n# git: {git_hash()}\n"
-    (run_dir / "config.yaml").write_text(header + dump_recipe(recipe))
-    (run_dir / "env.json").write_text(json.dumps({**environment(), "git": git_hash()}, indent=2))
+    for h in resumes or []:
+        sets = " ".join(f"--set {shlex.quote(o)}" for o in h["overrides"]) or "no overrides"
+        header += f"# resumed {h['time']} after epoch {h['from_epoch']} ({sets}); see {HISTORY}\n"
+    write_text_atomic(run_dir / "config.yaml", header + dump_recipe(recipe))
+    if resumes is None:
+        (run_dir / "env.json").write_text(json.dumps({**environment(), "git": git_hash()}, indent=2))
+
+
+HISTORY = "history.yaml"
+
+
+def read_resumes(run_dir: Path) -> list[dict]:
+    """The run's resume history (history.yaml), oldest first; empty for a run never resumed."""
+    path = Path(run_dir) / HISTORY
+    if not path.is_file():
+        return []
+    return list((yaml.safe_load(path.read_text()) or {}).get("resumes") or [])
+
+
+def record_resume(run_dir: Path, recipe: Recipe, from_epoch: int, overrides: list[str]) -> list[dict]:
+    """Append this resume to history.yaml and rewrite config.yaml as the recipe that now runs.
+
+    Why: `--resume --set train.epochs=N` changes what runs; the run dir must say so, and say when and from where.
+    """
+    entries = read_resumes(run_dir) + [{"time": time.strftime("%Y-%m-%d %H:%M:%S"), "from_epoch": from_epoch,
+                                        "epochs": recipe.train.epochs, "overrides": list(overrides),
+                                        "git": git_hash()}]
+    write_text_atomic(Path(run_dir) / HISTORY, yaml.safe_dump({"resumes": entries}, sort_keys=False))
+    write_config(Path(run_dir), recipe, entries)
+    return entries
+
+
+DERIVED = ("export", "evaluate_*.json")  # made from best.pt by `cnnlab export` / `cnnlab evaluate`
+
+
+def set_aside_derived(run_dir: Path, best_epoch: int) -> Path | None:
+    """Move files made from the current best.pt into stale/<time>/ (with a README) before training changes it.
+
+    Moved, not deleted: nothing the user made is lost, and nothing left at the top describes another model.
+    """
+    run_dir = Path(run_dir)
+    found = [p for pattern in DERIVED for p in sorted(run_dir.glob(pattern))]
+    if not found:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = run_dir / "stale" / stamp
+    for i in range(2, 1000):
+        if not dest.exists():
+            break
+        dest = run_dir / "stale" / f"{stamp}-{i}"
+    dest.mkdir(parents=True)
+    run = shlex.quote(str(run_dir))
+    (dest / "README.txt").write_text(
+        f"These files were made from best.pt as it was at epoch {best_epoch}, before the run was resumed on "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')} to train further; they do not describe the run's best.pt any more.\n"
+        f"Make them again from the new best.pt with: cnnlab export {run} --format onnx (or torchscript) and "
+        f"cnnlab evaluate {run}\n")
+    for p in found:
+        os.replace(p, dest / p.name)
+    return dest
+
+
+LOCK = ".lock"
+_HELD: dict[str, int] = {}  # run dirs this process holds locked -> lock file descriptor
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive flock on run_dir/.lock while training; a second process gets one line and exit 2.
+
+    Re-entrant within a process (resume locks, then train runs inside). Only rank 0 locks under torchrun. The
+    lock dies with the process (kill -9 included), so it never needs cleaning up.
+    """
+    from .distributed import is_main
+
+    key = str(Path(run_dir).resolve())
+    if key in _HELD or not is_main():
+        yield
+        return
+    fd = os.open(Path(run_dir) / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise CnnlabError(f"run dir is in use by {who}: {run_dir}", "wait for it to end (or stop it), then: "
+                              f"cnnlab train --resume {shlex.quote(str(run_dir))}") from None
+        fd = -1  # a file system without flock: run unlocked rather than not at all
+    if fd < 0:
+        yield
+        return
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _HELD[key] = fd
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        os.ftruncate(fd, 0)
+        os.close(fd)
 
 
 def check_free_space(run_dir: Path, model: torch.nn.Module) -> None:

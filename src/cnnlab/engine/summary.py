@@ -13,7 +13,7 @@ from ..data.loading import RunData
 from ..data.types import ClsData, SegData
 from ..models.classifiers import count_parameters
 from .distributed import is_main
-from .rundir import environment, git_hash
+from .rundir import environment, git_hash, read_resumes
 from .steps import evaluate, predict_logits
 
 METRIC_CONVENTIONS = {
@@ -45,6 +45,7 @@ def write_summary(r: Recipe, rt, data: RunData, core, loss_fn, state, norm, run_
         "device": str(rt.device), "precision": rt.precision, "channels_last": rt.channels_last,
         "git": git_hash(), "env": environment(), "class_names": data.class_names, "notes": data.notes,
         "metric_conventions": METRIC_CONVENTIONS,
+        "resumes": read_resumes(run_dir),  # each resume: time, from_epoch, epochs, overrides (history.yaml)
     }
     trainable, total = count_parameters(core)
     summary["parameters"] = {"trainable": trainable, "total": total}

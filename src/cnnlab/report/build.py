@@ -16,8 +16,10 @@ from .palette import class_colors
 CAPTIONS = {
     "loss_curves.png": "Training and validation loss per epoch (validation metric on the right axis, where shown).",
     "per_class_dice.png": "Strict Dice per class on the evaluated split, each class in its overlay colour.",
-    "overlays.png": "Worst (top rows) and best (bottom rows) images by per-image strict Dice: input, ground truth "
-                    "and prediction overlays in the class colours of the legend.",
+    "overlays.png": "Worst (top rows) and best (bottom rows) images by per-image Dice (binary tasks: the foreground "
+                    "class's Dice, as in the per-image Dice above; multi-class: the mean over the classes in that "
+                    "image's ground truth): input, ground truth and prediction overlays in the class colours of the "
+                    "legend.",
     "colorization_samples.png": "Colorization pre-training: grey input, predicted colours, true colours.",
     "confusion_matrix.png": "Confusion matrix: rows are true classes, columns predicted; colour = share of the "
                             "true class, numbers = counts.",

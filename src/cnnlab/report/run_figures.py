@@ -13,6 +13,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from ..config import Recipe  # noqa: E402
 from ..data.types import ClsData, ColorData, SegData  # noqa: E402
+from ..boundary import dice_per_image  # noqa: E402
 from ..metrics import ConfusionMatrix  # noqa: E402
 from .palette import class_colors, display_image, overlay  # noqa: E402
 
@@ -43,7 +44,7 @@ def loss_curves(history: list[dict], path: Path, title: str = "") -> Path:
 
 
 def per_image_dice(pred: torch.Tensor, target: torch.Tensor, n: int, ignore: int | None) -> torch.Tensor:
-    """Strict Dice per image: mean over the classes present in that image's ground truth."""
+    """Strict Dice per image: mean over the classes present in that image's ground truth (NaN: no valid pixel)."""
     out = []
     for p, t in zip(pred, target):
         cm = ConfusionMatrix(n, ignore)
@@ -53,10 +54,36 @@ def per_image_dice(pred: torch.Tensor, target: torch.Tensor, n: int, ignore: int
     return torch.tensor(out)
 
 
-def seg_overlays(split: SegData, pred: torch.Tensor, scores: torch.Tensor, path: Path, k: int = 3) -> Path:
-    """Best and worst k images: input, ground truth overlay, prediction overlay, with a class legend."""
-    order = torch.argsort(torch.nan_to_num(scores, nan=-1.0))
-    picks = list(dict.fromkeys(order[:k].tolist() + order[-k:].tolist()[::-1]))
+def overlay_scores(pred: torch.Tensor, target: torch.Tensor, n: int, ignore: int | None
+                   ) -> tuple[torch.Tensor, str]:
+    """Per-image Dice the report states, and its name for the figure titles.
+
+    Binary tasks: the foreground class's Dice per image (the report's 'per-image Dice'; background would flatter
+    every image, e.g. 0.37 where the foreground scored 0.16). Multi-class: the strict mean over the classes present
+    in that image's ground truth, background included, as the headline; the title says so.
+    """
+    if n == 2:
+        valid = None if ignore is None else target != ignore
+        return dice_per_image(pred == 1, target == 1, valid).float(), "foreground Dice"
+    return per_image_dice(pred, target, n, ignore), "mean Dice, classes in this image"
+
+
+def pick_worst_and_best(scores: torch.Tensor, k: int) -> tuple[list[int], list[int]]:
+    """The k lowest and k highest scored images (worst first, best last); unscored (NaN) images are neither."""
+    scored = torch.nonzero(~torch.isnan(scores)).flatten()
+    order = scored[torch.argsort(scores[scored], stable=True)].tolist()
+    worst = order[:k]
+    best = [i for i in order[::-1][:k] if i not in worst]
+    return worst, best
+
+
+def seg_overlays(split: SegData, pred: torch.Tensor, scores: torch.Tensor, path: Path, k: int = 3,
+                 score_name: str = "Dice") -> Path:
+    """Worst and best k images by the stated per-image score: input, ground truth overlay, prediction overlay."""
+    worst, best = pick_worst_and_best(scores, k)
+    picks = worst + best[::-1]
+    if not picks:  # no image has a valid pixel: nothing honest to rank
+        picks = list(range(min(k, len(split))))
     n = len(split.class_names)
     fig, axes = plt.subplots(len(picks), 3, figsize=(9, 2.6 * len(picks)), squeeze=False)
     for row, i in enumerate(picks):
@@ -64,9 +91,10 @@ def seg_overlays(split: SegData, pred: torch.Tensor, scores: torch.Tensor, path:
         axes[row, 0].imshow(display_image(img))
         axes[row, 1].imshow(overlay(img, split.masks[i], n, ignore_index=split.ignore_index))
         axes[row, 2].imshow(overlay(img, pred[i], n))
-        axes[row, 0].set_title(f"{split.names[i]}")
+        rank = "worst" if i in worst else "best" if i in best else "unscored"
+        axes[row, 0].set_title(f"{split.names[i]} ({rank})")
         axes[row, 1].set_title("ground truth")
-        axes[row, 2].set_title(f"prediction (Dice {scores[i]:.2f})")
+        axes[row, 2].set_title(f"prediction ({score_name} {scores[i]:.2f})")
         for a in axes[row]:
             a.axis("off")
     cols = class_colors(n) / 255
@@ -87,8 +115,8 @@ def write_run_figures(run_dir: Path, r: Recipe, model, split, history, rt, norm,
     fig_dir.mkdir(exist_ok=True)
     paths = [loss_curves(history, fig_dir / "loss_curves.png", r.name)]
     if isinstance(split, SegData) and pred is not None:
-        scores = per_image_dice(pred, split.masks, len(split.class_names), split.ignore_index)
-        paths.append(seg_overlays(split, pred, scores, fig_dir / "overlays.png"))
+        scores, score_name = overlay_scores(pred, split.masks, len(split.class_names), split.ignore_index)
+        paths.append(seg_overlays(split, pred, scores, fig_dir / "overlays.png", score_name=score_name))
     if isinstance(split, ClsData):
         paths += classification_figures(model, split, rt, norm, r.train.eval_batch_size, cm, fig_dir)
     if isinstance(split, ColorData):

@@ -1,7 +1,6 @@
 """`cnnlab data check folders` and `cnnlab new`: survey a users' image/mask folders, collecting every problem."""
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,8 +9,8 @@ import numpy as np
 from ...errors import CnnlabError
 from . import _folders_masks as fm
 from .common import read_image
-from .folders import Layout, Options, channels_of, default_size, encoding_for, header, parse_options, read_input, \
-    scan_layout
+from .folders import GREY_MODES, Layout, Options, default_size, encoding_for, header, parse_options, read_input, \
+    scan_layout, summarize_sizes
 
 
 @dataclass
@@ -33,12 +32,17 @@ class Survey:
 
 
 def _pair_problems(layout: Layout, need_fov: bool, decode: bool) -> tuple[list[str], list[tuple[int, int]], int]:
-    """Unreadable files, size mismatches and missing FOV files, for every pair (not only the first)."""
-    problems, sizes = [], []
+    """Unreadable files, size mismatches and missing FOV files, for every pair (not only the first).
+
+    The channel count comes from the images whose header could be read: one unreadable file must not turn a
+    folder of colour photographs into "grey" (the default when nothing is known).
+    """
+    problems, sizes, modes = [], [], []
     for p in layout.all_pairs():
         try:
-            h, w, _ = header(p.image)
+            h, w, mode = header(p.image)
             sizes.append((h, w))
+            modes.append(mode)
             if decode:  # a truncated file passes the header read but not the decode
                 read_input(p.image, 1)
                 read_image(p.mask)
@@ -52,9 +56,7 @@ def _pair_problems(layout: Layout, need_fov: bool, decode: bool) -> tuple[list[s
             problems.append(e.message)
         if need_fov and p.fov is None:
             problems.append(f"{p.image}: no field-of-view file matches this image")
-    channels = 1
-    if sizes and not problems:
-        channels = channels_of(layout.all_pairs())
+    channels = 1 if all(m in GREY_MODES for m in modes) else 3
     return problems, sizes, channels
 
 
@@ -103,6 +105,11 @@ def _folder_line(role: str, files) -> str:
 
 def check_report(root: Path, **options) -> str:
     """The human summary of `cnnlab data check folders`."""
+    return survey_report(root, **options)[0]
+
+
+def survey_report(root: Path, **options) -> tuple[str, list[str]]:
+    """The human summary and the problems it lists (the command exits non-zero when there are any)."""
     s = survey(root, **options)
     lines = [f"folders data at {s.layout.root}"]
     for g in s.layout.groups:
@@ -115,10 +122,10 @@ def check_report(root: Path, **options) -> str:
         lines.append(f"  pairs: {len(g.pairs)} matched by {rules}")
     lines.append(f"  split: {s.layout.policy_note}")
     if s.sizes:
-        sizes = Counter(f"{h}x{w}" for h, w in s.sizes)
         kinds = "colour (3 channels)" if s.channels == 3 else "grey (1 channel)"
-        lines.append(f"  images: {kinds}; sizes (HxW): " + ", ".join(f"{k} ({c})" for k, c in sizes.most_common(8))
-                     + (f", ... ({len(sizes) - 8} more sizes)" if len(sizes) > 8 else ""))
+        unread = len(s.layout.all_pairs()) - len(s.sizes)
+        kinds += f" ({unread} unreadable image(s) not counted)" if unread else ""
+        lines.append(f"  images: {kinds}; sizes (HxW): {summarize_sizes(s.sizes)}")
         lines.append(f"  size: {default_size(s.sizes)[1]} (set data.size to choose)")
     if s.encoding:
         where = " inside the field of view" if s.opts.fov else ""
@@ -128,4 +135,4 @@ def check_report(root: Path, **options) -> str:
     lines += [f"  note: {w}" for w in s.warnings]
     lines.append(f"  problems ({len(s.problems)}):" if s.problems else "  problems: none")
     lines += [f"    - {p}" for p in s.problems]
-    return "\n".join(lines)
+    return "\n".join(lines), s.problems

@@ -1,27 +1,21 @@
-"""Images of any size and depth for the folders reader: 8-bit decoding, the default size, resize/pad/crop."""
-from __future__ import annotations
+"""Images of any size and depth for the folders reader: the default size, the fit policies, their notes.
 
-from pathlib import Path
+Decoding (`header`, `read_input`: 16-bit scaling, the decompression-bomb check) and the fit policies themselves
+(`preprocess.Preprocess`) are shared with the other readers, predict and export; this module keeps the folders
+reader's names for them.
+"""
+from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
-from ...errors import DataError
-from .common import read_image, resize_images, resize_masks
+from .common import header, read_input
+from .preprocess import MASK_PAD, Preprocess
 
-IGNORE = 255            # mask value of padding: excluded from loss and metrics (as outside the FOV)
+__all__ = ["IGNORE", "MAX_DEFAULT_SIDE", "default_size", "fit_note", "fit_one", "header", "read_input"]
+
+IGNORE = MASK_PAD       # mask value of padding: excluded from loss and metrics (as outside the FOV)
 MAX_DEFAULT_SIDE = 1024
-
-
-def header(path: Path) -> tuple[int, int, str]:
-    """(height, width, mode) without decoding pixels; a DataError naming an unreadable file."""
-    try:
-        with Image.open(path) as im:
-            return im.size[1], im.size[0], im.mode
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: not a readable image ({str(e)[:60]})", "replace or remove the file") from None
 
 
 def default_size(sizes: list[tuple[int, int]]) -> tuple[list[int], str]:
@@ -34,41 +28,11 @@ def default_size(sizes: list[tuple[int, int]]) -> tuple[list[int], str]:
                     f"multiple of 16{cap}")
 
 
-def read_input(path: Path, channels: int) -> np.ndarray:
-    """An image as H x W (x 3) uint8; 16-bit and float images are scaled by their own maximum."""
-    mode = header(path)[2]
-    if mode.startswith("I") or mode == "F":
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im, dtype=np.float64)
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path}: not a readable image ({str(e)[:60]})", "replace or remove the file") from None
-        arr = np.round(255 * arr / max(arr.max(initial=0), 1e-12)).clip(0, 255).astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=2) if channels == 3 else arr
-    return read_image(path, "RGB" if channels == 3 else "L")
-
-
 def fit_one(img: torch.Tensor, mask: torch.Tensor, size: list[int], fit: str, keep_aspect: bool
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """C x H x W image and H x W mask to exactly size by the policy (images bilinear, masks nearest, pad 0/255)."""
-    th, tw = size
-    h, w = img.shape[-2:]
-    if fit == "resize" and not keep_aspect:
-        return resize_images(img[None], size)[0], resize_masks(mask[None], size)[0]
-    if fit == "crop":
-        s = max(th / h, tw / w) if (h < th or w < tw) else 1.0  # cover the size, then centre-crop
-    else:
-        s = min(th / h, tw / w) if fit == "resize" else min(th / h, tw / w, 1.0)  # fit inside, then pad
-    if s != 1.0:
-        nh, nw = max(1, round(h * s)), max(1, round(w * s))
-        img, mask = resize_images(img[None], [nh, nw])[0], resize_masks(mask[None], [nh, nw])[0]
-        h, w = nh, nw
-    if fit == "crop":
-        top, left = (h - th) // 2, (w - tw) // 2
-        return img[:, top:top + th, left:left + tw].contiguous(), mask[top:top + th, left:left + tw].contiguous()
-    top, left = (th - h) // 2, (tw - w) // 2
-    pad = (left, tw - w - left, top, th - h - top)
-    return F.pad(img, pad, value=0), F.pad(mask, pad, value=IGNORE)
+    x, m, _ = Preprocess((int(size[0]), int(size[1])), fit, keep_aspect).apply(img, mask)
+    return x, m
 
 
 def fit_note(size: list[int], fit: str, keep_aspect: bool) -> str:

@@ -1,17 +1,31 @@
-"""Shared reader pieces: junk-file filtering, safe image decoding, resizing stacks of uint8 tensors."""
+"""Shared reader pieces: junk-file filtering, safe image decoding, resizing stacks of uint8 tensors.
+
+Every image file cnnlab reads goes through `open_image` (Pillow's decompression-bomb check becomes a DataError
+naming the file) and every model input through `read_input` (16-bit and float images scaled the same way in
+every reader and in predict, so that training and prediction on the same file agree).
+"""
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import threading
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from ...errors import DataError
+from ...errors import ConfigError, DataError
 
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini", "__MACOSX", ".ipynb_checkpoints"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
+PIXEL_LIMIT_ENV = "CNNLAB_MAX_IMAGE_PIXELS"  # raises Pillow's decompression-bomb limit for trusted large files
+WIDE_MODES = ("I", "F")  # mode prefixes of 16/32-bit integer and float images (I, I;16, I;16B, ..., F)
+_OPEN_LOCK = threading.Lock()  # warnings filters are process-wide: readers decode in threads (VOC)
 
 
 def is_junk(p: Path) -> bool:
@@ -19,21 +33,74 @@ def is_junk(p: Path) -> bool:
     return p.name in JUNK_NAMES or p.name.startswith("._")
 
 
-def read_image(path: Path, mode: str | None = None) -> np.ndarray:
-    """Decode one image file to a uint8 array, or a DataError naming the file."""
+def _pixel_limit() -> int | None:
+    """Pillow's limit, raised by CNNLAB_MAX_IMAGE_PIXELS when set (the user vouches for the files)."""
+    text = os.environ.get(PIXEL_LIMIT_ENV)
+    if text:
+        if not text.strip().isdigit() or int(text) < 1:
+            raise ConfigError(f"{PIXEL_LIMIT_ENV}={text!r} is not a positive whole number of pixels",
+                              f"e.g. {PIXEL_LIMIT_ENV}=500000000")
+        Image.MAX_IMAGE_PIXELS = int(text)
+    return Image.MAX_IMAGE_PIXELS
+
+
+def bomb_error(path: Path, e: Exception) -> DataError:
+    """The one line for an image over Pillow's decompression-bomb limit: the file, its pixels, the limit, a way on."""
+    found = re.search(r"\((\d+) pixels\)", str(e))
+    pixels = f"{int(found.group(1)):,} pixels" if found else "more pixels than allowed"
+    limit = Image.MAX_IMAGE_PIXELS
+    raise_to = int(found.group(1)) if found else 2 * (limit or 0)
+    return DataError(f"{path}: {pixels}, over Pillow's decompression-bomb limit of {limit:,} pixels (a file this "
+                     "large can exhaust memory)", f"downscale or tile the image; if you trust the file, run again "
+                     f"with {PIXEL_LIMIT_ENV}={raise_to} before the command")
+
+
+@contextlib.contextmanager
+def open_image(path: Path) -> Iterator[Image.Image]:
+    """Image.open for readers: over the decompression-bomb limit (Pillow's warning or error) is a DataError naming
+    the file instead of a traceback or an anonymous warning; other decode errors are left to the caller."""
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        _pixel_limit()
+        try:
+            im = Image.open(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise bomb_error(Path(path), e) from None
+    with im:
+        try:
+            yield im
+        except Image.DecompressionBombError as e:  # frames of animated files are checked again when loaded
+            raise bomb_error(Path(path), e) from None
+
+
+def _decode_error(path: Path, e: BaseException) -> DataError:
+    if isinstance(e, FileNotFoundError):
+        return DataError(f"{path}: file not found")
+    if isinstance(e, PermissionError):
+        return DataError(f"{path}: not readable (permission denied)", "check the file's permissions")
+    return DataError(f"{path}: not a readable image ({str(e)[:60]})", "the file is corrupt or truncated; "
+                     "replace or remove it")
+
+
+def header(path: Path) -> tuple[int, int, str]:
+    """(height, width, mode) without decoding pixels; a DataError naming an unreadable or oversized file."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
+            return im.size[1], im.size[0], im.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise _decode_error(path, e) from None
+
+
+def read_image(path: Path, mode: str | None = None) -> np.ndarray:
+    """Decode one image file to a uint8 array, or a DataError naming the file (masks: values kept, never scaled)."""
+    try:
+        with open_image(path) as im:
             im.load()
             if mode is not None and im.mode != mode:
                 im = im.convert(mode)
             arr = np.asarray(im)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except PermissionError:
-        raise DataError(f"{path}: not readable (permission denied)", "check the file's permissions") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: not a readable image ({str(e)[:60]})", "the file is corrupt or truncated; "
-                        "replace or remove it") from None
+        raise _decode_error(path, e) from None
     if arr.dtype != np.uint8:
         if arr.dtype == bool:
             arr = arr.astype(np.uint8)
@@ -41,6 +108,34 @@ def read_image(path: Path, mode: str | None = None) -> np.ndarray:
             arr = arr.astype(np.uint8)
         else:
             raise DataError(f"{path}: unsupported pixel type {arr.dtype}", "save it as 8-bit")
+    return arr
+
+
+def scale_wide(arr: np.ndarray) -> np.ndarray:
+    """16-bit, 32-bit and float pixels -> uint8 by the image's own maximum (negative values become 0).
+
+    Why the own maximum: 16-bit files rarely use the full 0..65535 range (12-bit cameras, microscopes), so a fixed
+    /257 would make them nearly black, and Pillow's convert to 8 bits clips them to white."""
+    arr = np.asarray(arr, dtype=np.float64)
+    return np.round(255 * arr / max(arr.max(initial=0), 1e-12)).clip(0, 255).astype(np.uint8)
+
+
+def read_input(path: Path, channels: int) -> np.ndarray:
+    """A model input as H x W (channels 1) or H x W x 3 uint8, the same in every reader and in predict.
+
+    8-bit files are converted by Pillow (grey repeated to RGB, colour averaged to grey); 16-bit, 32-bit and float
+    grey files are scaled by `scale_wide`, then repeated to RGB when 3 channels are asked for."""
+    try:
+        with open_image(path) as im:
+            if not im.mode.startswith(WIDE_MODES):
+                im.load()
+                arr = np.asarray(im if im.mode == ("RGB" if channels == 3 else "L")
+                                 else im.convert("RGB" if channels == 3 else "L"))
+            else:
+                arr = scale_wide(np.asarray(im))
+                arr = np.repeat(arr[..., None], 3, axis=2) if channels == 3 else arr
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise _decode_error(path, e) from None
     return arr
 
 

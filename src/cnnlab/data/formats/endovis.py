@@ -10,7 +10,8 @@ import torch
 
 from ...errors import DataError
 from ..types import SegData
-from .common import class_shares, inside_root, is_junk, read_image, resize_images, resize_masks, to_chw
+from .common import class_shares, inside_root, is_junk, read_image, read_input, resize_images, resize_masks, \
+    to_chw
 
 SEG_SPLITS = ("train", "validation", "test")
 COLOR_SPLITS = ("train_cor", "validation_cor")
@@ -113,7 +114,7 @@ def load(root: Path, split: str, size: list[int] | None = None, **options) -> Se
             if not p.is_file():
                 raise DataError(f"{p}: missing", f"each sample folder needs {d.name}_input.jpg and {d.name}_mask.png")
             inside_root(p, split_dir)
-        img = read_image(img_p, "RGB")
+        img = read_input(img_p, 3)
         mask = _decode_mask(mask_p, lut)
         if img.shape[:2] != mask.shape[:2]:
             raise DataError(f"{mask_p}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "

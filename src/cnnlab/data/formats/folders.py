@@ -308,10 +308,10 @@ def load(root: Path, split: str, /, size: list[int] | None = None, **options) ->
         size, size_note = default_size([header(p.image)[:2] for p in everything])
     size = list(size)
     channels = channels_of(everything)
-    images, masks, native, snapped, outside, pixels = [], [], Counter(), 0, 0, 0
+    images, masks, native, snapped, outside, pixels = [], [], [], 0, 0, 0
     for pair in pairs:
         img, mask, n_snap, n_out = _read_pair(pair, channels, enc, bool(opts.fov))
-        native[f"{img.shape[0]}x{img.shape[1]}"] += 1
+        native.append(img.shape[:2])
         snapped, outside, pixels = snapped + n_snap, outside + n_out, pixels + mask.size
         x, m = fit_one(to_chw(img), torch.from_numpy(mask), size, opts.fit, opts.keep_aspect)
         images.append(x)
@@ -326,10 +326,26 @@ def load(root: Path, split: str, /, size: list[int] | None = None, **options) ->
                      f"metrics ({100 * outside / max(pixels, 1):.1f}% of pixels before resizing)")
     if size_note:
         notes.append(size_note)
-    notes.append(f"{name}: {fit_note(size, opts.fit, opts.keep_aspect)}; native sizes (HxW) " +
-                 ", ".join(f"{s} ({c})" for s, c in native.most_common()))
+    notes.append(f"{name}: {fit_note(size, opts.fit, opts.keep_aspect)}")
+    notes.append(f"{name}: native sizes (HxW): {summarize_sizes(native)}")
     return SegData(torch.stack(images), torch.stack(masks), [p.name for p in pairs], list(enc.class_names),
                    ignore_index_for(opts, enc), notes)
+
+
+def summarize_sizes(sizes: list[tuple[int, int]], listed: int = 4) -> str:
+    """Image sizes in a line of bounded length: all of them when few, else count, min/median/max, most common.
+
+    Real folders can hold hundreds of distinct sizes; listing each made a note of thousands of characters that
+    summary.json and the report repeated.
+    """
+    counts = Counter(f"{h}x{w}" for h, w in sizes)
+    if len(counts) <= listed:
+        return ", ".join(f"{k} ({c})" for k, c in counts.most_common())
+    hs, ws = np.array([s[0] for s in sizes]), np.array([s[1] for s in sizes])
+    line = (f"{len(counts)} distinct over {len(sizes)} images; min {hs.min()}x{ws.min()}, median "
+            f"{np.median(hs):g}x{np.median(ws):g}, max {hs.max()}x{ws.max()} (each side on its own)")
+    common = [f"{k} ({c})" for k, c in counts.most_common(3) if c > 1]  # a size seen once is not "common"
+    return line + (f"; most common {', '.join(common)}" if common else "")
 
 
 def list_splits(root: Path, **options) -> list[str]:

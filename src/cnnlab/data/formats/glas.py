@@ -20,7 +20,7 @@ import torch
 from ...errors import ConfigError, DataError, did_you_mean
 from ..stain import unmix_he
 from ..types import SegData
-from .common import is_junk, read_image, resize_images, resize_masks, to_chw
+from .common import is_junk, read_image, read_input, resize_images, resize_masks, to_chw
 
 PREFIXES = ("train", "testA", "testB")
 SPLITS = {"train": ("train",), "testA": ("testA",), "testB": ("testB",), "test": ("testA", "testB")}
@@ -110,7 +110,7 @@ def _read_options(options: dict) -> str:
 
 def _read_pair(image_p: Path, anno_p: Path, stain: str) -> tuple[np.ndarray, np.ndarray, int]:
     """One sample: image (H x W x C uint8), binary mask (H x W uint8) and its number of gland instances."""
-    img = read_image(image_p, "RGB")
+    img = read_input(image_p, 3)
     anno = read_image(anno_p)
     if anno.ndim == 3:  # an RGB-saved annotation: a pixel is a gland where any channel is non-zero
         anno = anno.max(axis=2)

@@ -15,9 +15,10 @@ import torch
 from ...errors import DataError
 from ..types import ClsData
 from ._cls_common import carve_splits, is_junk, summarise_split, unknown_options
+from .common import WIDE_MODES, open_image, scale_wide
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "F"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 EXPECTED = "one folder per split (e.g. Train/, Test/), each with one folder per class holding the images"
 
 
@@ -72,20 +73,20 @@ def _scan(split_dir: Path, classes: list[str]) -> tuple[list[tuple[Path, int]], 
 
 
 def _decode(path: Path, grey: bool | None, size: list[int] | None) -> np.ndarray:
-    """H x W x C uint8; grey=None keeps grey images grey and makes everything else RGB."""
+    """H x W x C uint8; grey=None keeps grey images grey and makes everything else RGB.
+
+    16-bit and float images are first scaled to 8 bits by common.scale_wide, as in every reader and predict."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
+            if img.mode.startswith(WIDE_MODES):  # PIL's convert would clip them to white
+                img = Image.fromarray(scale_wide(np.asarray(img)), "L")
             if size is not None and list(img.size[::-1]) != list(size):
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             if grey is None:
                 grey = img.mode in GREY_MODES
-            if img.mode in ("I;16", "I;16B", "I"):
-                arr = np.asarray(img).astype(np.float64)  # 16-bit: scale to 8 bits, PIL's convert would clip
-                arr = np.clip(arr / 257.0, 0, 255).round().astype(np.uint8)
-                img = Image.fromarray(arr)
             arr = np.asarray(img.convert("L" if grey else "RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot decode image ({type(e).__name__})", "the file is corrupt or truncated") from None

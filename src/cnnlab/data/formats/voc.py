@@ -22,7 +22,7 @@ import torch
 from ...errors import ConfigError, DataError, did_you_mean
 from ..types import SegData
 from ..voc_colors import VOC_BOUNDARY, VOC_CLASSES, class_of_color
-from .common import inside_root, is_junk, read_image, resize_images, resize_masks, to_chw
+from .common import inside_root, is_junk, read_image, read_input, resize_images, resize_masks, to_chw
 
 OPTIONS = {"boundary": "background", "foreground_background": False, "year": None}
 BOUNDARY_CHOICES = ("background", "ignore")
@@ -139,11 +139,12 @@ def split_files(root: Path, split: str, year: str | None = None) -> tuple[list[t
     return files, parser
 
 
-def _read(path: Path, what: str, mode: str | None = None) -> np.ndarray:
-    """A decoded file, or a DataError naming it (missing files are named as listed in the image set)."""
+def _read(path: Path, what: str, channels: int | None = None) -> np.ndarray:
+    """A decoded file, or a DataError naming it (missing files are named as listed in the image set); with
+    channels, a model input through common.read_input (16-bit images scaled as in every reader)."""
     if not path.is_file():
         raise DataError(f"{path}: {what} listed in the image set is missing")
-    return read_image(path, mode)
+    return read_image(path) if channels is None else read_input(path, channels)
 
 
 def read_mask(path: Path, num_classes: int = len(VOC_CLASSES)) -> np.ndarray:
@@ -166,7 +167,7 @@ def read_mask(path: Path, num_classes: int = len(VOC_CLASSES)) -> np.ndarray:
 
 def _read_pair(image_path: Path, mask_path: Path, size: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoded pair (3 x H x W, H x W), checked for matching sizes, resized (nearest for the mask)."""
-    img = to_chw(_read(image_path, "image", "RGB"))
+    img = to_chw(_read(image_path, "image", 3))
     mask = torch.from_numpy(np.array(read_mask(mask_path)))  # a writable copy
     if tuple(mask.shape) != tuple(img.shape[-2:]):
         raise DataError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
