@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test quick lint venv bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch/torchvision pinned as a pair that works together (see README: 2.13.0+cpu breaks torchvision)
+	# torch/torchvision pinned as a pair that works together (the 2.13.0+cpu wheel on this disk breaks torchvision)
 	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
@@ -19,8 +19,17 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cnnlab demo
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q
+
+# the inner loop: lint, then every test not marked slow (make test runs them all)
+quick: lint
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# style and the one direction of dependence between cnnlab's parts (pyproject.toml: tool.ruff, tool.importlinter)
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py

@@ -28,9 +28,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # The plain 'course solution' side lives in course_baseline.py (kept apart to keep files short); re-exported so
 # scripts write common.PlainSide, and sync() has one definition for both sides.
 from course_baseline import CourseSegDataset, PlainSide, course_dice_loss, forever, sync  # noqa: E402,F401
+
 # What the numbers ran on (CPU flags, cnnlab's precision and layout there) and the native matmul peaks.
 from machine import announce, environment, machine, matmul_gflops, peak_sample  # noqa: E402,F401
-
 
 # ---------------------------------------------------------------- timing and statistics
 
@@ -232,7 +232,7 @@ def engine_setup(recipe, model: torch.nn.Module, data) -> EngineSide:
     from cnnlab.engine.fit import build_optimizer
     from cnnlab.engine.runtime import resolve_runtime
     from cnnlab.engine.steps import Normalizer
-    from cnnlab.losses import build_loss
+    from cnnlab.losses.core import build_loss
 
     t = recipe.train
     rt = resolve_runtime(t.device, t.precision, t.channels_last)
@@ -262,6 +262,7 @@ def endovis_root(arg: str | None, n_train: int = 64, n_val: int = 16) -> tuple[P
     import atexit
     import shutil
     import tempfile
+
     from cnnlab.data.synthetic.endovis import write
     tmp = tempfile.mkdtemp(prefix="cnnlab-bench-")
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # children (memory probes) finish before this runs

@@ -30,11 +30,10 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from train_speed import recipe_for  # noqa: E402
-
 from cnnlab.data.loading import load_run_data  # noqa: E402
 from cnnlab.engine.steps import evaluate  # noqa: E402
 from cnnlab.models import build_model  # noqa: E402
+from train_speed import recipe_for  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -111,10 +110,12 @@ def main(argv: list[str] | None = None) -> dict:
     ratio = result["ratios_vs_eager"]["compiled"]
     wins = e2e["compiled"]["end_to_end_s"] < e2e["eager"]["end_to_end_s"]
     verdict = ("compile wins end to end" if wins else "compile loses end to end") + (
-        "" if ratio["min"] > 1 or ratio["max"] < 1 else " (but the steady-state ratio's range includes 1: no clear gain)")
+        "" if ratio["min"] > 1 or ratio["max"] < 1
+        else " (but the steady-state ratio's range includes 1: no clear gain)")
     print(f"break-even after {break_even:.0f} train steps ({break_even / max(steps_per_epoch, 1):.1f} epochs); "
           f"a full run is {n_steps} steps: {verdict}")
-    result.update(cold_cache=not args.warm_cache, first_calls=first, end_to_end=e2e, break_even_steps=break_even, steps_per_epoch=steps_per_epoch,
+    result.update(cold_cache=not args.warm_cache, first_calls=first, end_to_end=e2e, break_even_steps=break_even,
+                  steps_per_epoch=steps_per_epoch,
                   epochs=args.epochs, mode=args.mode, data=str(root), data_origin=origin)
     common.write_json(args.json, result)
     return result

@@ -1,7 +1,10 @@
-"""Inference speed: `cnnlab predict` (cnnlab.infer.predict_paths) vs a plain PyTorch loop, files in, masks out.
+"""Inference speed: `cnnlab predict` (cnnlab.inference.predict.predict_paths) vs a plain PyTorch loop.
+
+Files in, masks out.
 
 A run is trained for a single step first (the weights' values do not change the speed), then both sides predict
-the same validation images, alternated: cnnlab.infer.predict_paths (batched decode, channels_last, bf16 where the
+the same validation images, alternated: cnnlab.inference.predict.predict_paths (batched decode, channels_last,
+bf16 where the
 CPU has it; it writes mask, overlay and class areas per image) vs a course-style loop (Dataset with PIL decode +
 ToTensor + Normalize per sample, DataLoader, fp32 NCHW model under no_grad, argmax, one mask PNG per image).
 
@@ -25,7 +28,6 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
 from cnnlab.config import load_recipe  # noqa: E402
 
 
@@ -75,8 +77,9 @@ def plain_predict(model, files: list[Path], norm, batch: int, workers: int, out:
 
 def main(argv: list[str] | None = None) -> dict:
     import copy
+
     from cnnlab.engine.runtime import reuse_freed_memory
-    from cnnlab.infer import load_run, predict_paths
+    from cnnlab.inference.predict import load_run, predict_paths
 
     args = parse_args(argv)
     root, origin = common.endovis_root(args.data)

@@ -4,7 +4,7 @@ Sides, trained epoch by epoch in alternation (same initial weights, soft Dice lo
 augmentation of recipe endovis/b_augment): the plain PyTorch course loop (PIL per sample, fp32 NCHW), cnnlab's
 engine at its default precision (bf16 on a CPU with AVX-512 BF16) and cnnlab's engine in fp32. After every epoch
 each side is validated with the same strict Dice (argmax, global counts, mean over classes present;
-cnnlab.metrics.ConfusionMatrix); validation time is not counted as training time. The bf16-vs-fp32 rows answer
+cnnlab.metrics.confusion.ConfusionMatrix); validation time is not counted as training time. The bf16-vs-fp32 rows answer
 "does bf16 cost quality?" (one seed: differences of a few points are within seed noise; use --seeds).
 
     .venv/bin/python benchmarks/time_to_quality.py                       # 64x80, 6 epochs (a few minutes)
@@ -23,12 +23,11 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from train_speed import recipe_for  # noqa: E402
-
 from cnnlab.data.loading import load_run_data  # noqa: E402
 from cnnlab.engine.steps import evaluate  # noqa: E402
-from cnnlab.metrics import ConfusionMatrix  # noqa: E402
+from cnnlab.metrics.confusion import ConfusionMatrix  # noqa: E402
 from cnnlab.models import build_model  # noqa: E402
+from train_speed import recipe_for  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -20,12 +20,11 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from kernel_floor import floor_side  # noqa: E402
-
 from cnnlab.config import load_recipe  # noqa: E402
 from cnnlab.data.loading import load_run_data  # noqa: E402
-from cnnlab.losses import dice_loss  # noqa: E402
+from cnnlab.losses.core import dice_loss  # noqa: E402
 from cnnlab.models import build_model  # noqa: E402
+from kernel_floor import floor_side  # noqa: E402
 
 RECIPE = common.REPO / "recipes" / "endovis" / "b_augment.yaml"
 

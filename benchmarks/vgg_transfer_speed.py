@@ -52,6 +52,7 @@ def build_sides(args: argparse.Namespace, root: Path, only: str | None = None) -
     """plain and cnnlab runners over the same initial weights."""
     import torchvision
     import torchvision.transforms as T
+
     from cnnlab.data.formats import imagefolder
 
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Convolution by hand (cnnlab.arithmetic, `cnnlab conv`): hand-computed answers, and torch as the oracle."""
+"""Convolution by hand (cnnlab.exercises.arithmetic, `cnnlab conv`): hand-computed answers, and torch as the oracle."""
 from __future__ import annotations
 
 import argparse
@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab import arithmetic as ar
-from cnnlab import cli_arithmetic as cli
+from cnnlab.cli import exercises as cli
 from cnnlab.errors import CnnlabError
+from cnnlab.exercises import arithmetic as ar
 
 # The assignment's exercise: two 5x5 input maps, two 3x3 filter slices (one per input channel).
 INPUT_1 = "1 2 0 1 3; 0 1 2 3 1; 1 0 1 2 2; 2 1 0 1 0; 3 0 1 1 2"

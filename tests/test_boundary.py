@@ -6,9 +6,15 @@ import pytest
 import torch
 from torchmetrics.functional.segmentation import dice_score
 
-from cnnlab.boundary import (boundary_band, boundary_dice, boundary_f1, boundary_pixels, dice_per_image,
-                             foreground)
-from cnnlab.report.boundary_plots import boundary_figure, mask_panel, worst_cases_figure
+from cnnlab.figures.boundary import boundary_figure, mask_panel, worst_cases_figure
+from cnnlab.metrics.boundary import (
+    boundary_band,
+    boundary_dice,
+    boundary_f1,
+    boundary_pixels,
+    dice_per_image,
+    foreground,
+)
 
 
 def square(size: int, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:

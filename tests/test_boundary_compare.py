@@ -26,7 +26,7 @@ def glas_run(tmp_path_factory) -> Path:
 
 
 def test_boundary_metrics_match_the_run_summary(glas_run: Path, tmp_path: Path, capsys):
-    from cnnlab.report.boundary_plots import compare_boundaries
+    from cnnlab.inference.boundary import compare_boundaries
 
     path, metrics = compare_boundaries([glas_run], tmp_path / "b.png")
     own = json.loads((glas_run / "summary.json").read_text())["binary"]

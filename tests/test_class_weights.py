@@ -7,10 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.class_weights import (build_weighted_ce, class_frequencies, inverse_frequency, median_frequency,
-                                  per_image_counts, weighted_cross_entropy, weights_for)
 from cnnlab.data.types import SegData
 from cnnlab.errors import ConfigError, DataError
+from cnnlab.losses.class_weights import (
+    build_weighted_ce,
+    class_frequencies,
+    inverse_frequency,
+    median_frequency,
+    per_image_counts,
+    weighted_cross_entropy,
+    weights_for,
+)
 
 # three 2x2 masks, 255 ignored: class 0 has 5 pixels (images 1, 2), class 1 has 4 (images 1, 3), class 2 has 2
 MASKS = torch.tensor([[[0, 0], [0, 1]], [[0, 0], [2, 2]], [[1, 1], [1, 255]]], dtype=torch.uint8)

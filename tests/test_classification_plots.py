@@ -6,8 +6,14 @@ import torch
 from PIL import Image
 
 from cnnlab.errors import CnnlabError
-from cnnlab.report.classification_plots import (confusion_counts, fit_note, plot_confusion_matrix,
-                                                plot_loss_accuracy, plot_misclassified, select_misclassified)
+from cnnlab.figures.classification import (
+    confusion_counts,
+    fit_note,
+    plot_confusion_matrix,
+    plot_loss_accuracy,
+    plot_misclassified,
+    select_misclassified,
+)
 
 
 def test_confusion_counts_match_torchmetrics():

@@ -10,8 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.inference.ensemble import EnsembleReport, average_probs, ensemble_report
 from cnnlab.models.classifiers import CLASSIFIERS, count_parameters, param_groups
-from cnnlab.models.ensemble import EnsembleReport, average_probs, ensemble_report
 from cnnlab.models.transfer import InputAdapter, apply_mode
 
 

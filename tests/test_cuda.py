@@ -122,7 +122,7 @@ def cuda_run(endovis_root: Path, tmp_path_factory) -> Path:
 
 
 def test_predict_on_cuda_matches_cpu(cuda_run: Path, endovis_root: Path, tmp_path: Path, exact_cuda):
-    from cnnlab.infer import class_probabilities, load_run, predict_paths
+    from cnnlab.inference.predict import class_probabilities, load_run, predict_paths
 
     cpu, gpu = load_run(cuda_run, device="cpu", precision="fp32"), load_run(cuda_run, device="cuda", precision="fp32")
     assert gpu.rt.device.type == "cuda" and next(gpu.model.parameters()).is_cuda
@@ -144,7 +144,7 @@ def test_predict_on_cuda_matches_cpu(cuda_run: Path, endovis_root: Path, tmp_pat
 
 
 def test_torchscript_export_runs_on_cuda_like_cpu(cuda_run: Path, tmp_path: Path, exact_cuda):
-    from cnnlab.export import export_run
+    from cnnlab.inference.export import export_run
 
     path = export_run(cuda_run, "torchscript", tmp_path / "model.pt")
     on_cpu, on_gpu = torch.jit.load(str(path), map_location="cpu"), torch.jit.load(str(path), map_location="cuda")

@@ -116,7 +116,7 @@ def test_a_name_escaping_out_creates_nothing(tmp_path: Path, capsys):
 # ---- item 11: memory floor -------------------------------------------------------------------------------------
 
 def test_the_memory_floor_is_one_batch_at_96_bytes_per_pixel_plus_one_image():
-    from cnnlab.recipe_check import check_memory, memory_floor_bytes
+    from cnnlab.engine.recipe_check import check_memory, memory_floor_bytes
 
     r = recipe_from_dict({"data": {"size": [1024, 1024]}, "train": {"batch_size": 2}})
     need = 2 * 1024 * 1024 * 96 + 3 * 1024 * 1024  # hand-computed: 204,472,320 bytes = 0.19 GiB
@@ -138,7 +138,7 @@ def test_an_impossible_size_is_refused_before_the_data_are_read(tmp_path: Path, 
 
 
 def test_no_shipped_recipe_is_refused_by_names_or_a_2_gib_memory_floor():
-    from cnnlab.recipe_check import check_memory, check_names
+    from cnnlab.engine.recipe_check import check_memory, check_names
 
     files = [p for p in sorted((REPO / "recipes").rglob("*.yaml")) if "variants" not in yaml.safe_load(p.read_text())]
     assert len(files) > 50
@@ -246,7 +246,7 @@ def test_the_readers_layout_hints_are_working_commands(tmp_path: Path, capsys):
 
 
 def test_the_study_out_hint_parses(tmp_path: Path):
-    from cnnlab.study import load_study
+    from cnnlab.study.plan import load_study
 
     study = {"base": str(DIGITS), "variants": {"a": []}, "common": ["out=elsewhere"]}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(study))
@@ -257,7 +257,7 @@ def test_the_study_out_hint_parses(tmp_path: Path):
 
 
 def test_new_recipes_check_folders_hint_is_a_working_command(tmp_path: Path, capsys):
-    from cnnlab.new_recipe import write_recipe
+    from cnnlab.new.recipe import write_recipe
 
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()

@@ -156,6 +156,7 @@ def test_grad_scaler_is_made_once_and_its_state_round_trips_through_last_pt_and_
 
 # --- minor: SIGTERM, concurrent resumes, checkpoint modes --------------------------------------------------
 
+@pytest.mark.slow
 def test_sigterm_prints_the_resume_hint_and_leaves_a_resumable_last_pt(endovis_root: Path, tmp_path: Path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(tiny_recipe(endovis_root, tmp_path / "runs", train={"epochs": 500})))

@@ -21,8 +21,8 @@ from cnnlab.data.formats.preprocess import Placement, Preprocess
 from cnnlab.engine.runtime import resolve_runtime
 from cnnlab.engine.steps import Normalizer
 from cnnlab.errors import DataError
-from cnnlab.export import preprocess_spec
-from cnnlab.infer import MaskEncoding, TrainedRun, load_run, predict_paths
+from cnnlab.inference.export import preprocess_spec
+from cnnlab.inference.predict import MaskEncoding, TrainedRun, load_run, predict_paths
 
 FP32 = resolve_runtime("cpu", "fp32", False)
 ALL = {"fractions": {"train": 1.0}}

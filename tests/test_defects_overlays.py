@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from cnnlab.boundary import binary_summary
-from cnnlab.report.run_figures import overlay_scores, pick_worst_and_best
+from cnnlab.figures.run import overlay_scores, pick_worst_and_best
+from cnnlab.metrics.boundary import binary_summary
 
 
 def _binary_case() -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-import cnnlab.new_estimate as ne
-import cnnlab.new_recipe as nr
+import cnnlab.new.estimate as ne
+import cnnlab.new.recipe as nr
 from cnnlab.cli import main
-from cnnlab.cli_folders import check_folders
+from cnnlab.cli.data import check_folders
 from cnnlab.config import load_recipe, recipe_from_dict
 from cnnlab.data.formats import folders
 from cnnlab.errors import DataError

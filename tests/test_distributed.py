@@ -29,6 +29,7 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frozen", [False, True], ids=["trainable", "encoder_frozen_first_epoch"])
 def test_two_process_training_matches_single_process_evaluation(endovis_root: Path, tmp_path: Path, frozen: bool):
     """Frozen: model.freeze_encoder_epochs=1 (four shipped recipes) once crashed DDP ("Expected to have finished
@@ -36,7 +37,7 @@ def test_two_process_training_matches_single_process_evaluation(endovis_root: Pa
     from cnnlab.config import recipe_from_dict
     from cnnlab.engine.checkpoint import load_checkpoint
     from cnnlab.engine.run import train
-    from cnnlab.infer import evaluate_run
+    from cnnlab.inference.evaluate import evaluate_run
     from cnnlab.models.unet import UNet
 
     epochs = 2 if frozen else 1

@@ -162,7 +162,7 @@ def test_a_trained_lite0_run_reloads_for_inference_without_the_weights_source(en
     from cnnlab.config import recipe_from_dict
     from cnnlab.engine.checkpoint import load_checkpoint
     from cnnlab.engine.run import train
-    from cnnlab.infer import load_run
+    from cnnlab.inference.predict import load_run
     from conftest import tiny_recipe
 
     raw = tiny_recipe(endovis_root, tmp_path / "runs", model={"name": "fcn_efficientnet_lite0", "params": {

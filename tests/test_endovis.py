@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cnnlab.config import DataConfig
 from cnnlab.data.formats import endovis
 from cnnlab.data.loading import load_run_data
-from cnnlab.config import DataConfig
 from cnnlab.errors import DataError
 from conftest import SHARED
 

@@ -25,8 +25,8 @@ def digit_runs(tmp_path_factory) -> list[Path]:
 def test_ensemble_is_the_mean_of_member_probabilities(digit_runs, capsys):
     from cnnlab.data.loading import load_split
     from cnnlab.engine.steps import predict_logits
-    from cnnlab.infer import load_run
-    from cnnlab.models.ensemble import ensemble_runs
+    from cnnlab.inference.ensemble import ensemble_runs
+    from cnnlab.inference.predict import load_run
 
     report = ensemble_runs(digit_runs)
     runs = [load_run(d) for d in digit_runs]
@@ -39,7 +39,7 @@ def test_ensemble_is_the_mean_of_member_probabilities(digit_runs, capsys):
 
 
 def test_ensemble_needs_two_classification_runs(digit_runs):
-    from cnnlab.models.ensemble import ensemble_runs
+    from cnnlab.inference.ensemble import ensemble_runs
 
     with pytest.raises(CnnlabError, match="two or more"):
         ensemble_runs(digit_runs[:1])

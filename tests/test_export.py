@@ -14,8 +14,8 @@ from PIL import Image
 from cnnlab.config import recipe_from_dict
 from cnnlab.engine.run import train
 from cnnlab.errors import CnnlabError, ConfigError
-from cnnlab.export import ATOL, RTOL, export_run, preprocess_path
-from cnnlab.infer import load_run, predict_paths
+from cnnlab.inference.export import ATOL, RTOL, export_run, preprocess_path
+from cnnlab.inference.predict import load_run, predict_paths
 from conftest import tiny_recipe
 
 
@@ -144,8 +144,6 @@ def test_export_errors(run_dir, tmp_path):
 def test_cli_export(run_dir, tmp_path, monkeypatch, capsys):
     from cnnlab import cli
 
-    if "cli_infer" not in cli.PLUGIN_MODULES:  # until the integrator registers it
-        monkeypatch.setattr(cli, "PLUGIN_MODULES", [*cli.PLUGIN_MODULES, "cli_infer"])
     assert cli.main(["export", str(run_dir), "--format", "torchscript"]) == 0
     default = run_dir / "export" / f"{run_dir.name}.torchscript.pt"
     assert default.is_file() and (run_dir / "export" / f"{run_dir.name}.torchscript.preprocess.json").is_file()

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cnnlab.cli_folders import check_folders
+from cnnlab.cli.data import check_folders
 from cnnlab.data.formats import folders
 from cnnlab.data.formats._folders_scan import match_stems
 from cnnlab.errors import ConfigError, DataError

@@ -56,8 +56,7 @@ def _fuzz_file(tmp_root: Path, rel: str, payload: bytes, fmt: str, split: str, *
 @pytest.fixture(scope="module")
 def fuzz_roots(tmp_path_factory):
     """One tiny copy of each format whose files get replaced by random bytes."""
-    from cnnlab.data.synthetic import SYNTHETIC
-    from cnnlab.data.synthetic import endovis
+    from cnnlab.data.synthetic import SYNTHETIC, endovis
 
     base = tmp_path_factory.mktemp("fuzz")
     roots = {}

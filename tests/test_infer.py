@@ -18,9 +18,17 @@ from cnnlab.engine.run import train
 from cnnlab.engine.runtime import resolve_runtime
 from cnnlab.engine.steps import Normalizer, predict_logits
 from cnnlab.errors import CnnlabError, DataError
-from cnnlab.infer import (MaskEncoding, TrainedRun, class_probabilities, evaluate_run, list_inputs, load_run,
-                          output_stems, predict_paths)
-from cnnlab.sliding_window import sliding_window, window_starts, window_weights
+from cnnlab.inference.evaluate import evaluate_run
+from cnnlab.inference.predict import (
+    MaskEncoding,
+    TrainedRun,
+    class_probabilities,
+    list_inputs,
+    load_run,
+    output_stems,
+    predict_paths,
+)
+from cnnlab.inference.sliding_window import sliding_window, window_starts, window_weights
 from conftest import tiny_recipe
 
 FP32 = resolve_runtime("cpu", "fp32", False)
@@ -299,8 +307,6 @@ def test_list_inputs_skips_junk_and_masks_and_recurses_one_level(tmp_path):
 def _main(argv: list[str], monkeypatch) -> int:
     from cnnlab import cli
 
-    if "cli_infer" not in cli.PLUGIN_MODULES:  # until the integrator registers it
-        monkeypatch.setattr(cli, "PLUGIN_MODULES", [*cli.PLUGIN_MODULES, "cli_infer"])
     return cli.main(argv)
 
 
@@ -321,7 +327,7 @@ def test_the_checkpoint_keeps_the_mask_encoding_so_moved_data_do_not_matter(run_
     from dataclasses import replace
 
     from cnnlab.engine.checkpoint import load_checkpoint
-    from cnnlab.infer import resolve_encoding
+    from cnnlab.inference.predict import resolve_encoding
 
     ck = load_checkpoint(run_dir / "best.pt")
     mapping = json.loads((endovis_root / "mapping.json").read_text())

@@ -8,9 +8,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from kernel_floor import floor_side, strip_layers  # noqa: E402
-
 from cnnlab.models import build_model  # noqa: E402
+from kernel_floor import floor_side, strip_layers  # noqa: E402
 
 
 def test_floor_model_is_the_unet_without_batchnorm_and_relu():

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.losses import build_loss, dice_loss, one_hot, soft_dice_per_class
-from cnnlab.metrics import ConfusionMatrix
+from cnnlab.losses.core import build_loss, dice_loss, one_hot, soft_dice_per_class
+from cnnlab.metrics.confusion import ConfusionMatrix
 
 
 def test_soft_dice_hand_computed():

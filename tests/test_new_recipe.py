@@ -9,11 +9,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from cnnlab.cli_folders import register
+from cnnlab.cli.data import register
 from cnnlab.config import load_recipe
 from cnnlab.data.formats import folders
 from cnnlab.errors import CnnlabError, ConfigError, DataError
-from cnnlab.new_recipe import write_recipe
+from cnnlab.new.recipe import write_recipe
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -22,8 +22,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 def _no_step_timing(monkeypatch):
     """`new` times real training steps (tens of seconds for a 256x256 U-Net on a busy CPU); these tests are about
     the recipe's content, so a fixed measurement stands in. The measurement itself: test_defects_own_data.py."""
-    import cnnlab.new_recipe as nr
-    from cnnlab.new_estimate import StepTimes
+    import cnnlab.new.recipe as nr
+    from cnnlab.new.estimate import StepTimes
 
     monkeypatch.setattr(nr, "measure_steps", lambda r, c, k, batch: StepTimes(0.5, 0.05, batch, 1, "cpu, fp32"))
 

@@ -8,7 +8,7 @@ import yaml
 
 from cnnlab.config import load_recipe
 from cnnlab.models import build_model, check_model_params
-from cnnlab.study import load_study
+from cnnlab.study.plan import load_study
 
 ROOT = Path(__file__).resolve().parents[1] / "recipes"
 FILES = sorted(ROOT.rglob("*.yaml"))

@@ -29,6 +29,7 @@ def _cli(*args: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_gives_the_same_metrics(endovis_root: Path, tmp_path: Path):
     """Kill a 4-epoch run three times at random moments; resuming each time ends with the uninterrupted metrics."""
     raw = tiny_recipe(endovis_root, tmp_path / "runs", train={"epochs": 4})

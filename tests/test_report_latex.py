@@ -25,8 +25,9 @@ from cnnlab.engine.run import train
 from cnnlab.errors import CnnlabError
 from cnnlab.report.build import METRIC_ROWS
 from cnnlab.report.compare import compare
-from cnnlab.report.latex import bold_best, tex_escape, write_latex_report
-from cnnlab.study import load_study, plan_to_dict
+from cnnlab.report.latex import write_latex_report
+from cnnlab.report.tex import bold_best, tex_escape
+from cnnlab.study.plan import load_study, plan_to_dict
 from conftest import tiny_recipe
 
 T975_2DF = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2)
@@ -62,7 +63,7 @@ def _png(path: Path) -> None:
 def run_dir(endovis_root: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("latex_runs")
     with pytest.MonkeyPatch.context() as mp:  # overlays are tested with training; a stand-in PNG is enough here
-        mp.setattr("cnnlab.report.run_figures.write_run_figures", lambda *a, **k: [])
+        mp.setattr("cnnlab.engine.summary.write_run_figures", lambda *a, **k: [])
         run = train(recipe_from_dict(tiny_recipe(endovis_root, out, train={"epochs": 2})))
     (run / "figures").mkdir(exist_ok=True)
     _png(run / "figures" / "overlays.png")
@@ -149,7 +150,7 @@ def test_run_tables_match_summary_json(run_dir: Path, run_report: Path):
         assert rows[label] == [f"{s['metrics'][key]:.4f}", f"{s['validation'][key]:.4f}"]
     per_class = tex_rows(report.parent / "table_per_class.tex")
     assert [untex(r[0]) for r in per_class] == list(s["per_class"])
-    for row, (name, p) in zip(per_class, s["per_class"].items()):
+    for row, p in zip(per_class, s["per_class"].values()):
         fmt = lambda v: "--" if v is None else f"{v:.4f}"
         assert row[1:] == [fmt(p["dice"]), fmt(p["iou"]), "yes" if p["in_ground_truth"] else "no"]
     assert "Background\\_Tissue" in (report.parent / "table_per_class.tex").read_text()

@@ -1,4 +1,4 @@
-"""Layer-list arithmetic (cnnlab.shapes) and hook summaries (cnnlab.inspect_model), checked against torch."""
+"""Layer-list arithmetic (exercises.shapes) and hook summaries (exercises.inspect_model), checked against torch."""
 from __future__ import annotations
 
 import argparse
@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnlab import cli_arithmetic as cli
+from cnnlab.cli import exercises as cli
 from cnnlab.errors import CnnlabError
-from cnnlab.inspect_model import render_summary, summarize, summary_totals
-from cnnlab.shapes import LayerSpec, analyze, build_torch, parse_layers, render_shapes, report_dict, shapes
+from cnnlab.exercises.inspect_model import render_summary, summarize, summary_totals
+from cnnlab.exercises.shapes import LayerSpec, analyze, build_torch, parse_layers, render_shapes, report_dict, shapes
 
 EXAMPLE = "conv(5x5,5) -> conv(7x7,10) -> maxpool(3,s2) -> conv(13x13,1,s10) -> fc(512) -> fc(10)"
 # Worked by hand for a 256x256x3 input (side = floor((n - k)/s) + 1; rf += (k-1)*jump; jump *= s):

@@ -16,8 +16,10 @@ import pytest
 import yaml
 
 from cnnlab.errors import CnnlabError, ConfigError
-from cnnlab.stats import paired_difference, sample_std, t_quantile_975
-from cnnlab.study import load_study, read_failures, resume_study, run_study
+from cnnlab.report.build import write_study_report
+from cnnlab.study.plan import load_study, read_failures
+from cnnlab.study.runner import resume_study, run_study
+from cnnlab.study.stats import paired_difference, sample_std, t_quantile_975
 from conftest import tiny_recipe
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -42,8 +44,10 @@ def study_dir(endovis_root: Path, tmp_path_factory) -> Path:
     # per-run figures (overlays) cost most of a tiny run's time and are tested with training itself; the study's
     # own figures come from metrics.csv and summary.json and are all drawn here
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("cnnlab.report.run_figures.write_run_figures", lambda *a, **k: [])
-        yield run_study(_write_study(tmp_path_factory.mktemp("study"), endovis_root))
+        mp.setattr("cnnlab.engine.summary.write_run_figures", lambda *a, **k: [])
+        folder = run_study(_write_study(tmp_path_factory.mktemp("study"), endovis_root))
+    write_study_report(folder)  # what `cnnlab study` does after the runs (cnnlab.cli.study)
+    yield folder
 
 
 def _summary(study: Path, run: str) -> dict:
@@ -131,7 +135,7 @@ def test_study_report_embeds_its_figures(study_dir: Path):
 
 
 def test_resume_keeps_finished_runs_and_redoes_the_rest(study_dir: Path, monkeypatch):
-    monkeypatch.setattr("cnnlab.report.run_figures.write_run_figures", lambda *a, **k: [])
+    monkeypatch.setattr("cnnlab.engine.summary.write_run_figures", lambda *a, **k: [])
     runs = study_dir / "runs"
     finished = {p: (p / "summary.json").stat().st_mtime_ns for p in runs.iterdir() if (p / "summary.json").is_file()}
     (interrupted,) = runs.glob("base__seed1-*")        # looks interrupted after its last epoch: last.pt, no summary
@@ -153,7 +157,7 @@ def test_resume_keeps_finished_runs_and_redoes_the_rest(study_dir: Path, monkeyp
 
 
 def test_cli_registers_study_and_report(study_dir: Path, capsys):
-    from cnnlab.cli_study import register
+    from cnnlab.cli.study import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command", required=True))
@@ -228,7 +232,7 @@ def test_t_quantiles_match_scipy_and_never_narrow():
 
 def test_run_level_out_override_is_refused(tmp_path):
     from cnnlab.errors import ConfigError
-    from cnnlab.study import load_study
+    from cnnlab.study.plan import load_study
 
     study = tmp_path / "s.yaml"
     study.write_text("variants: {a: []}\n")
@@ -244,7 +248,7 @@ def test_a_classification_study_states_the_accuracy_convention_not_dice(tmp_path
     study = {"name": "cls", "base": "r.yaml", "out": str(tmp_path / "s"), "seeds": [0], "variants": {"a": []}}
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("cnnlab.report.run_figures.write_run_figures", lambda *a, **k: [])
+        mp.setattr("cnnlab.engine.summary.write_run_figures", lambda *a, **k: [])
         folder = run_study(tmp_path / "study.yaml")
     results = json.loads((folder / "study.json").read_text())
     assert results["task"] == "classification" and results["conventions"].startswith("accuracy")

@@ -15,7 +15,8 @@ from cnnlab.errors import ConfigError, DataError
 
 # three 4x6 masks by hand: person (15), car (7), 255 outlines
 MASKS = {
-    "a": np.array([[0, 0, 255, 15, 15, 15], [0, 255, 15, 15, 15, 15], [0, 0, 255, 15, 15, 255], [0, 0, 0, 255, 255, 0]]),
+    "a": np.array([[0, 0, 255, 15, 15, 15], [0, 255, 15, 15, 15, 15], [0, 0, 255, 15, 15, 255],
+                   [0, 0, 0, 255, 255, 0]]),
     "b": np.array([[7, 7, 255, 0, 0, 0], [7, 7, 255, 0, 0, 0], [255, 255, 0, 0, 15, 15], [0, 0, 0, 0, 15, 15]]),
     "c": np.array([[0, 0, 0, 0, 0, 0], [0, 3, 3, 255, 0, 0], [0, 3, 3, 255, 0, 0], [0, 0, 0, 0, 0, 0]]),
 }
@@ -278,7 +279,7 @@ def test_unreadable_image_set_is_a_data_error(root: Path):
 def test_mean_iou_matches_torchmetrics_under_both_boundary_rules(synth_root: Path, boundary: str):
     from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-    from cnnlab.metrics import ConfusionMatrix
+    from cnnlab.metrics.confusion import ConfusionMatrix
 
     data = voc.load(synth_root, "val", boundary=boundary)
     true = data.masks.long()
@@ -297,13 +298,14 @@ def test_mean_iou_matches_torchmetrics_under_both_boundary_rules(synth_root: Pat
     assert summary["pixel_accuracy"] == pytest.approx(acc.item(), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_every_study_variant_trains_on_tiny_synthetic_voc(tmp_path: Path):
     import copy
     import json
 
     from cnnlab.config import recipe_from_dict
     from cnnlab.engine.run import train
-    from cnnlab.study import load_study
+    from cnnlab.study.plan import load_study
 
     root = synth_voc.write(tmp_path / "voc", seed=0, n_train=4, n_val=2, n_test=2, height=40, width=40)
     sets = [f"data.root={root}", "data.size=[32, 32]", "train.epochs=1", "train.batch_size=2",

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, did_you_mean
+from cnnlab.errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Training loss; see cnnlab.losses.LOSSES."""
+    """Training loss; see cnnlab.losses.core.LOSSES."""
 
     name: str = "dice"
     params: dict = field(default_factory=dict)

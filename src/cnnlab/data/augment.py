@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..config import AugmentConfig
+from cnnlab.config import AugmentConfig
 
 
 def _coin(n: int, g: torch.Generator, device: torch.device, p: float = 0.5) -> torch.Tensor:

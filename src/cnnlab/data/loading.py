@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from ..config import DataConfig
-from ..errors import DataError, lookup
-from .formats import FORMATS
-from .types import ClsData, SegData
+from cnnlab.config import DataConfig
+from cnnlab.data.formats import FORMATS
+from cnnlab.data.synthetic import SYNTHETIC
+from cnnlab.data.types import ClsData, SegData
+from cnnlab.errors import DataError, lookup
 
 Split = SegData | ClsData
 
@@ -46,8 +47,6 @@ SYNTH_WRITER = {"endovis_colorization": "endovis"}
 def missing_root_hint(fmt: str, root: Path) -> str:
     """What to do about a missing data root; only formats with a synthetic writer get a `cnnlab data synth` command
     (printing one for any format once sent users to `cnnlab data synth folders`, which does not exist)."""
-    from .synthetic import SYNTHETIC
-
     writer = SYNTH_WRITER.get(fmt, fmt)
     if writer in SYNTHETIC:
         out = shlex.quote(str(root))

@@ -1,1 +1,1 @@
-"""Training engine: fit loop, callbacks, runtime settings."""
+"""Training engine: the epoch loop (fit), a run from recipe to run dir (run), steps, checkpoints, runtime, DDP."""

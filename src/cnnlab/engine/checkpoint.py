@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CnnlabError
+from cnnlab.errors import CnnlabError
 
 
 def current_umask() -> int:

@@ -13,22 +13,47 @@ from pathlib import Path
 
 import torch
 
-from ..config import Recipe, asdict, read_yaml, recipe_from_dict
-from ..data.loading import RunData, load_run_data
-from ..data.types import ClsData, ColorData, SegData
-from ..errors import CnnlabError
-from ..losses import build_loss
-from ..models import build_model
-from ..models.weights import load_compatible, load_weights_file
-from .checkpoint import atomic_save, load_checkpoint
-from .distributed import (barrier, broadcast_str, ddp, init_from_env, is_main, local_device, prepare, trainable_key,
-                          unwrap, world)
-from .fit import (TrainingDiverged, TrainState, _set_encoder_trainable, build_optimizer, console, lr_at,
-                  train_one_epoch)
-from .rundir import (check_free_space, new_run_dir, record_resume, run_dir_lock, set_aside_derived, write_config)
-from .runtime import choose_threads, resolve_runtime, seed_everything
-from .steps import Normalizer, evaluate, selection_metric
-from .summary import write_summary
+from cnnlab.config import Recipe, asdict, read_yaml, recipe_from_dict
+from cnnlab.data.loading import RunData, load_run_data
+from cnnlab.data.mask_encoding import resolve_encoding
+from cnnlab.data.types import ClsData, ColorData, SegData
+from cnnlab.engine.checkpoint import atomic_save, load_checkpoint
+from cnnlab.engine.distributed import (
+    barrier,
+    broadcast_str,
+    ddp,
+    init_from_env,
+    is_main,
+    local_device,
+    prepare,
+    trainable_key,
+    unwrap,
+    world,
+)
+from cnnlab.engine.fit import (
+    TrainingDiverged,
+    TrainState,
+    _set_encoder_trainable,
+    build_optimizer,
+    console,
+    lr_at,
+    train_one_epoch,
+)
+from cnnlab.engine.rundir import (
+    check_free_space,
+    new_run_dir,
+    record_resume,
+    run_dir_lock,
+    set_aside_derived,
+    write_config,
+)
+from cnnlab.engine.runtime import choose_threads, resolve_runtime, seed_everything
+from cnnlab.engine.steps import Normalizer, evaluate, selection_metric
+from cnnlab.engine.summary import write_summary
+from cnnlab.errors import CnnlabError
+from cnnlab.losses.core import build_loss
+from cnnlab.models import build_model
+from cnnlab.models.weights import load_compatible, load_weights_file
 
 
 class Interrupted(CnnlabError):
@@ -106,8 +131,6 @@ def _checkpoint(model, opt, state, r: Recipe, norm: Normalizer, data: RunData, s
     if scaler is not None and scaler.is_enabled():  # fp16 loss scale: exact resume needs it
         ck["scaler"] = scaler.state_dict()
     if r.task == "segmentation":  # predicted masks use the data set's pixel values even after the data moved
-        from ..infer import resolve_encoding
-
         ck["mask_encoding"] = resolve_encoding(r, data.class_names, {})[0].describe()
     return ck
 

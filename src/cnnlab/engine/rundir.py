@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..config import Recipe, dump_recipe
-from ..errors import CnnlabError
+from cnnlab.config import Recipe, dump_recipe
+from cnnlab.engine.distributed import is_main
+from cnnlab.errors import CnnlabError
 
 
 def git_hash() -> str:
@@ -152,8 +153,6 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
     Re-entrant within a process (resume locks, then train runs inside). Only rank 0 locks under torchrun. The
     lock dies with the process (kill -9 included), so it never needs cleaning up.
     """
-    from .distributed import is_main
-
     key = str(Path(run_dir).resolve())
     if key in _HELD or not is_main():
         yield

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from cnnlab.engine.distributed import is_main
+from cnnlab.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,6 @@ def choose_threads(requested: int) -> int:
     Measured on a shared 2-core machine: a 2-thread training beside another job ran 5-40x slower than with one
     thread, because every op waits for the slowest thread. OMP_NUM_THREADS, when set, is the user's choice.
     """
-    from .distributed import is_main
-
     threads = requested or DEFAULT_THREADS
     if not requested and DEFAULT_THREADS > 1 and not os.environ.get("OMP_NUM_THREADS"):
         busy = busy_cores()

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import AugmentConfig
-from ..data.augment import augment_batch, is_identity
-from ..data.types import ClsData, ColorData, SegData
-from ..losses import Loss, soft_dice_per_class
-from ..metrics import ConfusionMatrix
-from .distributed import all_sum, shard
-from .runtime import Runtime
+from cnnlab.config import AugmentConfig
+from cnnlab.data.augment import augment_batch, is_identity
+from cnnlab.data.types import ClsData, ColorData, SegData
+from cnnlab.engine.distributed import all_sum, shard
+from cnnlab.engine.runtime import Runtime
+from cnnlab.losses.core import Loss, soft_dice_per_class
+from cnnlab.metrics.confusion import ConfusionMatrix
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import torch
 
-from ..boundary import binary_summary
-from ..config import Recipe
-from ..data.loading import RunData
-from ..data.types import ClsData, SegData
-from ..models.classifiers import count_parameters
-from .distributed import is_main
-from .rundir import environment, git_hash, read_resumes
-from .steps import evaluate, predict_logits
+from cnnlab.config import Recipe
+from cnnlab.data.loading import RunData
+from cnnlab.data.types import ClsData, SegData
+from cnnlab.engine.distributed import is_main
+from cnnlab.engine.figures import write_run_figures
+from cnnlab.engine.rundir import environment, git_hash, read_resumes
+from cnnlab.engine.steps import evaluate, predict_logits
+from cnnlab.figures.classification import fit_note
+from cnnlab.metrics.boundary import binary_summary
+from cnnlab.models.classifiers import count_parameters
 
 METRIC_CONVENTIONS = {
     "dice_mean": "strict: argmax predictions, global counts over the split, mean over classes present in the "
@@ -50,15 +52,11 @@ def write_summary(r: Recipe, rt, data: RunData, core, loss_fn, state, norm, run_
     trainable, total = count_parameters(core)
     summary["parameters"] = {"trainable": trainable, "total": total}
     if isinstance(split, ClsData):  # the over/under-fitting note needs the training accuracy
-        from ..report.classification_plots import fit_note
-
         train_m, _ = evaluate(core, data.train, rt, norm, loss_fn, r.train.eval_batch_size)
         summary["train_accuracy"] = train_m["accuracy"]
         summary["fit_note"] = fit_note(train_m["accuracy"], val["accuracy"])
     if not is_main():
         return summary
-    from ..report.run_figures import write_run_figures
-
     pred = None
     if isinstance(split, SegData):
         summary["per_class"] = cm.summary(data.class_names)["per_class"]

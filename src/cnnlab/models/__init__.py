@@ -6,14 +6,15 @@ from typing import Callable
 
 from torch import nn
 
-from ..errors import ConfigError, did_you_mean, lookup
-from .classifiers import CLASSIFIERS
-from .fcn import SEGMENTATION_MODELS_FCN
-from .gland_fcn import GLAND_MODELS
-from .unet import UNET_MODELS
-from .unet_paper import SEGMENTATION_MODELS_UNET_PAPER
+from cnnlab.errors import ConfigError, did_you_mean, lookup
+from cnnlab.models.classifiers import CLASSIFIERS
+from cnnlab.models.fcn import SEGMENTATION_MODELS_FCN
+from cnnlab.models.gland_fcn import GLAND_MODELS
+from cnnlab.models.unet import UNET_MODELS
+from cnnlab.models.unet_paper import SEGMENTATION_MODELS_UNET_PAPER
 
-MODELS: dict[str, Callable[..., nn.Module]] = {**UNET_MODELS, **SEGMENTATION_MODELS_UNET_PAPER, **SEGMENTATION_MODELS_FCN,
+MODELS: dict[str, Callable[..., nn.Module]] = {**UNET_MODELS, **SEGMENTATION_MODELS_UNET_PAPER,
+                                              **SEGMENTATION_MODELS_FCN,
                                                  **GLAND_MODELS, **CLASSIFIERS}
 
 

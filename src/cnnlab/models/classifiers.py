@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from .transfer import build_transfer
+from cnnlab.errors import ConfigError
+from cnnlab.models.transfer import build_transfer
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 

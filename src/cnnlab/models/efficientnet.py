@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CnnlabError, ConfigError
-from .weights import load_weights_file
+from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.models.backbone import BackboneEncoder
+from cnnlab.models.weights import load_weights_file
 
 ARCH = "tf_efficientnet_lite0"
 MEAN = (0.5, 0.5, 0.5)  # the TF port's input scaling: (x - 0.5) / 0.5 maps [0, 1] to [-1, 1]
@@ -102,8 +103,6 @@ def stage_bounds(net: nn.Module) -> list[tuple[int, int]]:
 
 def lite0_encoder(in_channels: int = 3, weights: str | None = None):
     """EfficientNet-Lite0 without head conv / pooling / classifier: /2 16, /4 24, /8 40, /16 112, /32 320 channels."""
-    from .encoders import BackboneEncoder
-
     if in_channels not in (1, 3):
         raise ConfigError(f"efficientnet_lite0 takes 1 (grey, repeated) or 3 input channels, "
                           f"the data have {in_channels}")

@@ -11,12 +11,11 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from ..errors import CnnlabError, ConfigError, did_you_mean
-from .efficientnet import lite0_encoder
-from .weights import pretrained_state
+from cnnlab.errors import CnnlabError, ConfigError, did_you_mean
+from cnnlab.models.backbone import IMAGENET_MEAN, IMAGENET_STD, BackboneEncoder
+from cnnlab.models.efficientnet import lite0_encoder
+from cnnlab.models.weights import pretrained_state
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HEAD_PREFIXES = ("fc.", "classifier.")  # classification heads: optional in a weights file, never used
 
 
@@ -75,28 +74,6 @@ def _load_backbone_state(model: nn.Module, arch: str, weights: str | None) -> No
         detail = f"missing {missing[:3]}" if missing else f"unexpected {result.unexpected_keys[:3]}"
         raise CnnlabError(f"{weights}: not a torchvision {arch} state dict ({detail})",
                           f"save torchvision.models.{arch}().state_dict()")
-
-
-class BackboneEncoder(nn.Module):
-    """A torchvision backbone cut into stages; forward returns one feature map per stage (strides 2, 4, ..., 32)."""
-
-    def __init__(self, stages: list[nn.Module], channels: list[int], strides: list[int]) -> None:
-        super().__init__()
-        self.stages = nn.ModuleList(stages)
-        self.channels = channels
-        self.strides = strides
-        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD  # the input statistics of the weights
-
-    def top_stage(self) -> nn.Module:
-        """The deepest stage (stride 32): what 'top' fine-tuning trains."""
-        return self.stages[-1]
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
 
 
 def resnet34_encoder(in_channels: int = 3, weights: str | None = None) -> BackboneEncoder:

@@ -5,9 +5,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .encoders import (ENCODERS, EncoderDecoder, check_params, encoder_parameters, set_encoder_trainable,
-                       weights_normalize)
+from cnnlab.errors import ConfigError
+from cnnlab.models.encoders import (
+    ENCODERS,
+    EncoderDecoder,
+    check_params,
+    encoder_parameters,
+    set_encoder_trainable,
+    weights_normalize,
+)
 
 __all__ = ["SEGMENTATION_MODELS_FCN", "encoder_parameters", "set_encoder_trainable"]
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import ConfigError, did_you_mean
+from cnnlab.errors import ConfigError, did_you_mean
 
 BASE_CHANNELS = 8
 DEFAULTS = {"width": 1.0, "dropout": 0.0, "up_kernel": 4, "up_stride": 2, "skip": False,

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import CnnlabError, ConfigError, did_you_mean
-from . import efficientnet
-from .encoders import keep_frozen_batchnorm_in_eval
-from .weights import pretrained_state
+from cnnlab.errors import CnnlabError, ConfigError, did_you_mean
+from cnnlab.models import efficientnet
+from cnnlab.models.encoders import keep_frozen_batchnorm_in_eval
+from cnnlab.models.weights import pretrained_state
 
 MODES = ("scratch", "frozen", "fc", "top", "full")
 HEADS = ("torchvision", "dense")
@@ -146,7 +146,8 @@ def _load_pretrained(net: nn.Module, state: dict[str, torch.Tensor], fresh: str,
     needed = [k for k in own if not k.startswith(fresh + ".")]
     missing = [k for k in needed if k not in state]
     if missing:
-        raise CnnlabError(f"{source}: lacks {len(missing)} of the {len(needed)} tensors {arch} needs (e.g. '{missing[0]}')",
+        raise CnnlabError(f"{source}: lacks {len(missing)} of the {len(needed)} tensors {arch} needs "
+                          f"(e.g. '{missing[0]}')",
                           f"pass a {arch} state dict in torchvision's naming")
     for k in needed:
         if state[k].shape != own[k].shape:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from .blocks import DoubleConv, Up
+from cnnlab.errors import ConfigError
+from cnnlab.models.blocks import DoubleConv, Up
 
 
 class UNet(nn.Module):

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .encoders import EncoderDecoder, check_params
-from .fcn import check_input_size
+from cnnlab.errors import ConfigError
+from cnnlab.models.encoders import EncoderDecoder, check_params
+from cnnlab.models.fcn import check_input_size
 
 UPSAMPLING = ("transposed", "bilinear")
 

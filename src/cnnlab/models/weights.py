@@ -1,4 +1,4 @@
-"""Loading weights safely: local files without pickle code execution, torchvision downloads with clear offline errors."""
+"""Loading weights safely: local files without running pickled code, torchvision downloads with clear offline errors."""
 from __future__ import annotations
 
 import pickle
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CnnlabError
+from cnnlab.errors import CnnlabError
 
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -10,8 +10,18 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import CnnlabError
-from .palette import class_colors
+from cnnlab.errors import CnnlabError
+from cnnlab.figures.palette import class_colors
+from cnnlab.figures.run import loss_curves
+from cnnlab.report.study_figures import (
+    difference_plot,
+    headline_bars,
+    per_class_dice_bars,
+    read_history,
+    study_loss_curves,
+)
+from cnnlab.study.plan import read_plan
+from cnnlab.study.table import LABELS, failure_lines, table_sections, write_study_table
 
 CAPTIONS = {
     "loss_curves.png": "Training and validation loss per epoch (validation metric on the right axis, where shown).",
@@ -182,8 +192,6 @@ def _results_section(doc: Doc, s: dict) -> None:
 
 def _ensure_run_figures(run_dir: Path, s: dict | None) -> None:
     """Figures the report needs but the run may lack: per-class Dice bars; loss curves of an unfinished run."""
-    from .study_figures import per_class_dice_bars, read_history
-
     fig_dir = run_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
     if s and "per_class" in s:
@@ -191,8 +199,6 @@ def _ensure_run_figures(run_dir: Path, s: dict | None) -> None:
                             f"strict Dice per class, {s.get('evaluated_on', '?')} split")
     history = read_history(run_dir)
     if history and not (fig_dir / "loss_curves.png").is_file():
-        from .run_figures import loss_curves
-
         loss_curves(history, fig_dir / "loss_curves.png", run_dir.name)
 
 
@@ -270,10 +276,6 @@ def _run_ref(run_dir: Path, study_dir: Path) -> str:
 
 def _study_doc(study_dir: Path) -> Doc:
     """The study report: setup, tables, figures, per-class Dice, stages and runs, study file and hardware."""
-    from ..study import read_plan
-    from ..study_table import LABELS, failure_lines, table_sections, write_study_table
-    from .study_figures import difference_plot, headline_bars, study_loss_curves
-
     plan, results = read_plan(study_dir), write_study_table(study_dir)
     doc = Doc(f"Study {results['name']}")
     _study_setup(doc, plan)

@@ -11,7 +11,9 @@ import io
 import json
 from pathlib import Path
 
-from ..errors import CnnlabError
+from cnnlab.errors import CnnlabError, did_you_mean
+from cnnlab.report.tex import table_tex, tex_escape
+from cnnlab.study.table import markdown_table
 
 # (summary key, label, convention); the convention column says how each number was computed
 HEADLINE = [
@@ -94,8 +96,6 @@ def _warnings(rows: list[dict]) -> list[str]:
 
 def render_md(names: list[str], rows: list[dict]) -> str:
     """A markdown table (best value per metric in bold), then any warning."""
-    from ..study_table import markdown_table
-
     body = [[r["metric"], r["convention"]] + [f"**{_shown(v)}**" if i in _best(r) else _shown(v)
                                               for i, v in enumerate(r["values"])] for r in rows]
     text = markdown_table(["metric", "convention", *names], body)
@@ -116,8 +116,6 @@ def render_csv(names: list[str], rows: list[dict]) -> str:
 
 def render_latex(names: list[str], rows: list[dict]) -> str:
     """A booktabs table float (metric and convention per row, runs as columns, best per row in bold)."""
-    from .latex import table_tex, tex_escape
-
     body = []
     for r in rows:
         cells = [tex_escape(_shown(v)) for v in r["values"]]
@@ -135,8 +133,6 @@ def render_latex(names: list[str], rows: list[dict]) -> str:
 def compare(run_dirs: list[str | Path], fmt: str = "md") -> str:
     """The comparison table of several runs in one format (md, csv or latex)."""
     if fmt not in FORMATS:
-        from ..errors import did_you_mean
-
         raise CnnlabError(f"unknown compare format '{fmt}'", did_you_mean(fmt, FORMATS))
     names, rows = compare_rows(run_dirs)
     return {"md": render_md, "csv": render_csv, "latex": render_latex}[fmt](names, rows)

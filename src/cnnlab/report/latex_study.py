@@ -7,8 +7,24 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .latex import (LOWER_IS_BETTER, _conventions, bold_best, figure_tex, header, signed, slug, stacked, table_tex,
-                    tex_escape, write_pieces)
+from cnnlab.report.build import Doc, _per_class_rows, _study_setup
+from cnnlab.report.latex_figures import vector_fonts
+from cnnlab.report.study_figures import difference_plot, headline_bars, study_loss_curves
+from cnnlab.report.tex import (
+    LOWER_IS_BETTER,
+    _conventions,
+    bold_best,
+    figure_tex,
+    header,
+    signed,
+    slug,
+    stacked,
+    table_tex,
+    tex_escape,
+    write_pieces,
+)
+from cnnlab.study.plan import read_plan
+from cnnlab.study.table import LABELS, collect_results, table_sections
 
 
 def _results_paragraph(results: dict, lab: str, src: str) -> str:
@@ -30,8 +46,6 @@ def _results_paragraph(results: dict, lab: str, src: str) -> str:
         low = metric in LOWER_IS_BETTER
         best = (min if low else max)(finished, key=lambda r: r["stats"][metric]["mean"])
         st = best["stats"][metric]
-        from ..study_table import LABELS
-
         where = f" at {tex_escape(best['label'].replace('__', ', '))}" if best["label"] else ""
         text += ["", f"\\paragraph{{Results.}} The best {tex_escape(LABELS.get(metric, metric))} is reached by "
                  f"\\texttt{{{tex_escape(best['variant'])}}}{where}: {st['mean']:.4f} "
@@ -52,8 +66,6 @@ def _difference_cell(cell: str) -> str:
 
 def _study_tables(results: dict, lab: str, src: str) -> dict[str, str]:
     """table_study (bold best per metric column) and table_differences, from study_table.table_sections."""
-    from ..study_table import table_sections
-
     (t1, h1, r1), (t2, h2, r2) = table_sections(results)
     metrics = results["metrics"]
     cols = list(range(len(h1) - len(metrics), len(h1)))
@@ -73,8 +85,6 @@ def _study_tables(results: dict, lab: str, src: str) -> dict[str, str]:
 
 def _variants_table(plan, lab: str, src: str) -> str:
     """What each row of the study table is: its recipe and overrides (the markdown report's setup table)."""
-    from .build import Doc, _study_setup
-
     doc = Doc("")
     _study_setup(doc, plan)
     headers, rows, _ = next(p for k, p in doc.blocks if k == "table")
@@ -88,8 +98,6 @@ def _variants_table(plan, lab: str, src: str) -> str:
 def _per_class_table(results: dict, lab: str, src: str) -> str | None:
     """Mean strict Dice per class over seeds: one row per class (class names are long, so they go down the
     side), one column per variant and grid point, the best of each class in bold."""
-    from .build import _per_class_rows
-
     names, rows = _per_class_rows(results)
     if not names:
         return None
@@ -105,16 +113,11 @@ def _per_class_table(results: dict, lab: str, src: str) -> str | None:
 
 def _study_figures(results: dict, out: Path, lab: str, src: str) -> dict[str, str]:
     """The study figures of the markdown report, drawn as PDF (vector) into the latex folder."""
-    from .latex_figures import vector_fonts
-
     with vector_fonts():
         return _draw_study_figures(results, out, lab, src)
 
 
 def _draw_study_figures(results: dict, out: Path, lab: str, src: str) -> dict[str, str]:
-    from ..study_table import LABELS
-    from .study_figures import difference_plot, headline_bars, study_loss_curves
-
     metric, pieces = results["headline_metric"], {}
     label = LABELS.get(metric, metric) if metric else ""
     if metric:
@@ -138,9 +141,6 @@ def _draw_study_figures(results: dict, out: Path, lab: str, src: str) -> dict[st
 
 def write_study_latex(study_dir: str | Path) -> Path:
     """STUDY_DIR/latex/: report.tex and its pieces, from the runs' summary.json files; returns report.tex."""
-    from ..study import read_plan
-    from ..study_table import collect_results
-
     study_dir = Path(study_dir)
     plan, results = read_plan(study_dir), collect_results(study_dir)
     out, lab, src = study_dir / "latex", slug(results["name"]), study_dir.name

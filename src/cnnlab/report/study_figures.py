@@ -2,7 +2,7 @@
 and the per-class Dice bar chart of a run.
 
 One colour per variant (tab10 in the study's variant order) in every study figure; per-class bars use the class
-colours of cnnlab.report.palette, as overlays do. Matplotlib's object API (Figure + Agg canvas) keeps this free of
+colours of cnnlab.figures.palette, as overlays do. Matplotlib's object API (Figure + Agg canvas) keeps this free of
 pyplot state.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from .palette import class_colors
+from cnnlab.figures.palette import class_colors
 
 VARIANT_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
                   "tab:gray", "tab:olive", "tab:cyan"]

@@ -39,11 +39,13 @@ def print_run_table(run_dir: Path, console: Console | None = None) -> None:
         console.print(pc)
     if "binary" in s:
         b = s["binary"]
-        console.print(f"per-image Dice {b['per_image_dice_mean']:.4f}, boundary-band Dice {b['boundary_dice_mean']:.4f} "
+        console.print(f"per-image Dice {b['per_image_dice_mean']:.4f}, "
+                      f"boundary-band Dice {b['boundary_dice_mean']:.4f} "
                       f"(band {b['boundary_band_width']} px), boundary F1 {b['boundary_f1_mean']:.4f}")
     if "fit_note" in s:
         console.print(s["fit_note"])
     if "parameters" in s:
-        console.print(f"learnable parameters: {s['parameters']['trainable']:,} trainable of {s['parameters']['total']:,}")
+        p = s["parameters"]
+        console.print(f"learnable parameters: {p['trainable']:,} trainable of {p['total']:,}")
     console.print(f"train {s['train_seconds']:.0f} s at {s['train_images_per_s']:.1f} img/s "
                   f"({s['device']}, {s['precision']}); run dir: {run_dir}")

@@ -3,7 +3,18 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import cifar, digits, endovis, endovis_color, fashion_mnist, folders, glas, imagefolder, mnist, voc
+from cnnlab.data.formats import (
+                                 cifar,
+                                 digits,
+                                 endovis,
+                                 endovis_color,
+                                 fashion_mnist,
+                                 folders,
+                                 glas,
+                                 imagefolder,
+                                 mnist,
+                                 voc,
+)
 
 FORMATS: dict[str, ModuleType] = {"endovis": endovis, "endovis_colorization": endovis_color,
                                  "glas": glas,

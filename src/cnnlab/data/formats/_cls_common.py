@@ -6,8 +6,8 @@ from typing import Callable
 
 import torch
 
-from ...errors import ConfigError, DataError, did_you_mean
-from ..types import ClsData
+from cnnlab.data.types import ClsData
+from cnnlab.errors import ConfigError, DataError, did_you_mean
 
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 

@@ -6,11 +6,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import CnnlabError
-from . import _folders_masks as fm
-from .common import read_image
-from .folders import GREY_MODES, Layout, Options, default_size, encoding_for, header, parse_options, read_input, \
-    scan_layout, summarize_sizes
+from cnnlab.data.formats import _folders_masks as fm
+from cnnlab.data.formats._folders_fit import default_size, header, read_input
+from cnnlab.data.formats._folders_layout import (
+    GREY_MODES,
+    Layout,
+    Options,
+    encoding_for,
+    parse_options,
+    scan_layout,
+    summarize_sizes,
+)
+from cnnlab.data.formats.common import read_image
+from cnnlab.errors import CnnlabError
 
 
 @dataclass

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import header, read_input
-from .preprocess import MASK_PAD, Preprocess
+from cnnlab.data.formats.common import header, read_input
+from cnnlab.data.formats.preprocess import MASK_PAD, Preprocess
 
 __all__ = ["IGNORE", "MAX_DEFAULT_SIDE", "default_size", "fit_note", "fit_one", "header", "read_input"]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import ConfigError, DataError
-from ._folders_fit import header
-from .common import read_image
+from cnnlab.data.formats._folders_fit import header
+from cnnlab.data.formats.common import read_image
+from cnnlab.errors import ConfigError, DataError
 
 IGNORE = 255            # mask value excluded from loss and metrics (outside the FOV, padding, palette void)
 MAX_LEVELS = 32         # more distinct grey values than this are not a label map

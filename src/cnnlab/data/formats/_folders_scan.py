@@ -11,8 +11,8 @@ from typing import Callable
 
 import numpy as np
 
-from ...errors import ConfigError, DataError, did_you_mean
-from .common import IMAGE_EXTS, is_junk
+from cnnlab.data.formats.common import IMAGE_EXTS, is_junk
+from cnnlab.errors import ConfigError, DataError, did_you_mean
 
 # Annotation tools and data sets append these to the image's name (DRIVE: 21_manual1, GlaS: _anno, ...).
 MASK_SUFFIX = re.compile(r"(?:[_\-. ]|(?<=\d))(masks?|anno(?:tations?)?|manual\d*|labels?|labell?ed|gt|"

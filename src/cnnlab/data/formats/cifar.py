@@ -14,9 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import DataError
-from ..types import ClsData
-from ._cls_common import is_junk, load_disk_or_resplit, resplit_names, summarise_split, unknown_options
+from cnnlab.data.formats._cls_common import (
+    is_junk,
+    load_disk_or_resplit,
+    resplit_names,
+    summarise_split,
+    unknown_options,
+)
+from cnnlab.data.types import ClsData
+from cnnlab.errors import DataError
 
 FOLDER = "cifar-100-python"  # torchvision.datasets.CIFAR100.base_folder
 SPLITS = ("train", "test")   # the file names are the split names
@@ -54,7 +60,8 @@ def _unpickle(path: Path) -> dict:
     except _Refused as e:
         raise DataError(f"{path}: refused, {str(e)[:100]}", "CIFAR pickles hold only arrays, lists and names; "
                         "this file is not one (or was tampered with)") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, OSError, MemoryError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, OSError,
+            MemoryError) as e:
         raise DataError(f"{path}: truncated or corrupt pickle ({type(e).__name__})", "fetch the file again") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: holds a {type(obj).__name__}, expected a CIFAR dict")

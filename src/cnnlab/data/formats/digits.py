@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import DataError
-from ..types import ClsData
-from ._cls_common import class_shares, resize_images, unknown_options
+from cnnlab.data.formats._cls_common import class_shares, resize_images, unknown_options
+from cnnlab.data.types import ClsData
+from cnnlab.errors import DataError
 
 SPLITS = ("train", "test")
 

@@ -8,10 +8,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import DataError
-from ..types import SegData
-from .common import class_shares, inside_root, is_junk, read_image, read_input, resize_images, resize_masks, \
-    to_chw
+from cnnlab.data.formats.common import (
+    class_shares,
+    inside_root,
+    is_junk,
+    read_image,
+    read_input,
+    resize_images,
+    resize_masks,
+    to_chw,
+)
+from cnnlab.data.types import SegData
+from cnnlab.errors import DataError
 
 SEG_SPLITS = ("train", "validation", "test")
 COLOR_SPLITS = ("train_cor", "validation_cor")
@@ -36,10 +44,10 @@ def read_mapping(root: Path) -> tuple[dict[str, int], list[str]]:
         leftover = _PAIR.sub("", text)
         if not pairs or re.sub(r"[\s{},]", "", leftover):
             raise DataError(f"{path}: not valid JSON and not an unambiguous list of \"name\": level pairs",
-                            'fix it to {"name": level, ...}')
+                            'fix it to {"name": level, ...}') from None
         names = [n for n, _ in pairs]
         if len(set(names)) != len(names):
-            raise DataError(f"{path}: class name repeated in a malformed file", "fix the file by hand")
+            raise DataError(f"{path}: class name repeated in a malformed file", "fix the file by hand") from None
         mapping = {n: int(v) for n, v in pairs}
         notes.append(f"{path.name} is not valid JSON (missing commas?); recovered {len(mapping)} classes "
                      "from its name: level pairs")

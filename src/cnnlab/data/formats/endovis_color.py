@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import DataError
-from ..types import ColorData
-from .common import read_image, resize_images
-from .endovis import _sample_dirs
+from cnnlab.data.formats.common import read_image, resize_images
+from cnnlab.data.formats.endovis import _sample_dirs
+from cnnlab.data.types import ColorData
+from cnnlab.errors import DataError
 
 SPLITS = ("train_cor", "validation_cor", "test_cor")
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..types import ClsData
-from . import mnist
-from ._cls_common import unknown_options
+from cnnlab.data.formats import mnist
+from cnnlab.data.formats._cls_common import unknown_options
+from cnnlab.data.types import ClsData
 
 # Fixed by the data set's label order; spelled as in torchvision.datasets.FashionMNIST.classes.
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import ConfigError, DataError, did_you_mean
-from ..stain import unmix_he
-from ..types import SegData
-from .common import is_junk, read_image, read_input, resize_images, resize_masks, to_chw
+from cnnlab.data.formats.common import is_junk, read_image, read_input, resize_images, resize_masks, to_chw
+from cnnlab.data.stain import unmix_he
+from cnnlab.data.types import SegData
+from cnnlab.errors import ConfigError, DataError, did_you_mean
 
 PREFIXES = ("train", "testA", "testB")
 SPLITS = {"train": ("train",), "testA": ("testA",), "testB": ("testB",), "test": ("testA", "testB")}

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import DataError
-from ..types import ClsData
-from ._cls_common import carve_splits, is_junk, summarise_split, unknown_options
-from .common import WIDE_MODES, open_image, scale_wide
+from cnnlab.data.formats._cls_common import carve_splits, is_junk, summarise_split, unknown_options
+from cnnlab.data.formats.common import WIDE_MODES, open_image, scale_wide
+from cnnlab.data.types import ClsData
+from cnnlab.errors import DataError
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -89,7 +89,8 @@ def _decode(path: Path, grey: bool | None, size: list[int] | None) -> np.ndarray
                 grey = img.mode in GREY_MODES
             arr = np.asarray(img.convert("L" if grey else "RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot decode image ({type(e).__name__})", "the file is corrupt or truncated") from None
+        raise DataError(f"{path}: cannot decode image ({type(e).__name__})",
+                        "the file is corrupt or truncated") from None
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 

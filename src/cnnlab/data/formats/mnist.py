@@ -15,9 +15,15 @@ from pathlib import Path
 
 import torch
 
-from ...errors import DataError
-from ..types import ClsData
-from ._cls_common import is_junk, load_disk_or_resplit, resplit_names, summarise_split, unknown_options
+from cnnlab.data.formats._cls_common import (
+    is_junk,
+    load_disk_or_resplit,
+    resplit_names,
+    summarise_split,
+    unknown_options,
+)
+from cnnlab.data.types import ClsData
+from cnnlab.errors import DataError
 
 DIGIT_NAMES = [str(i) for i in range(10)]
 # The on-disk split name -> file prefix used by the IDX distribution.

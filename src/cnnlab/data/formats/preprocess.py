@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .common import resize_images, resize_masks
+from cnnlab.data.formats.common import resize_images, resize_masks
 
 FITS = ("resize", "pad", "crop")
 PAD_VALUE = 0      # image padding, in uint8 pixels before normalisation

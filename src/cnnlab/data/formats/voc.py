@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import ConfigError, DataError, did_you_mean
-from ..types import SegData
-from ..voc_colors import VOC_BOUNDARY, VOC_CLASSES, class_of_color
-from .common import inside_root, is_junk, read_image, read_input, resize_images, resize_masks, to_chw
+from cnnlab.data.formats.common import inside_root, is_junk, read_image, read_input, resize_images, resize_masks, to_chw
+from cnnlab.data.types import SegData
+from cnnlab.data.voc_colors import VOC_BOUNDARY, VOC_CLASSES, class_of_color
+from cnnlab.errors import ConfigError, DataError, did_you_mean
 
 OPTIONS = {"boundary": "background", "foreground_background": False, "year": None}
 BOUNDARY_CHOICES = ("background", "ignore")

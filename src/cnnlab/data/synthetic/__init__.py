@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
-from . import classification, endovis, glas, voc
+from cnnlab.data.synthetic import classification, endovis, glas, voc
 
 SYNTHETIC: dict[str, Callable] = {
     "endovis": endovis.write, "glas": glas.write, "voc": voc.write,

@@ -1,4 +1,4 @@
-"""Small, seeded classification sets written in the real on-disk formats: IDX (gz), PNG class folders, CIFAR-100 pickles.
+"""Small, seeded classification sets in the real on-disk formats: IDX (gz), PNG class folders, CIFAR-100 pickles.
 
 Each class is a fixed random glyph (a coarse binary pattern, enlarged) drawn at a jittered position with random
 contrast, pixel dropout, a distracting stroke and noise: a working CNN learns it in a few epochs, while a
@@ -12,6 +12,8 @@ import struct
 from pathlib import Path
 
 import numpy as np
+
+from cnnlab.errors import lookup
 
 CIFAR_FOLDER = "cifar-100-python"
 
@@ -136,6 +138,4 @@ WRITERS = {"mnist": write_idx, "fashion_mnist": write_idx, "imagefolder": write_
 
 def write(out: Path, seed: int = 0, format: str = "mnist", **sizes) -> Path:
     """Dispatch by format name (the keys of WRITERS)."""
-    from ...errors import lookup
-
     return lookup(WRITERS, format, "synthetic classification format")(out, seed=seed, **sizes)

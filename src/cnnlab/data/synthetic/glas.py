@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..stain import stains_to_rgb
+from cnnlab.data.stain import stains_to_rgb
 
 GRADE_HEADER = ["name", "Patient ID", " grade (GlaS)", " grade (Sirinukunwattana et al. 2015)"]
 _SUBTYPE = {"benign": "adenomatous", "malignant": "moderately differentiated"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..voc_colors import VOC_BOUNDARY, VOC_PALETTE
+from cnnlab.data.voc_colors import VOC_BOUNDARY, VOC_PALETTE
 
 # class index -> (shape, base RGB colour, texture); frequencies below make some classes rare
 OBJECTS = {

@@ -1,0 +1,100 @@
+"""`cnnlab data synth|check` (data sets in real on-disk formats) and `cnnlab new` (a recipe for your folders)."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from cnnlab.errors import DataError
+from cnnlab.new.hints import check_command
+
+
+def _cmd_synth(a: argparse.Namespace) -> int:
+    from cnnlab.data.synthetic import SYNTHETIC
+    from cnnlab.errors import lookup
+
+    out = lookup(SYNTHETIC, a.format, "synthetic data set")(Path(a.out), seed=a.seed)
+    print(f"wrote synthetic {a.format} data to {out}")
+    return 0
+
+
+def _cmd_check(a: argparse.Namespace) -> int:
+    from cnnlab.data.formats import FORMATS
+    from cnnlab.errors import DataError, lookup
+
+    if a.format == "folders":
+        if not (a.images and a.masks):
+            raise DataError("data check folders needs --images DIR and --masks DIR")
+        return run_check_folders(a.images, a.masks, a.fov)  # problems found: listed, one error line, exit 2
+    if not a.root:
+        raise DataError(f"data check {a.format} needs the data set's ROOT folder")
+    root = Path(a.root)
+    if not root.exists():
+        raise DataError(f"data root not found: {root}")
+    print(lookup(FORMATS, a.format, "data format").check(root))
+    return 0
+
+
+def check_folders(images: str | Path, masks: str | Path, fov: str | Path | None = None, **options) -> str:
+    """`cnnlab data check folders --images DIR --masks DIR [--fov DIR]`: the report for two (or three) folders."""
+    return folders_report(images, masks, fov, **options)[0]
+
+
+def folders_report(images: str | Path, masks: str | Path, fov: str | Path | None = None,
+                   **options) -> tuple[str, list[str]]:
+    """The report and the problems it lists, so that the command can fail when there are any."""
+    from cnnlab.data.formats._folders_check import survey_report
+
+    paths = [Path(p).expanduser().resolve() for p in (images, masks, fov) if p is not None]
+    root = Path(os.path.commonpath(paths))
+    opts = {"images": os.path.relpath(paths[0], root), "masks": os.path.relpath(paths[1], root), **options}
+    if fov is not None:
+        opts["fov"] = os.path.relpath(paths[2], root)
+    opts.setdefault("split", "random")  # two folders given: they are the whole data set, not split folders
+    return survey_report(root, **opts)
+
+
+def run_check_folders(images: str | Path, masks: str | Path, fov: str | Path | None = None) -> int:
+    """Print the report; problems make one final error line and exit 2 (a check that lists problems must fail)."""
+    text, problems = folders_report(images, masks, fov)
+    print(text, flush=True)
+    if problems:
+        raise DataError(f"{len(problems)} problem(s) in these folders (listed above); training would stop at them",
+                        f"replace or remove the files named above, then run again: {check_command(images, masks, fov)}")
+    return 0
+
+
+def _cmd_new(a: argparse.Namespace) -> int:
+    from cnnlab.new.recipe import make_recipe
+
+    made = make_recipe(a.task, a.images, a.masks, a.out, fov=a.fov, name=a.name)
+    est = made.estimate
+    print(f"wrote {made.path}; train it with: cnnlab train {made.path}")
+    print(f"estimated training time on this machine: {est.total_line()}; {est.epoch_line()}; early stopping may "
+          "end sooner")
+    return 0
+
+
+def register(sub) -> None:
+    """Add `cnnlab data synth|check` and `cnnlab new`."""
+    d = sub.add_parser("data", help="synthesize or check data sets").add_subparsers(dest="data_cmd", required=True)
+    s = d.add_parser("synth", help="write a synthetic data set in a real on-disk format")
+    s.add_argument("format")
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_synth)
+    c = d.add_parser("check", help="validate a data set layout and summarise it")
+    c.add_argument("format")
+    c.add_argument("root", nargs="?", help="data set root (not for 'folders')")
+    c.add_argument("--images", metavar="DIR", help="folders format: the image folder")
+    c.add_argument("--masks", metavar="DIR", help="folders format: the mask folder")
+    c.add_argument("--fov", metavar="DIR", help="folders format: optional field-of-view masks")
+    c.set_defaults(func=_cmd_check)
+    n = sub.add_parser("new", help="write a ready recipe from your image/mask folders")
+    n.add_argument("--task", default="segmentation", help="segmentation (image + mask folders)")
+    n.add_argument("--images", required=True, metavar="DIR", help="folder of images")
+    n.add_argument("--masks", required=True, metavar="DIR", help="folder of masks, named like their images")
+    n.add_argument("--fov", metavar="DIR", help="optional field-of-view masks: pixels outside are ignored")
+    n.add_argument("--out", required=True, metavar="RECIPE", help="recipe YAML to write (never overwritten)")
+    n.add_argument("--name", help="run name (default: the recipe's file name)")
+    n.set_defaults(func=_cmd_new)

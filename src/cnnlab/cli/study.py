@@ -1,0 +1,77 @@
+"""`cnnlab study` (run or resume a study), `cnnlab report` (write a run's or a study's report, md/html or LaTeX)
+and `cnnlab compare` (one table of several hand-made runs)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cnnlab.errors import CnnlabError
+
+
+def _cmd_study(a: argparse.Namespace) -> int:
+    from cnnlab.report.build import write_study_report
+    from cnnlab.study.runner import resume_study, run_study
+
+    if a.resume:
+        if a.study or a.set or a.out:
+            # the plan (study file and --set values) is frozen in the study folder; changing it mid-way
+            # would mix runs of two different studies in one table
+            raise CnnlabError("cnnlab study --resume takes only the study folder",
+                              "its plan.json already holds the study file and the --set values; --out is its folder")
+        study_dir = resume_study(Path(a.resume))
+    elif a.study:
+        study_dir = run_study(Path(a.study), a.set, a.out)
+    else:
+        raise CnnlabError("cnnlab study needs a STUDY_YAML or --resume STUDY_DIR")
+    print(f"report: {write_study_report(study_dir)}")
+    return 0
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    if a.format == "latex":
+        from cnnlab.report.latex import write_latex_report
+
+        path = write_latex_report(Path(a.folder))
+        print(f"wrote {path} and its \\input-able pieces (table_*.tex, fig_*.tex); compile: "
+              f"cd {path.parent} && pdflatex report.tex")
+        return 0
+    from cnnlab.report.build import write_report
+
+    path = write_report(Path(a.folder))
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
+def _cmd_compare(a: argparse.Namespace) -> int:
+    from cnnlab.report.compare import compare, format_for
+
+    text = compare([Path(d) for d in a.runs], format_for(a.out, a.format))
+    if a.out:
+        Path(a.out).write_text(text)
+        print(f"wrote {a.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def register(sub) -> None:
+    """Add the study and report subcommands to cnnlab's subparsers."""
+    s = sub.add_parser("study", help="run every variant x grid point x seed of a study YAML, then its table and report")
+    s.add_argument("study", nargs="?", metavar="STUDY_YAML", help="study file (see cnnlab.study.runner)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for every run of the study (stages included), e.g. data.root=...")
+    s.add_argument("--out", metavar="FOLDER", help="where the study folder goes (default: the study file's 'out')")
+    s.add_argument("--resume", metavar="STUDY_DIR", help="continue a study: finished runs are kept")
+    s.set_defaults(func=_cmd_study)
+    r = sub.add_parser("report", help="write report.md and a self-contained report.html for a run or study folder")
+    r.add_argument("folder", metavar="RUN_DIR|STUDY_DIR")
+    r.add_argument("--format", choices=["html", "md", "latex"], default="html",
+                   help="html or md (default): report.md + report.html; latex: FOLDER/latex/report.tex with "
+                        "booktabs tables and PDF figures as separate \\input-able files")
+    r.set_defaults(func=_cmd_report)
+    c = sub.add_parser("compare", help="one table of several runs' headline and per-class metrics (md, csv, latex)")
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    c.add_argument("--format", choices=["md", "csv", "latex"], default=None,
+                   help="default: from --out's suffix (.csv, .tex), else md")
+    c.add_argument("--out", metavar="FILE", help="write the table here instead of printing it")
+    c.set_defaults(func=_cmd_compare)

@@ -1,0 +1,69 @@
+"""`cnnlab train` (a recipe, or --resume a run) and `cnnlab demo` (the course recipe on synthetic data)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cnnlab.errors import CnnlabError
+
+# Commands import torch-heavy modules inside their functions: importing torch takes seconds, and
+# `cnnlab --help` (or a typo) should answer at once.
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from cnnlab.config import load_recipe
+    from cnnlab.engine.distributed import is_main, shutdown
+    from cnnlab.engine.recipe_check import check_recipe
+    from cnnlab.engine.run import resume, train
+
+    overrides = list(a.set) + ([f"model.params.weights={a.weights}"] if a.weights else [])
+    if a.resume:
+        run_dir = resume(Path(a.resume), a.set)
+    elif a.recipe:
+        recipe = load_recipe(a.recipe, overrides)
+        check_recipe(recipe)  # names and memory before any data is read or run dir created
+        run_dir = train(recipe)
+    else:
+        raise CnnlabError("cnnlab train needs a RECIPE or --resume RUN_DIR")
+    if is_main():
+        from cnnlab.report.tables import print_run_table
+
+        print_run_table(run_dir)
+        _write_report(run_dir)
+    shutdown()
+    return 0
+
+
+def _write_report(run_dir: Path) -> None:
+    """report.md/html beside the run's files."""
+    from cnnlab.report.build import write_run_report
+
+    print(f"report: {write_run_report(run_dir)}")
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from cnnlab.cli.demo import run_demo, run_demo_study
+
+    if a.study:
+        run_demo_study(Path(a.data), Path(a.out))
+    else:
+        run_demo(Path(a.data), Path(a.out), epochs=a.epochs)
+    return 0
+
+
+def register(sub) -> None:
+    """Add `cnnlab train` and `cnnlab demo`."""
+    t = sub.add_parser("train", help="train a recipe, or resume a run")
+    t.add_argument("recipe", nargs="?", help="recipe YAML")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=5")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last.pt")
+    t.add_argument("--weights", metavar="PATH|imagenet", help="pre-trained weights for transfer models "
+                   "(a local .pth/.safetensors file, or 'imagenet' to download where internet exists)")
+    t.set_defaults(func=_cmd_train)
+    m = sub.add_parser("demo", help="synthesize the EndoVis course data (if missing) and train the course recipe")
+    m.add_argument("--data", default="data/endovis_synth")
+    m.add_argument("--out", default="runs")
+    m.add_argument("--epochs", type=int, default=None)
+    m.add_argument("--study", action="store_true", help="run the course study (a, b, c, colorization-pretrained "
+                   "e at 10%% and 100%% labels, 2 seeds) at demo size instead")
+    m.set_defaults(func=_cmd_demo)

@@ -1,0 +1,1 @@
+"""exercises: see docs/architecture.md."""

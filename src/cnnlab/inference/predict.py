@@ -1,0 +1,330 @@
+"""Apply a trained run to new images: rebuild it from its run dir, predict masks/probabilities, re-evaluate it."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from cnnlab.config import Recipe, recipe_from_dict
+from cnnlab.data.formats.common import IMAGE_EXTS, is_junk, read_input, resize_images, to_chw
+from cnnlab.data.formats.preprocess import Preprocess
+from cnnlab.data.mask_encoding import MaskEncoding, resolve_encoding
+from cnnlab.data.stain import unmix_he_batch
+from cnnlab.engine.checkpoint import load_checkpoint
+from cnnlab.engine.runtime import Runtime, resolve_runtime
+from cnnlab.engine.steps import Normalizer
+from cnnlab.errors import CnnlabError, DataError
+from cnnlab.figures.palette import overlay
+from cnnlab.inference.sliding_window import check_window, sliding_window
+from cnnlab.models import build_model
+
+CHECKPOINT_KEYS = ("model", "recipe", "norm", "class_names", "in_channels", "input_size")
+MASK_STEM_SUFFIXES = ("_mask", "_label", "_labels", "_gt")  # ground truth beside inputs in data set folders
+
+
+@dataclass
+class TrainedRun:
+    """A trained model ready for inference, with everything its inputs and outputs need."""
+
+    model: nn.Module
+    rt: Runtime
+    norm: Normalizer
+    class_names: list[str]
+    in_channels: int
+    input_size: tuple[int, int]
+    task: str
+    encoding: MaskEncoding
+    recipe: Recipe | None = None
+    run_dir: Path | None = None
+    best_epoch: int | None = None
+    checkpoint: dict = field(default_factory=dict, repr=False)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """How training prepared images (the recipe's reader policy at the trained size); without a recipe
+        (hand-built runs) images were taken at native resolution and resized to input_size."""
+        if self.recipe is None:
+            return Preprocess(self.input_size, native_scale=True, mean=self.norm.mean, std=self.norm.std)
+        d = self.recipe.data
+        return Preprocess.for_data(d.format, d.size, d.options, self.input_size, self.norm.mean, self.norm.std)
+
+
+def load_run(run_dir: str | Path, device: str = "auto", precision: str | None = None) -> TrainedRun:
+    """Rebuild a run's best model from best.pt and its saved recipe; precision defaults to the recipe's."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CnnlabError(f"run dir not found: {run_dir}", "give a folder written by `cnnlab train`")
+    best = run_dir / "best.pt"
+    if not best.is_file():
+        raise CnnlabError(f"{best}: not found", "a run writes best.pt after its first finished epoch; "
+                          "is this a cnnlab run dir?")
+    ck = load_checkpoint(best)
+    missing = [key for key in CHECKPOINT_KEYS if key not in ck]
+    if missing:
+        raise CnnlabError(f"{best}: not a cnnlab checkpoint (no '{missing[0]}')", "give a run dir of `cnnlab train`")
+    recipe = recipe_from_dict(ck["recipe"], check_name=False)  # runs saved before names were checked
+    precision = precision or recipe.train.precision
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if precision == "fp16" and on_cpu:
+        precision = "auto"  # trained with CUDA fp16 AMP, now on CPU: bf16 where the CPU has it, else fp32
+    rt = resolve_runtime(device, precision, recipe.train.channels_last)
+    class_names = list(ck["class_names"])
+    in_ch, size = int(ck["in_channels"]), (int(ck["input_size"][0]), int(ck["input_size"][1]))
+    n_out = in_ch if recipe.task == "colorization" else len(class_names)
+    # best.pt holds every weight: never fetch or read the pre-trained source again
+    params = {k: ("none" if k == "weights" else v) for k, v in recipe.model.params.items()}
+    model = build_model(recipe.model.name, in_ch, n_out, size, params)
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        raise CnnlabError(f"{best}: weights do not fit model '{recipe.model.name}' "
+                          f"({str(e).splitlines()[0][:80]})", "was the model code changed since training?") from None
+    fmt = torch.channels_last if rt.channels_last else torch.preserve_format
+    model = model.to(rt.device, memory_format=fmt).eval()
+    encoding, notes = resolve_encoding(recipe, class_names, ck)
+    return TrainedRun(model, rt, Normalizer(tuple(ck["norm"]["mean"]), tuple(ck["norm"]["std"])), class_names,
+                      in_ch, size, recipe.task, encoding, recipe, run_dir,
+                      ck.get("state", {}).get("best_epoch"), ck, notes)
+
+
+@torch.no_grad()
+def class_probabilities(model: nn.Module, x: torch.Tensor, rt: Runtime, tta_flip: bool = False) -> torch.Tensor:
+    """Softmax over classes (float32, CPU) of normalised inputs; flip TTA averages with the mirrored image."""
+    model.eval()
+
+    def probs(inp: torch.Tensor) -> torch.Tensor:
+        with rt.autocast():
+            return model(rt.to_input(inp)).float().softmax(1).cpu()
+
+    p = probs(x)
+    if tta_flip:
+        pf = probs(x.flip(-1))
+        p = (p + (pf.flip(-1) if pf.ndim == 4 else pf)) / 2  # seg maps are flipped back; class scores are not
+    return p
+
+
+def _natural(p: Path) -> list:
+    """Sort key that puts 2 before 10 in file and folder names."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+
+
+def _folder_images(folder: Path) -> tuple[list[Path], int, int]:
+    """Images in a folder and its direct subfolders, plus counts of skipped non-images and mask-named files."""
+    entries = sorted((q for q in folder.iterdir() if not is_junk(q)), key=_natural)
+    entries = [f for q in entries
+               for f in ([q] if q.is_file() else sorted(q.iterdir(), key=_natural) if q.is_dir() else [])]
+    files, skipped, masks = [], 0, 0
+    for f in entries:
+        if not f.is_file() or is_junk(f) or f.suffix.lower() not in IMAGE_EXTS:
+            skipped += 1
+        elif f.stem.lower().endswith(MASK_STEM_SUFFIXES):
+            masks += 1
+        else:
+            files.append(f)
+    return files, skipped, masks
+
+
+def list_inputs(inputs: list[Path]) -> tuple[list[Path], list[str]]:
+    """Image files from files and folders (a folder's files and its subfolders' files); junk and masks skipped."""
+    files, skipped, masks = [], 0, 0
+    for p in map(Path, inputs):
+        if p.is_dir():
+            found, n_skipped, n_masks = _folder_images(p)
+            files, skipped, masks = files + found, skipped + n_skipped, masks + n_masks
+        elif not p.is_file():
+            raise DataError(f"{p}: no such file or folder")
+        elif is_junk(p):
+            skipped += 1
+        elif p.suffix.lower() not in IMAGE_EXTS:
+            raise DataError(f"{p}: not an image file", f"known extensions: {', '.join(sorted(IMAGE_EXTS))}")
+        else:
+            files.append(p)
+    notes = [f"skipped {skipped} non-image entries"] if skipped else []
+    if masks:
+        notes.append(f"skipped {masks} files named like masks (*{', *'.join(MASK_STEM_SUFFIXES)})")
+    files = list(dict.fromkeys(files))
+    if not files:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))}",
+                        f"give image files or folders of them ({', '.join(sorted(IMAGE_EXTS))})")
+    return files, notes
+
+
+def output_stems(files: list[Path]) -> list[str]:
+    """Unique output names: the file stem, prefixed with its folder where stems repeat, then numbered."""
+    stems = [f.stem for f in files]
+    stems = [f"{f.parent.name}_{s}" if stems.count(s) > 1 else s for f, s in zip(files, stems)]
+    seen: dict[str, int] = {}
+    out = []
+    for s in stems:
+        seen[s] = seen.get(s, 0) + 1
+        out.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
+    return out
+
+
+@contextlib.contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on a terminal; a no-op otherwise."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("predicting", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _read(run: TrainedRun, path: Path) -> torch.Tensor:
+    """C x H x W uint8 as shown to people: grey for grey runs, else RGB; 16-bit files scaled as in training."""
+    return to_chw(read_input(path, 1 if run.in_channels == 1 else 3))
+
+
+def _model_channels(run: TrainedRun, images: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W uint8 in the run's input channels: RGB unmixed to H&E stains for 2-channel runs."""
+    if images.shape[1] == run.in_channels:
+        return images
+    stain = run.recipe.data.options.get("stain") if run.recipe is not None else None
+    if run.in_channels == 2 and stain == "hed":
+        return unmix_he_batch(images)
+    raise CnnlabError(f"the run takes {run.in_channels}-channel inputs; cnnlab cannot make them from image files")
+
+
+def _normalised(run: TrainedRun, images: torch.Tensor) -> torch.Tensor:
+    return run.norm(images.float().div_(255))
+
+
+def _seg_outputs(out: Path, stem: str) -> list[Path]:
+    return [out / f"{stem}_mask.png", out / f"{stem}_overlay.png", out / f"{stem}_areas.json"]
+
+
+def _write_segmentation(run: TrainedRun, path: Path, image: torch.Tensor, probs: torch.Tensor, out: Path,
+                        stem: str) -> dict:
+    """Mask in the data set's encoding, overlay and class areas for one image."""
+    mask = probs.argmax(0)
+    mask_p, overlay_p, areas_p = _seg_outputs(out, stem)
+    run.encoding.image(mask.numpy()).save(mask_p)
+    Image.fromarray(overlay(image, mask, len(run.class_names))).save(overlay_p)
+    counts = torch.bincount(mask.reshape(-1), minlength=len(run.class_names)).tolist()
+    total = mask.numel()
+    areas = {"image": str(path), "height": int(mask.shape[0]), "width": int(mask.shape[1]),
+             "mask": mask_p.name, "mask_encoding": run.encoding.kind,
+             "classes": {n: {"pixels": c, "fraction": c / total} for n, c in zip(run.class_names, counts)}}
+    areas_p.write_text(json.dumps(areas, indent=2))
+    return {"image": str(path), "mask": mask_p.name, "overlay": overlay_p.name, "areas": areas_p.name}
+
+
+def _tiled(run: TrainedRun, img: torch.Tensor, window: tuple[int, int], overlap: float, batch_size: int,
+           tta: bool) -> torch.Tensor:
+    """K x H x W probabilities of one C x H x W image by sliding windows at the training pixel size: the image is
+    scaled as training scaled it, tiled, and the probabilities resized back to the image's own size."""
+    h, w = img.shape[-2:]
+    scaled = run.preprocess.training_scale(h, w)
+    x = _normalised(run, resize_images(_model_channels(run, img[None]), scaled))[0]
+    p = sliding_window(lambda b: class_probabilities(run.model, b, run.rt, tta), x, window, overlap, batch_size)
+    if tuple(p.shape[-2:]) != (h, w):
+        p = F.interpolate(p[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    return p
+
+
+def _batched(run: TrainedRun, images: list[torch.Tensor], tta: bool) -> list[torch.Tensor]:
+    """Probabilities of images prepared as in training, in one model call; segmentation maps mapped back onto
+    each image (padding cut off, resized to its own size)."""
+    prep = run.preprocess
+    placed = [prep.apply(_model_channels(run, img[None])[0]) for img in images]
+    x = torch.stack([t for t, _, _ in placed])
+    probs = class_probabilities(run.model, _normalised(run, x), run.rt, tta)
+    return [prep.restore(p, pl) if p.ndim == 3 else p for p, (_, _, pl) in zip(probs, placed)]
+
+
+def _predict_chunks(run: TrainedRun, files: list[Path], batch_size: int, tta: bool,
+                    window: tuple[int, int] | None,
+                    overlap: float) -> Iterator[tuple[Path, torch.Tensor, torch.Tensor]]:
+    """(path, image, probabilities at the image's own size) per file; model calls batched. Images go through the
+    run's preprocessing; with --window, or where the training crop would leave part of an image unseen, they are
+    tiled at the training pixel size instead."""
+    prep, seg = run.preprocess, run.task == "segmentation"
+    for i in range(0, len(files), batch_size):
+        chunk = files[i: i + batch_size]
+        images = [_read(run, f) for f in chunk]
+        tile = [window is not None or (seg and not prep.place(*img.shape[-2:]).whole) for img in images]
+        whole = iter(_batched(run, [img for img, t in zip(images, tile) if not t], tta) if not all(tile) else [])
+        for f, img, t in zip(chunk, images, tile):
+            yield f, img, (_tiled(run, img, window or prep.size, overlap, batch_size, tta) if t else next(whole))
+
+
+def _preprocess_notes(run: TrainedRun, window: tuple[int, int] | None) -> list[str]:
+    """What predict did to the images, in words (predict.json and the terminal)."""
+    prep = run.preprocess
+    notes = [f"images prepared as in training: {prep.words()}"]
+    if window is not None and not prep.native_scale:
+        notes.append(f"--window: each image is first scaled as in training, tiled with {window[0]}x{window[1]} "
+                     "windows, and the probabilities resized back to the image's own size")
+    elif window is None and prep.fit == "crop":
+        notes.append(f"trained on {prep.size[0]}x{prep.size[1]} crops: images larger than that are tiled with "
+                     "windows of that size at the training scale, so that every pixel gets a prediction")
+    return notes
+
+
+def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool = False,
+                  window: tuple[int, int] | None = None, overlap: float = 0.25, batch_size: int = 8,
+                  progress: bool | None = None) -> dict:
+    """Predict every image under inputs into out; returns (and writes as predict.json) what was written."""
+    if run.task not in ("segmentation", "classification"):
+        raise CnnlabError(f"predict handles segmentation and classification runs, not '{run.task}'")
+    if window is not None and run.task != "segmentation":
+        raise CnnlabError("--window is for segmentation runs", "classification images are resized instead")
+    if batch_size < 1:
+        raise CnnlabError(f"batch size {batch_size} must be >= 1")
+    if window is not None:
+        check_window(window, overlap)
+    files, notes = list_inputs(inputs)
+    stems = output_stems(files)
+    out = Path(out)
+    seg = run.task == "segmentation"
+    planned = [p for s in stems for p in _seg_outputs(out, s)] if seg else [out / "probabilities.csv"]
+    planned.append(out / "predict.json")
+    clash = next((p for p in planned if p.exists()), None)
+    if clash is not None:
+        raise CnnlabError(f"{clash} exists; predict never overwrites", "choose a new or empty --out folder")
+    out.mkdir(parents=True, exist_ok=True)
+    progress = sys.stdout.isatty() if progress is None else progress
+    stem_of = dict(zip(files, stems))
+    written, rows = [], []
+    with _progress(len(files), progress) as advance:
+        for f, img, probs in _predict_chunks(run, files, batch_size, tta_flip, window, overlap):
+            if seg:
+                written.append(_write_segmentation(run, f, img, probs, out, stem_of[f]))
+            else:
+                rows.append({"image": str(f), "predicted": run.class_names[int(probs.argmax())],
+                             **{n: float(p) for n, p in zip(run.class_names, probs.tolist())}})
+            advance(1)
+    if not seg:
+        _write_probabilities(rows, run.class_names, out / "probabilities.csv")
+    index = {"run_dir": str(run.run_dir), "task": run.task, "tta_flip": tta_flip,
+             "window": list(window) if window else None, "overlap": overlap if window else None,
+             "input_size": list(run.input_size), "class_names": run.class_names,
+             "preprocess": run.preprocess.describe(),
+             "mask_encoding": run.encoding.describe() if seg else None,
+             "notes": run.notes + notes + _preprocess_notes(run, window if seg else None),
+             "images": written if seg else rows}
+    (out / "predict.json").write_text(json.dumps(index, indent=2))
+    return index
+
+
+def _write_probabilities(rows: list[dict], class_names: list[str], path: Path) -> None:
+    """One row per image: path, predicted class, one probability column per class."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["image", "predicted", *class_names])
+        w.writeheader()
+        w.writerows(rows)

@@ -1,0 +1,1 @@
+"""new: see docs/architecture.md."""

@@ -1,0 +1,127 @@
+"""LaTeX pieces shared by the run and study reports: escaping, booktabs tables, figures, the conventions paragraph."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cnnlab.study.table import TASK_CONVENTIONS
+
+_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\ensuremath{<}",
+            ">": r"\ensuremath{>}", "|": r"\ensuremath{|}", "±": r"\ensuremath{\pm}", "Δ": r"\ensuremath{\Delta}",
+            "—": "--", "×": r"\ensuremath{\times}"}
+_ESCAPE_RE = re.compile("|".join(re.escape(k) for k in _ESCAPES))
+HEADER = "% written by cnnlab ({what} of {source}); \\input this file; needs \\usepackage{{booktabs,graphicx}}\n"
+# shrink a table to the line width only when it is wider (graphicx's \width is the natural width here)
+FIT_OPEN = "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+LOWER_IS_BETTER = ("loss",)
+
+
+def tex_escape(text: object) -> str:
+    """Plain text (class, variant, run names, labels) safe in LaTeX text mode, OT1 or T1 font encoding alike."""
+    return _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group(0)], str(text))
+
+
+def signed(text: str) -> str:
+    """Typeset the signs of numbers as math plus/minus (a text hyphen is too short for a minus sign)."""
+    return re.sub(r"(?<![\w.}])([+-])(?=\d)", r"$\1$", text)
+
+
+def slug(name: str) -> str:
+    """A label-safe form of a run or study name, so two reports in one paper get distinct \\label's."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") or "cnnlab"
+
+
+def stacked(top: str, bottom: str, align: str = "c", pos: str = "b") -> str:
+    """Two lines in one table cell (a nested tabular: no extra package), to keep wide tables narrow."""
+    return f"\\begin{{tabular}}[{pos}]{{@{{}}{align}@{{}}}}{top}\\\\{bottom}\\end{{tabular}}"
+
+
+def header(label: str) -> str:
+    """A column header, its parenthesised convention on a second line ('Dice fg (strict)')."""
+    head, sep, rest = label.partition(" (")
+    return stacked(tex_escape(head), tex_escape(sep.strip() + rest)) if sep else tex_escape(label)
+
+
+def bold_best(rows: list[list[str]], columns: list[int], lower: list[bool]) -> list[list[str]]:
+    """Bold the best value of each listed column (rows as display strings; the value is the cell's first number,
+    e.g. the mean of 'mean ± std'). Ties at the shown precision are all bold; a column with fewer than two
+    distinct values gets no bold, as nothing stands out."""
+    out = [list(r) for r in rows]
+    for col, low in zip(columns, lower):
+        vals = {}
+        for i, r in enumerate(rows):
+            m = re.match(r"\s*([+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?)", r[col])
+            if m:
+                vals[i] = m.group(1)
+        if len({float(v) for v in vals.values()}) < 2:
+            continue  # one value, or all equal: nothing stands out
+        best = (min if low else max)(float(v) for v in vals.values())
+        for i, v in vals.items():
+            if float(v) == best:
+                out[i][col] = f"\\textbf{{{out[i][col]}}}"
+    return out
+
+
+def table_tex(headers: list[str], rows: list[list[str]], caption: str, label: str, source: str,
+              align: str | None = None) -> str:
+    """A booktabs table float; headers and rows must already be LaTeX (escaped). Caption above, NeurIPS style."""
+    align = align or "l" + "r" * (len(headers) - 1)
+    lines = [HEADER.format(what="table", source=source), "\\begin{table}[t]", "  \\centering",
+             f"  \\caption{{{caption}}}", f"  \\label{{{label}}}", "  \\small", "  " + FIT_OPEN.rstrip("\n"),
+             f"  \\begin{{tabular}}{{{align}}}", "    \\toprule", "    " + " & ".join(headers) + " \\\\",
+             "    \\midrule"]
+    lines += ["    " + " & ".join(r) + " \\\\" for r in rows]
+    lines += ["    \\bottomrule", "  \\end{tabular}}", "\\end{table}", ""]
+    return "\n".join(lines)
+
+
+def figure_tex(file: str, caption: str, label: str, source: str, width: str = "\\linewidth") -> str:
+    """A figure float including one file that sits beside it (report.tex's folder, or \\graphicspath)."""
+    size = f"width={width},height=0.7\\textheight,keepaspectratio"  # tall figures stay on one page
+    return "\n".join([HEADER.format(what="figure", source=source), "\\begin{figure}[t]", "  \\centering",
+                      f"  \\includegraphics[{size}]{{{file}}}", f"  \\caption{{{caption}}}",
+                      f"  \\label{{{label}}}", "\\end{figure}", ""])
+
+
+def document_tex(title: str, pieces: list[str]) -> str:
+    """The standalone report: preamble plus one \\input per piece, compiled with `pdflatex report.tex`."""
+    return "\n".join([
+        "% Standalone cnnlab report: run `pdflatex report.tex` in this folder. To use the pieces in a paper, copy",
+        "% this folder next to it, add \\usepackage{booktabs,graphicx} and \\graphicspath{{FOLDER/}}, and",
+        "% \\input{FOLDER/table_...} or \\input{FOLDER/fig_...} where they belong.",
+        "\\documentclass{article}", "\\usepackage[utf8]{inputenc}",
+        # T1 only with Latin Modern (vector fonts); the pieces are escaped to work in OT1 and T1 alike
+        "\\IfFileExists{lmodern.sty}{\\usepackage[T1]{fontenc}\\usepackage{lmodern}}{}", "\\usepackage{booktabs}",
+        "\\usepackage{graphicx}",
+        f"\\title{{{title}}}", "\\author{}", "\\date{}", "\\begin{document}", "\\maketitle",
+        *[f"\\input{{{p}}}" for p in pieces], "\\end{document}", ""])
+
+
+def write_pieces(folder: Path, title: str, pieces: dict[str, str]) -> Path:
+    """Write each piece as NAME.tex and report.tex that inputs them in order; returns report.tex."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in pieces.items():
+        (folder / f"{name}.tex").write_text(text)
+    path = folder / "report.tex"
+    path.write_text(document_tex(title, list(pieces)))
+    return path
+
+
+SEG_CONVENTIONS = (
+    "All Dice and IoU values are \\emph{{strict}}: each pixel is predicted as its argmax class, true and false "
+    "positives are counted over the whole {split} split at once (global counts, not per image or per batch), and "
+    "the mean runs over the classes present in the ground truth; a class absent from both prediction and ground "
+    "truth has no defined score and is left out of every mean. The foreground mean excludes the background "
+    "(class~0). The course's soft Dice per batch (Dice of the softmax probabilities per batch, smoothing~1, "
+    "averaged over batches) is listed only for comparison with the course's own numbers: it moves with the "
+    "batch composition, is not comparable across reports, and is never the headline metric.")
+CLS_CONVENTIONS = ("Accuracy is the share of the {split} images whose argmax class equals the label.")
+
+
+def _conventions(task: str, split: str) -> str:
+    if task == "segmentation":
+        return SEG_CONVENTIONS.format(split=tex_escape(split))
+    if task == "classification":
+        return CLS_CONVENTIONS.format(split=tex_escape(split))
+    return tex_escape(TASK_CONVENTIONS.get(task, "").replace("`", ""))

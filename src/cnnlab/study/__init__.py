@@ -1,0 +1,1 @@
+"""study: see docs/architecture.md."""
