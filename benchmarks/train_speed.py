@@ -7,21 +7,32 @@ a DataLoader; fp32 NCHW; the same U-Net (same initial weights), soft Dice loss, 
 
     .venv/bin/python benchmarks/train_speed.py                 # short (~3 min on a busy 2-core CPU)
     .venv/bin/python benchmarks/train_speed.py --rounds 8 --steps 4 --json runs/bench/train_speed.json
+    .venv/bin/python benchmarks/train_speed.py --progress --size 64 80 --rounds 4 --steps 3 --threads 1
+
+--progress measures what the progress display costs instead: cnnlab's engine without a bar, with a rich bar (as
+on a terminal: rendered by its refresh thread into memory) and with plain lines, alternated in one run.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import io
 import sys
+import time
 from pathlib import Path
 
 import torch
+from rich.console import Console
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from cnnlab.config import load_recipe  # noqa: E402
 from cnnlab.data.loading import load_run_data  # noqa: E402
+from cnnlab.engine.fit import train_one_epoch  # noqa: E402
+from cnnlab.engine.progress import Bars  # noqa: E402
+from cnnlab.engine.runtime import reuse_freed_memory  # noqa: E402
 from cnnlab.losses.core import dice_loss  # noqa: E402
 from cnnlab.models import build_model  # noqa: E402
 from kernel_floor import floor_side  # noqa: E402
@@ -48,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the per-side peak-memory child processes")
     p.add_argument("--no-floor", action="store_true",
                    help="skip the kernel-floor side (same convs, no BatchNorm/ReLU/loss/data: bounds the ratio)")
+    p.add_argument("--progress", action="store_true",
+                   help="A/B of the progress display instead: cnnlab without a bar, with a rich bar, with plain lines")
     return common.parse_common(p, argv)  # --threads, --json, --probe; prints the machine line
 
 
@@ -100,6 +113,50 @@ def build_sides(args: argparse.Namespace, root: Path, only: str | None = None) -
     return sides, info
 
 
+@dataclasses.dataclass
+class BarSide(common.EngineSide):
+    """cnnlab's engine with a progress bar advanced every step, as `cnnlab train` runs it: each repetition is one
+    epoch, so its bar is created, started and stopped inside the timing. rich: a terminal bar (force_terminal,
+    rendered into memory by rich's refresh thread); plain: the plain-line bar of a log or pipe."""
+
+    style: str = "rich"
+
+    def run(self, steps: int) -> dict:
+        reuse_freed_memory(self.rt.device.type == "cpu")
+        r = dataclasses.replace(self.recipe, train=dataclasses.replace(self.recipe.train, max_steps_per_epoch=steps))
+        rich = self.style == "rich"
+        bars = Bars(Console(file=io.StringIO(), force_terminal=rich, width=120), show=True, terminal=rich)
+        with common.timed_make_batch(self.rt.device) as spent:
+            t0 = time.perf_counter()
+            with bars.bar(f"epoch {self.epoch + 1}/30", steps * r.train.batch_size) as bar:
+                _, seen, _ = train_one_epoch(self.model, self.data, r, self.rt, self.norm, self.loss_fn, self.opt,
+                                             self.epoch, bar=bar)
+            common.sync(self.rt.device)
+            secs = time.perf_counter() - t0
+        self.epoch += 1
+        return {"seconds": secs, "images": seen, "data_seconds": sum(spent)}
+
+
+def progress_ab(args: argparse.Namespace, root: Path) -> dict:
+    """The engine without a bar, with a rich bar and with plain lines: same data, same initial weights."""
+    r = recipe_for(args, root, args.precision, True)
+    data = load_run_data(r.data, r.train.seed)
+    torch.manual_seed(0)
+    model = build_model(r.model.name, 3, len(data.class_names), tuple(data.train.images.shape[-2:]), r.model.params)
+    sides = {"cnnlab": common.engine_setup(r, copy.deepcopy(model), data).run}
+    for style in ("rich", "plain"):
+        e = common.engine_setup(r, copy.deepcopy(model), data)
+        sides[f"cnnlab+{style}"] = BarSide(**{f.name: getattr(e, f.name) for f in dataclasses.fields(e)},
+                                           style=style).run
+    result = common.compare_sides(sides, args.rounds, args.steps, args.warmup, common.pick_device(args.device), None)
+    common.add_ratios(result, "cnnlab")
+    size = data.train.images.shape[-2:]
+    common.print_comparison(result, "cnnlab", None, f"progress display A/B: U-Net (width {args.width}) train step, "
+                            f"{size[0]}x{size[1]}, batch {args.batch}")
+    common.write_json(args.json, result)
+    return result
+
+
 def check_same_loss() -> None:
     """Both sides must optimise the same function: the course's one-hot Dice equals cnnlab's Dice loss."""
     g = torch.Generator().manual_seed(0)
@@ -134,6 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.probe:
         probe(args, root)
         return {}
+    if args.progress:
+        return progress_ab(args, root)
     check_same_loss()
     print(f"data: {root} ({origin})", flush=True)
     sides, info = build_sides(args, root)

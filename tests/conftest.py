@@ -1,10 +1,16 @@
 """Shared fixtures: tiny synthetic data sets written in the real formats, once per session."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+# The decoded-data cache (cnnlab.data.cache) goes to a folder of this test session, never the user's ~/.cache;
+# subprocesses started by tests inherit it.
+os.environ.setdefault("CNNLAB_CACHE_DIR", tempfile.mkdtemp(prefix="cnnlab-test-cache-"))
 
 torch.set_num_threads(1)  # tests run beside other work on 2 cores; small tensors gain nothing from threads
 

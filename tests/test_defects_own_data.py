@@ -109,10 +109,12 @@ def _stated(text: str) -> tuple[int, float, float]:
 
 
 @pytest.mark.parametrize("step_s, epochs, per_epoch, human", [
-    # 14 train pairs / batch 4 = 3 steps x 10 s + 3 val images x 0.25 s = 30.75, shown as 30.8; 600 // 30.8 = 19
-    (10.0, 19, 30.8, "585.2 s (about 10 minutes)"),
-    # 300.75 s shown as 301 s: too slow for 10 minutes, so the 15-epoch floor, and the total says what that costs
-    (100.0, 15, 301.0, "4515 s (about 75 minutes)"),
+    # 14 train pairs / batch 4 = 3 steps x 10 s + 3 val images x 0.25 s = 30.75, shown as 30.8; the default
+    # budget is 15 minutes (issue 23; 10 before): 900 // 30.8 = 29
+    (10.0, 29, 30.8, "893.2 s (about 15 minutes)"),
+    # 300.75 s shown as 301 s: too slow for 15 minutes, so the 12-epoch floor (issue 23; 15 before), and the total
+    # says what that costs
+    (100.0, 12, 301.0, "3612 s (about 60 minutes)"),
 ])
 def test_time_estimate_is_steps_times_the_measured_step(tmp_path, monkeypatch, capsys, step_s, epochs, per_epoch,
                                                         human):

@@ -60,8 +60,11 @@ def test_recipe_for_a_rare_class_loads_and_reads_its_data(tmp_path):
 
 def test_balanced_square_data_get_dice_and_quarter_turns(tmp_path):
     _write_set(tmp_path, 6, 512, 512, fg_rows=200)
-    r = load_recipe(write_recipe("segmentation", tmp_path / "images", tmp_path / "masks", tmp_path / "b.yaml"))
-    assert r.loss.name == "dice" and r.data.size == [256, 256] and r.augment.rot90
+    # the from-scratch U-Net's rules (the pretrained default: test_new_defaults.py); the fixed step time fits every
+    # candidate size in the budget, so the largest, the median 512x512, is chosen
+    r = load_recipe(write_recipe("segmentation", tmp_path / "images", tmp_path / "masks", tmp_path / "b.yaml",
+                                 encoder="none"))
+    assert r.loss.name == "dice" and r.data.size == [512, 512] and r.augment.rot90
     assert r.model.params["depth"] == 4 and r.train.batch_size == 2  # 4 training pairs: batches of 2
 
 
@@ -124,12 +127,15 @@ def test_real_drive_recipe(tmp_path):
     r = load_recipe(write_recipe("segmentation", base / "images", base / "1st_manual", tmp_path / "drive.yaml",
                                  fov=base / "mask"))
     assert r.data.train == "training" and r.data.test == "test" and r.data.options["fov"] == "mask"
-    assert r.data.size == [256, 240] and r.loss.name == "dice"  # vessels are 12.6% of the field of view
+    # the pretrained default (RGB, weights installed) takes Dice + CE; the fixed step time fits every candidate
+    # size, so the largest: 584x565 scaled to a long side of 512, sides multiples of 32
+    assert r.data.size == [512, 480] and r.loss.name == "dice_ce"
+    assert r.model.name == "fcn_efficientnet_lite0"
 
 
 @pytest.mark.skipif(not (SHARED / "isbi2012_em" / "train").is_dir(), reason="shared ISBI 2012 data absent")
 def test_real_isbi_recipe(tmp_path):
     base = SHARED / "isbi2012_em" / "train"
     r = load_recipe(write_recipe("segmentation", base / "image", base / "label", tmp_path / "isbi.yaml"))
-    assert r.data.options["split"] == "random" and r.data.size == [256, 256]
+    assert r.data.options["split"] == "random" and r.data.size == [512, 512]  # native: every size fits here
     assert r.data.options["images"] == str(base / "image") and r.data.options["masks"] == str(base / "label")

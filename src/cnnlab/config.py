@@ -29,6 +29,8 @@ class DataConfig:
     label_fraction: float = 1.0      # seeded subset of the training split (label-scarce studies)
     val_fraction: float = 0.0        # carve validation out of train when the format has no val split
     options: dict = field(default_factory=dict)  # format-specific reader options
+    cache: bool = True               # keep decoded splits on disk (cnnlab.data.cache); false reads and writes none
+    cache_dir: str | None = None     # where; None = $CNNLAB_CACHE_DIR, else ~/.cache/cnnlab/decoded
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,10 @@ class TrainConfig:
     sync_batchnorm: bool = False     # DDP only: BatchNorm statistics over the global batch
     threads: int = 0                 # CPU threads; 0 = torch's default, fewer when other processes keep cores
                                      # busy (two 2-thread jobs on 2 cores ran 2-40x slower)
-    progress: bool = True
+    progress: bool = True            # progress bars (plain lines where stdout is not a terminal), epoch lines
     max_steps_per_epoch: int = 0     # 0 = whole split; >0 caps steps (smoke tests)
+    log_to: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, mlflow (optional extras)
+    mlflow_uri: str = ""             # "" = $MLFLOW_TRACKING_URI, else a local sqlite:///<out>/mlflow.db
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ TASKS = ("segmentation", "classification", "colorization")
 # Closed lists the engine implements (engine/fit.py); checked here so a typo fails before any data is read.
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "cosine", "plateau", "step")
+TRACKERS = ("tensorboard", "mlflow")  # train.log_to; each an optional extra (engine/recipe_check.py checks it)
 # A run's name becomes a folder name under `out` and appears in printed `cnnlab train --resume DIR` hints:
 # no path separators (a '/' made a missing folder, '../x' escaped `out`), nothing a shell would split or expand.
 # '=' stays allowed: study run names carry grid points ('base__label_fraction=0.1__seed0').
@@ -209,6 +214,8 @@ def _validate(r: Recipe, check_name: bool = True) -> None:
         _check_name(r.name)
     _check_choice(r.optim.name, OPTIMIZERS, "optim.name")
     _check_choice(r.optim.schedule, SCHEDULES, "optim.schedule")
+    for tracker in r.train.log_to:
+        _check_choice(tracker, TRACKERS, "train.log_to entry")
     checks = [
         (r.task in TASKS, "task", f"must be one of {', '.join(TASKS)}"),
         (math.isfinite(r.optim.lr) and r.optim.lr > 0, "optim.lr", "must be a finite number > 0"),

@@ -67,9 +67,12 @@ def run_check_folders(images: str | Path, masks: str | Path, fov: str | Path | N
 def _cmd_new(a: argparse.Namespace) -> int:
     from cnnlab.new.recipe import make_recipe
 
-    made = make_recipe(a.task, a.images, a.masks, a.out, fov=a.fov, name=a.name)
+    made = make_recipe(a.task, a.images, a.masks, a.out, fov=a.fov, name=a.name, encoder=a.encoder,
+                       minutes=a.minutes)
     est = made.estimate
     print(f"wrote {made.path}; train it with: cnnlab train {made.path}")
+    print(f"model: {made.model.why}")
+    print(f"size {made.size.size[0]}x{made.size.size[1]}: {made.size.why()}")
     print(f"estimated training time on this machine: {est.total_line()}; {est.epoch_line()}; early stopping may "
           "end sooner")
     return 0
@@ -97,4 +100,10 @@ def register(sub) -> None:
     n.add_argument("--fov", metavar="DIR", help="optional field-of-view masks: pixels outside are ignored")
     n.add_argument("--out", required=True, metavar="RECIPE", help="recipe YAML to write (never overwritten)")
     n.add_argument("--name", help="run name (default: the recipe's file name)")
+    n.add_argument("--encoder", choices=["auto", "imagenet", "none"], default="auto",
+                   help="auto (default): the ImageNet-pretrained EfficientNet-Lite0 U-Net where its weights are "
+                        "installed and the images are large enough; imagenet: always; none: the U-Net from scratch")
+    n.add_argument("--minutes", type=float, default=15.0, metavar="M",
+                   help="training time to size the recipe for (default 15): the input size and epochs are chosen "
+                        "from training steps timed on this machine")
     n.set_defaults(func=_cmd_new)

@@ -12,15 +12,17 @@ def _cmd_study(a: argparse.Namespace) -> int:
     from cnnlab.report.build import write_study_report
     from cnnlab.study.runner import resume_study, run_study
 
+    if a.ray and a.study is None and a.ray.endswith((".yaml", ".yml")):  # `--ray STUDY.yaml`: argparse took the
+        a.study, a.ray = a.ray, ""                                           # file for --ray's optional address
     if a.resume:
         if a.study or a.set or a.out:
             # the plan (study file and --set values) is frozen in the study folder; changing it mid-way
             # would mix runs of two different studies in one table
             raise CnnlabError("cnnlab study --resume takes only the study folder",
                               "its plan.json already holds the study file and the --set values; --out is its folder")
-        study_dir = resume_study(Path(a.resume))
+        study_dir = resume_study(Path(a.resume), a.workers, a.ray, a.retries)
     elif a.study:
-        study_dir = run_study(Path(a.study), a.set, a.out)
+        study_dir = run_study(Path(a.study), a.set, a.out, a.workers, a.ray, a.retries)
     else:
         raise CnnlabError("cnnlab study needs a STUDY_YAML or --resume STUDY_DIR")
     print(f"report: {write_study_report(study_dir)}")
@@ -62,6 +64,17 @@ def register(sub) -> None:
                    help="override for every run of the study (stages included), e.g. data.root=...")
     s.add_argument("--out", metavar="FOLDER", help="where the study folder goes (default: the study file's 'out')")
     s.add_argument("--resume", metavar="STUDY_DIR", help="continue a study: finished runs are kept")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="N runs at once on this machine, cores divided between them (train.threads = cores/N unless "
+                        "set), one GPU each where GPUs exist (default: one run after another); with --ray: at most N "
+                        "at once (default: as many as the resources fit)")
+    s.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="the runs as Ray tasks (pip install 'cnnlab[ray]'): no ADDRESS starts Ray here; 'auto' or "
+                        "ray://HOST:PORT joins a cluster (the study folder must be on a path every node sees); "
+                        "each run asks for the study file's resources: {cpus: 1, gpus: 0} (--set resources.cpus=2)")
+    s.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="with --workers/--ray: start a run whose worker died again up to N times, from its last "
+                        "checkpoint (default 2)")
     s.set_defaults(func=_cmd_study)
     r = sub.add_parser("report", help="write report.md and a self-contained report.html for a run or study folder")
     r.add_argument("folder", metavar="RUN_DIR|STUDY_DIR")

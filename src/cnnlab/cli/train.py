@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
@@ -11,16 +12,20 @@ from cnnlab.errors import CnnlabError
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from cnnlab.config import load_recipe
+    from cnnlab.config import load_recipe  # light (YAML and dataclasses): the first line needs no torch
+
+    overrides = list(a.set) + ([f"model.params.weights={a.weights}"] if a.weights else [])
+    no_cache = ["data.cache=false"] if a.no_cache else []  # decode every file; the decoded cache is not read
+    recipe = load_recipe(a.recipe, overrides + no_cache) if a.recipe and not a.resume else None
+    _first_line(recipe, a.resume)
+
     from cnnlab.engine.distributed import is_main, shutdown
     from cnnlab.engine.recipe_check import check_recipe
     from cnnlab.engine.run import resume, train
 
-    overrides = list(a.set) + ([f"model.params.weights={a.weights}"] if a.weights else [])
     if a.resume:
-        run_dir = resume(Path(a.resume), a.set)
-    elif a.recipe:
-        recipe = load_recipe(a.recipe, overrides)
+        run_dir = resume(Path(a.resume), list(a.set) + no_cache)
+    elif recipe is not None:
         check_recipe(recipe)  # names and memory before any data is read or run dir created
         run_dir = train(recipe)
     else:
@@ -34,11 +39,27 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _first_line(recipe, resume: str | None) -> None:
+    """What the command is doing, printed before torch is imported (seconds) and the data read (minutes)."""
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 speaks
+        return
+    if resume:
+        print(f"resuming {resume}: reading its checkpoint and its data", flush=True)
+    elif recipe is not None and recipe.train.progress:
+        d = recipe.data
+        size = f", resized to {d.size[0]}x{d.size[1]}" if d.size else ""
+        splits = ", ".join(s for s in (d.train, d.val, d.test) if s)
+        print(f"training {recipe.name} ({recipe.task}, {recipe.model.name}): reading {d.root} "
+              f"(format {d.format}, splits {splits}{size})", flush=True)
+
+
 def _write_report(run_dir: Path) -> None:
-    """report.md/html beside the run's files."""
+    """report.md/html beside the run's files; a run tracked in MLflow gets them as artifacts too."""
+    from cnnlab.engine.tracking import log_report
     from cnnlab.report.build import write_run_report
 
     print(f"report: {write_run_report(run_dir)}")
+    log_report(run_dir)
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
@@ -57,6 +78,8 @@ def register(sub) -> None:
     t.add_argument("recipe", nargs="?", help="recipe YAML")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=5")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last.pt")
+    t.add_argument("--no-cache", action="store_true", help="decode the data files again instead of reading the "
+                   "decoded cache, and write none (same as --set data.cache=false)")
     t.add_argument("--weights", metavar="PATH|imagenet", help="pre-trained weights for transfer models "
                    "(a local .pth/.safetensors file, or 'imagenet' to download where internet exists)")
     t.set_defaults(func=_cmd_train)

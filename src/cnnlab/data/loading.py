@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.config import DataConfig
+from cnnlab.data.cache import load_or_decode
 from cnnlab.data.formats import FORMATS
 from cnnlab.data.synthetic import SYNTHETIC
 from cnnlab.data.types import ClsData, SegData
@@ -32,12 +33,15 @@ class RunData:
 
 
 def load_split(cfg: DataConfig, split: str) -> Split:
-    """One split through the format's reader."""
+    """One split through the format's reader, or from the decoded-image cache (cnnlab.data.cache) when an entry
+    for exactly these files and settings is there (data.cache: false reads and writes none)."""
     reader = lookup(FORMATS, cfg.format, "data format")
     root = Path(cfg.root).expanduser()
     if not root.exists():
         raise DataError(f"data root not found: {root}", missing_root_hint(cfg.format, root))
-    return reader.load(root, split, size=cfg.size, **cfg.options)
+    return load_or_decode(cfg.format, root, split, cfg.size, cfg.options,
+                          lambda: reader.load(root, split, size=cfg.size, **cfg.options),
+                          enabled=cfg.cache, cache_dir=cfg.cache_dir)
 
 
 # Formats read from another format's synthetic set (the endovis writer also writes colorization/).

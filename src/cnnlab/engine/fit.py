@@ -11,6 +11,7 @@ from rich.console import Console
 from cnnlab.config import Recipe
 from cnnlab.data.loading import RunData
 from cnnlab.engine.distributed import all_sum, rank, shard, unwrap, world
+from cnnlab.engine.progress import Bar
 from cnnlab.engine.runtime import Runtime
 from cnnlab.engine.steps import Normalizer, make_batch
 from cnnlab.errors import CnnlabError, ConfigError
@@ -95,12 +96,27 @@ def _set_encoder_trainable(model: torch.nn.Module, trainable: bool) -> None:
             p.requires_grad_(trainable)
 
 
+def _batches(perm: torch.Tensor, r: Recipe) -> list[torch.Tensor]:
+    """An epoch's batches of a permutation: whole global batches only, capped by max_steps_per_epoch."""
+    bs = min(r.train.batch_size, len(perm))
+    batches = list(perm[: len(perm) - len(perm) % bs].split(bs)) if len(perm) >= bs else [perm]
+    return batches[: r.train.max_steps_per_epoch] if r.train.max_steps_per_epoch else batches
+
+
+def epoch_images(n: int, r: Recipe) -> int:
+    """How many training images one epoch over n samples sees (the total of its progress bar)."""
+    return sum(len(b) for b in _batches(torch.arange(n), r))
+
+
 def train_one_epoch(model, data: RunData, r: Recipe, rt: Runtime, norm: Normalizer, loss_fn, opt,
-                    epoch: int, scaler: torch.amp.GradScaler | None = None) -> tuple[float, int, float]:
+                    epoch: int, scaler: torch.amp.GradScaler | None = None,
+                    bar: Bar | None = None) -> tuple[float, int, float]:
     """One pass over the shuffled training split; returns mean loss, images seen, seconds.
 
     scaler: the run's one fp16 GradScaler (created once and checkpointed, so its scale carries over epochs and
     resumes). Ends by checking every weight and buffer is finite: a diverged epoch never reaches a checkpoint.
+    bar: advanced after each step by the step's global batch, with this process's mean loss so far (the loss is
+    read back for the sum already, so showing it adds no device sync).
     """
     model.train()
     base = r.train.seed * 100003 + epoch                 # per-epoch seeds: resume reproduces the epoch exactly
@@ -111,10 +127,7 @@ def train_one_epoch(model, data: RunData, r: Recipe, rt: Runtime, norm: Normaliz
     if r.train.batch_size < world():
         raise ConfigError(f"train.batch_size={r.train.batch_size} is the global batch; it must be at least the "
                           f"number of processes ({world()})")
-    bs = min(r.train.batch_size, len(perm))
-    batches = perm[: len(perm) - len(perm) % bs].split(bs) if len(perm) >= bs else [perm]
-    if r.train.max_steps_per_epoch:
-        batches = batches[: r.train.max_steps_per_epoch]
+    batches = _batches(perm, r)
     total, seen, t0 = 0.0, 0, time.perf_counter()
     for step, global_idx in enumerate(batches):
         idx = shard(global_idx)
@@ -134,6 +147,8 @@ def train_one_epoch(model, data: RunData, r: Recipe, rt: Runtime, norm: Normaliz
             opt.step()
         total += loss.item() * len(idx)
         seen += len(idx)
+        if bar is not None:
+            bar.advance(len(global_idx), loss=total / max(seen, 1))
     bad = nonfinite_tensors(unwrap(model))
     if bad:
         raise TrainingDiverged(f"training diverged: {len(bad)} weight/statistics tensors became NaN or infinite "

@@ -7,6 +7,7 @@ a typo or an impossible size then costs one line, not a data load, a traceback a
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Iterable
@@ -28,7 +29,23 @@ GIB = 2**30
 def check_recipe(r: Recipe) -> None:
     """Every check below; raises ConfigError with one line and a hint."""
     check_names(r)
+    check_trackers(r.train.log_to)
     check_memory(r)
+
+
+# train.log_to name -> (the module it imports, the cnnlab extra that installs it)
+TRACKER_EXTRAS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
+
+
+def check_trackers(names: Iterable[str]) -> None:
+    """Each experiment tracker in train.log_to must be importable: a missing extra costs one line before any data
+    is read or folder created, not a traceback after the first epoch. find_spec looks without importing (mlflow
+    alone takes seconds to import)."""
+    for name in names:
+        module, extra = TRACKER_EXTRAS[name]
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"train.log_to: {name} needs the '{module}' package, which is not installed",
+                              f"pip install 'cnnlab[{extra}]', or remove {name} from train.log_to")
 
 
 def _check_one(value: str, registry: Iterable[str], key: str) -> None:

@@ -15,8 +15,6 @@ import torch
 
 from cnnlab.config import Recipe, asdict, read_yaml, recipe_from_dict
 from cnnlab.data.loading import RunData, load_run_data
-from cnnlab.data.mask_encoding import resolve_encoding
-from cnnlab.data.types import ClsData, ColorData, SegData
 from cnnlab.engine.checkpoint import atomic_save, load_checkpoint
 from cnnlab.engine.distributed import (
     barrier,
@@ -36,6 +34,7 @@ from cnnlab.engine.fit import (
     _set_encoder_trainable,
     build_optimizer,
     console,
+    epoch_images,
     lr_at,
     train_one_epoch,
 )
@@ -48,12 +47,14 @@ from cnnlab.engine.rundir import (
     write_config,
 )
 from cnnlab.engine.runtime import choose_threads, resolve_runtime, seed_everything
-from cnnlab.engine.steps import Normalizer, evaluate, selection_metric
+from cnnlab.engine.steps import Normalizer, evaluate
 from cnnlab.engine.summary import write_summary
+from cnnlab.engine.watch import RunWatch, per_process
 from cnnlab.errors import CnnlabError
 from cnnlab.losses.core import build_loss
 from cnnlab.models import build_model
 from cnnlab.models.weights import load_compatible, load_weights_file
+from cnnlab.tasks import task_for
 
 
 class Interrupted(CnnlabError):
@@ -92,7 +93,7 @@ def _setup(r: Recipe):
     rt = resolve_runtime(local_device() or r.train.device, r.train.precision, r.train.channels_last)
     data = load_run_data(r.data, r.train.seed)
     _check_task(r, data)
-    n_out = data.train.targets.shape[1] if r.task == "colorization" else len(data.class_names)
+    n_out = task_for(r.task).num_outputs(data.class_names)
     in_ch = data.train.images.shape[1]
     size = tuple(data.train.images.shape[-2:])
     model = build_model(r.model.name, in_ch, n_out, size, r.model.params)
@@ -100,7 +101,7 @@ def _setup(r: Recipe):
     if r.model.init:
         report = load_compatible(model, load_weights_file(r.model.init))
     model = model.to(rt.device, memory_format=torch.channels_last if rt.channels_last else torch.preserve_format)
-    ignore = data.train.ignore_index if isinstance(data.train, SegData) else None
+    ignore = task_for(data.train).ignore_index(data.train)
     loss_fn = build_loss(r.loss.name, r.loss.params, ignore, data.train)
     if isinstance(loss_fn, torch.nn.Module):
         loss_fn = loss_fn.to(rt.device)
@@ -109,8 +110,7 @@ def _setup(r: Recipe):
 
 def _check_task(r: Recipe, data: RunData) -> None:
     """The recipe's task must match what the data format yields."""
-    kinds = {"segmentation": SegData, "classification": ClsData, "colorization": ColorData}
-    if not isinstance(data.train, kinds[r.task]):
+    if not task_for(r.task).fits(data.train):
         raise CnnlabError(f"task '{r.task}' does not fit data.format '{r.data.format}' "
                           f"(it yields {type(data.train).__name__})", "change task or data.format")
 
@@ -130,14 +130,14 @@ def _checkpoint(model, opt, state, r: Recipe, norm: Normalizer, data: RunData, s
           "input_size": list(data.train.images.shape[-2:])}
     if scaler is not None and scaler.is_enabled():  # fp16 loss scale: exact resume needs it
         ck["scaler"] = scaler.state_dict()
-    if r.task == "segmentation":  # predicted masks use the data set's pixel values even after the data moved
-        ck["mask_encoding"] = resolve_encoding(r, data.class_names, {})[0].describe()
+    ck.update(task_for(r.task).checkpoint_entries(r, data.class_names))
     return ck
 
 
 def _epoch_line(r: Recipe, epoch: int, row: dict) -> str:
-    key = "val_dice_mean" if r.task == "segmentation" else "val_accuracy" if r.task == "classification" else None
-    extra = f"  {key[4:]} {row[key]:.4f}" if key and row.get(key) is not None else ""
+    name = task_for(r.task).headline  # the task's validation metric, if it has one besides the loss
+    value = row.get(f"val_{name}") if name else None
+    extra = f"  {name} {value:.4f}" if value is not None else ""
     return (f"epoch {epoch + 1:>3}/{r.train.epochs}  train loss {row['train_loss']:.4f}  "
             f"val loss {row['val_loss']:.4f}{extra}  {row['images_per_s']:.1f} img/s")
 
@@ -164,7 +164,10 @@ def train(recipe: Recipe, resume_dir: Path | None = None, overrides: list[str] |
     """
     init_from_env()
     r = recipe
-    rt, data, model, loss_fn, transfer = _setup(r)
+    watch = RunWatch(r, console, is_main())  # progress bars, events.jsonl, train.log_to trackers
+    with watch.decoding() as bar:
+        rt, data, model, loss_fn, transfer = _setup(r)
+    watch.data_read(data, bar.seconds)
     opt = build_optimizer(model, r)
     scaler = rt.grad_scaler()  # one for the whole run: its loss scale is state, checkpointed like the weights
     norm = Normalizer.fit(data.train.images)
@@ -172,19 +175,22 @@ def train(recipe: Recipe, resume_dir: Path | None = None, overrides: list[str] |
         norm = Normalizer.identity(data.train.images.shape[1])
     run_dir = _start(r, transfer) if resume_dir is None else Path(resume_dir)
     state = TrainState()
-    with run_dir_lock(run_dir), _sigterm_interrupts():
+    with run_dir_lock(run_dir), _sigterm_interrupts(), watch:
         if resume_dir is not None:
             state, norm = _restore(run_dir, r, model, opt, scaler, norm, overrides or [])
+        watch.attach(run_dir, state.epoch)
         if is_main():
             check_free_space(run_dir, model)
         for note in data.notes if is_main() else []:
             console.print(f"note: {note}")
         core = prepare(model, r.train.sync_batchnorm)
         try:
-            _loop(r, rt, data, core, loss_fn, opt, scaler, state, norm, run_dir)
+            _loop(r, rt, data, core, loss_fn, opt, scaler, state, norm, run_dir, watch)
             barrier()
             core.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
-            write_summary(r, rt, data, core, loss_fn, state, norm, run_dir)
+            with watch.test_phase(data) as bar:
+                summary = write_summary(r, rt, data, core, loss_fn, state, norm, run_dir, per_process(bar))
+            watch.finish(run_dir, summary, state.epoch)
         except KeyboardInterrupt as e:
             what = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
             held = (f"{run_dir / 'last.pt'} holds epoch {state.epoch}" if (run_dir / "last.pt").is_file()
@@ -236,7 +242,7 @@ def _diverged_hint(r: Recipe, run_dir: Path) -> str:
             f"--set optim.lr={r.optim.lr / 10:g}")
 
 
-def _loop(r, rt, data, core, loss_fn, opt, scaler, state: TrainState, norm, run_dir: Path) -> None:
+def _loop(r, rt, data, core, loss_fn, opt, scaler, state: TrainState, norm, run_dir: Path, watch: RunWatch) -> None:
     """Epochs from state.epoch on, stopping early when validation stops improving.
 
     Under DDP the wrapper is rebuilt when the set of trainable parameters changes (encoder unfrozen).
@@ -252,13 +258,15 @@ def _loop(r, rt, data, core, loss_fn, opt, scaler, state: TrainState, norm, run_
         for group in opt.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         try:
-            tr_loss, seen, secs = train_one_epoch(model, data, r, rt, norm, loss_fn, opt, e, scaler)
+            with watch.train_phase(e, epoch_images(len(data.train), r)) as bar:
+                tr_loss, seen, secs = train_one_epoch(model, data, r, rt, norm, loss_fn, opt, e, scaler, bar)
         except TrainingDiverged as err:
             kept = "no checkpoint was written" if not e else f"last.pt keeps epoch {e}" + (
                 f", best.pt epoch {state.best_epoch}" if state.best_epoch > 0 else "")
             raise TrainingDiverged(f"{err.message}; {kept}", _diverged_hint(r, run_dir)) from None
-        val, _ = evaluate(core, data.val, rt, norm, loss_fn, r.train.eval_batch_size)
-        score = selection_metric(r.task, val)
+        with watch.val_phase(e, len(data.val)) as vbar:
+            val, _ = evaluate(core, data.val, rt, norm, loss_fn, r.train.eval_batch_size, per_process(vbar))
+        score = task_for(r.task).selection_score(val)
         improved = score > state.best
         state.train_seconds += secs
         state.train_images += seen
@@ -272,6 +280,7 @@ def _loop(r, rt, data, core, loss_fn, opt, scaler, state: TrainState, norm, run_
             if r.optim.schedule == "plateau" and state.bad_epochs % max(r.train.patience // 2, 1) == 0:
                 state.lr_factor *= r.optim.gamma
         state.epoch = e + 1
+        watch.epoch(row, bar.steps, improved)  # events.jsonl and trackers (rank 0)
         if is_main():
             _save_epoch(model, opt, state, r, norm, data, run_dir, improved, scaler)
             if r.train.progress:
@@ -289,7 +298,7 @@ def _save_epoch(model, opt, state, r, norm, data, run_dir: Path, improved: bool,
     _write_metrics_csv(run_dir, state.history)
 
 
-RESUME_OVERRIDES = ("train.epochs", "train.patience", "train.progress")
+RESUME_OVERRIDES = ("train.epochs", "train.patience", "train.progress", "data.cache", "data.cache_dir")
 
 
 def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:

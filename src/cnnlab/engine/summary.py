@@ -3,20 +3,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-import torch
 
 from cnnlab.config import Recipe
 from cnnlab.data.loading import RunData
-from cnnlab.data.types import ClsData, SegData
 from cnnlab.engine.distributed import is_main
 from cnnlab.engine.figures import write_run_figures
 from cnnlab.engine.rundir import environment, git_hash, read_resumes
 from cnnlab.engine.steps import evaluate, predict_logits
-from cnnlab.figures.classification import fit_note
-from cnnlab.metrics.boundary import binary_summary
 from cnnlab.models.classifiers import count_parameters
+from cnnlab.tasks import task_for
 
 METRIC_CONVENTIONS = {
     "dice_mean": "strict: argmax predictions, global counts over the split, mean over classes present in the "
@@ -30,14 +27,17 @@ METRIC_CONVENTIONS = {
 }
 
 
-def write_summary(r: Recipe, rt, data: RunData, core, loss_fn, state, norm, run_dir: Path) -> dict:
-    """Evaluate the best weights on test (else validation); every rank evaluates its shard, rank 0 writes."""
+def write_summary(r: Recipe, rt, data: RunData, core, loss_fn, state, norm, run_dir: Path,
+                  on_batch: Callable[[int], None] | None = None) -> dict:
+    """Evaluate the best weights on test (else validation); every rank evaluates its shard, rank 0 writes.
+
+    on_batch: told each evaluated batch's size, of the tested split and then of validation (a progress bar)."""
     split_name = r.data.test if data.test is not None else r.data.val
     split = data.test if data.test is not None else data.val
     t0 = time.perf_counter()
-    final, cm = evaluate(core, split, rt, norm, loss_fn, r.train.eval_batch_size)
+    final, cm = evaluate(core, split, rt, norm, loss_fn, r.train.eval_batch_size, on_batch)
     eval_s = time.perf_counter() - t0
-    val, _ = evaluate(core, data.val, rt, norm, loss_fn, r.train.eval_batch_size)
+    val, _ = evaluate(core, data.val, rt, norm, loss_fn, r.train.eval_batch_size, on_batch)
     summary = {
         "name": r.name, "task": r.task, "evaluated_on": split_name, "n_images": len(split),
         "metrics": final, "validation": val, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
@@ -51,18 +51,13 @@ def write_summary(r: Recipe, rt, data: RunData, core, loss_fn, state, norm, run_
     }
     trainable, total = count_parameters(core)
     summary["parameters"] = {"trainable": trainable, "total": total}
-    if isinstance(split, ClsData):  # the over/under-fitting note needs the training accuracy
-        train_m, _ = evaluate(core, data.train, rt, norm, loss_fn, r.train.eval_batch_size)
-        summary["train_accuracy"] = train_m["accuracy"]
-        summary["fit_note"] = fit_note(train_m["accuracy"], val["accuracy"])
+    task = task_for(split)
+    bs = r.train.eval_batch_size
+    summary.update(task.fit_entries(val, lambda: evaluate(core, data.train, rt, norm, loss_fn, bs)[0]))
     if not is_main():
         return summary
-    pred = None
-    if isinstance(split, SegData):
-        summary["per_class"] = cm.summary(data.class_names)["per_class"]
-        pred = predict_logits(core, split, rt, norm, r.train.eval_batch_size).argmax(1).to(torch.uint8)
-        if len(data.class_names) == 2:
-            summary["binary"] = binary_summary(pred, split.masks, split.ignore_index)
+    pred = task.prediction(split, lambda idx: predict_logits(core, split, rt, norm, bs, idx))
+    summary.update(task.test_entries(split, cm, pred))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_run_figures(run_dir, r, core, split, state.history, rt, norm, pred, cm)
+    write_run_figures(run_dir, r, split, state.history, pred, cm)
     return summary

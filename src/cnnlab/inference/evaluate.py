@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 
 from cnnlab.data.loading import load_run_data, load_split
-from cnnlab.data.types import SegData
 from cnnlab.engine.steps import evaluate
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.inference.predict import TrainedRun, load_run
 from cnnlab.losses.class_weights import weights_for
 from cnnlab.losses.core import build_loss
+from cnnlab.tasks import task_for
 
 
 def _loss_for(run: TrainedRun, ignore_index: int | None, notes: list[str]):
@@ -50,8 +50,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     run = load_run(run_dir, device)
     r = run.recipe
     split = split or r.data.test
-    if r.task not in ("segmentation", "classification"):
-        raise CnnlabError(f"evaluate handles segmentation and classification runs, not '{r.task}'")
+    task_for(r.task).require_inference("evaluate")
     cfg = replace(r.data, root=str(data_root)) if data_root is not None else r.data
     cfg = cfg if cfg.size is not None else replace(cfg, size=list(run.input_size))  # no-op at the trained size
     notes = list(run.notes)
@@ -63,16 +62,15 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     if list(data.class_names) != run.class_names:
         raise DataError(f"{cfg.root}: classes {data.class_names} differ from the run's {run.class_names}",
                         "evaluate on a data set with the same classes")
-    ignore = data.ignore_index if isinstance(data, SegData) else None
-    loss_fn = _loss_for(run, ignore, notes)
+    task = task_for(data)
+    loss_fn = _loss_for(run, task.ignore_index(data), notes)
     metrics, cm = evaluate(run.model, data, run.rt, run.norm, loss_fn, batch_size or r.train.eval_batch_size)
     result = {"run_dir": str(run.run_dir), "checkpoint": "best.pt", "best_epoch": run.best_epoch,
               "data_format": cfg.format, "data_root": str(cfg.root), "split": split, "n_images": len(data),
               "input_size": list(cfg.size),
               "metrics": metrics, "class_names": run.class_names, "device": str(run.rt.device),
               "precision": run.rt.precision, "notes": notes + list(data.notes)}
-    if isinstance(data, SegData):
-        result["per_class"] = cm.summary(run.class_names)["per_class"]
+    result.update(task.test_entries(data, cm, None))  # per-class scores for segmentation
     folder = Path(out) if out is not None else Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = _free_path(folder, f"evaluate_{split.replace('/', '_')}")

@@ -17,6 +17,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, lookup
 from cnnlab.inference.predict import TrainedRun, load_run
+from cnnlab.tasks import task_for
 
 ATOL = 1e-4   # fp32 on CPU: op reordering in the exported graph changes results at the 1e-6 level
 RTOL = 1e-4
@@ -121,7 +122,7 @@ def preprocess_spec(run: TrainedRun, fmt: str, check: dict) -> dict:
     """What an application must do to an image before the model, and how to read its output: the run's own
     preprocessing definition (`Preprocess.describe`), the one training, evaluate and predict use."""
     h, w = run.input_size
-    seg = run.task == "segmentation"
+    task = task_for(run.task)
     prep = run.preprocess.describe()
     return {
         "format": fmt, "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
@@ -134,11 +135,9 @@ def preprocess_spec(run: TrainedRun, fmt: str, check: dict) -> dict:
                  "(round(255 * pixel / max)), as cnnlab's readers do",
         "mean": list(run.norm.mean), "std": list(run.norm.std),
         "normalize": "(pixel / 255 - mean[c]) / std[c] per channel c; mean and std in 0..1 units",
-        "output": ("logits N x K x H x W; softmax over dim 1, map back to the image (preprocess.output_to_image), "
-                   "argmax gives class indices" if seg
-                   else "logits N x K; softmax over dim 1 gives class probabilities"),
+        "output": task.export_output(),
         "task": run.task, "class_names": run.class_names,
-        "mask_encoding": run.encoding.describe() if seg else None,
+        "mask_encoding": task.mask_encoding(run.encoding),
         "source": {"run_dir": str(run.run_dir), "checkpoint": "best.pt", "best_epoch": run.best_epoch,
                    "model": run.recipe.model.name if run.recipe else None},
         "verification": check,
@@ -156,8 +155,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> 
     """Export best.pt of a run; returns the model file (preprocess JSON beside it). Never overwrites."""
     exporter, suffix = lookup(EXPORTERS, fmt, "export format")
     run = load_run(run_dir, device="cpu", precision="fp32")
-    if run.task not in ("segmentation", "classification"):
-        raise CnnlabError(f"export handles segmentation and classification runs, not '{run.task}'")
+    task_for(run.task).require_inference("export")
     path = Path(out) if out is not None else Path(run_dir) / "export" / f"{Path(run_dir).name}{suffix}"
     spec_path = preprocess_path(path)
     for p in (path, spec_path):

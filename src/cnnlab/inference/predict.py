@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import re
 import sys
@@ -12,7 +11,6 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from cnnlab.config import Recipe, recipe_from_dict
@@ -24,9 +22,9 @@ from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.runtime import Runtime, resolve_runtime
 from cnnlab.engine.steps import Normalizer
 from cnnlab.errors import CnnlabError, DataError
-from cnnlab.figures.palette import overlay
 from cnnlab.inference.sliding_window import check_window, sliding_window
 from cnnlab.models import build_model
+from cnnlab.tasks import task_for
 
 CHECKPOINT_KEYS = ("model", "recipe", "norm", "class_names", "in_channels", "input_size")
 MASK_STEM_SUFFIXES = ("_mask", "_label", "_labels", "_gt")  # ground truth beside inputs in data set folders
@@ -81,7 +79,7 @@ def load_run(run_dir: str | Path, device: str = "auto", precision: str | None = 
     rt = resolve_runtime(device, precision, recipe.train.channels_last)
     class_names = list(ck["class_names"])
     in_ch, size = int(ck["in_channels"]), (int(ck["input_size"][0]), int(ck["input_size"][1]))
-    n_out = in_ch if recipe.task == "colorization" else len(class_names)
+    n_out = task_for(recipe.task).num_outputs(class_names)
     # best.pt holds every weight: never fetch or read the pre-trained source again
     params = {k: ("none" if k == "weights" else v) for k, v in recipe.model.params.items()}
     model = build_model(recipe.model.name, in_ch, n_out, size, params)
@@ -204,26 +202,6 @@ def _normalised(run: TrainedRun, images: torch.Tensor) -> torch.Tensor:
     return run.norm(images.float().div_(255))
 
 
-def _seg_outputs(out: Path, stem: str) -> list[Path]:
-    return [out / f"{stem}_mask.png", out / f"{stem}_overlay.png", out / f"{stem}_areas.json"]
-
-
-def _write_segmentation(run: TrainedRun, path: Path, image: torch.Tensor, probs: torch.Tensor, out: Path,
-                        stem: str) -> dict:
-    """Mask in the data set's encoding, overlay and class areas for one image."""
-    mask = probs.argmax(0)
-    mask_p, overlay_p, areas_p = _seg_outputs(out, stem)
-    run.encoding.image(mask.numpy()).save(mask_p)
-    Image.fromarray(overlay(image, mask, len(run.class_names))).save(overlay_p)
-    counts = torch.bincount(mask.reshape(-1), minlength=len(run.class_names)).tolist()
-    total = mask.numel()
-    areas = {"image": str(path), "height": int(mask.shape[0]), "width": int(mask.shape[1]),
-             "mask": mask_p.name, "mask_encoding": run.encoding.kind,
-             "classes": {n: {"pixels": c, "fraction": c / total} for n, c in zip(run.class_names, counts)}}
-    areas_p.write_text(json.dumps(areas, indent=2))
-    return {"image": str(path), "mask": mask_p.name, "overlay": overlay_p.name, "areas": areas_p.name}
-
-
 def _tiled(run: TrainedRun, img: torch.Tensor, window: tuple[int, int], overlap: float, batch_size: int,
            tta: bool) -> torch.Tensor:
     """K x H x W probabilities of one C x H x W image by sliding windows at the training pixel size: the image is
@@ -253,11 +231,11 @@ def _predict_chunks(run: TrainedRun, files: list[Path], batch_size: int, tta: bo
     """(path, image, probabilities at the image's own size) per file; model calls batched. Images go through the
     run's preprocessing; with --window, or where the training crop would leave part of an image unseen, they are
     tiled at the training pixel size instead."""
-    prep, seg = run.preprocess, run.task == "segmentation"
+    prep, dense = run.preprocess, task_for(run.task).dense
     for i in range(0, len(files), batch_size):
         chunk = files[i: i + batch_size]
         images = [_read(run, f) for f in chunk]
-        tile = [window is not None or (seg and not prep.place(*img.shape[-2:]).whole) for img in images]
+        tile = [window is not None or (dense and not prep.place(*img.shape[-2:]).whole) for img in images]
         whole = iter(_batched(run, [img for img, t in zip(images, tile) if not t], tta) if not all(tile) else [])
         for f, img, t in zip(chunk, images, tile):
             yield f, img, (_tiled(run, img, window or prep.size, overlap, batch_size, tta) if t else next(whole))
@@ -280,9 +258,9 @@ def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool
                   window: tuple[int, int] | None = None, overlap: float = 0.25, batch_size: int = 8,
                   progress: bool | None = None) -> dict:
     """Predict every image under inputs into out; returns (and writes as predict.json) what was written."""
-    if run.task not in ("segmentation", "classification"):
-        raise CnnlabError(f"predict handles segmentation and classification runs, not '{run.task}'")
-    if window is not None and run.task != "segmentation":
+    task = task_for(run.task)
+    task.require_inference("predict")
+    if window is not None and not task.dense:
         raise CnnlabError("--window is for segmentation runs", "classification images are resized instead")
     if batch_size < 1:
         raise CnnlabError(f"batch size {batch_size} must be >= 1")
@@ -291,40 +269,25 @@ def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool
     files, notes = list_inputs(inputs)
     stems = output_stems(files)
     out = Path(out)
-    seg = run.task == "segmentation"
-    planned = [p for s in stems for p in _seg_outputs(out, s)] if seg else [out / "probabilities.csv"]
-    planned.append(out / "predict.json")
+    planned = [*task.planned_outputs(out, stems), out / "predict.json"]
     clash = next((p for p in planned if p.exists()), None)
     if clash is not None:
         raise CnnlabError(f"{clash} exists; predict never overwrites", "choose a new or empty --out folder")
     out.mkdir(parents=True, exist_ok=True)
     progress = sys.stdout.isatty() if progress is None else progress
     stem_of = dict(zip(files, stems))
-    written, rows = [], []
+    entries = []
     with _progress(len(files), progress) as advance:
         for f, img, probs in _predict_chunks(run, files, batch_size, tta_flip, window, overlap):
-            if seg:
-                written.append(_write_segmentation(run, f, img, probs, out, stem_of[f]))
-            else:
-                rows.append({"image": str(f), "predicted": run.class_names[int(probs.argmax())],
-                             **{n: float(p) for n, p in zip(run.class_names, probs.tolist())}})
+            entries.append(task.write_prediction(out, stem_of[f], f, img, probs, run.class_names, run.encoding))
             advance(1)
-    if not seg:
-        _write_probabilities(rows, run.class_names, out / "probabilities.csv")
+    task.finish_predictions(out, entries, run.class_names)
     index = {"run_dir": str(run.run_dir), "task": run.task, "tta_flip": tta_flip,
              "window": list(window) if window else None, "overlap": overlap if window else None,
              "input_size": list(run.input_size), "class_names": run.class_names,
              "preprocess": run.preprocess.describe(),
-             "mask_encoding": run.encoding.describe() if seg else None,
-             "notes": run.notes + notes + _preprocess_notes(run, window if seg else None),
-             "images": written if seg else rows}
+             "mask_encoding": task.mask_encoding(run.encoding),
+             "notes": run.notes + notes + _preprocess_notes(run, window),
+             "images": entries}
     (out / "predict.json").write_text(json.dumps(index, indent=2))
     return index
-
-
-def _write_probabilities(rows: list[dict], class_names: list[str], path: Path) -> None:
-    """One row per image: path, predicted class, one probability column per class."""
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["image", "predicted", *class_names])
-        w.writeheader()
-        w.writerows(rows)

@@ -11,10 +11,11 @@ from cnnlab.models.classifiers import CLASSIFIERS
 from cnnlab.models.fcn import SEGMENTATION_MODELS_FCN
 from cnnlab.models.gland_fcn import GLAND_MODELS
 from cnnlab.models.unet import UNET_MODELS
+from cnnlab.models.unet_lite0 import UNET_LITE0_MODELS
 from cnnlab.models.unet_paper import SEGMENTATION_MODELS_UNET_PAPER
 
 MODELS: dict[str, Callable[..., nn.Module]] = {**UNET_MODELS, **SEGMENTATION_MODELS_UNET_PAPER,
-                                              **SEGMENTATION_MODELS_FCN,
+                                              **SEGMENTATION_MODELS_FCN, **UNET_LITE0_MODELS,
                                                  **GLAND_MODELS, **CLASSIFIERS}
 
 

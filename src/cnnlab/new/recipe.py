@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import torch
 
 from cnnlab.config import Recipe, load_recipe
 from cnnlab.data.formats import _folders_check as fc
@@ -16,14 +15,20 @@ from cnnlab.data.formats._folders_scan import canonical_split
 from cnnlab.errors import CnnlabError, ConfigError, DataError
 from cnnlab.losses.core import build_loss
 from cnnlab.models import build_model
+from cnnlab.new.budget import (
+    MAX_SIDE,
+    ModelChoice,
+    SizeChoice,
+    candidate_sizes,
+    choose_model,
+    choose_size,
+    median_size,
+)
 from cnnlab.new.estimate import Estimate, measure_steps, steps_per_epoch
 from cnnlab.new.hints import check_command
+from cnnlab.new.rows import PRETRAINED_PARAMS, UNET_EPOCH_S, Plan, train_rows, y
 
-MAX_SIDE = 256               # long side of the input on a 2-core CPU
-RARE_SHARE = 0.05            # a class under 5% of pixels gets cross-entropy beside Dice
-EPOCH_BUDGET_S = 25.0        # training seconds per epoch we aim under, for ~30 images
-RUN_BUDGET_S = 600.0         # epochs: as many as fit about 10 minutes at the measured epoch time ...
-EPOCHS_MIN, EPOCHS_MAX = 15, 60  # ... but at least 15 and at most 60 (the total is stated either way)
+DEFAULT_MINUTES = 15.0       # `--minutes`: the training time the size and epochs are chosen for
 # Rule of thumb for choosing the width only (the time written into the recipe is measured): U-Net width 16,
 # depth 4, bf16 on 2 CPU cores, forward + backward ~1.06 s per 256x256 image; grows with pixels and width squared.
 S_PER_MEGAPIXEL_W16 = 16.0
@@ -46,21 +51,13 @@ class Placement:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """How many images train and validate each epoch, and the model width and batch chosen for them."""
-
-    n_train: int
-    n_val: int
-    width: int
-    batch: int
-
-
-@dataclass(frozen=True)
 class NewRecipe:
-    """The recipe written and its measured training-time estimate (for the printed summary)."""
+    """The recipe written, the model chosen and the size chosen with its measured training-time estimate."""
 
     path: Path
     estimate: Estimate
+    model: ModelChoice
+    size: SizeChoice
 
 
 def _place(images: Path, masks: Path, fov: Path | None) -> Placement:
@@ -85,19 +82,9 @@ def _place(images: Path, masks: Path, fov: Path | None) -> Placement:
     return Placement(str(root), full, "train", "test", "val", "random")
 
 
-def _input_size(sizes: list[tuple[int, int]], depth: int) -> tuple[list[int], str]:
-    """A multiple of 2**depth near the median size, the long side capped at MAX_SIDE."""
-    mh, mw = (float(np.median([s[i] for s in sizes])) for i in (0, 1))
-    scale = min(1.0, MAX_SIDE / max(mh, mw))
-    step = 2 ** depth
-    size = [max(step, int(round(x * scale / step)) * step) for x in (mh, mw)]
-    why = f"median image {mh:g}x{mw:g}" + (f" scaled to a long side of {MAX_SIDE} (CPU)" if scale < 1 else "")
-    return size, f"HxW: {why}, rounded to a multiple of {step}"
-
-
-def _depth(sizes: list[tuple[int, int]]) -> int:
-    """Four halvings when the input allows (the course U-Net), fewer for small images."""
-    mh, mw = (float(np.median([s[i] for s in sizes])) for i in (0, 1))
+def _depth(median_hw: tuple[float, float]) -> int:
+    """U-Net from scratch: four halvings when the input allows (the course U-Net), fewer for small images."""
+    mh, mw = median_hw
     short = min(mh, mw) * min(1.0, MAX_SIDE / max(mh, mw))
     return 4 if short >= 64 else 3 if short >= 32 else 2
 
@@ -106,30 +93,29 @@ def _width(n_train: int, size: list[int]) -> int:
     """The widest of 32/16/8 whose epoch fits the budget by the rule of thumb (then measured, see new_estimate)."""
     mp = n_train * size[0] * size[1] / 1e6
     for width in (32, 16, 8):
-        if mp * S_PER_MEGAPIXEL_W16 * (width / 16) ** 2 <= EPOCH_BUDGET_S:
+        if mp * S_PER_MEGAPIXEL_W16 * (width / 16) ** 2 <= UNET_EPOCH_S:
             return width
     return 8
 
 
-def _plan(s: fc.Survey, place: Placement, size: list[int]) -> Plan:
-    """Training and validation images per epoch (a carved validation set comes out of train), width, batch."""
+def _plan(s: fc.Survey, place: Placement, model: ModelChoice, depth: int) -> Plan:
+    """Training and validation images per epoch (a carved validation set comes out of train), and the batch:
+    8 for the pretrained network on 64+ images (recipe (f)), else 4 (2 under 8 images) for more steps."""
     n_train = _n_split(s, place.train)
     if place.policy == "folders" and not place.val:
         n_val = max(1, round(VAL_CARVE * n_train))  # as data.loading carves val_fraction
         n_train -= n_val
     else:
         n_val = _n_split(s, place.val)
-    return Plan(n_train, n_val, _width(n_train, size), 4 if n_train >= 8 else 2)
+    batch = 8 if model.pretrained and n_train >= 64 else 4 if n_train >= 8 else 2
+    return Plan(n_train, n_val, batch, model, depth)
 
 
-def _epochs(epoch_s: float) -> int:
-    """As many epochs as fit RUN_BUDGET_S at the measured epoch time, within [EPOCHS_MIN, EPOCHS_MAX]."""
-    return int(min(EPOCHS_MAX, max(EPOCHS_MIN, RUN_BUDGET_S // max(epoch_s, 1e-3))))
-
-
-def _y(value) -> str:
-    """A YAML scalar or flow collection (JSON is valid YAML and quotes paths safely)."""
-    return json.dumps(value, ensure_ascii=False)
+def _params(plan: Plan, size: list[int]) -> dict:
+    """model.params at a size: the pretrained network's are fixed; the U-Net's width follows the size."""
+    if plan.model.pretrained:
+        return dict(PRETRAINED_PARAMS)
+    return {"width": _width(plan.n_train, size), "depth": plan.depth}
 
 
 def _lines(rows: list[tuple[str, str]]) -> str:
@@ -146,79 +132,49 @@ def _data_rows(s: fc.Survey, place: Placement, size: list[int], size_why: str) -
     """The data section: where, which splits, the size and the reader options."""
     enc = s.encoding
     rows = [("data:", ""), ("  format: folders", "your own image/mask folders (cnnlab.data.formats.folders)"),
-            (f"  root: {_y(place.root)}", "absolute: the recipe works from any directory")]
+            (f"  root: {y(place.root)}", "absolute: the recipe works from any directory")]
     if place.policy == "folders":
         n = _n_split(s, place.train)
-        rows.append((f"  train: {_y(place.train)}", f"{n} pairs"))
+        rows.append((f"  train: {y(place.train)}", f"{n} pairs"))
         if place.val:
-            rows.append((f"  val: {_y(place.val)}", f"{_n_split(s, place.val)} pairs"))
+            rows.append((f"  val: {y(place.val)}", f"{_n_split(s, place.val)} pairs"))
         else:
             rows.append((f"  val_fraction: {VAL_CARVE}", f"no validation folder: {max(1, round(VAL_CARVE * n))} of the "
                          f"{place.train} pairs held out (seeded)"))
-        rows.append((f"  test: {_y(place.test or 'test')}", f"{_n_split(s, place.test)} pairs" if place.test
+        rows.append((f"  test: {y(place.test or 'test')}", f"{_n_split(s, place.test)} pairs" if place.test
                      else "no test folder: final metrics come from validation"))
     else:
         counts = ", ".join(f"{k} {len(v)}" for k, v in s.layout.splits.items())
         rows += [("  train: train", f"random split of {len(s.layout.all_pairs())} pairs: {counts}"),
                  ("  val: val", ""), ("  test: test", "")]
-    rows += [(f"  size: {_y(size)}", size_why), ("  options:", "")]
-    rows.append((f"    images: {_y(place.rel['images'])}", f"{len(s.sizes)} images, "
+    rows += [(f"  size: {y(size)}", size_why), ("  options:", "")]
+    rows.append((f"    images: {y(place.rel['images'])}", f"{len(s.sizes)} images, "
                  f"{'colour' if s.channels == 3 else 'grey'}"))
     rules = "; ".join(f"{r} ({c})" for g in s.layout.groups for r, c in g.mask_match.rules.most_common())
-    rows.append((f"    masks: {_y(place.rel['masks'])}", f"matched by {rules}"))
+    rows.append((f"    masks: {y(place.rel['masks'])}", f"matched by {rules}"))
     if place.rel.get("fov"):
-        rows.append((f"    fov: {_y(place.rel['fov'])}", "field of view: pixels outside are ignored (mask 255)"))
+        rows.append((f"    fov: {y(place.rel['fov'])}", "field of view: pixels outside are ignored (mask 255)"))
     if place.policy == "folders":
         rows.append(("    split: folders", "one folder per split (siblings), each holding the folders above"))
     else:
         rows += [("    split: random", "no val/test folders found: seeded random split"),
-                 (f"    fractions: {_y(FRACTIONS)}", ""),
+                 (f"    fractions: {y(FRACTIONS)}", ""),
                  ("    seed: 0", "fixed, so the split does not move between runs")]
     ratios = [w / h for h, w in s.sizes]
     varied = max(ratios) / min(ratios) > 1.15
     rows += [("    fit: resize", "one size for batching (images bilinear, masks nearest)"),
-             (f"    keep_aspect: {_y(varied)}", "aspect ratios differ: scale to fit and pad (padding ignored)"
+             (f"    keep_aspect: {y(varied)}", "aspect ratios differ: scale to fit and pad (padding ignored)"
               if varied else "all images have about one aspect ratio: plain resize")]
     shares = ", ".join(f"{n} {100 * f:.1f}%" for n, f in zip(enc.class_names, s.shares()))
-    rows.append((f"    classes: {_y(list(enc.class_names))}", f"rename freely; {enc.describe()}; "
+    rows.append((f"    classes: {y(list(enc.class_names))}", f"rename freely; {enc.describe()}; "
                  f"pixel shares: {shares}"))
     return rows
 
 
-def _train_rows(s: fc.Survey, plan: Plan, depth: int, size: list[int], est: Estimate | None
-                ) -> list[tuple[str, str]]:
-    """Model, loss, optimizer, loop and augmentation, each with the reason (est None: the draft that is timed)."""
-    rare = [n for n, f in zip(s.encoding.class_names, s.shares()) if f < RARE_SHARE]
-    loss = "dice_ce" if rare else "dice"
-    loss_why = (f"{', '.join(rare)} under {RARE_SHARE:.0%} of pixels: Dice plus cross-entropy" if rare
-                else f"every class covers at least {RARE_SHARE:.0%} of pixels: soft Dice")
-    square = size[0] == size[1]
-    epochs = est.epochs if est else EPOCHS_MIN
-    time_why = (f"{est.total_line()} on this machine (as many as fit about {RUN_BUDGET_S / 60:.0f} minutes, "
-                f"{EPOCHS_MIN} to {EPOCHS_MAX}); early stopping may end sooner" if est else "draft, being timed")
-    return [
-        ("model:", ""), ("  name: unet", "the course U-Net"),
-        (f"  params: {_y({'width': plan.width, 'depth': depth})}", f"depth {depth}: input sides a multiple of "
-         f"{2 ** depth}; width {plan.width}: the widest of 32/16/8 expected to keep an epoch of {plan.n_train} "
-         f"images near {EPOCH_BUDGET_S:.0f} s on 2 CPU cores"),
-        ("", ""), ("loss:", ""), (f"  name: {loss}", loss_why), ("  params: {}", ""),
-        ("", ""), ("optim:", ""), ("  name: adam", ""), ("  lr: 0.001", "Adam's usual start"),
-        ("  schedule: cosine", "decays to 0 over the epochs"),
-        ("", ""), ("train:", ""),
-        (f"  epochs: {epochs}", time_why),
-        (f"  batch_size: {plan.batch}", "small data: more steps per epoch"),
-        ("  patience: 10", "stop when validation Dice has not improved for 10 epochs"),
-        ("", ""), ("augment:", ""),
-        ("  hflip: true", "flips: microscopy and medical images have no canonical side; set false for scenes "
-         "with an up"),
-        ("  vflip: true", ""), (f"  rot90: {_y(square)}", "square input: quarter turns too" if square
-                                else "input is not square: no quarter turns")]
-
-
 def write_recipe(task: str, images: str | Path, masks: str | Path, out: str | Path, fov: str | Path | None = None,
-                 name: str | None = None) -> Path:
+                 name: str | None = None, encoder: str = "auto", minutes: float = DEFAULT_MINUTES) -> Path:
     """Inspect the folders and write a commented, validated recipe to out (never overwriting)."""
-    return make_recipe(task, images, masks, out, fov, name).path
+    return make_recipe(task, images, masks, out, fov, name, encoder, minutes).path
 
 
 def _survey(images: str | Path, masks: str | Path, fov: str | Path | None) -> tuple[Placement, fc.Survey]:
@@ -241,47 +197,64 @@ def _survey(images: str | Path, masks: str | Path, fov: str | Path | None) -> tu
 
 
 def make_recipe(task: str, images: str | Path, masks: str | Path, out: str | Path, fov: str | Path | None = None,
-                name: str | None = None) -> NewRecipe:
-    """write_recipe, and the training-time estimate measured on the written recipe's model."""
+                name: str | None = None, encoder: str = "auto", minutes: float = DEFAULT_MINUTES) -> NewRecipe:
+    """write_recipe, with the model chosen (encoder: auto|imagenet|none) and the size and epochs chosen from
+    training steps timed on this machine to fit `minutes` (see cnnlab.new.budget)."""
     out = Path(out)
     if task != "segmentation":
         raise ConfigError(f"cnnlab new --task {task}: only 'segmentation' (image/mask folders) is supported",
                           "for class folders, start from a classification recipe with data.format: imagefolder")
+    if not minutes > 0:
+        raise ConfigError(f"--minutes {minutes:g}: the training budget must be positive", "e.g. --minutes 15")
     if out.exists():
         raise CnnlabError(f"{out}: recipe already exists", "choose another --out, or delete the file first")
     place, s = _survey(images, masks, fov)
-    depth = _depth(s.sizes)
-    size, size_why = _input_size(s.sizes, depth)
-    plan = _plan(s, place, size)
+    median = median_size(s.sizes)
+    model = choose_model(encoder, s.channels, median)
+    plan = _plan(s, place, model, _depth(median))
+    candidates = candidate_sizes(median, 32 if model.pretrained else 2 ** plan.depth)
+    classes = list(s.encoding.class_names)
 
-    def render(est: Estimate | None) -> str:
+    def render(size: list[int], choice: SizeChoice | None) -> str:
         head = [f"# Written by `cnnlab new` from {images} + {masks}{' + ' + str(fov) if fov else ''}.",
-                "# Every value is a starting point: edit freely. Train with: cnnlab train " + str(out), PATHS_RULE]
+                "# Every value is a starting point: edit freely. Train with: cnnlab train " + str(out), PATHS_RULE,
+                f"# Model: {model.why}."]
+        est = choice.estimate if choice else None
         head += [f"# Time: {est.epoch_line()}; {est.total_line()}."] if est else []
         head += [f"# note: {w}" for w in s.warnings]
-        body = [(f"name: {_y(name or _run_name(out))}", ""), ("task: segmentation", ""), ("", "")]
-        body += _data_rows(s, place, size, size_why) + [("", "")] + _train_rows(s, plan, depth, size, est)
+        body = [(f"name: {y(name or _run_name(out))}", ""), ("task: segmentation", ""), ("", "")]
+        size_why = choice.why() if choice else "draft, being timed"
+        body += _data_rows(s, place, size, size_why) + [("", "")]
+        body += train_rows(plan, _params(plan, size), size, classes, s.shares(), s.channels, choice,
+                           cpu=not torch.cuda.is_available())
         body += [("", ""), ("out: runs", "run folders are written here")]
         return "\n".join(head) + "\n" + _lines(body) + "\n"
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "x") as f:  # 'x': a file that appeared meanwhile is not overwritten either
-        f.write(render(None))
+        f.write(render(candidates[0], None))
     try:
-        est = _estimate(_validate(out, s.channels, len(s.encoding.class_names)), s, plan)
-        out.write_text(render(est))
-        _validate(out, s.channels, len(s.encoding.class_names))
+        draft = _validate(out, s.channels, len(classes))
+        choice = choose_size(candidates, lambda size: _estimate(_at_size(draft, plan, size), s, plan),
+                             60.0 * minutes)
+        out.write_text(render(choice.size, choice))
+        _validate(out, s.channels, len(classes))
     except BaseException:  # also Ctrl-C while timing: no half-made recipe stays behind
         out.unlink(missing_ok=True)
         raise
-    return NewRecipe(out, est)
+    return NewRecipe(out, choice.estimate, model, choice)
+
+
+def _at_size(r: Recipe, plan: Plan, size: list[int]) -> Recipe:
+    """The draft recipe at another input size (and, for the U-Net, the width that size gets)."""
+    return dataclasses.replace(r, data=dataclasses.replace(r.data, size=list(size)),
+                               model=dataclasses.replace(r.model, params=_params(plan, size)))
 
 
 def _estimate(r: Recipe, s: fc.Survey, plan: Plan) -> Estimate:
-    """Time the recipe's model, then choose the epochs from the measured epoch time."""
+    """Time the recipe's model at its size (the epochs are set by budget.choose_size)."""
     times = measure_steps(r, s.channels, len(s.encoding.class_names), min(plan.batch, max(plan.n_train, 1)))
-    est = Estimate(times, steps_per_epoch(plan.n_train, plan.batch), plan.n_val, EPOCHS_MIN)
-    return dataclasses.replace(est, epochs=_epochs(est.epoch_s))
+    return Estimate(times, steps_per_epoch(plan.n_train, plan.batch), plan.n_val, 1)
 
 
 def _validate(path: Path, in_channels: int, num_classes: int) -> Recipe:

@@ -119,9 +119,12 @@ SEG_CONVENTIONS = (
 CLS_CONVENTIONS = ("Accuracy is the share of the {split} images whose argmax class equals the label.")
 
 
+TEX_CONVENTIONS = {"segmentation": SEG_CONVENTIONS, "classification": CLS_CONVENTIONS}
+
+
 def _conventions(task: str, split: str) -> str:
-    if task == "segmentation":
-        return SEG_CONVENTIONS.format(split=tex_escape(split))
-    if task == "classification":
-        return CLS_CONVENTIONS.format(split=tex_escape(split))
+    """The conventions of the task recorded in summary.json: written for LaTeX where there is a text, else the
+    study table's."""
+    if task in TEX_CONVENTIONS:
+        return TEX_CONVENTIONS[task].format(split=tex_escape(split))
     return tex_escape(TASK_CONVENTIONS.get(task, "").replace("`", ""))

@@ -20,6 +20,7 @@ A study YAML (relative paths resolve against the study file's folder, except `ou
     evaluate: test                  # test: summary 'metrics' (test split, or validation where there is none)
                                     # validation: summary 'validation'
     description: "..."              # optional text for the report
+    resources: {cpus: 1, gpus: 0}   # optional: what each run asks Ray for under `--ray` (--set resources.cpus=2)
 
 Overrides of one run apply in this order (later wins): recipe file, `common`, the command line's --set, the
 variant's or stage's own overrides, the grid point, then train.seed, name and out set by the study. --set sits
@@ -32,7 +33,8 @@ in STUDY_DIR/plan.json when the study starts: `--resume` redoes nothing that fin
 continues runs that have a last.pt and starts the rest, whatever happened to the recipe files since. A run that
 fails with a CnnlabError (e.g. TrainingDiverged) is recorded in failures.json and the study goes on.
 
-Command line: `cnnlab study STUDY_YAML [--set KEY=VALUE ...] [--out FOLDER]`, `cnnlab study --resume STUDY_DIR`;
+Command line: `cnnlab study STUDY_YAML [--set KEY=VALUE ...] [--out FOLDER] [--workers N] [--ray [ADDRESS]]`,
+`cnnlab study --resume STUDY_DIR [--workers N] [--ray [ADDRESS]]` (several runs at once: cnnlab.study.parallel);
 the study ends with table.md, table.csv and study.json (cnnlab.study.table) and report.md/report.html
 (cnnlab.report.build), which `cnnlab report STUDY_DIR` rewrites at any time, also mid-study.
 """
@@ -43,7 +45,7 @@ import itertools
 import json
 import re
 from dataclasses import asdict as dc_asdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -53,7 +55,8 @@ from cnnlab.engine.recipe_check import check_recipe
 from cnnlab.errors import CnnlabError, ConfigError, did_you_mean
 
 STUDY_KEYS = ("name", "base", "out", "seeds", "common", "grid", "stages", "variants", "baseline", "metric",
-              "evaluate", "description")
+              "evaluate", "description", "resources")
+RESOURCES = {"cpus": 1, "gpus": 0}  # one run's request to Ray (--ray); the study file's `resources` overrides it
 STAGE_REF = re.compile(r"\{stage:([^{}]*)\}")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 HEADLINE = {"segmentation": ["dice_mean", "dice_mean_foreground", "dice_background", "iou_mean", "pixel_accuracy",
@@ -91,6 +94,7 @@ class StudyPlan:
     sets: list[str]
     description: str
     runs: list[PlannedRun]
+    resources: dict = field(default_factory=lambda: dict(RESOURCES))  # absent from plans written before --ray
 
     def grid_points(self) -> list[dict]:
         """Every combination of grid values ({} once when there is no grid)."""
@@ -184,6 +188,8 @@ def load_study(path: str | Path, sets: list[str] | None = None) -> StudyPlan:
     _check_study_keys(raw, path)
     folder = path.resolve().parent
     base = read_yaml(folder / base_file) if base_file else None
+    resources = _resources(raw.get("resources"), path, [s for s in sets or [] if s.startswith("resources.")])
+    sets = [s for s in sets or [] if not s.startswith("resources.")]
     common = _overrides(raw.get("common"), "common") + _overrides(sets, "--set")
     for o in common:  # every run's out is the study's own folder; a recipe-level out would scatter them
         if o.split("=", 1)[0].strip() in ("out", "name"):
@@ -207,9 +213,30 @@ def load_study(path: str | Path, sets: list[str] | None = None) -> StudyPlan:
                                                                                                       variants))
     plan = StudyPlan(str(raw.get("name", path.stem)), str(path.resolve()), str(raw.get("out", "studies")), seeds,
                      grid, list(stages), list(variants), baseline, raw.get("metric"), raw.get("evaluate", "test"),
-                     list(sets or []), str(raw.get("description", "")), runs)
+                     list(sets), str(raw.get("description", "")), runs, resources)
     _validate_runs(plan)
     return plan
+
+
+def _resources(value, path: Path, sets: list[str]) -> dict:
+    """One run's Ray request: the study's `resources` mapping, then `--set resources.KEY=N` (why a study key and
+    not a recipe key: it says where a run goes, never what it computes, so it must not reach the run's recipe)."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: study key 'resources' must be a mapping", "e.g. resources: {cpus: 1, gpus: 0}")
+    out = {**RESOURCES, **value}
+    for s in sets:
+        key, _, text = s.partition("=")
+        out[key.strip()[len("resources."):]] = yaml.safe_load(text) if text.strip() else None
+    for key, v in out.items():
+        if key not in RESOURCES:
+            raise ConfigError(f"{path}: unknown study key 'resources.{key}'", did_you_mean(key, list(RESOURCES)))
+        low = 0 if key == "gpus" else 1e-9
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < low:
+            raise ConfigError(f"{path}: study key 'resources.{key}' must be a number {'>= 0' if low == 0 else '> 0'}"
+                              f", got {v!r}", "e.g. resources: {cpus: 1, gpus: 0}")
+    return out
 
 
 def _read_study_yaml(path: Path) -> dict:

@@ -4,53 +4,37 @@ The study file format and the rules for names and overrides are in cnnlab.study.
 """
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from pathlib import Path
 
-from cnnlab.config import recipe_from_dict
 from cnnlab.engine.fit import console
-from cnnlab.engine.run import Interrupted, resume, train
+from cnnlab.engine.run import Interrupted
 from cnnlab.engine.rundir import new_run_dir
 from cnnlab.errors import CnnlabError
-from cnnlab.study.plan import (
-    STAGE_REF,
-    PlannedRun,
-    StudyPlan,
-    find_run_dir,
-    load_study,
-    plan_to_dict,
-    read_failures,
-    read_plan,
-)
+from cnnlab.study.parallel import ProcessBackend, schedule
+from cnnlab.study.plan import StudyPlan, load_study, plan_to_dict, read_failures, read_plan
+from cnnlab.study.ray_runner import import_ray, ray_backend, ray_session
 from cnnlab.study.table import print_study_table, write_study_table
+from cnnlab.study.worker import execute_one
 
 
-def _execute_one(run: PlannedRun, study_dir: Path, stage_best: dict[str, Path]) -> Path:
-    """Skip, resume or start one run; raises CnnlabError when it fails."""
-    existing = find_run_dir(study_dir / "runs", run.name)
-    if existing is not None and (existing / "summary.json").is_file():
-        console.print(f"{run.name}: finished earlier ({existing.name}); skipped")
-        return existing
-    if existing is not None and (existing / "last.pt").is_file():
-        return resume(existing)
-    missing = [ref for ref in STAGE_REF.findall(" ".join(run.overrides)) if ref not in stage_best]
-    if missing:
-        raise CnnlabError(f"needs stage '{missing[0]}', which did not finish", "see that stage's failure")
-    sets = [STAGE_REF.sub(lambda m: str(stage_best[m.group(1)]), s) for s in run.overrides]
-    raw = {**copy.deepcopy(run.raw), "name": run.name, "out": str(study_dir / "runs")}
-    return train(recipe_from_dict(raw, sets))
+def _execute(study_dir: Path, plan: StudyPlan, workers: int | None = None, ray: str | None = None,
+             retries: int = 2) -> Path:
+    """Every planned run; failures are recorded and the study goes on. Ends with the table.
 
-
-def _execute(study_dir: Path, plan: StudyPlan) -> Path:
-    """Every planned run in order; failures are recorded and the study goes on. Ends with table and report."""
+    One run after another in this process by default; `workers` > 1 or `ray` (an address, '' for a Ray started
+    here) hands the runs to cnnlab.study.parallel's scheduler instead (under Ray, `workers` caps the runs at once;
+    None: as many as the resources allow).
+    """
+    if ray is not None or (workers or 1) > 1:
+        return _execute_parallel(study_dir, plan, workers, ray, retries)
     stage_best: dict[str, Path] = {}
     failures = read_failures(study_dir)
     for i, run in enumerate(plan.runs):
         console.rule(f"study {plan.name}: run {i + 1}/{len(plan.runs)}  {run.name}")
         try:
-            run_dir = _execute_one(run, study_dir, stage_best)
+            run_dir = execute_one(run, study_dir, stage_best)
             failures.pop(run.name, None)
             if run.kind == "stage":
                 stage_best[run.group] = run_dir / "best.pt"
@@ -66,17 +50,45 @@ def _execute(study_dir: Path, plan: StudyPlan) -> Path:
     return study_dir
 
 
-def run_study(path: str | Path, sets: list[str] | None = None, out: str | Path | None = None) -> Path:
+def _check_executor(workers: int | None, retries: int, ray: str | None) -> None:
+    """Before the study folder exists."""
+    if ray is not None:
+        import_ray()
+    if workers is not None and workers < 1:
+        raise CnnlabError(f"--workers must be 1 or more, got {workers}", "e.g. cnnlab study STUDY.yaml --workers 2")
+    if retries < 0:
+        raise CnnlabError(f"--retries must be 0 or more, got {retries}", "e.g. cnnlab study STUDY.yaml --retries 2")
+
+
+def _execute_parallel(study_dir: Path, plan: StudyPlan, workers: int | None, ray: str | None, retries: int) -> Path:
+    """The runs through worker processes or Ray tasks (same runs, same folder layout, same table)."""
+    if ray is None:
+        schedule(study_dir, plan, ProcessBackend(study_dir, workers, retries))
+    else:
+        schedule(study_dir, plan, ray_backend(study_dir, plan, ray, workers, retries))
+    print_study_table(write_study_table(study_dir))
+    console.print(f"study folder: {study_dir}")
+    return study_dir
+
+
+def run_study(path: str | Path, sets: list[str] | None = None, out: str | Path | None = None,
+              workers: int | None = None, ray: str | None = None, retries: int = 2) -> Path:
     """Start a new study folder (never overwriting one) under `out` (default: the study's own) and run everything
-    in it; returns the folder."""
+    in it; returns the folder. workers/ray/retries: see _execute."""
+    _check_executor(workers, retries, ray)
     plan = load_study(path, sets)
-    study_dir = new_run_dir(out if out is not None else plan.out, plan.name)
-    shutil.copyfile(path, study_dir / "study.yaml")
-    (study_dir / "plan.json").write_text(json.dumps(plan_to_dict(plan), indent=1))
-    return _execute(study_dir, plan)
+    with ray_session(ray, plan, workers):
+        study_dir = new_run_dir(out if out is not None else plan.out, plan.name)
+        shutil.copyfile(path, study_dir / "study.yaml")
+        (study_dir / "plan.json").write_text(json.dumps(plan_to_dict(plan), indent=1))
+        return _execute(study_dir, plan, workers, ray, retries)
 
 
-def resume_study(study_dir: str | Path) -> Path:
+def resume_study(study_dir: str | Path, workers: int | None = None, ray: str | None = None,
+                 retries: int = 2) -> Path:
     """Continue a study from its plan.json: finished runs are kept, interrupted ones resumed, the rest started."""
+    _check_executor(workers, retries, ray)
     study_dir = Path(study_dir)
-    return _execute(study_dir, read_plan(study_dir))
+    plan = read_plan(study_dir)
+    with ray_session(ray, plan, workers):
+        return _execute(study_dir, plan, workers, ray, retries)

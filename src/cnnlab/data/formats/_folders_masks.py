@@ -14,6 +14,7 @@ import numpy as np
 
 from cnnlab.data.formats._folders_fit import header
 from cnnlab.data.formats.common import read_image
+from cnnlab.data.parallel import ordered_map
 from cnnlab.errors import ConfigError, DataError
 
 IGNORE = 255            # mask value excluded from loss and metrics (outside the FOV, padding, palette void)
@@ -169,6 +170,13 @@ def _rgb_encoding(total: dict, inside: dict, colors: dict | None, first_mask: Pa
                     table=True)
 
 
+def _histogram(mask: Path, fov_s: str, as_rgb: bool) -> tuple[str, dict, dict]:
+    """One mask's kind and value counts (all pixels, inside its FOV); runs in a decode thread."""
+    arr, kind = read_mask(mask, as_rgb=as_rgb)
+    fov = read_fov(Path(fov_s), arr.shape[:2]) if fov_s else None
+    return (kind, *_count(arr, kind, fov))
+
+
 @lru_cache(maxsize=16)
 def _discover_cached(files: tuple, colors_items: tuple | None) -> Encoding:
     """Read every mask once (and its FOV) and decide the encoding; cached on paths, mtimes and the colour table."""
@@ -176,16 +184,11 @@ def _discover_cached(files: tuple, colors_items: tuple | None) -> Encoding:
     total: dict = {}
     inside: dict = {}
     kinds: set[str] = set()
-    lossy = False
-    for mask_s, _, fov_s, _ in files:
-        mask = Path(mask_s)
-        arr, kind = read_mask(mask, as_rgb=colors is not None)
+    for kind, t, i in ordered_map(lambda f: _histogram(Path(f[0]), f[2], colors is not None), files):
         kinds.add(kind)
-        lossy |= mask.suffix.lower() in LOSSY_EXTS
-        fov = read_fov(Path(fov_s), arr.shape[:2]) if fov_s else None
-        t, i = _count(arr, kind, fov)
         _add(total, {(kind, k): v for k, v in t.items()})
         _add(inside, {(kind, k): v for k, v in i.items()})
+    lossy = any(Path(f[0]).suffix.lower() in LOSSY_EXTS for f in files)
     if "rgb" in kinds and len(kinds) > 1:  # some masks in colour, some grey/palette: compare them all as colours
         return _discover_cached(files, colors_items if colors_items is not None else ())
     first = Path(files[0][0])

@@ -12,7 +12,7 @@ import re
 import threading
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -26,6 +26,10 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
 PIXEL_LIMIT_ENV = "CNNLAB_MAX_IMAGE_PIXELS"  # raises Pillow's decompression-bomb limit for trusted large files
 WIDE_MODES = ("I", "F")  # mode prefixes of 16/32-bit integer and float images (I, I;16, I;16B, ..., F)
 _OPEN_LOCK = threading.Lock()  # warnings filters are process-wide: readers decode in threads (VOC)
+# The last callable here is called once per decoded model input (the engine's decoding progress bar), so no reader
+# needs an extra argument. A plain list, not a context variable: readers decode in worker threads (data/parallel.py),
+# which would not see one; a process decodes one run's data at a time. Callables here must be thread-safe.
+DECODE_HOOKS: list[Callable[[], None]] = []
 
 
 def is_junk(p: Path) -> bool:
@@ -136,6 +140,8 @@ def read_input(path: Path, channels: int) -> np.ndarray:
                 arr = np.repeat(arr[..., None], 3, axis=2) if channels == 3 else arr
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise _decode_error(path, e) from None
+    if DECODE_HOOKS:
+        DECODE_HOOKS[-1]()
     return arr
 
 

@@ -16,8 +16,8 @@ from cnnlab.data.formats.common import (
     read_input,
     resize_images,
     resize_masks,
-    to_chw,
 )
+from cnnlab.data.parallel import chw, concat, ordered_map
 from cnnlab.data.types import SegData
 from cnnlab.errors import DataError
 
@@ -73,7 +73,7 @@ def _sample_dirs(split_dir: Path) -> tuple[list[Path], int]:
         if is_junk(p) or not p.is_dir():
             junk += 1
             continue
-        dirs.append(inside_root(p, split_dir))
+        dirs.append(inside_root(p, split_dir) if p.is_symlink() else p)  # a plain entry of split_dir is inside
     dirs.sort(key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
     return dirs, junk
 
@@ -92,6 +92,22 @@ def _decode_mask(path: Path, lut: np.ndarray) -> np.ndarray:
         raise DataError(f"{path}: grey value(s) {bad[:5]} not in mapping.json",
                         "add them to mapping.json or fix the mask")
     return idx
+
+
+def _read_sample(d: Path, split_dir: Path, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One sample folder: its image (C x H x W) and class-index mask (H x W), checked; runs in a decode thread."""
+    img_p, mask_p = d / f"{d.name}_input.jpg", d / f"{d.name}_mask.png"
+    for p in (img_p, mask_p):
+        if not p.is_file():
+            raise DataError(f"{p}: missing", f"each sample folder needs {d.name}_input.jpg and {d.name}_mask.png")
+        if p.is_symlink():  # d is inside split_dir already: only a link can lead out
+            inside_root(p, split_dir)
+    img = read_input(img_p, 3)
+    mask = _decode_mask(mask_p, lut)
+    if img.shape[:2] != mask.shape[:2]:
+        raise DataError(f"{mask_p}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                        f"{img.shape[1]}x{img.shape[0]}", "masks must match their image's size")
+    return chw(img), mask
 
 
 def load(root: Path, split: str, size: list[int] | None = None, **options) -> SegData:
@@ -115,30 +131,18 @@ def load(root: Path, split: str, size: list[int] | None = None, **options) -> Se
         notes.append(f"{split}: skipped {junk} non-sample entries (system files)")
     if not dirs:
         raise DataError(f"{split_dir}: no sample folders", "expected <i>/<i>_input.jpg and <i>/<i>_mask.png")
-    images, masks, names = [], [], []
-    for d in dirs:
-        img_p, mask_p = d / f"{d.name}_input.jpg", d / f"{d.name}_mask.png"
-        for p in (img_p, mask_p):
-            if not p.is_file():
-                raise DataError(f"{p}: missing", f"each sample folder needs {d.name}_input.jpg and {d.name}_mask.png")
-            inside_root(p, split_dir)
-        img = read_input(img_p, 3)
-        mask = _decode_mask(mask_p, lut)
-        if img.shape[:2] != mask.shape[:2]:
-            raise DataError(f"{mask_p}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                            f"{img.shape[1]}x{img.shape[0]}", "masks must match their image's size")
+    images, masks = [], []
+    for d, (img, mask) in zip(dirs, ordered_map(lambda d: _read_sample(d, split_dir, lut), dirs)):
         if images and img.shape != images[0].shape and size is None:
-            raise DataError(f"{img_p}: size {img.shape[1]}x{img.shape[0]} differs from the split's first image",
-                            "set data.size: [H, W] to resize on load")
-        images.append(img if size is None else to_chw(img)[None])
-        masks.append(mask if size is None else torch.from_numpy(mask)[None])
-        names.append(d.name)
+            raise DataError(f"{d / f'{d.name}_input.jpg'}: size {img.shape[2]}x{img.shape[1]} differs from the "
+                            "split's first image", "set data.size: [H, W] to resize on load")
+        images.append(img if size is None else resize_images(torch.from_numpy(img)[None], size))
+        masks.append(mask if size is None else resize_masks(torch.from_numpy(mask)[None], size))
     if size is None:
-        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # np.stack copies
-        m = torch.from_numpy(np.stack(masks))
+        x, m = torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks))  # np.stack copies
     else:
-        x = torch.cat([resize_images(t, size) for t in images])
-        m = torch.cat([resize_masks(t, size) for t in masks])
+        x, m = concat(images), concat(masks)
+    names = [d.name for d in dirs]
     return SegData(x, m, names, list(mapping), None, notes)
 
 

@@ -8,6 +8,7 @@ import torch
 
 from cnnlab.data.formats.common import read_image, resize_images
 from cnnlab.data.formats.endovis import _sample_dirs
+from cnnlab.data.parallel import chw, concat, ordered_map
 from cnnlab.data.types import ColorData
 from cnnlab.errors import DataError
 
@@ -29,6 +30,26 @@ def _to_lab(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return light, ab
 
 
+def _read_sample(d: Path, color_space: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One sample folder: grey input (H x W), colour target (K x H x W), and whether the grey one was computed
+    because its file is missing; runs in a decode thread."""
+    rgb = read_image(d / f"{d.name}_input.jpg", "RGB")
+    gray_p = d / f"{d.name}_gray.jpg"
+    made = False
+    if color_space == "lab":
+        grey, target = _to_lab(rgb)
+    else:
+        if gray_p.is_file():
+            grey = read_image(gray_p, "L")
+        else:
+            grey, made = np.asarray(torch.from_numpy(rgb).float() @ torch.tensor([0.299, 0.587, 0.114])).round(
+            ).clip(0, 255).astype(np.uint8), True
+        target = rgb
+    if grey.shape[:2] != rgb.shape[:2]:
+        raise DataError(f"{gray_p}: size differs from its colour image")
+    return np.array(grey, copy=True), chw(target), made  # PIL arrays are read-only
+
+
 def load(root: Path, split: str, size: list[int] | None = None, color_space: str = "rgb") -> ColorData:
     """Grey inputs and colour targets of one split; a missing grey image is made from the colour one (noted)."""
     if color_space not in ("rgb", "lab"):
@@ -39,32 +60,20 @@ def load(root: Path, split: str, size: list[int] | None = None, color_space: str
                         f"expected ROOT/colorization/{{{','.join(SPLITS[:2])}}}/<i>/<i>_input.jpg")
     dirs, junk = _sample_dirs(split_dir)
     notes = [f"{split}: skipped {junk} non-sample entries"] if junk else []
-    greys, targets, names, made = [], [], [], 0
-    for d in dirs:
-        rgb = read_image(d / f"{d.name}_input.jpg", "RGB")
-        gray_p = d / f"{d.name}_gray.jpg"
-        if color_space == "lab":
-            grey, target = _to_lab(rgb)
-        else:
-            if gray_p.is_file():
-                grey = read_image(gray_p, "L")
-            else:
-                grey, made = np.asarray(torch.from_numpy(rgb).float() @ torch.tensor([0.299, 0.587, 0.114])).round(
-                ).clip(0, 255).astype(np.uint8), made + 1
-            target = rgb
-        if grey.shape[:2] != rgb.shape[:2]:
-            raise DataError(f"{gray_p}: size differs from its colour image")
-        greys.append(torch.from_numpy(np.array(grey, copy=True))[None, None])  # PIL arrays are read-only
-        targets.append(torch.from_numpy(np.array(target, copy=True)).permute(2, 0, 1)[None])
-        names.append(d.name)
+    greys, targets, made = [], [], 0
+    for grey, target, computed in ordered_map(lambda d: _read_sample(d, color_space), dirs):
+        greys.append(torch.from_numpy(grey)[None, None])
+        targets.append(torch.from_numpy(target)[None])
+        made += computed
+    names = [d.name for d in dirs]
     if not names:
         raise DataError(f"{split_dir}: no sample folders")
     if made:
         notes.append(f"{split}: {made} grey images were missing and were computed from the colour images")
     if size is None and len({t.shape for t in targets}) > 1:
         raise DataError(f"{split_dir}: images differ in size", "set data.size: [H, W]")
-    x = torch.cat([resize_images(t, size) for t in greys])
-    y = torch.cat([resize_images(t, size) for t in targets])
+    x = concat([resize_images(t, size) for t in greys])
+    y = concat([resize_images(t, size) for t in targets])
     return ColorData(x, y, names, color_space, notes)
 
 

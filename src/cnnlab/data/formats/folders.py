@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cnnlab.data.formats import _folders_scan as fs
@@ -46,7 +47,7 @@ from cnnlab.data.formats._folders_layout import (
     scan_layout,
     summarize_sizes,
 )
-from cnnlab.data.formats.common import to_chw
+from cnnlab.data.parallel import chw, concat, ordered_map
 from cnnlab.data.types import SegData
 from cnnlab.errors import DataError
 
@@ -66,13 +67,12 @@ def load(root: Path, split: str, /, size: list[int] | None = None, **options) ->
     size = list(size)
     channels = channels_of(everything)
     images, masks, native, snapped, outside, pixels = [], [], [], 0, 0, 0
-    for pair in pairs:
-        img, mask, n_snap, n_out = _read_pair(pair, channels, enc, bool(opts.fov))
-        native.append(img.shape[:2])
+    for img, mask, n_snap, n_out in ordered_map(lambda pair: _decode_pair(pair, channels, enc, bool(opts.fov)), pairs):
+        native.append(img.shape[1:])
         snapped, outside, pixels = snapped + n_snap, outside + n_out, pixels + mask.size
-        x, m = fit_one(to_chw(img), torch.from_numpy(mask), size, opts.fit, opts.keep_aspect)
-        images.append(x)
-        masks.append(m)
+        x, m = fit_one(torch.from_numpy(img), torch.from_numpy(mask), size, opts.fit, opts.keep_aspect)
+        images.append(x[None])
+        masks.append(m[None])
     notes = [layout.policy_note, *layout.notes, *group_notes(layout), f"mask encoding: {enc.describe()}",
              "classes: " + ", ".join(enc.class_names)]
     if snapped:
@@ -85,8 +85,14 @@ def load(root: Path, split: str, /, size: list[int] | None = None, **options) ->
         notes.append(size_note)
     notes.append(f"{name}: {fit_note(size, opts.fit, opts.keep_aspect)}")
     notes.append(f"{name}: native sizes (HxW): {summarize_sizes(native)}")
-    return SegData(torch.stack(images), torch.stack(masks), [p.name for p in pairs], list(enc.class_names),
+    return SegData(concat(images), concat(masks), [p.name for p in pairs], list(enc.class_names),
                    ignore_index_for(opts, enc), notes)
+
+
+def _decode_pair(pair, channels: int, enc, need_fov: bool) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """_read_pair with the image as C x H x W (a numpy copy); runs in a decode thread."""
+    img, mask, n_snap, n_out = _read_pair(pair, channels, enc, need_fov)
+    return chw(img), np.array(mask) if not mask.flags.writeable else mask, n_snap, n_out
 
 
 def list_splits(root: Path, **options) -> list[str]:

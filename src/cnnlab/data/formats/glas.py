@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab.data.formats.common import is_junk, read_image, read_input, resize_images, resize_masks, to_chw
+from cnnlab.data.formats.common import is_junk, read_image, read_input, resize_images, resize_masks
+from cnnlab.data.parallel import chw, concat, ordered_map
 from cnnlab.data.stain import unmix_he
 from cnnlab.data.types import SegData
 from cnnlab.errors import ConfigError, DataError, did_you_mean
@@ -109,7 +110,8 @@ def _read_options(options: dict) -> str:
 
 
 def _read_pair(image_p: Path, anno_p: Path, stain: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """One sample: image (H x W x C uint8), binary mask (H x W uint8) and its number of gland instances."""
+    """One sample: image (C x H x W uint8), binary mask (H x W uint8) and its number of gland instances; runs in a
+    decode thread."""
     img = read_input(image_p, 3)
     anno = read_image(anno_p)
     if anno.ndim == 3:  # an RGB-saved annotation: a pixel is a gland where any channel is non-zero
@@ -119,8 +121,8 @@ def _read_pair(image_p: Path, anno_p: Path, stain: str) -> tuple[np.ndarray, np.
                         f"{img.shape[1]}x{img.shape[0]}", "annotations must match their image's size")
     instances = int(np.count_nonzero(np.unique(anno)))
     mask = (anno != 0).astype(np.uint8)
-    # np.array copies: PIL's buffers are read-only, which torch.from_numpy warns about
-    return (unmix_he(img) if stain == "hed" else np.array(img)), mask, instances
+    # chw copies where needed: PIL's buffers are read-only, which torch.from_numpy warns about
+    return chw(unmix_he(img) if stain == "hed" else img), mask, instances
 
 
 def _split_keys(scan: _Scan, root: Path, split: str) -> list[tuple[str, int]]:
@@ -162,15 +164,14 @@ def load(root: Path, split: str, size: list[int] | None = None, **options) -> Se
     scan = _scan(root)
     keys = _split_keys(scan, root, split)
     size = list(size) if size is not None else list(DEFAULT_SIZE)
-    images, masks, names, native, instances = [], [], [], Counter(), 0
-    for key in keys:
-        slot = scan.pairs[key]
-        img, mask, n_inst = _read_pair(slot["image"], slot["anno"], stain)
-        native[f"{img.shape[1]}x{img.shape[0]}"] += 1
+    images, masks, native, instances = [], [], Counter(), 0
+    slots = [scan.pairs[key] for key in keys]
+    for img, mask, n_inst in ordered_map(lambda slot: _read_pair(slot["image"], slot["anno"], stain), slots):
+        native[f"{img.shape[2]}x{img.shape[1]}"] += 1
         instances += n_inst
-        images.append(resize_images(to_chw(img)[None], size))
+        images.append(resize_images(torch.from_numpy(img)[None], size))
         masks.append(resize_masks(torch.from_numpy(mask)[None], size))
-        names.append(slot["image"].stem)
+    names = [slot["image"].stem for slot in slots]
     notes = [f"{split}: {instances} gland instances merged into binary masks",
              f"{split}: resized from " + ", ".join(f"{s} ({c})" for s, c in sorted(native.items()))
              + f" to {size[1]}x{size[0]} (WxH)"]
@@ -182,7 +183,7 @@ def load(root: Path, split: str, size: list[int] | None = None, **options) -> Se
         notes.append(f"ignored {len(scan.other)} file(s) outside the GlaS naming (e.g. {scan.other[0]})")
     grades, grade_problems = read_grades(root)
     notes += grade_problems + _grade_notes(names, grades, split)
-    return SegData(torch.cat(images), torch.cat(masks), names, list(CLASS_NAMES), None, notes)
+    return SegData(concat(images), concat(masks), names, list(CLASS_NAMES), None, notes)
 
 
 def check(root: Path) -> str:

@@ -14,6 +14,7 @@ import torch
 
 from cnnlab.data.formats._cls_common import carve_splits, is_junk, summarise_split, unknown_options
 from cnnlab.data.formats.common import WIDE_MODES, open_image, scale_wide
+from cnnlab.data.parallel import ordered_map
 from cnnlab.data.types import ClsData
 from cnnlab.errors import DataError
 
@@ -102,7 +103,7 @@ def _load_disk_split(root: Path, split: str, size: list[int] | None, channels: s
     if not items:
         raise DataError(f"{sdir}: no images in its class folders", f"expected {EXPECTED}")
     grey = {"auto": None, "1": True, "3": False}[channels]
-    arrays = [_decode(p, grey, size) for p, _ in items]
+    arrays = list(ordered_map(lambda item: _decode(item[0], grey, size), items))  # decode threads
     if grey is None and len({a.shape[2] for a in arrays}) > 1:  # mixed grey and colour: make all RGB
         arrays = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
     first = arrays[0].shape[:2]

@@ -11,15 +11,14 @@ file gives a one-line DataError instead of a PIL traceback.
 """
 from __future__ import annotations
 
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cnnlab.data.formats.common import inside_root, is_junk, read_image, read_input, resize_images, resize_masks, to_chw
+from cnnlab.data.formats.common import inside_root, is_junk, read_image, read_input, resize_images, resize_masks
+from cnnlab.data.parallel import chw, concat, ordered_map
 from cnnlab.data.types import SegData
 from cnnlab.data.voc_colors import VOC_BOUNDARY, VOC_CLASSES, class_of_color
 from cnnlab.errors import ConfigError, DataError, did_you_mean
@@ -165,21 +164,30 @@ def read_mask(path: Path, num_classes: int = len(VOC_CLASSES)) -> np.ndarray:
     return arr
 
 
-def _read_pair(image_path: Path, mask_path: Path, size: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One decoded pair (3 x H x W, H x W), checked for matching sizes, resized (nearest for the mask)."""
-    img = to_chw(_read(image_path, "image", 3))
-    mask = torch.from_numpy(np.array(read_mask(mask_path)))  # a writable copy
+def _decode_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One decoded pair (3 x H x W, H x W) at its own size, checked for matching sizes; runs in a decode thread."""
+    img = chw(_read(image_path, "image", 3))
+    mask = np.array(read_mask(mask_path))  # a writable copy
     if tuple(mask.shape) != tuple(img.shape[-2:]):
         raise DataError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
                         f"{img.shape[2]}x{img.shape[1]}", "masks must have their image's size")
-    return resize_images(img[None], size)[0], resize_masks(mask[None], size)[0]
+    return img, mask
+
+
+def _resize_pair(img: np.ndarray, mask: np.ndarray, size: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A decoded pair resized (nearest for the mask), in the calling thread (torch runs its own threads)."""
+    return (resize_images(torch.from_numpy(img)[None], size)[0],
+            resize_masks(torch.from_numpy(mask)[None], size)[0])
+
+
+def _read_pair(image_path: Path, mask_path: Path, size: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoded pair (3 x H x W, H x W), checked for matching sizes, resized (nearest for the mask)."""
+    return _resize_pair(*_decode_pair(image_path, mask_path), size)
 
 
 def _decode_all(files: list[tuple[str, Path, Path]], size: list[int] | None):
-    """Decode every pair; PIL releases the GIL while decoding, so a few threads help (each image has its own size)."""
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        pairs = list(pool.map(lambda f: _read_pair(f[1], f[2], size), files))
+    """Decode every pair in decode threads (PIL releases the GIL), resizing each in this thread as it arrives."""
+    pairs = [_resize_pair(img, mask, size) for img, mask in ordered_map(lambda f: _decode_pair(f[1], f[2]), files)]
     shapes = {tuple(img.shape) for img, _ in pairs}
     if len(shapes) > 1:
         raise DataError(f"{files[0][1].parent}: images of {len(shapes)} different sizes",
@@ -192,8 +200,8 @@ def load(root: Path, split: str, size: list[int] | None = None, **options) -> Se
     opts = _check_options(options)
     files, parser = split_files(Path(root), split, opts["year"])
     pairs = _decode_all(files, size)
-    images = torch.stack([img for img, _ in pairs])
-    masks = torch.stack([m for _, m in pairs])
+    images = concat([img[None] for img, _ in pairs])
+    masks = concat([m[None] for _, m in pairs])
     notes = [f"voc: {len(files)} '{split}' samples listed by {parser}"]
     ignore_index = None
     if opts["boundary"] == "background":  # the assignment's rule: outlines count as background

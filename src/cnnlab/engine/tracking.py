@@ -1,0 +1,258 @@
+"""Experiment tracking with the real libraries: TensorBoard event files and MLflow runs (`train.log_to`).
+
+Why: people keep their experiments in TensorBoard or MLflow, not in folders of CSV files. Both are optional
+extras (`pip install 'cnnlab[tensorboard]'`, `'cnnlab[mlflow]'`), imported inside the functions that use them:
+importing either costs seconds, and a run without `train.log_to` must not pay that or need them installed.
+engine/recipe_check.py refuses a missing one before any data is read.
+
+What each gets, rank 0 only:
+- TensorBoard (event files in RUN_DIR/tensorboard/): every metrics.csv column per epoch (losses, every validation
+  metric, learning rate, images/s, seconds; tag `train/loss`, `val/dice_mean`, `lr`, ...), the final metrics and
+  per-class Dice/IoU (`final/...`), the run's figures as images, and the flattened recipe with the final metrics in
+  the HPARAMS view.
+- MLflow (a run in the experiment named like the recipe): the flattened recipe as params, every metrics.csv column
+  per epoch (step = epoch), the final metrics, and summary.json, metrics.csv, config.yaml, events.jsonl, the
+  figures and report.html as artifacts. Tracking URI: train.mlflow_uri, else $MLFLOW_TRACKING_URI, else a local
+  sqlite file `<out>/mlflow.db` (artifacts in `<out>/mlartifacts/`), so no server is needed.
+RUN_DIR/tracking.json remembers the MLflow run, so a resumed run continues it and the report can join it later.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnlab.config import Recipe, asdict
+from cnnlab.engine.recipe_check import check_trackers
+
+TRACKING_FILE = "tracking.json"
+TENSORBOARD_DIR = "tensorboard"
+ARTIFACTS = ("summary.json", "metrics.csv", "config.yaml", "report.html")
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'train': {'epochs': 3}} -> {'train.epochs': 3}; lists and empty mappings become JSON text."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple, dict)):
+            out[key] = json.dumps(v)
+        else:
+            out[key] = v
+    return out
+
+
+def scalar_tag(column: str) -> str:
+    """TensorBoard tag of a metrics.csv column: 'train_loss' -> 'train/loss', 'val_dice_mean' -> 'val/dice_mean'
+    (TensorBoard groups by the part before '/'); other columns ('lr', 'images_per_s', 'seconds') stay as they are."""
+    head, _, rest = column.partition("_")
+    return f"{head}/{rest}" if head in ("train", "val") and rest else column
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def final_scalars(summary: dict) -> dict[str, float]:
+    """The tested split's metrics and per-class scores as flat names: final/dice_mean, final/per_class/dice/<class>."""
+    out = {f"final/{k}": float(v) for k, v in summary.get("metrics", {}).items() if _number(v)}
+    for name, scores in (summary.get("per_class") or {}).items():
+        for metric, v in scores.items():
+            if _number(v):
+                out[f"final/per_class/{metric}/{name}"] = float(v)
+    return out
+
+
+class Tracker:
+    """What the run tells a tracker: each epoch's metrics.csv row, the end, and how it stopped."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def epoch(self, epoch: int, row: dict) -> None:
+        raise NotImplementedError
+
+    def finish(self, run_dir: Path, summary: dict, step: int) -> None:
+        raise NotImplementedError
+
+    def close(self, status: str) -> None:
+        """status: finished, interrupted or failed."""
+
+    def describe(self) -> str:
+        """One line: where the run is logged and the command that shows it."""
+        raise NotImplementedError
+
+
+class TensorBoardTracker(Tracker):
+    def __init__(self, r: Recipe, run_dir: Path, first_epoch: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # optional extra cnnlab[tensorboard]
+
+        super().__init__(run_dir)
+        # a resumed run drops what an earlier attempt logged for the epochs it runs again
+        self.writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR),
+                                    purge_step=first_epoch + 1 if first_epoch else None)
+        self.recipe = r
+
+    def epoch(self, epoch: int, row: dict) -> None:
+        for k, v in row.items():
+            if k != "epoch" and _number(v):
+                self.writer.add_scalar(scalar_tag(k), v, epoch)
+        self.writer.flush()  # someone may be watching with `tensorboard --logdir`
+
+    def finish(self, run_dir: Path, summary: dict, step: int) -> None:
+        from PIL import Image
+
+        scalars = final_scalars(summary)
+        for tag, v in scalars.items():
+            if "/per_class/" in tag:
+                self.writer.add_scalar(tag, v, step)
+        for png in sorted((run_dir / "figures").glob("*.png")):
+            with Image.open(png) as im:
+                self.writer.add_image(f"figures/{png.stem}", np.asarray(im.convert("RGB")), step,
+                                      dataformats="HWC")
+        hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                   for k, v in flatten(asdict(self.recipe)).items()}
+        headline = {k: v for k, v in scalars.items() if "/per_class/" not in k}
+        # run_name ".": the hparams and their metrics land in this run's own folder, not a new timestamped one
+        self.writer.add_hparams(hparams, headline, run_name=".", global_step=step)
+        self.writer.flush()
+
+    def close(self, status: str) -> None:
+        self.writer.close()
+
+    def describe(self) -> str:
+        return (f"tensorboard: logging to {self.run_dir / TENSORBOARD_DIR} "
+                f"(view: tensorboard --logdir {shlex.quote(str(self.run_dir.parent))})")
+
+
+def mlflow_uri(r: Recipe) -> str:
+    """train.mlflow_uri, else $MLFLOW_TRACKING_URI, else the sqlite file <out>/mlflow.db."""
+    uri = r.train.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    return uri or f"sqlite:///{Path(r.out).expanduser().resolve() / 'mlflow.db'}"
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment of a local sqlite store keeps its artifacts: mlartifacts/ beside the database file.
+    MLflow's own default is ./mlruns in whatever folder the command ran from. None (the server decides) for
+    other stores."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).expanduser().resolve().parent / "mlartifacts").as_uri()
+
+
+def _mlflow_key(key: str) -> str:
+    """MLflow keys allow letters, digits, '_', '-', '.', ' ', ':' and '/'; anything else (a class name's '+',
+    say) becomes '_'."""
+    return re.sub(r"[^\w\-. :/]", "_", key)
+
+
+def _quiet_mlflow() -> None:
+    """MLflow and alembic log each table they create at INFO on stderr; cnnlab's output stays the run's own."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _read_tracking(run_dir: Path) -> dict:
+    p = run_dir / TRACKING_FILE
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+class MlflowTracker(Tracker):
+    def __init__(self, r: Recipe, run_dir: Path, first_epoch: int) -> None:
+        from mlflow import MlflowClient  # optional extra cnnlab[mlflow]
+        from mlflow.entities import Param
+
+        super().__init__(run_dir)
+        _quiet_mlflow()
+        uri = mlflow_uri(r)
+        self.uri, self.experiment = uri, r.name
+        self.client = MlflowClient(tracking_uri=uri)
+        saved = _read_tracking(run_dir).get("mlflow", {})
+        if saved.get("tracking_uri") == uri and saved.get("run_id"):  # a resume continues its MLflow run
+            self.run_id = saved["run_id"]
+            self.client.update_run(self.run_id, status="RUNNING")
+            return
+        exp = self.client.get_experiment_by_name(r.name)
+        if exp is not None:
+            exp_id = exp.experiment_id
+        else:
+            exp_id = self.client.create_experiment(r.name, artifact_location=artifact_root(uri))
+        run = self.client.create_run(exp_id, run_name=run_dir.name,
+                                     tags={"cnnlab.run_dir": str(run_dir.resolve()), "cnnlab.task": r.task})
+        self.run_id = run.info.run_id
+        params = [Param(_mlflow_key(k), str(v)) for k, v in flatten(asdict(r)).items()]
+        for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=params[i:i + 100])
+        entry = {"tracking_uri": uri, "run_id": self.run_id, "experiment_id": exp_id, "experiment": r.name}
+        (run_dir / TRACKING_FILE).write_text(json.dumps({**_read_tracking(run_dir), "mlflow": entry}, indent=1))
+
+    def _log(self, values: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric  # optional extra cnnlab[mlflow]
+
+        ms = int(time.time() * 1000)
+        metrics = [Metric(_mlflow_key(k), float(v), ms, step) for k, v in values.items() if _number(v)]
+        for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+
+    def epoch(self, epoch: int, row: dict) -> None:
+        self._log({k: v for k, v in row.items() if k != "epoch"}, epoch)
+
+    def finish(self, run_dir: Path, summary: dict, step: int) -> None:
+        self._log(final_scalars(summary), step)
+        log_artifacts(self.client, self.run_id, run_dir)
+
+    def close(self, status: str) -> None:
+        state = {"finished": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
+        # events.jsonl is complete only now (its "end" line); a stopped run also keeps the epochs it finished
+        for name in ("events.jsonl",) if status == "finished" else ("events.jsonl", "metrics.csv"):
+            if (self.run_dir / name).is_file():
+                self.client.log_artifact(self.run_id, str(self.run_dir / name))
+        self.client.set_terminated(self.run_id, state)
+
+    def describe(self) -> str:
+        view = f" (view: mlflow ui --backend-store-uri {shlex.quote(self.uri)})" if self.uri.startswith(
+            ("sqlite:", "file:", "/")) else ""
+        return f"mlflow: logging to run {self.run_id} in experiment '{self.experiment}' at {self.uri}{view}"
+
+
+def log_artifacts(client, run_id: str, run_dir: Path) -> None:
+    """The run's files and figures that exist now, as artifacts of its MLflow run."""
+    for name in ARTIFACTS:
+        if (run_dir / name).is_file():
+            client.log_artifact(run_id, str(run_dir / name))
+    if (run_dir / "figures").is_dir():
+        client.log_artifacts(run_id, str(run_dir / "figures"), "figures")
+
+
+TRACKERS = {"tensorboard": TensorBoardTracker, "mlflow": MlflowTracker}
+
+
+def open_trackers(r: Recipe, run_dir: Path, first_epoch: int) -> list[Tracker]:
+    """The trackers train.log_to asks for; first_epoch: epochs already done (a resume)."""
+    check_trackers(r.train.log_to)  # a resume skips the recipe check: refuse a missing extra here too
+    return [TRACKERS[name](r, run_dir, first_epoch) for name in dict.fromkeys(r.train.log_to)]
+
+
+def log_report(run_dir: Path) -> None:
+    """After `cnnlab train` wrote report.html: add it (and report.md) to the run's MLflow run, if it has one."""
+    saved = _read_tracking(Path(run_dir)).get("mlflow")
+    if not saved:
+        return
+    check_trackers(["mlflow"])
+    from mlflow import MlflowClient  # optional extra cnnlab[mlflow]
+
+    _quiet_mlflow()
+    client = MlflowClient(tracking_uri=saved["tracking_uri"])
+    for name in ("report.html", "report.md"):
+        if (Path(run_dir) / name).is_file():
+            client.log_artifact(saved["run_id"], str(Path(run_dir) / name))

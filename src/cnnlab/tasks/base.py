@@ -1,0 +1,168 @@
+"""What every task answers, and the answers two or more tasks share.
+
+A task (segmentation, classification, colorization) is one object owning everything that differs between them:
+how a batch is made from a split, how metrics accumulate over a split, what a prediction is, which end-of-run
+figures and summary.json entries a run gets, and what predict and export write. The engine, inference and the
+report call these methods instead of asking which data type they hold, so a task is changed (or added) in one
+module. The engine keeps the loops, the devices and the processes; a task never runs a model itself: where it
+needs the model's output, the engine hands it a function that computes it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from cnnlab.config import AugmentConfig, Recipe
+from cnnlab.data.augment import augment_batch, is_identity
+from cnnlab.data.mask_encoding import MaskEncoding
+from cnnlab.errors import CnnlabError
+from cnnlab.losses.core import Loss
+from cnnlab.metrics.confusion import ConfusionMatrix
+
+Reduce = Callable[[torch.Tensor], torch.Tensor]       # sums a tensor over processes (identity in one process)
+Logits = Callable[[torch.Tensor | None], torch.Tensor]  # the model's logits on the evaluated split (chosen samples)
+Norm = Callable[[torch.Tensor], torch.Tensor]         # per-channel normalisation of [0, 1] images
+
+
+class Placement(Protocol):
+    """Where a batch goes: the engine's Runtime (device, memory format) seen from below the engine."""
+
+    device: torch.device
+
+    def to_input(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class Tally(Protocol):
+    """Metrics accumulated batch by batch over a split (each process its shard), then summed over processes."""
+
+    def add(self, out: torch.Tensor, target: torch.Tensor) -> None: ...
+
+    def result(self, reduce: Reduce) -> tuple[dict, ConfusionMatrix | None]: ...
+
+
+class Task:
+    """Defaults shared by the tasks; each task module overrides what differs (one level of inheritance)."""
+
+    name: str = ""
+    data_type: type = object
+    headline: str | None = None  # the validation metric shown on each epoch's line
+    dense: bool = False          # one output per pixel: tiled where training crops leave part of an image unseen
+    predicts: bool = True        # predict, evaluate and export handle runs of this task
+
+    def fits(self, data: object) -> bool:
+        """Whether a split holds this task's kind of samples."""
+        return isinstance(data, self.data_type)
+
+    def num_outputs(self, class_names: list[str]) -> int:
+        """Output channels of the model: one per class (per colour channel for colorization)."""
+        return len(class_names)
+
+    def ignore_index(self, data: object) -> int | None:
+        """Target value excluded from loss and metrics."""
+        return None
+
+    def make_batch(self, data, idx: torch.Tensor, rt: Placement, norm: Norm, aug: AugmentConfig | None = None,
+                   g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 samples -> normalised float inputs on the device (augmented when aug is given) and targets."""
+        raise NotImplementedError
+
+    def tally(self, data, loss_fn: Loss) -> Tally:
+        """A fresh accumulator of this task's metrics over a split."""
+        raise NotImplementedError
+
+    def selection_score(self, metrics: dict) -> float:
+        """The validation number that picks the best epoch (higher is better)."""
+        return -metrics["loss"]
+
+    def checkpoint_entries(self, recipe: Recipe, class_names: list[str]) -> dict:
+        """What a checkpoint keeps beyond weights, recipe and normalisation to read the outputs later."""
+        return {}
+
+    def fit_entries(self, val: dict, train_metrics: Callable[[], dict]) -> dict:
+        """summary.json entries that need another evaluation (run by every process under DDP)."""
+        return {}
+
+    def prediction(self, split, logits: Logits) -> torch.Tensor | None:
+        """What the end of a run predicts on the evaluated split, for its summary entries and figures."""
+        return None
+
+    def test_entries(self, split, cm: ConfusionMatrix | None, pred: torch.Tensor | None) -> dict:
+        """summary.json (and evaluate_*.json) entries beyond the metrics, from the tested split."""
+        return {}
+
+    def figures(self, fig_dir: Path, split, pred: torch.Tensor | None, cm: ConfusionMatrix | None) -> list[Path]:
+        """The task's end-of-run figures, drawn by cnnlab.figures into fig_dir."""
+        return []
+
+    def require_inference(self, command: str) -> None:
+        """One line for a command (predict, evaluate, export) that does not handle this task."""
+        if not self.predicts:
+            raise CnnlabError(f"{command} handles segmentation and classification runs, not '{self.name}'")
+
+    def mask_encoding(self, encoding: MaskEncoding) -> dict | None:
+        """How written masks encode classes (predict.json, the export's preprocess JSON); None without masks."""
+        return None
+
+    def export_output(self) -> str:
+        """How an application reads the exported model's output (the export's preprocess JSON)."""
+        return "logits N x K; softmax over dim 1 gives class probabilities"
+
+    def planned_outputs(self, out: Path, stems: list[str]) -> list[Path]:
+        """The files predict will write for these images (checked before anything is written)."""
+        return []
+
+    def write_prediction(self, out: Path, stem: str, path: Path, image: torch.Tensor, probs: torch.Tensor,
+                         class_names: list[str], encoding: MaskEncoding) -> dict:
+        """Write what predict makes of one image; returns its entry of predict.json's "images"."""
+        raise NotImplementedError
+
+    def finish_predictions(self, out: Path, entries: list[dict], class_names: list[str]) -> None:
+        """Files predict writes once all images are done."""
+
+
+def label_batch(images: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor, rt: Placement, norm: Norm,
+                aug: AugmentConfig | None, g: torch.Generator | None, dense: bool,
+                fill: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and class targets (labels, or masks warped with their images when dense) as a batch."""
+    x = images[idx].to(rt.device, non_blocking=True).float().div_(255)
+    y = targets[idx].to(rt.device, non_blocking=True)
+    if aug is not None and not is_identity(aug):
+        x, m = augment_batch(x, y if dense else None, aug, g, fill)
+        y = m if dense else y
+    return rt.to_input(norm(x)), y.long()
+
+
+class LabelTally:
+    """Loss and confusion matrix over a split of class targets; segmentation adds the course's soft Dice."""
+
+    def __init__(self, loss_fn: Loss, class_names: list[str], size: int, ignore_index: int | None = None) -> None:
+        self.loss_fn, self.class_names, self.size, self.ignore = loss_fn, class_names, size, ignore_index
+        self.cm = ConfusionMatrix(len(class_names), ignore_index)
+        self.loss_sum, self.soft_sum, self.n_batches = 0.0, 0.0, 0
+
+    def add(self, out: torch.Tensor, target: torch.Tensor) -> None:
+        out = out.float()
+        self.loss_sum += float(self.loss_fn(out, target)) * len(target)
+        self.cm.update(out.argmax(1), target)
+        self.soft_sum += self.soft_dice(out, target)
+        self.n_batches += 1
+
+    def soft_dice(self, out: torch.Tensor, target: torch.Tensor) -> float:
+        """A batch's soft Dice (segmentation only; 0 here)."""
+        return 0.0
+
+    def result(self, reduce: Reduce) -> tuple[dict, ConfusionMatrix]:
+        """Counts from every process's shard summed: the metrics of the whole split."""
+        self.cm.mat = reduce(self.cm.mat)  # under DDP: counts from every rank's shard = the single-process matrix
+        sums = reduce(torch.tensor([self.loss_sum, self.soft_sum, self.n_batches], dtype=torch.float64))
+        loss_sum, soft_sum, n_batches = sums.tolist()
+        metrics = {"loss": loss_sum / max(self.size, 1)}
+        metrics.update(self.metrics(soft_sum, n_batches))
+        return metrics, self.cm
+
+    def metrics(self, soft_sum: float, n_batches: float) -> dict:
+        """Metrics beyond the loss, from the summed counts."""
+        return {"accuracy": self.cm.accuracy()}

@@ -1,0 +1,69 @@
+"""Classification: one class per image. Labels stay put under augmentation, the metric is accuracy from a
+confusion matrix, a prediction is a row of class probabilities."""
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from cnnlab.config import AugmentConfig
+from cnnlab.data.mask_encoding import MaskEncoding
+from cnnlab.data.types import ClsData
+from cnnlab.figures.classification import fit_note, plot_confusion_matrix, plot_misclassified
+from cnnlab.losses.core import Loss
+from cnnlab.metrics.confusion import ConfusionMatrix
+from cnnlab.tasks.base import LabelTally, Logits, Norm, Placement, Task, label_batch
+
+PROBABILITIES = "probabilities.csv"
+
+
+class Classification(Task):
+    name = "classification"
+    data_type = ClsData
+    headline = "accuracy"
+
+    def make_batch(self, data: ClsData, idx: torch.Tensor, rt: Placement, norm: Norm,
+                   aug: AugmentConfig | None = None, g: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        return label_batch(data.images, data.labels, idx, rt, norm, aug, g, False)
+
+    def tally(self, data: ClsData, loss_fn: Loss) -> LabelTally:
+        return LabelTally(loss_fn, data.class_names, len(data))
+
+    def selection_score(self, metrics: dict) -> float:
+        return metrics["accuracy"]
+
+    def fit_entries(self, val: dict, train_metrics: Callable[[], dict]) -> dict:
+        """The over/under-fitting note needs the training accuracy."""
+        train_accuracy = train_metrics()["accuracy"]
+        return {"train_accuracy": train_accuracy, "fit_note": fit_note(train_accuracy, val["accuracy"])}
+
+    def prediction(self, split: ClsData, logits: Logits) -> torch.Tensor:
+        """Class probabilities (N x K) of the whole split."""
+        return logits(None).softmax(1)
+
+    def figures(self, fig_dir: Path, split: ClsData, pred: torch.Tensor | None,
+                cm: ConfusionMatrix | None) -> list[Path]:
+        """Confusion matrix and a gallery of the most confident mistakes."""
+        names = split.class_names
+        return [plot_confusion_matrix(cm.mat, names, fig_dir / "confusion_matrix.png"),
+                plot_misclassified(split.images, split.labels, pred.argmax(1), names, fig_dir / "misclassified.png",
+                                   probs=pred)]
+
+    def planned_outputs(self, out: Path, stems: list[str]) -> list[Path]:
+        return [out / PROBABILITIES]
+
+    def write_prediction(self, out: Path, stem: str, path: Path, image: torch.Tensor, probs: torch.Tensor,
+                         class_names: list[str], encoding: MaskEncoding) -> dict:
+        """A row of probabilities.csv: path, predicted class, one probability per class."""
+        return {"image": str(path), "predicted": class_names[int(probs.argmax())],
+                **{n: float(p) for n, p in zip(class_names, probs.tolist())}}
+
+    def finish_predictions(self, out: Path, entries: list[dict], class_names: list[str]) -> None:
+        """One row per image: path, predicted class, one probability column per class."""
+        with open(out / PROBABILITIES, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["image", "predicted", *class_names])
+            w.writeheader()
+            w.writerows(entries)

@@ -1,0 +1,110 @@
+"""Segmentation: a class per pixel. Masks warp with their images, metrics are strict Dice/IoU from one confusion
+matrix over the split (plus the course's soft Dice per batch), a prediction is an argmax label map."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from cnnlab.config import AugmentConfig, Recipe
+from cnnlab.data.mask_encoding import MaskEncoding, resolve_encoding
+from cnnlab.data.types import SegData
+from cnnlab.figures.palette import overlay
+from cnnlab.figures.run import overlay_scores, seg_overlays
+from cnnlab.losses.core import Loss, soft_dice_per_class
+from cnnlab.metrics.boundary import binary_summary
+from cnnlab.metrics.confusion import ConfusionMatrix
+from cnnlab.tasks.base import LabelTally, Logits, Norm, Placement, Task, label_batch
+
+
+class SegTally(LabelTally):
+    """Strict Dice/IoU summary from the confusion matrix, and the course's per-batch soft Dice."""
+
+    def soft_dice(self, out: torch.Tensor, target: torch.Tensor) -> float:
+        # the course's metric: soft Dice on probabilities, per batch, smoothing 1
+        return float(soft_dice_per_class(out.softmax(1), target, 1.0, self.ignore).mean())
+
+    def metrics(self, soft_sum: float, n_batches: float) -> dict:
+        s = self.cm.summary(self.class_names)
+        out = {k: v for k, v in s.items() if k != "per_class"}
+        out["soft_dice_batch_mean"] = soft_sum / max(n_batches, 1)
+        return out
+
+
+def _outputs(out: Path, stem: str) -> list[Path]:
+    """predict's files for one image: mask, overlay, class areas."""
+    return [out / f"{stem}_mask.png", out / f"{stem}_overlay.png", out / f"{stem}_areas.json"]
+
+
+class Segmentation(Task):
+    name = "segmentation"
+    data_type = SegData
+    headline = "dice_mean"
+    dense = True
+
+    def ignore_index(self, data: SegData) -> int | None:
+        return data.ignore_index
+
+    def make_batch(self, data: SegData, idx: torch.Tensor, rt: Placement, norm: Norm,
+                   aug: AugmentConfig | None = None, g: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotations bring in pixels labelled ignore_index where the data has one (else background)."""
+        fill = data.ignore_index if data.ignore_index is not None else 0
+        return label_batch(data.images, data.masks, idx, rt, norm, aug, g, True, fill)
+
+    def tally(self, data: SegData, loss_fn: Loss) -> SegTally:
+        return SegTally(loss_fn, data.class_names, len(data), data.ignore_index)
+
+    def selection_score(self, metrics: dict) -> float:
+        v = metrics.get("dice_mean")
+        return -float("inf") if v is None else v
+
+    def checkpoint_entries(self, recipe: Recipe, class_names: list[str]) -> dict:
+        # predicted masks use the data set's pixel values even after the data moved
+        return {"mask_encoding": resolve_encoding(recipe, class_names, {})[0].describe()}
+
+    def prediction(self, split: SegData, logits: Logits) -> torch.Tensor:
+        """Argmax label maps (N x H x W uint8) of the whole split."""
+        return logits(None).argmax(1).to(torch.uint8)
+
+    def test_entries(self, split: SegData, cm: ConfusionMatrix | None, pred: torch.Tensor | None) -> dict:
+        """Per-class Dice/IoU; binary tasks add per-image and boundary scores of the foreground."""
+        out = {"per_class": cm.summary(split.class_names)["per_class"]}
+        if pred is not None and len(split.class_names) == 2:
+            out["binary"] = binary_summary(pred, split.masks, split.ignore_index)
+        return out
+
+    def figures(self, fig_dir: Path, split: SegData, pred: torch.Tensor | None,
+                cm: ConfusionMatrix | None) -> list[Path]:
+        """The worst and best images by the per-image Dice the report states."""
+        if pred is None:
+            return []
+        scores, score_name = overlay_scores(pred, split.masks, len(split.class_names), split.ignore_index)
+        return [seg_overlays(split, pred, scores, fig_dir / "overlays.png", score_name=score_name)]
+
+    def mask_encoding(self, encoding: MaskEncoding) -> dict:
+        return encoding.describe()
+
+    def export_output(self) -> str:
+        return ("logits N x K x H x W; softmax over dim 1, map back to the image (preprocess.output_to_image), "
+                "argmax gives class indices")
+
+    def planned_outputs(self, out: Path, stems: list[str]) -> list[Path]:
+        return [p for s in stems for p in _outputs(out, s)]
+
+    def write_prediction(self, out: Path, stem: str, path: Path, image: torch.Tensor, probs: torch.Tensor,
+                         class_names: list[str], encoding: MaskEncoding) -> dict:
+        """Mask in the data set's encoding, overlay and class areas for one image."""
+        mask = probs.argmax(0)
+        mask_p, overlay_p, areas_p = _outputs(out, stem)
+        encoding.image(mask.numpy()).save(mask_p)
+        Image.fromarray(overlay(image, mask, len(class_names))).save(overlay_p)
+        counts = torch.bincount(mask.reshape(-1), minlength=len(class_names)).tolist()
+        total = mask.numel()
+        areas = {"image": str(path), "height": int(mask.shape[0]), "width": int(mask.shape[1]),
+                 "mask": mask_p.name, "mask_encoding": encoding.kind,
+                 "classes": {n: {"pixels": c, "fraction": c / total} for n, c in zip(class_names, counts)}}
+        areas_p.write_text(json.dumps(areas, indent=2))
+        return {"image": str(path), "mask": mask_p.name, "overlay": overlay_p.name, "areas": areas_p.name}

@@ -1,0 +1,165 @@
+"""The task objects (cnnlab.tasks): one per task, owning batches, metrics, predictions and figures, so that no
+other part asks which kind of split it holds."""
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnnlab.config import TASKS as RECIPE_TASKS
+from cnnlab.config import AugmentConfig, asdict, load_recipe
+from cnnlab.data.types import ClsData, ColorData, SegData
+from cnnlab.engine.runtime import resolve_runtime
+from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.inference.predict import load_run, predict_paths
+from cnnlab.models import build_model
+from cnnlab.tasks import TASKS, task_for
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "cnnlab"
+RT = resolve_runtime("cpu", "fp32", False)
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def seg_split(masks: torch.Tensor, ignore: int | None = None) -> SegData:
+    n, h, w = masks.shape
+    return SegData(torch.zeros(n, 3, h, w, dtype=torch.uint8), masks.to(torch.uint8), [str(i) for i in range(n)],
+                   ["bg", "fg"], ignore)
+
+
+def test_task_for_finds_each_task_by_recipe_name_and_by_split_type() -> None:
+    img = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
+    splits = {"segmentation": seg_split(torch.zeros(2, 4, 4)),
+              "classification": ClsData(img, torch.tensor([0, 1]), ["a", "b"], ["x", "y"]),
+              "colorization": ColorData(img, torch.zeros(2, 3, 4, 4, dtype=torch.uint8), ["a", "b"])}
+    for name, split in splits.items():
+        assert task_for(name) is task_for(split) is TASKS[name]
+        assert task_for(name).name == name
+    assert set(TASKS) == set(RECIPE_TASKS)  # the recipe check and the registry list the same tasks
+
+
+def test_an_unknown_task_name_is_one_config_error_with_a_suggestion() -> None:
+    with pytest.raises(ConfigError, match="unknown task 'segmentaton'") as e:
+        task_for("segmentaton")
+    assert "segmentation" in e.value.hint
+
+
+def test_classification_tally_sums_loss_and_counts_over_batches_and_processes() -> None:
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    labels = torch.tensor([0, 0, 0])
+    split = ClsData(torch.zeros(3, 1, 2, 2), labels, list("abc"), ["p", "q"])
+    tally = task_for(split).tally(split, F.cross_entropy)
+    tally.add(logits[:2], labels[:2])  # two batches: mean loss of each weighted by its size
+    tally.add(logits[2:], labels[2:])
+    per_sample = F.cross_entropy(logits, labels, reduction="none")
+    metrics, cm = tally.result(lambda t: t)
+    assert metrics["accuracy"] == pytest.approx(2 / 3)
+    assert metrics["loss"] == pytest.approx(float(per_sample.mean()))
+    assert cm.mat.tolist() == [[2, 1], [0, 0]]
+    # two processes holding the same shard: every count doubles, the split size does not
+    doubled = task_for(split).tally(split, F.cross_entropy)
+    doubled.add(logits, labels)
+    metrics2, cm2 = doubled.result(lambda t: 2 * t)
+    assert metrics2["accuracy"] == pytest.approx(2 / 3)
+    assert metrics2["loss"] == pytest.approx(2 * float(per_sample.mean()))
+    assert cm2.mat.tolist() == [[4, 2], [0, 0]]
+
+
+def test_segmentation_tally_gives_strict_dice_from_counts_and_the_soft_dice_per_batch() -> None:
+    truth = torch.tensor([[[0, 1], [1, 1]]])
+    pred = torch.tensor([[[0, 1], [0, 1]]])
+    logits = F.one_hot(pred, 2).permute(0, 3, 1, 2).float() * 10
+    split = seg_split(truth)
+    tally = task_for(split).tally(split, lambda out, y: torch.tensor(0.5))
+    tally.add(logits, truth)
+    metrics, _ = tally.result(lambda t: t)
+    # class 0: tp 1, fp 1, fn 0 -> 2/3; class 1: tp 2, fp 0, fn 1 -> 4/5
+    assert metrics["dice_mean"] == pytest.approx((2 / 3 + 4 / 5) / 2)
+    assert metrics["loss"] == pytest.approx(0.5)
+    p = logits.softmax(1)
+    g = F.one_hot(truth, 2).permute(0, 3, 1, 2).float()
+    soft = ((2 * (p * g).sum((0, 2, 3)) + 1) / (p.sum((0, 2, 3)) + g.sum((0, 2, 3)) + 1)).mean()
+    assert metrics["soft_dice_batch_mean"] == pytest.approx(float(soft))
+    assert "per_class" not in metrics and "accuracy" not in metrics
+
+
+def test_segmentation_batches_flip_each_mask_with_its_image() -> None:
+    cols = torch.arange(4, dtype=torch.uint8).view(1, 1, 1, 4).expand(8, 3, 4, 4).contiguous()
+    masks = torch.tensor([0, 0, 1, 1], dtype=torch.uint8).view(1, 1, 4).expand(8, 4, 4).contiguous()
+    split = SegData(cols * 60, masks, [str(i) for i in range(8)], ["bg", "fg"])
+    g = torch.Generator().manual_seed(0)
+    x, y = task_for(split).make_batch(split, torch.arange(8), RT, identity, AugmentConfig(hflip=True), g)
+    flipped = x[:, 0, 0, 0] > x[:, 0, 0, -1]
+    assert 0 < int(flipped.sum()) < 8  # both outcomes occur, so the check below sees both
+    assert torch.equal(y[flipped], masks[flipped].flip(-1).long())
+    assert torch.equal(y[~flipped], masks[~flipped].long())
+    assert y.dtype == torch.long and x.dtype == torch.float32
+
+
+def test_classification_batches_keep_their_labels_under_augmentation() -> None:
+    split = ClsData(torch.randint(0, 255, (6, 1, 4, 4), dtype=torch.uint8), torch.tensor([5, 4, 3, 2, 1, 0]),
+                    list("abcdef"), [str(i) for i in range(6)])
+    x, y = task_for(split).make_batch(split, torch.tensor([4, 0]), RT, identity, AugmentConfig(hflip=True, vflip=True),
+                                      torch.Generator().manual_seed(1))
+    assert y.tolist() == [1, 5]
+    assert x.shape == (2, 1, 4, 4)
+
+
+def test_colorization_outputs_one_channel_per_target_channel_and_predict_refuses_it() -> None:
+    grey = torch.zeros(1, 1, 4, 4, dtype=torch.uint8)
+    for space, k in (("rgb", 3), ("lab", 2)):
+        split = ColorData(grey, torch.zeros(1, k, 4, 4, dtype=torch.uint8), ["a"], space)
+        assert task_for(split).num_outputs(split.class_names) == k
+    with pytest.raises(CnnlabError, match="predict handles segmentation and classification runs, not 'colorization'"):
+        task_for("colorization").require_inference("predict")
+    task_for("segmentation").require_inference("predict")  # no error
+    task_for("classification").require_inference("export")
+
+
+def test_each_task_picks_the_best_epoch_by_its_own_number() -> None:
+    assert task_for("segmentation").selection_score({"dice_mean": 0.4, "loss": 1.0}) == 0.4
+    assert task_for("segmentation").selection_score({"dice_mean": None, "loss": 1.0}) == -float("inf")
+    assert task_for("classification").selection_score({"accuracy": 0.9, "loss": 1.0}) == 0.9
+    assert task_for("colorization").selection_score({"loss": 0.25}) == -0.25
+
+
+def test_classification_predictions_are_probability_rows_in_one_csv(tmp_path: Path) -> None:
+    task = task_for("classification")
+    assert task.planned_outputs(tmp_path, ["a", "b"]) == [tmp_path / "probabilities.csv"]
+    rows = [task.write_prediction(tmp_path, s, Path(f"{s}.png"), torch.zeros(3, 2, 2), torch.tensor(p), ["cat", "dog"],
+                                  None) for s, p in (("a", [0.25, 0.75]), ("b", [0.875, 0.125]))]
+    task.finish_predictions(tmp_path, rows, ["cat", "dog"])
+    with open(tmp_path / "probabilities.csv") as f:
+        read = list(csv.DictReader(f))
+    assert [(r["image"], r["predicted"], float(r["cat"])) for r in read] == [("a.png", "dog", 0.25),
+                                                                             ("b.png", "cat", 0.875)]
+
+
+def test_no_part_outside_tasks_asks_which_kind_of_split_or_task_it_holds() -> None:
+    """Issue 19: per-task code lives in cnnlab.tasks. data/ (which defines the split types, below the tasks) is
+    the one other place that may tell them apart."""
+    branch = re.compile(r"isinstance\([^)]*(SegData|ClsData|ColorData)|task ==")
+    found = [f"{p.relative_to(SRC)}:{i}" for p in SRC.rglob("*.py") if p.parts[len(SRC.parts)] not in ("tasks", "data")
+             for i, line in enumerate(p.read_text().splitlines(), 1) if branch.search(line)]
+    assert found == []
+
+
+def test_a_colorization_run_loads_with_one_output_per_colour_channel(tmp_path: Path) -> None:
+    """load_run used to build colorization models with as many outputs as input channels (1, not 3), so predict
+    on such a run said the weights did not fit the model instead of naming the task it does not handle."""
+    recipe = load_recipe(ROOT / "recipes" / "endovis" / "d_colorize.yaml",
+                         ["model.params.width=4", "model.params.depth=2", "data.size=[16, 16]"])
+    model = build_model(recipe.model.name, 1, 3, (16, 16), recipe.model.params)
+    torch.save({"model": model.state_dict(), "recipe": asdict(recipe), "norm": {"mean": [0.5], "std": [0.25]},
+                "class_names": ["R", "G", "B"], "in_channels": 1, "input_size": [16, 16]}, tmp_path / "best.pt")
+    run = load_run(tmp_path, device="cpu", precision="fp32")
+    assert run.model(torch.zeros(1, 1, 16, 16)).shape == (1, 3, 16, 16)
+    with pytest.raises(CnnlabError, match="predict handles segmentation and classification runs, not 'colorization'"):
+        predict_paths(run, [tmp_path], tmp_path / "out")
