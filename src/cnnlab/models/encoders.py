@@ -177,3 +177,29 @@ def weights_normalize(x: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN,
     m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     return (x - m) / s
+
+
+ENCODER_MODES = ("full", "top", "frozen")  # as the classifiers' transfer modes: all, the stride-32 stage, none
+
+
+def encoder_mode(name: str, p: dict) -> str:
+    """The checked encoder policy of an encoder-decoder's params (freeze_encoder: true is the old word for frozen)."""
+    mode = "frozen" if p["freeze_encoder"] else p["encoder_mode"]
+    if mode not in ENCODER_MODES:
+        raise ConfigError(f"model.params.encoder_mode for {name} must be one of {', '.join(ENCODER_MODES)}, "
+                          f"got {mode!r}")
+    return mode
+
+
+def apply_encoder_policy(model: nn.Module, encoder: BackboneEncoder, mode: str, lr_scale: float) -> nn.Module:
+    """One rule for every encoder-decoder: which encoder weights train (full | top | frozen) and at what LR scale."""
+    # the encoder learns at lr * encoder_lr_scale (engine.fit.param_groups), the new decoder at lr
+    model.pretrained_param_names = {f"encoder.{n}" for n, _ in encoder.named_parameters()}
+    model.pretrained_lr_scale = lr_scale
+    if mode != "full":
+        set_encoder_trainable(model, False)
+        if mode == "top":
+            encoder.top_stage().requires_grad_(True)
+        model.encoder_locked = True
+        model.train(model.training)
+    return model

@@ -9,7 +9,9 @@ from cnnlab.errors import ConfigError
 from cnnlab.models.encoders import (
     ENCODERS,
     EncoderDecoder,
+    apply_encoder_policy,
     check_params,
+    encoder_mode,
     encoder_parameters,
     set_encoder_trainable,
     weights_normalize,
@@ -189,7 +191,6 @@ class TransferFCN(EncoderDecoder):
 
 TRANSFER_DEFAULTS = {"weights": "none", "freeze_encoder": False, "decoder_width": 64, "imagenet_norm": False,
                      "encoder_mode": "full", "encoder_lr_scale": 1.0}
-ENCODER_MODES = ("full", "top", "frozen")  # as the classifiers' transfer modes: all, the stride-32 stage, none
 
 
 def _build_transfer(arch: str, in_channels: int, num_classes: int, input_size: tuple[int, int],
@@ -198,22 +199,10 @@ def _build_transfer(arch: str, in_channels: int, num_classes: int, input_size: t
     name = f"fcn_{arch}"
     p = check_params(name, params, TRANSFER_DEFAULTS)
     check_input_size(name, input_size, 32)
-    mode = "frozen" if p["freeze_encoder"] else p["encoder_mode"]
-    if mode not in ENCODER_MODES:
-        raise ConfigError(f"model.params.encoder_mode for {name} must be one of {', '.join(ENCODER_MODES)}, "
-                          f"got {mode!r}")
+    mode = encoder_mode(name, p)
     encoder = ENCODERS[arch](in_channels, p["weights"])
     model = TransferFCN(encoder, num_classes, p["decoder_width"], p["imagenet_norm"])
-    # the encoder learns at lr * encoder_lr_scale (engine.fit.param_groups), the new decoder at lr
-    model.pretrained_param_names = {f"encoder.{n}" for n, _ in encoder.named_parameters()}
-    model.pretrained_lr_scale = p["encoder_lr_scale"]
-    if mode != "full":
-        set_encoder_trainable(model, False)
-        if mode == "top":
-            encoder.top_stage().requires_grad_(True)
-        model.encoder_locked = True
-        model.train(model.training)
-    return model
+    return apply_encoder_policy(model, encoder, mode, p["encoder_lr_scale"])
 
 
 def build_fcn_resnet34(in_channels: int, num_classes: int, input_size: tuple[int, int], **params) -> nn.Module:

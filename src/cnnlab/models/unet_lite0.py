@@ -17,8 +17,15 @@ import torch
 from torch import nn
 
 from cnnlab.errors import ConfigError
-from cnnlab.models.encoders import ENCODERS, EncoderDecoder, check_params, set_encoder_trainable, weights_normalize
-from cnnlab.models.fcn import ENCODER_MODES, check_input_size, conv_bn_relu, resize_to, xavier_init
+from cnnlab.models.encoders import (
+    ENCODERS,
+    EncoderDecoder,
+    apply_encoder_policy,
+    check_params,
+    encoder_mode,
+    weights_normalize,
+)
+from cnnlab.models.fcn import check_input_size, conv_bn_relu, resize_to, xavier_init
 
 UNET_LITE0_DEFAULTS = {"weights": "none", "freeze_encoder": False, "decoder_widths": [128, 64, 32, 16],
                        "skip_norm": True, "imagenet_norm": False, "encoder_mode": "full", "encoder_lr_scale": 1.0}
@@ -86,22 +93,10 @@ def build_unet_efficientnet_lite0(in_channels: int, num_classes: int, input_size
     p = check_params(name, params, UNET_LITE0_DEFAULTS)
     check_input_size(name, input_size, 32)
     widths = _check_widths(p["decoder_widths"])
-    mode = "frozen" if p["freeze_encoder"] else p["encoder_mode"]
-    if mode not in ENCODER_MODES:
-        raise ConfigError(f"model.params.encoder_mode for {name} must be one of {', '.join(ENCODER_MODES)}, "
-                          f"got {mode!r}")
+    mode = encoder_mode(name, p)
     encoder = ENCODERS["efficientnet_lite0"](in_channels, p["weights"])
     model = UNetLite0(encoder, num_classes, widths, p["imagenet_norm"], p["skip_norm"])
-    # the encoder learns at lr * encoder_lr_scale (engine.fit.param_groups), the new decoder at lr
-    model.pretrained_param_names = {f"encoder.{n}" for n, _ in encoder.named_parameters()}
-    model.pretrained_lr_scale = p["encoder_lr_scale"]
-    if mode != "full":
-        set_encoder_trainable(model, False)
-        if mode == "top":
-            encoder.top_stage().requires_grad_(True)
-        model.encoder_locked = True
-        model.train(model.training)
-    return model
+    return apply_encoder_policy(model, encoder, mode, p["encoder_lr_scale"])
 
 
 UNET_LITE0_MODELS = {"unet_efficientnet_lite0": build_unet_efficientnet_lite0}
