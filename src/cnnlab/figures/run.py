@@ -93,7 +93,7 @@ def seg_overlays(split: SegData, pred: torch.Tensor, scores: torch.Tensor, path:
         rank = "worst" if i in worst else "best" if i in best else "unscored"
         axes[row, 0].set_title(f"{split.names[i]} ({rank})")
         axes[row, 1].set_title("ground truth")
-        axes[row, 2].set_title(f"prediction ({score_name} {scores[i]:.2f})")
+        axes[row, 2].set_title(f"prediction\n{score_name}: {scores[i]:.2f}", fontsize=9)  # two lines: never clipped
         for a in axes[row]:
             a.axis("off")
     cols = class_colors(n) / 255
