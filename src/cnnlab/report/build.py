@@ -325,12 +325,17 @@ def write_study_report(study_dir: str | Path) -> Path:
     return write_doc(_study_doc(study_dir), study_dir)
 
 
+def folder_kind(path: Path) -> str:
+    """'study' (plan.json) or 'run' (config.yaml): what every report format is asked to describe."""
+    if (path / "plan.json").is_file():
+        return "study"
+    if (path / "config.yaml").is_file():
+        return "run"
+    raise CnnlabError(f"{path}: neither a run folder (config.yaml) nor a study folder (plan.json)",
+                      "give a folder written by cnnlab train or cnnlab study")
+
+
 def write_report(path: str | Path) -> Path:
     """A study folder (plan.json) or a run folder (config.yaml): the matching report."""
     path = Path(path)
-    if (path / "plan.json").is_file():
-        return write_study_report(path)
-    if (path / "config.yaml").is_file():
-        return write_run_report(path)
-    raise CnnlabError(f"{path}: neither a run folder (config.yaml) nor a study folder (plan.json)",
-                      "give a folder written by cnnlab train or cnnlab study")
+    return write_study_report(path) if folder_kind(path) == "study" else write_run_report(path)

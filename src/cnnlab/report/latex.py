@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from cnnlab.errors import CnnlabError
-from cnnlab.report.build import METRIC_ROWS, _caption, _fmt
+from cnnlab.report.build import METRIC_ROWS, _caption, _fmt, folder_kind
 from cnnlab.report.latex_figures import curve_metric, run_curves_pdf, vector_fonts
 from cnnlab.report.latex_study import write_study_latex
 from cnnlab.report.study_figures import per_class_dice_bars, read_history
@@ -140,9 +140,4 @@ def write_run_latex(run_dir: str | Path) -> Path:
 def write_latex_report(path: str | Path) -> Path:
     """A study folder (plan.json) or a run folder (config.yaml): its LaTeX report; returns report.tex."""
     path = Path(path)
-    if (path / "plan.json").is_file():
-        return write_study_latex(path)
-    if (path / "config.yaml").is_file():
-        return write_run_latex(path)
-    raise CnnlabError(f"{path}: neither a run folder (config.yaml) nor a study folder (plan.json)",
-                      "give a folder written by cnnlab train or cnnlab study")
+    return write_study_latex(path) if folder_kind(path) == "study" else write_run_latex(path)
