@@ -210,6 +210,12 @@ class EngineSide:
     opt: torch.optim.Optimizer
     epoch: int = 0
 
+    def context(self, r) -> object:
+        """The RunContext train_one_epoch takes: this side's parts with recipe r (no fp16 scaler, no run dir)."""
+        from cnnlab.engine.context import RunContext
+
+        return RunContext(r, self.rt, self.data, self.model, self.loss_fn, self.opt, None, self.norm)
+
     def run(self, steps: int) -> dict:
         """One repetition: `steps` optimizer steps; returns seconds, images and seconds spent in make_batch."""
         from cnnlab.engine.fit import train_one_epoch
@@ -219,8 +225,7 @@ class EngineSide:
         r = dataclasses.replace(self.recipe, train=dataclasses.replace(self.recipe.train, max_steps_per_epoch=steps))
         with timed_make_batch(self.rt.device) as spent:
             t0 = time.perf_counter()
-            _, seen, _ = train_one_epoch(self.model, self.data, r, self.rt, self.norm, self.loss_fn, self.opt,
-                                         self.epoch)
+            _, seen, _ = train_one_epoch(self.context(r), self.model, self.epoch)
             sync(self.rt.device)
             secs = time.perf_counter() - t0
         self.epoch += 1

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -77,14 +79,41 @@ def decode_rounds(name: str, cfg: DataConfig, cache_dir: Path, rounds: int) -> d
             "cached_speedup": common.paired_ratios(secs["parallel"], secs["cached"])}
 
 
-def first_step_child(argv: list[str]) -> None:
+def _prefetch_dynamo() -> threading.Thread:
+    """Import torch._dynamo in a background thread (the prototype measured by --dynamo).
+
+    The first optimizer constructor imports it (torch._disable_dynamo on Optimizer.add_param_group, zero_grad and
+    the functional step); it is seconds of Python on a slow CPU and no torch setting skips it. A thread can only
+    overlap it with work that releases the GIL (decoding, reading the cache, tensor ops, loading weights); the
+    main thread's own import of it then waits for the thread's to finish (Python's per-module import lock).
+    """
+    t = threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True)
+    t.start()
+    return t
+
+
+def first_step_child(argv: list[str], mode: str = "preimport") -> None:
     """--first-step: run `cnnlab train ARGV` and stop where the first train step would begin; print the seconds
-    from the command's start to there, imports done before (torch, cnnlab, and torch._dynamo, which the first
-    optimizer imports: seconds on a slow CPU, the same with or without the cache)."""
-    import torch._dynamo  # noqa: F401
+    from the command's start to there. mode preimport: the imports done before (torch, cnnlab, and torch._dynamo,
+    which the first optimizer imports: seconds on a slow CPU, the same with or without the cache); as-is: nothing
+    imported before (a user's fresh process); prefetch-torch / prefetch-train: torch._dynamo imported in a
+    background thread started right after `import torch` / right before train() (the --dynamo prototypes)."""
+    if mode == "preimport":
+        import torch._dynamo  # noqa: F401
+    elif mode == "prefetch-torch":
+        _prefetch_dynamo()
 
     import cnnlab.engine.run as run
     from cnnlab.cli import main
+
+    if mode == "prefetch-train":
+        train = run.train
+
+        def prefetching_train(*a, **kw):
+            _prefetch_dynamo()
+            return train(*a, **kw)
+
+        run.train = prefetching_train  # the CLI imports the name when it runs
 
     start = time.perf_counter()
 
@@ -97,11 +126,11 @@ def first_step_child(argv: list[str]) -> None:
     raise SystemExit("the run ended without reaching a train step")
 
 
-def time_to_first_step(argv: list[str]) -> dict:
+def time_to_first_step(argv: list[str], mode: str = "preimport") -> dict:
     """Seconds from starting a fresh `cnnlab train` process to its first train step, and of those the seconds
-    after the imports."""
+    after the imports (mode: see first_step_child)."""
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, __file__, "--first-step", *argv], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, __file__, "--first-step", mode, *argv], capture_output=True, text=True,
                          timeout=900, env=os.environ.copy())
     wall = time.perf_counter() - t
     lines = [line for line in out.stdout.splitlines() if line.startswith(FIRST_STEP)]
@@ -127,6 +156,60 @@ def first_step_rounds(course: Path, cache_dir: Path, out: Path, rounds: int) -> 
     return out
 
 
+def import_times() -> dict[str, float]:
+    """Seconds `python -X importtime` gives torch, cnnlab's engine + CLI and then torch._dynamo (cumulative, each
+    after the ones before it) in a fresh process."""
+    code = "import torch; import cnnlab.engine.run, cnnlab.cli; import torch._dynamo"
+    err = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True).stderr
+    out = {}
+    for line in err.splitlines():  # "import time: self [us] | cumulative | imported package"
+        parts = [p.strip() for p in line.removeprefix("import time:").split("|")]
+        if len(parts) == 3 and parts[1].isdigit() and parts[2] in ("torch", "cnnlab.engine.run", "cnnlab.cli",
+                                                                   "torch._dynamo"):
+            out[parts[2]] = int(parts[1]) / 1e6
+    return out
+
+
+DYNAMO_MODES = ("as-is", "prefetch-torch", "prefetch-train")
+
+
+def dynamo_rounds(course: Path, cache_dir: Path, out: Path, rounds: int, which: str) -> dict:
+    """A user's fresh `cnnlab train` to its first step, cache warm: as it is vs torch._dynamo imported in a
+    background thread from right after `import torch` or from train(). which: 'recommended' (Lite0 FCN, 128x160:
+    timm -> torchvision -> torch._dynamo while the model is built) or 'a' (course U-Net, 256x320: torch._dynamo
+    from the first optimizer constructor)."""
+    import json
+
+    from cnnlab.new.rows import PRETRAINED_MODEL, PRETRAINED_PARAMS
+
+    sets = [f"data.root={course}", f"out={out}", f"data.cache_dir={cache_dir / 'dynamo'}", "train.progress=false"]
+    if which == "a":
+        recipe = common.REPO / "recipes" / "endovis" / "a_baseline.yaml"
+        sets.append("data.size=[256, 320]")
+    else:
+        recipe = common.REPO / "recipes" / "endovis" / "f_imagenet_unet.yaml"
+        sets += ["data.size=[128, 160]", f"model.name={PRETRAINED_MODEL}",
+                 f"model.params={json.dumps(PRETRAINED_PARAMS)}"]
+    if torch.get_num_threads() != os.cpu_count():
+        sets.append(f"train.threads={torch.get_num_threads()}")
+    load_run_data(load_recipe(recipe, sets).data, 0)  # fills the cache entry the runs read
+    argv = [str(recipe), *[a for s in sets for a in ("--set", s)]]
+    reps, _ = common.alternate({m: (lambda m=m: time_to_first_step(argv, m)) for m in DYNAMO_MODES}, rounds)
+    secs = {k: [r["process"] for r in v] for k, v in reps.items()}
+    return {"recipe": which, "imports_s": import_times(), **{k: common.summarize(v) for k, v in secs.items()},
+            **{f"saved_{k}": common.summarize([a - b for a, b in zip(secs["as-is"], v)])
+               for k, v in secs.items() if k != "as-is"}}
+
+
+def report_dynamo(d: dict) -> None:
+    rows = [[m, common.fmt_stat(d[m], 2), common.fmt_stat(d[f"saved_{m}"], 2) if f"saved_{m}" in d else "-"]
+            for m in DYNAMO_MODES]
+    common.print_table(["torch._dynamo import", "s to first step, fresh process", "s saved (per round)"], rows,
+                       f"start-up of `cnnlab train` (recipe {d['recipe']}, cache warm), median [min-max]")
+    print("python -X importtime (cumulative, in this order): " + ", ".join(f"{k} {v:.2f} s"
+                                                                         for k, v in d["imports_s"].items()))
+
+
 def report(decode: dict, first: dict | None) -> None:
     rows = [[name, r["images"], r["threads"], common.fmt_stat(r["sequential"], 2), common.fmt_stat(r["parallel"], 2),
              common.fmt_stat(r["cached"], 2), common.fmt_stat(r["parallel_speedup"], 2) + "x",
@@ -147,16 +230,24 @@ def report(decode: dict, first: dict | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--first-step"]:
-        first_step_child(argv[1:])
+        first_step_child(argv[2:], argv[1])
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", help="EndoVis course root (default: ../shared/data/endovis2017_hw)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no-first-step", action="store_true", help="skip the `cnnlab train` start-up rounds")
+    p.add_argument("--dynamo", choices=["a", "recommended"],
+                   help="only the torch._dynamo import prototype rounds, with this recipe")
     args = common.parse_common(p, argv)
     course, what = common.endovis_root(args.data, n_train=300, n_val=50)
     print(f"course data: {course} ({what}); decode threads {decode_workers()} of {os.cpu_count()} cores; "
           f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    if args.dynamo:
+        with tempfile.TemporaryDirectory(prefix="cnnlab-startup-") as tmp:
+            d = dynamo_rounds(course, Path(tmp), Path(tmp) / "runs", args.rounds, args.dynamo)
+        report_dynamo(d)
+        common.write_json(args.json, {"dynamo": d})
+        return
     with tempfile.TemporaryDirectory(prefix="cnnlab-startup-") as tmp:
         decode = {name: decode_rounds(name, cfg, Path(tmp), args.rounds)
                   for name, cfg in data_sets(course).items()}

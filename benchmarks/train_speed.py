@@ -129,8 +129,7 @@ class BarSide(common.EngineSide):
         with common.timed_make_batch(self.rt.device) as spent:
             t0 = time.perf_counter()
             with bars.bar(f"epoch {self.epoch + 1}/30", steps * r.train.batch_size) as bar:
-                _, seen, _ = train_one_epoch(self.model, self.data, r, self.rt, self.norm, self.loss_fn, self.opt,
-                                             self.epoch, bar=bar)
+                _, seen, _ = train_one_epoch(self.context(r), self.model, self.epoch, bar=bar)
             common.sync(self.rt.device)
             secs = time.perf_counter() - t0
         self.epoch += 1

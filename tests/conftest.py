@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,20 @@ def tiny_recipe(root: Path, out: Path, **extra) -> dict:
     for k, v in extra.items():
         raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
     return raw
+
+
+def interrupt_after_first_last_pt(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict, Path], None]:
+    """Make the next training raise KeyboardInterrupt right after its first last.pt is on disk (epoch 1's
+    checkpoint), as a Ctrl-C at that moment would; returns the real atomic_save, to put back before resuming."""
+    from cnnlab.engine import run as run_mod
+
+    real_save, saves = run_mod.atomic_save, []
+
+    def save_then_interrupt(obj: dict, path: Path) -> None:
+        real_save(obj, path)
+        saves.append(Path(path).name)
+        if saves.count("last.pt") == 1 and Path(path).name == "last.pt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_mod, "atomic_save", save_then_interrupt)
+    return real_save

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cnnlab.data.formats.common import class_shares
 from cnnlab.data.types import SegData
 from cnnlab.errors import ConfigError, DataError
 from cnnlab.losses.class_weights import (
     build_weighted_ce,
-    class_frequencies,
     inverse_frequency,
     median_frequency,
     per_image_counts,
@@ -91,9 +91,10 @@ def test_per_image_counts_hand_computed():
         per_image_counts(MASKS, 4, ignore_index=None)
 
 
-def test_class_frequencies_exclude_ignore_index():
-    freq = class_frequencies(seg())
-    assert torch.allclose(freq, torch.tensor([5, 4, 2, 0], dtype=torch.float64) / 11)
+def test_class_shares_exclude_ignore_index():
+    # the data check's class shares (data/formats/common.py), on the hand-counted masks above
+    shares = class_shares(MASKS, 4, ignore_index=255)
+    assert torch.allclose(shares, torch.tensor([5, 4, 2, 0], dtype=torch.float64) / 11)
 
 
 def test_median_frequency_hand_computed():

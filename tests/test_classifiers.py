@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnlab.errors import CnnlabError, ConfigError
-from cnnlab.inference.ensemble import EnsembleReport, average_probs, ensemble_report
+from cnnlab.inference.ensemble import EnsembleReport, average_probs
 from cnnlab.models.classifiers import CLASSIFIERS, count_parameters, param_groups
 from cnnlab.models.transfer import InputAdapter, apply_mode
 
@@ -220,23 +220,11 @@ def test_input_adapter_matches_torchvision_transforms():
 
 # ---------------------------------------------------------------- ensembles
 
-class _Fixed(nn.Module):
-    """A 'model' that returns given logits for sample i, read from the image (pixel value i)."""
-
-    def __init__(self, logits: list[list[float]]) -> None:
-        super().__init__()
-        self.register_buffer("logits", torch.tensor(logits))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits[(x[:, 0, 0, 0] * 255).round().long()]
-
-
 def test_ensemble_averages_softmax_by_hand():
-    a = _Fixed([[2.0, 0.0], [0.0, 1.0], [0.5, 0.0]])
-    b = _Fixed([[0.0, 1.0], [0.0, 3.0], [0.0, 2.0]])
-    images = torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 2, 2)
+    a = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.5, 0.0]]).softmax(1)  # member logits per sample
+    b = torch.tensor([[0.0, 1.0], [0.0, 3.0], [0.0, 2.0]]).softmax(1)
     labels = torch.tensor([0, 1, 1])
-    rep = ensemble_report({"a": a, "b": b}, images, labels, batch_size=2)
+    rep = EnsembleReport.of(["a", "b"], [a, b], labels)
     s = lambda u, v: torch.tensor([1.0, torch.e ** (v - u)]) / (1 + torch.e ** (v - u))  # softmax of (u, v)
     expect = (torch.stack([s(2, 0), s(0, 1), s(0.5, 0)]) + torch.stack([s(0, 1), s(0, 3), s(0, 2)])) / 2
     torch.testing.assert_close(rep.probs, expect)
@@ -245,9 +233,9 @@ def test_ensemble_averages_softmax_by_hand():
     assert rep.member_accuracy == pytest.approx([2 / 3, 2 / 3]) and rep.ensemble_accuracy == 1.0
     assert "ensemble of 2" in rep.table() and "+0.3333" in rep.table()
     torch.testing.assert_close(average_probs([expect, expect], weights=[3, 1]), expect)
+    torch.testing.assert_close(average_probs([a, b], weights=[3, 1]), (3 * a + b) / 4)
     with pytest.raises(CnnlabError, match="disagree"):
         average_probs([expect, expect[:, :1]])
-    assert isinstance(rep, EnsembleReport)
 
 
 def test_unknown_param_is_named_through_the_model_registry(monkeypatch):

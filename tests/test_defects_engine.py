@@ -23,7 +23,7 @@ from cnnlab.engine.fit import nonfinite_tensors
 from cnnlab.engine.run import Interrupted, resume, train
 from cnnlab.engine.rundir import LOCK
 from cnnlab.engine.runtime import Runtime
-from conftest import tiny_recipe
+from conftest import interrupt_after_first_last_pt, tiny_recipe
 
 
 def _env() -> dict:
@@ -135,14 +135,7 @@ def test_grad_scaler_is_made_once_and_its_state_round_trips_through_last_pt_and_
     assert len(made) == 1  # not one per epoch
     assert load_checkpoint(straight / "last.pt")["scaler"]["scale"] == 16.0 * 2 ** 4
 
-    real_save = run_mod.atomic_save
-
-    def save_then_interrupt(obj, path):
-        real_save(obj, path)
-        if Path(path).name == "last.pt":
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(run_mod, "atomic_save", save_then_interrupt)
+    real_save = interrupt_after_first_last_pt(monkeypatch)  # Ctrl-C once epoch 1's last.pt is written
     with pytest.raises(Interrupted):
         train(recipe)
     monkeypatch.setattr(run_mod, "atomic_save", real_save)

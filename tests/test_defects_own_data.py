@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+import cnnlab.new.budget as nb
 import cnnlab.new.estimate as ne
 import cnnlab.new.recipe as nr
 from cnnlab.cli import main
-from cnnlab.cli.data import check_folders
+from cnnlab.cli.data import folders_report
 from cnnlab.config import load_recipe, recipe_from_dict
 from cnnlab.data.formats import folders
 from cnnlab.errors import DataError
@@ -119,6 +120,7 @@ def _stated(text: str) -> tuple[int, float, float]:
 def test_time_estimate_is_steps_times_the_measured_step(tmp_path, monkeypatch, capsys, step_s, epochs, per_epoch,
                                                         human):
     _fake_times(monkeypatch, step_s, 0.25)
+    monkeypatch.setattr(nb, "MIN_STEPS", 0)  # batch 4 kept: the minimum-steps rule is tested in test_new_min_steps
     _pairs(tmp_path, [(32, 32)] * 20)  # random split of 20: train 14, val 3, test 3
     out = tmp_path / "r.yaml"
     assert main(["new", "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"), "--out",
@@ -173,7 +175,8 @@ def test_three_hundred_distinct_sizes_make_a_short_note(tmp_path):
     assert len(note) < 200, note
     assert "300 distinct over 300 images" in note
     assert "min 8x8, median 17.5x15, max 27x22" in note  # per side: median H (17+18)/2, median W 15
-    report = check_folders(tmp_path / "images", tmp_path / "masks")
+    report, problems = folders_report(tmp_path / "images", tmp_path / "masks")
+    assert problems == []
     assert "sizes (HxW): 300 distinct over 300 images; min 8x8" in report
 
 

@@ -1,6 +1,8 @@
 """Ensembles of trained runs: soft voting over members that each keep their own normalisation."""
 from __future__ import annotations
 
+import dataclasses
+import shlex
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,20 @@ def test_ensemble_needs_two_classification_runs(digit_runs):
 
     with pytest.raises(CnnlabError, match="two or more"):
         ensemble_runs(digit_runs[:1])
+
+
+def test_ensemble_refuses_a_run_whose_task_it_cannot_vote_on(digit_runs, monkeypatch, capsys):
+    """The task object says whether its runs can be soft-voted (no check of task names in ensemble.py); the
+    refusal names the run dir and hints at a command that works for any runs."""
+    from cnnlab.inference import ensemble
+
+    real = ensemble.load_run
+    seg_dir = digit_runs[1]
+    monkeypatch.setattr(ensemble, "load_run",
+                        lambda d: dataclasses.replace(real(d), task="segmentation") if d == seg_dir else real(d))
+    with pytest.raises(CnnlabError, match=f"^{seg_dir}: a segmentation run; an ensemble averages") as e:
+        ensemble.ensemble_runs(digit_runs)
+    command = e.value.hint.removeprefix("compare the runs instead: ")
+    assert shlex.split(command) == ["cnnlab", "compare", *map(str, digit_runs)]
+    assert main(shlex.split(command)[1:]) == 0  # the hint is a working command
+    assert "d0" in capsys.readouterr().out

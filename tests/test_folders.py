@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cnnlab.cli.data import check_folders
+from cnnlab.cli.data import folders_report
 from cnnlab.data.formats import folders
 from cnnlab.data.formats._folders_scan import match_stems
 from cnnlab.errors import ConfigError, DataError
@@ -381,7 +381,8 @@ def test_split_from_a_list(tmp_path, kind):
 def test_check_folders_reports_counts_encoding_and_shares(tmp_path):
     labs = [_labels(i, 2) for i in range(4)]
     _pairs(tmp_path / "data", [lab * 255 for lab in labs])
-    report = check_folders(tmp_path / "data" / "images", tmp_path / "data" / "masks")
+    report, problems = folders_report(tmp_path / "data" / "images", tmp_path / "data" / "masks")
+    assert problems == []
     share = np.mean([lab.mean() for lab in labs])
     assert "pairs: 4 matched by same name (4)" in report
     assert "mask encoding: binary 0/255" in report

@@ -103,7 +103,10 @@ def test_without_the_weights_package_auto_falls_back_and_imagenet_refuses(tmp_pa
     # 5 min: limit 25 s; 64x96 = 18.4 s fits, 96x128 = 36.9 s does not; 300 // 18.4 = 16 epochs
     ("5", [64, 96], 16, [[64, 64], [64, 96], [96, 128]], "64x96 18.4 s, 96x128 36.9 s"),
 ])
-def test_a_smaller_budget_picks_a_smaller_size(tmp_path, timed, minutes, size, epochs, tried, shown):
+def test_a_smaller_budget_picks_a_smaller_size(tmp_path, timed, monkeypatch, minutes, size, epochs, tried, shown):
+    # The size mechanism alone: 3 steps per epoch would raise the epoch floor to ceil(200 / 3) = 67 (the
+    # minimum-steps rule, tested in test_new_min_steps.py), so the rule is off here.
+    monkeypatch.setattr(nb, "MIN_STEPS", 0)
     images, masks = _pairs(tmp_path / "d", 20, 256, 320)
     code, out = _new(tmp_path, images, masks, "--minutes", minutes)
     r = load_recipe(out)

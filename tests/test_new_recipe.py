@@ -103,8 +103,8 @@ def test_fov_folder_goes_into_the_recipe(tmp_path):
 
 def test_bad_task_and_bad_data_write_nothing(tmp_path):
     _write_set(tmp_path, 3, 16, 16, fg_rows=8)
-    with pytest.raises(ConfigError, match="only 'segmentation'"):
-        write_recipe("classification", tmp_path / "images", tmp_path / "masks", tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match="--task detection: must be one of segmentation, classification"):
+        write_recipe("detection", tmp_path / "images", tmp_path / "masks", tmp_path / "c.yaml")
     Image.fromarray(np.zeros((8, 16), np.uint8)).save(tmp_path / "masks" / "s1_mask.png")
     with pytest.raises(DataError, match="mask is 16x8 but its image s1.png is 16x16"):
         write_recipe("segmentation", tmp_path / "images", tmp_path / "masks", tmp_path / "d.yaml")

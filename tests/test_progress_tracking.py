@@ -18,7 +18,7 @@ from cnnlab.engine import run as run_mod
 from cnnlab.engine.progress import Bars, read_events
 from cnnlab.engine.run import Interrupted, resume, train
 from cnnlab.errors import ConfigError
-from conftest import tiny_recipe
+from conftest import interrupt_after_first_last_pt, tiny_recipe
 
 ANSI = "\x1b"
 
@@ -115,23 +115,10 @@ def test_cnnlab_train_says_what_it_does_before_importing_torch_and_pipes_get_no_
     assert sum(ln.startswith("epoch ") for ln in lines) == 2
 
 
-def _interrupt_after_first_last_pt(monkeypatch):
-    real_save, saves = run_mod.atomic_save, []
-
-    def save_then_interrupt(obj, path):
-        real_save(obj, path)
-        saves.append(Path(path).name)
-        if saves.count("last.pt") == 1 and Path(path).name == "last.pt":
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(run_mod, "atomic_save", save_then_interrupt)
-    return real_save
-
-
 def test_events_follow_phases_and_epochs_like_metrics_csv_and_a_resume_appends(endovis_root, tmp_path,
                                                                                 monkeypatch):
     r = recipe_from_dict(tiny_recipe(endovis_root, tmp_path / "runs"))
-    real_save = _interrupt_after_first_last_pt(monkeypatch)
+    real_save = interrupt_after_first_last_pt(monkeypatch)
     with pytest.raises(Interrupted):
         train(r)
     monkeypatch.setattr(run_mod, "atomic_save", real_save)
@@ -210,7 +197,7 @@ def test_mlflow_store_holds_params_metric_history_and_artifacts_across_a_resume(
 
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     raw = tiny_recipe(endovis_root, tmp_path / "runs", train={"log_to": ["mlflow"], "mlflow_uri": uri})
-    real_save = _interrupt_after_first_last_pt(monkeypatch)
+    real_save = interrupt_after_first_last_pt(monkeypatch)
     with pytest.raises(Interrupted):
         train(recipe_from_dict(raw))
     monkeypatch.setattr(run_mod, "atomic_save", real_save)

@@ -23,7 +23,7 @@ from cnnlab.cli import main
 from cnnlab.config import recipe_from_dict
 from cnnlab.engine.run import train
 from cnnlab.errors import CnnlabError
-from cnnlab.report.build import METRIC_ROWS
+from cnnlab.metrics.names import METRICS, row_label
 from cnnlab.report.compare import compare
 from cnnlab.report.latex import write_latex_report
 from cnnlab.report.tex import bold_best, tex_escape
@@ -144,7 +144,7 @@ def test_run_tables_match_summary_json(run_dir: Path, run_report: Path):
     report = run_report
     s = json.loads((run_dir / "summary.json").read_text())
     rows = {untex(r[0]): r[1:] for r in tex_rows(report.parent / "table_metrics.tex")}
-    expected = {label: key for label, key in METRIC_ROWS if key in s["metrics"]}
+    expected = {row_label(key): key for key in METRICS if key in s["metrics"]}
     assert list(rows) == list(expected)  # every headline metric, in the markdown report's order
     for label, key in expected.items():
         assert rows[label] == [f"{s['metrics'][key]:.4f}", f"{s['validation'][key]:.4f}"]

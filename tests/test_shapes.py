@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from cnnlab.cli import exercises as cli
 from cnnlab.errors import CnnlabError
 from cnnlab.exercises.inspect_model import render_summary, summarize, summary_totals
-from cnnlab.exercises.shapes import LayerSpec, analyze, build_torch, parse_layers, render_shapes, report_dict, shapes
+from cnnlab.exercises.shapes import LayerSpec, analyze, parse_layers, render_shapes, report_dict, shapes
 
 EXAMPLE = "conv(5x5,5) -> conv(7x7,10) -> maxpool(3,s2) -> conv(13x13,1,s10) -> fc(512) -> fc(10)"
 # Worked by hand for a 256x256x3 input (side = floor((n - k)/s) + 1; rf += (k-1)*jump; jump *= s):
@@ -29,6 +29,30 @@ EXPECTED = [  # output, weights, biases, receptive field, mult-adds
     ((512,), 61_952, 512, 237, 61_952),
     ((10,), 5_120, 10, 237, 5_120),
 ]
+
+
+def build_torch(layers: list[LayerSpec], input_shape: tuple[int, int, int], relu: bool = True) -> nn.Sequential:
+    """The oracle: nn.Sequential matching the layer list (ReLU between layers), whose shapes, parameters and
+    multiply-adds torch measures to check the hand arithmetic (the product never builds these networks)."""
+    rows = analyze(layers, input_shape).rows
+    modules: list[nn.Module] = []
+    prev: tuple[int, ...] = input_shape
+    for i, layer in enumerate(layers):
+        if i and relu:
+            modules.append(nn.ReLU())
+        if layer.kind == "conv":
+            modules.append(nn.Conv2d(prev[2], layer.out, layer.kernel, layer.stride, layer.padding, layer.dilation))
+        elif layer.kind == "maxpool":
+            modules.append(nn.MaxPool2d(layer.kernel, layer.stride, layer.padding, layer.dilation))
+        elif layer.kind == "avgpool":
+            modules.append(nn.AvgPool2d(layer.kernel, layer.stride, layer.padding))
+        else:
+            if len(prev) == 3:
+                # torch flattens C x H x W, the table H x W x C: same count, so the same Linear shape
+                modules.append(nn.Flatten())
+            modules.append(nn.Linear(prev[0] * prev[1] * prev[2] if len(prev) == 3 else prev[0], layer.out))
+        prev = rows[i].output
+    return nn.Sequential(*modules)
 
 
 def per_module_torch(model: nn.Sequential, x: torch.Tensor) -> list[tuple[tuple[int, ...], int, int]]:

@@ -19,7 +19,7 @@ from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.report.build import write_study_report
 from cnnlab.study.plan import load_study, read_failures
 from cnnlab.study.runner import resume_study, run_study
-from cnnlab.study.stats import paired_difference, sample_std, t_quantile_975
+from cnnlab.study.stats import excludes_zero, paired_difference, sample_std, t_quantile_975
 from conftest import tiny_recipe
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -207,7 +207,8 @@ def test_paired_difference_by_hand():
     half = 4.3027 * sd / math.sqrt(3)
     assert d.n == 3 and d.mean == pytest.approx(0.06) and d.std == pytest.approx(sd)
     assert d.low == pytest.approx(0.06 - half) and d.high == pytest.approx(0.06 + half)
-    assert d.low == pytest.approx(-0.02957, abs=1e-5) and not d.excludes_zero()
+    assert d.low == pytest.approx(-0.02957, abs=1e-5) and not excludes_zero(d.low, d.high)
+    assert excludes_zero(0.01, 0.2) and excludes_zero(-0.3, -0.1) and not excludes_zero(None, None)
     one = paired_difference([0.5], [0.4])
     assert one.mean == pytest.approx(0.1) and math.isnan(one.low) and one.as_dict()["low"] is None
     assert math.isnan(sample_std([1.0])) and sample_std([1.0, 3.0]) == pytest.approx(math.sqrt(2))

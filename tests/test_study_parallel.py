@@ -153,13 +153,18 @@ def test_the_stage_ends_before_the_runs_that_need_it_start(by_workers: Path):
 
 
 @pytest.mark.slow
-def test_ray_gives_the_sequential_results_and_retries_a_killed_worker(study_file: Path, sequential: Path):
+def test_ray_gives_the_sequential_results_and_retries_a_killed_worker(study_file: Path, sequential: Path,
+                                                                     tmp_path: Path):
+    """The Ray runs also log to MLflow (one Ray start serves both checks): MLflow must not change a metric, and
+    every run Ray ran, the retried one included, is nested under the study's parent run."""
     ray = pytest.importorskip("ray")
+    store = f"sqlite:///{tmp_path / 'store.db'}"
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"worker_process_setup_hook": _kill_once_after_epoch_1})
     try:
-        study = run_study(study_file, ray="")   # a Ray already started in this process is used, and left running
+        study = run_study(study_file, ['train.log_to=["mlflow"]', f"train.mlflow_uri={store}"], ray="")
+        # (a Ray already started in this process is used, and left running)
     finally:
         ray.shutdown()
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
@@ -168,6 +173,26 @@ def test_ray_gives_the_sequential_results_and_retries_a_killed_worker(study_file
             ["resumes"]] == [1]
     _assert_same_runs(study, sequential)
     assert _table(study) == _table(sequential)
+    _assert_nested_in_mlflow(study, store)
+
+
+def _assert_nested_in_mlflow(study: Path, store: str) -> None:
+    """One parent run for the study; each run of the study one child with the parent's id and its own metrics."""
+    from mlflow import MlflowClient  # an optional extra, installed by `make test`
+
+    client = MlflowClient(tracking_uri=store)
+    parent = client.get_run(json.loads((study / "tracking.json").read_text())["mlflow"]["run_id"])
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    by_name = {c.info.run_name.rsplit("-", 2)[0]: c for c in children}
+    assert sorted(by_name) == sorted(RUNS)
+    for name in RUNS:
+        if name.startswith("bad"):
+            assert by_name[name].info.status == "FAILED", name
+            continue
+        rows = _metrics_rows(_run_dir(study, name))
+        history = sorted(client.get_metric_history(by_name[name].info.run_id, "val_loss"), key=lambda m: m.step)
+        assert [m.value for m in history] == pytest.approx([float(r["val_loss"]) for r in rows], rel=1e-12), name
 
 
 def test_without_ray_installed_ray_is_one_line_naming_the_extra(study_file: Path, monkeypatch, tmp_path: Path):

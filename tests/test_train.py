@@ -17,7 +17,7 @@ from cnnlab.engine import run as run_mod
 from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.fit import TrainingDiverged
 from cnnlab.engine.run import Interrupted, resume, train
-from conftest import tiny_recipe
+from conftest import interrupt_after_first_last_pt, tiny_recipe
 
 
 def _metrics(run_dir: Path) -> dict:
@@ -38,15 +38,7 @@ def test_run_dir_contents_and_exact_resume(endovis_root: Path, tmp_path: Path, m
     assert 0 <= s["metrics"]["dice_mean"] <= 1
 
     # interrupt right after epoch 1's last.pt is written, then resume
-    real_save, saves = run_mod.atomic_save, []
-
-    def save_then_interrupt(obj, path):
-        real_save(obj, path)
-        saves.append(Path(path).name)
-        if saves.count("last.pt") == 1 and Path(path).name == "last.pt":
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(run_mod, "atomic_save", save_then_interrupt)
+    real_save = interrupt_after_first_last_pt(monkeypatch)
     with pytest.raises(Interrupted, match="resume with: cnnlab train --resume"):
         train(recipe)
     monkeypatch.setattr(run_mod, "atomic_save", real_save)

@@ -35,11 +35,6 @@ def _cmd_check(a: argparse.Namespace) -> int:
     return 0
 
 
-def check_folders(images: str | Path, masks: str | Path, fov: str | Path | None = None, **options) -> str:
-    """`cnnlab data check folders --images DIR --masks DIR [--fov DIR]`: the report for two (or three) folders."""
-    return folders_report(images, masks, fov, **options)[0]
-
-
 def folders_report(images: str | Path, masks: str | Path, fov: str | Path | None = None,
                    **options) -> tuple[str, list[str]]:
     """The report and the problems it lists, so that the command can fail when there are any."""
@@ -94,9 +89,10 @@ def register(sub) -> None:
     c.add_argument("--fov", metavar="DIR", help="folders format: optional field-of-view masks")
     c.set_defaults(func=_cmd_check)
     n = sub.add_parser("new", help="write a ready recipe from your image/mask folders")
-    n.add_argument("--task", default="segmentation", help="segmentation (image + mask folders)")
+    n.add_argument("--task", default="segmentation", help="segmentation (image + mask folders) or classification "
+                   "(--images: class folders, or split folders holding class folders)")
     n.add_argument("--images", required=True, metavar="DIR", help="folder of images")
-    n.add_argument("--masks", required=True, metavar="DIR", help="folder of masks, named like their images")
+    n.add_argument("--masks", metavar="DIR", help="folder of masks, named like their images (segmentation)")
     n.add_argument("--fov", metavar="DIR", help="optional field-of-view masks: pixels outside are ignored")
     n.add_argument("--out", required=True, metavar="RECIPE", help="recipe YAML to write (never overwritten)")
     n.add_argument("--name", help="run name (default: the recipe's file name)")

@@ -4,10 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnlab.config import load_recipe
-from cnnlab.engine.fit import console
+from cnnlab.engine.logs import get_logger
 from cnnlab.engine.run import train
 from cnnlab.errors import CnnlabError
 from cnnlab.report.tables import print_run_table
+
+log = get_logger(__name__)
 
 # CPU size: half resolution keeps the 2-core demo within minutes; everything else is recipe (c) as written.
 DEMO_OVERRIDES = ["data.size=[128, 160]", "train.epochs=25", "train.patience=8", "model.params.width=16"]
@@ -27,7 +29,7 @@ def ensure_data(data: Path) -> None:
     from cnnlab.data.synthetic import endovis
 
     if not (data / "segmentation").is_dir():
-        console.print(f"writing synthetic EndoVis course data to {data} ...")
+        log.info(f"writing synthetic EndoVis course data to {data} ...")
         endovis.write(data, seed=0, **DEMO_SYNTH)
 
 
@@ -38,7 +40,7 @@ def run_demo_study(data: Path, out: Path) -> Path:
 
     ensure_data(data)
     study_dir = run_study(find_recipe("endovis/study_demo.yaml"), [f"data.root={data}"], out=out)
-    console.print(f"report: {write_study_report(study_dir)}")
+    log.info(f"report: {write_study_report(study_dir)}")
     return study_dir
 
 
@@ -53,5 +55,5 @@ def run_demo(data: Path, out: Path, epochs: int | None = None) -> Path:
     print_run_table(run_dir)
     from cnnlab.report.build import write_run_report
 
-    console.print(f"report: {write_run_report(run_dir)}")
+    log.info(f"report: {write_run_report(run_dir)}")
     return run_dir

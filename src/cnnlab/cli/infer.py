@@ -55,8 +55,20 @@ def _run_evaluate(a: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"{result['split']} of {result['data_root']} ({result['n_images']} images): "
           f"{json.dumps(result['metrics'])}")
+    fg = result.get("foreground")
+    if fg is not None:  # binary segmentation: both conventions, named
+        print(f"foreground '{fg['class']}': Dice global (strict, pooled over {fg['images']} images) "
+              f"{_num(fg['dice_global'])}, mean per image {_num(fg['dice_per_image_mean'])}; IoU global "
+              f"{_num(fg['iou_global'])}, mean per image {_num(fg['iou_per_image_mean'])}")
+        print(f"  per image: an image with empty ground truth and empty prediction scores 1 "
+              f"({fg['images_empty_truth_and_prediction']} such images); empty ground truth with a predicted "
+              f"foreground scores 0 ({fg['images_empty_truth'] - fg['images_empty_truth_and_prediction']})")
     print(f"wrote {path}")
     return 0
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
 
 
 def _run_export(a: argparse.Namespace) -> int:

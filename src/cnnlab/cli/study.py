@@ -10,6 +10,7 @@ from cnnlab.errors import CnnlabError
 
 def _cmd_study(a: argparse.Namespace) -> int:
     from cnnlab.report.build import write_study_report
+    from cnnlab.study.mlflow_parent import log_study_report
     from cnnlab.study.runner import resume_study, run_study
 
     if a.ray and a.study is None and a.ray.endswith((".yaml", ".yml")):  # `--ray STUDY.yaml`: argparse took the
@@ -26,6 +27,7 @@ def _cmd_study(a: argparse.Namespace) -> int:
     else:
         raise CnnlabError("cnnlab study needs a STUDY_YAML or --resume STUDY_DIR")
     print(f"report: {write_study_report(study_dir)}")
+    log_study_report(study_dir)  # to the study's MLflow parent run, when it has one
     return 0
 
 

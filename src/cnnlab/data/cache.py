@@ -2,9 +2,10 @@
 
 What is stored: a split exactly as its reader returned it (uint8 images at the training size, masks, labels or
 colour targets, names, classes, notes), one `.npy` per array plus `meta.json`, in one folder per entry under the
-cache folder. Loading maps the arrays into memory (`np.load(mmap_mode="c")`): pages are read on first touch and
-shared with the OS page cache; copy-on-write, so a tensor written in place (nothing in training does: batches
-are gathered copies) changes memory, never the file.
+cache folder; each split type says which of its tensors are arrays and what else it keeps (data/types.py).
+Loading maps the arrays into memory (`np.load(mmap_mode="c")`): pages are read on first touch and shared with
+the OS page cache; copy-on-write, so a tensor written in place (nothing in training does: batches are gathered
+copies) changes memory, never the file.
 
 Keyed by (any change is a different entry, so a stale one is never read):
   - the files: every file under data.root (and under reader options naming folders outside it) with its size,
@@ -42,9 +43,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from cnnlab.data.types import ClsData, ColorData, SegData
-
-Split = SegData | ClsData | ColorData
+from cnnlab.data.types import SPLIT_TYPES, Split
 
 CACHE_FORMAT = 1
 CACHE_DIR_ENV = "CNNLAB_CACHE_DIR"
@@ -57,11 +56,7 @@ FREE_MARGIN = 2 << 30        # never fill the disk that checkpoints go to
 MAX_FILES = 200_000          # a data.root this large (a home folder by mistake?) is not fingerprinted
 STALE_TMP_SECONDS = 3600     # temporary folders of writes cut short are removed after an hour
 LIBRARIES = ("pillow", "numpy", "torch", "torchvision", "scikit-image")
-KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
-    "seg": (SegData, ("images", "masks")),
-    "cls": (ClsData, ("images", "labels")),
-    "color": (ColorData, ("images", "targets")),
-}
+KINDS: dict[str, type] = {t.cache_kind: t for t in SPLIT_TYPES}  # meta.json's "kind" -> split type
 
 
 class _Unusable(Exception):
@@ -201,28 +196,19 @@ def entry_key(fmt: str, root: Path, split: str, size: list[int] | None, options:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _kind(data: Split) -> str:
-    return next(k for k, (cls, _) in KINDS.items() if isinstance(data, cls))
-
-
 def read_entry(entry: Path, key: str) -> Split:
     """The split stored in entry, checked against key, shapes, dtypes, file sizes and checksums."""
     try:
         meta = json.loads((entry / "meta.json").read_text())
         if meta.get("key") != key or meta.get("cache_format") != CACHE_FORMAT:
             raise _Unusable("written for other files or settings")
-        cls, names = KINDS[meta["kind"]]
-        arrays = {name: _read_array(entry / f"{name}.npy", meta["arrays"][name]) for name in names}
+        kind = KINDS[meta["kind"]]
+        arrays = {name: _read_array(entry / f"{name}.npy", meta["arrays"][name]) for name in kind.cache_arrays}
         n = len(meta["names"])
         if any(a.shape[0] != n for a in arrays.values()):
             raise _Unusable("arrays and names disagree on the number of samples")
-        f = meta["fields"]
-        tensors = [torch.from_numpy(arrays[name]) for name in names]
-        if cls is SegData:
-            return SegData(*tensors, meta["names"], f["class_names"], f["ignore_index"], list(meta["notes"]))
-        if cls is ClsData:
-            return ClsData(*tensors, meta["names"], f["class_names"], list(meta["notes"]))
-        return ColorData(*tensors, meta["names"], f["space"], list(meta["notes"]))
+        tensors = {name: torch.from_numpy(a) for name, a in arrays.items()}
+        return kind.from_cache(tensors, meta["names"], meta["fields"], list(meta["notes"]))
     except _Unusable:
         raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # damaged meta.json or .npy header
@@ -242,8 +228,7 @@ def _read_array(path: Path, spec: dict) -> np.ndarray:
 
 
 def _arrays(data: Split) -> dict[str, np.ndarray]:
-    names = KINDS[_kind(data)][1]
-    return {name: np.ascontiguousarray(getattr(data, name).numpy()) for name in names}
+    return {name: np.ascontiguousarray(getattr(data, name).numpy()) for name in data.cache_arrays}
 
 
 def _store(folder: Path, entry: Path, key: str, data: Split, fmt: str, root: Path, split: str,
@@ -260,22 +245,14 @@ def _store(folder: Path, entry: Path, key: str, data: Split, fmt: str, root: Pat
         if shutil.disk_usage(folder).free < nbytes + FREE_MARGIN:
             return f"decoded-image cache not written: {folder} would have under {FREE_MARGIN >> 30} GiB free"
         meta = {"cache_format": CACHE_FORMAT, "key": key, "format": fmt, "root": str(root.expanduser().resolve()),
-                "split": split, "files": files[0], "code": code_digest(), "kind": _kind(data),
-                "names": list(data.names), "notes": list(data.notes), "fields": _fields(data),
+                "split": split, "files": files[0], "code": code_digest(), "kind": data.cache_kind,
+                "names": list(data.names), "notes": list(data.notes), "fields": data.cache_fields(),
                 "written": time.strftime("%Y-%m-%d %H:%M:%S")}
         _write_atomically(folder, entry, arrays, meta)
     except OSError as e:
         return f"decoded-image cache not written to {folder} ({e.strerror or e}); set data.cache_dir or {CACHE_DIR_ENV}"
     _prune(folder, entry, meta)
     return None
-
-
-def _fields(data: Split) -> dict:
-    if isinstance(data, SegData):
-        return {"class_names": list(data.class_names), "ignore_index": data.ignore_index}
-    if isinstance(data, ClsData):
-        return {"class_names": list(data.class_names)}
-    return {"space": data.space}
 
 
 def _fsync_write(path: Path, write: Callable) -> None:

@@ -1,7 +1,12 @@
-"""In-memory splits: whole data sets held as uint8 tensors, decoded once."""
+"""In-memory splits: whole data sets held as uint8 tensors, decoded once.
+
+Each split type also says how the decoded-image cache (data/cache.py) stores it: `cache_kind` (its name in
+meta.json), `cache_arrays` (the tensors written as .npy), `cache_fields` (the rest, as JSON) and `from_cache`
+(the split rebuilt from them). The cache then needs no branch per type, and a new split type brings its own."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -16,6 +21,18 @@ class SegData:
     class_names: list[str]
     ignore_index: int | None = None  # mask value excluded from loss and metrics (e.g. 255)
     notes: list[str] = field(default_factory=list)  # what the reader recovered or decided
+    cache_kind: ClassVar[str] = "seg"
+    cache_arrays: ClassVar[tuple[str, ...]] = ("images", "masks")
+
+    def cache_fields(self) -> dict:
+        """What the cache keeps beside the arrays, names and notes."""
+        return {"class_names": list(self.class_names), "ignore_index": self.ignore_index}
+
+    @classmethod
+    def from_cache(cls, arrays: dict[str, torch.Tensor], names: list[str], fields: dict, notes: list[str]
+                   ) -> "SegData":
+        """The split as it was stored (arrays named by cache_arrays, fields from cache_fields)."""
+        return cls(arrays["images"], arrays["masks"], names, fields["class_names"], fields["ignore_index"], notes)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -36,6 +53,18 @@ class ClsData:
     names: list[str]
     class_names: list[str]
     notes: list[str] = field(default_factory=list)
+    cache_kind: ClassVar[str] = "cls"
+    cache_arrays: ClassVar[tuple[str, ...]] = ("images", "labels")
+
+    def cache_fields(self) -> dict:
+        """What the cache keeps beside the arrays, names and notes."""
+        return {"class_names": list(self.class_names)}
+
+    @classmethod
+    def from_cache(cls, arrays: dict[str, torch.Tensor], names: list[str], fields: dict, notes: list[str]
+                   ) -> "ClsData":
+        """The split as it was stored (arrays named by cache_arrays, fields from cache_fields)."""
+        return cls(arrays["images"], arrays["labels"], names, fields["class_names"], notes)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -59,6 +88,18 @@ class ColorData:
     names: list[str]
     space: str = "rgb"
     notes: list[str] = field(default_factory=list)
+    cache_kind: ClassVar[str] = "color"
+    cache_arrays: ClassVar[tuple[str, ...]] = ("images", "targets")
+
+    def cache_fields(self) -> dict:
+        """What the cache keeps beside the arrays, names and notes."""
+        return {"space": self.space}
+
+    @classmethod
+    def from_cache(cls, arrays: dict[str, torch.Tensor], names: list[str], fields: dict, notes: list[str]
+                   ) -> "ColorData":
+        """The split as it was stored (arrays named by cache_arrays, fields from cache_fields)."""
+        return cls(arrays["images"], arrays["targets"], names, fields["space"], notes)
 
     @property
     def class_names(self) -> list[str]:
@@ -71,3 +112,7 @@ class ColorData:
         idx = torch.as_tensor(idx, dtype=torch.long)
         return ColorData(self.images[idx], self.targets[idx], [self.names[i] for i in idx.tolist()], self.space,
                          list(self.notes))
+
+
+Split = SegData | ClsData | ColorData
+SPLIT_TYPES: tuple[type, ...] = (SegData, ClsData, ColorData)

@@ -1,4 +1,5 @@
-"""fit(): a plain training loop with validation, early stopping, atomic checkpoints and exact resume."""
+"""One training epoch, its optimizer and learning rate, and the TrainState a checkpoint keeps (the loop over epochs is
+engine/run.py's)."""
 from __future__ import annotations
 
 import math
@@ -6,18 +7,14 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from rich.console import Console
 
 from cnnlab.config import Recipe
-from cnnlab.data.loading import RunData
+from cnnlab.engine.context import RunContext
 from cnnlab.engine.distributed import all_sum, rank, shard, unwrap, world
 from cnnlab.engine.progress import Bar
-from cnnlab.engine.runtime import Runtime
-from cnnlab.engine.steps import Normalizer, make_batch
+from cnnlab.engine.steps import make_batch
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.models.classifiers import param_groups
-
-console = Console(highlight=False, soft_wrap=True)
 
 
 class TrainingDiverged(CnnlabError):
@@ -108,16 +105,17 @@ def epoch_images(n: int, r: Recipe) -> int:
     return sum(len(b) for b in _batches(torch.arange(n), r))
 
 
-def train_one_epoch(model, data: RunData, r: Recipe, rt: Runtime, norm: Normalizer, loss_fn, opt,
-                    epoch: int, scaler: torch.amp.GradScaler | None = None,
+def train_one_epoch(ctx: RunContext, model: torch.nn.Module, epoch: int,
                     bar: Bar | None = None) -> tuple[float, int, float]:
     """One pass over the shuffled training split; returns mean loss, images seen, seconds.
 
-    scaler: the run's one fp16 GradScaler (created once and checkpointed, so its scale carries over epochs and
-    resumes). Ends by checking every weight and buffer is finite: a diverged epoch never reaches a checkpoint.
+    model: the module the steps call (ctx.core, or its DDP/compiled wrapper). ctx.scaler: the run's one fp16
+    GradScaler (created once and checkpointed, so its scale carries over epochs and resumes). Ends by checking
+    every weight and buffer is finite: a diverged epoch never reaches a checkpoint.
     bar: advanced after each step by the step's global batch, with this process's mean loss so far (the loss is
     read back for the sum already, so showing it adds no device sync).
     """
+    r, data, loss_fn, opt, scaler = ctx.recipe, ctx.data, ctx.loss_fn, ctx.opt, ctx.scaler
     model.train()
     base = r.train.seed * 100003 + epoch                 # per-epoch seeds: resume reproduces the epoch exactly
     g = torch.Generator().manual_seed(base)              # same permutation on every rank
@@ -131,8 +129,8 @@ def train_one_epoch(model, data: RunData, r: Recipe, rt: Runtime, norm: Normaliz
     total, seen, t0 = 0.0, 0, time.perf_counter()
     for step, global_idx in enumerate(batches):
         idx = shard(global_idx)
-        x, y = make_batch(data.train, idx, rt, norm, r.augment, g_aug)
-        with rt.autocast():
+        x, y = make_batch(data.train, idx, ctx.rt, ctx.norm, r.augment, g_aug)
+        with ctx.rt.autocast():
             out = model(x)
         loss = loss_fn(out, y)
         if not torch.isfinite(loss):

@@ -5,6 +5,10 @@ On a terminal each phase gets a rich bar (count, images/s, ETA, loss so far) tha
 so the one line per epoch stays the run's record. Where stdout is not a terminal (CI, a batch queue's log, a pipe)
 a bar would be control codes, so a phase prints plain lines instead, at a bounded rate (`PlainBar`).
 `events.jsonl` is for programs: one JSON object per line, flushed as written, for every phase and every epoch.
+
+An outer task that runs whole runs in this process (a sequential study) watches through two hooks instead of a
+display of its own (rich allows one live display at a time, and the run's bars are it): HEADERS are lines shown
+above each rich bar (run i of N, the study's ETA), EVENT_HOOKS are told every events.jsonl row (the run's epoch).
 """
 from __future__ import annotations
 
@@ -13,12 +17,12 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,6 +38,8 @@ PLAIN_STEP = 0.1        # plain output: a line each time another 10 % of a phase
 PLAIN_EVERY_S = 30.0    # ... or when 30 s passed without one (a phase of unknown length, or slow steps),
 PLAIN_GAP_S = 5.0       # but never sooner than 5 s after the phase began or after the last line
 _now = time.monotonic   # the clock of every bar (tests replace it)
+HEADERS: list[Callable[[], str]] = []           # lines above every rich bar, asked at each refresh
+EVENT_HOOKS: list[Callable[[dict], None]] = []  # told each events.jsonl row as it is written
 
 
 def _clock(seconds: float) -> str:
@@ -120,13 +126,22 @@ class _RateColumn(ProgressColumn):
         return Text(f"{task.speed:.1f} img/s" if task.speed else "", style="progress.data.speed")
 
 
+class _HeadedProgress(Progress):
+    """A rich Progress with the HEADERS' lines above its bars."""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        for header in list(HEADERS):
+            yield Text(header(), overflow="ellipsis", no_wrap=True)
+        yield from super().get_renderables()
+
+
 class RichBar(Bar):
     """A rich bar (description, bar, done/total, images/s, ETA or elapsed, loss so far), gone when the phase ends."""
 
     def __init__(self, description: str, total: int | None, console: Console) -> None:
         super().__init__(description, total)
         time_col = TimeRemainingColumn(compact=True) if self.total else TimeElapsedColumn()
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(),
+        self.progress = _HeadedProgress(TextColumn("{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(),
                                  _RateColumn(), time_col, TextColumn("{task.fields[info]}"), console=console,
                                  transient=True, refresh_per_second=4)
         self.task = self.progress.add_task(description, total=self.total, info="")
@@ -186,6 +201,8 @@ class EventLog:
             return
         row = {"event": event, "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                "elapsed_s": round(_now() - self.t0, 3), **fields}
+        for hook in list(EVENT_HOOKS):
+            hook(row)
         line = json.dumps(row, default=_jsonable) + "\n"
         with self.lock:
             if self.file is None:

@@ -9,6 +9,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict as dc_asdict
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ import torch
 from cnnlab.config import Recipe, asdict, read_yaml, recipe_from_dict
 from cnnlab.data.loading import RunData, load_run_data
 from cnnlab.engine.checkpoint import atomic_save, load_checkpoint
+from cnnlab.engine.context import RunContext
 from cnnlab.engine.distributed import (
     barrier,
     broadcast_str,
@@ -33,11 +35,11 @@ from cnnlab.engine.fit import (
     TrainState,
     _set_encoder_trainable,
     build_optimizer,
-    console,
     epoch_images,
     lr_at,
     train_one_epoch,
 )
+from cnnlab.engine.logs import console, get_logger, quiet, run_log
 from cnnlab.engine.rundir import (
     check_free_space,
     new_run_dir,
@@ -55,6 +57,8 @@ from cnnlab.losses.core import build_loss
 from cnnlab.models import build_model
 from cnnlab.models.weights import load_compatible, load_weights_file
 from cnnlab.tasks import task_for
+
+log = get_logger(__name__)
 
 
 class Interrupted(CnnlabError):
@@ -123,13 +127,15 @@ def _write_metrics_csv(run_dir: Path, history: list[dict]) -> None:
         w.writerows(history)
 
 
-def _checkpoint(model, opt, state, r: Recipe, norm: Normalizer, data: RunData, scaler=None) -> dict:
-    ck = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "state": dc_asdict(state),
+def _checkpoint(ctx: RunContext, state: TrainState) -> dict:
+    """Everything a resume, an evaluation or an export needs, in tensors and plain containers only."""
+    r, data, norm = ctx.recipe, ctx.data, ctx.norm
+    ck = {"model": unwrap(ctx.core).state_dict(), "optimizer": ctx.opt.state_dict(), "state": dc_asdict(state),
           "recipe": asdict(r), "norm": {"mean": list(norm.mean), "std": list(norm.std)},
           "class_names": data.class_names, "in_channels": data.train.images.shape[1],
           "input_size": list(data.train.images.shape[-2:])}
-    if scaler is not None and scaler.is_enabled():  # fp16 loss scale: exact resume needs it
-        ck["scaler"] = scaler.state_dict()
+    if ctx.scaler is not None and ctx.scaler.is_enabled():  # fp16 loss scale: exact resume needs it
+        ck["scaler"] = ctx.scaler.state_dict()
     ck.update(task_for(r.task).checkpoint_entries(r, data.class_names))
     return ck
 
@@ -143,27 +149,25 @@ def _epoch_line(r: Recipe, epoch: int, row: dict) -> str:
 
 
 def _start(r: Recipe, transfer: dict | None) -> Path:
-    """Rank 0 creates the run dir and writes the config; every rank learns its path."""
+    """Rank 0 creates the run dir and writes the config (and transfer.json); every rank learns its path."""
     run_dir = ""
     if is_main():
         run_dir = str(new_run_dir(r.out, r.name))
         write_config(Path(run_dir), r)
         if transfer is not None:
             (Path(run_dir) / "transfer.json").write_text(json.dumps(transfer, indent=1))
-            console.print(f"transferred {len(transfer['loaded'])} tensors from {r.model.init}; "
-                          f"{len(transfer['not_in_source']) + len(transfer['shape_mismatch'])} left as initialised "
-                          "(see transfer.json)")
     return Path(broadcast_str(run_dir))
 
 
-def train(recipe: Recipe, resume_dir: Path | None = None, overrides: list[str] | None = None) -> Path:
-    """Train (or resume) a run; returns its run dir. Every epoch ends with last.pt; improvements with best.pt.
+def _transfer_line(r: Recipe, transfer: dict) -> str:
+    return (f"transferred {len(transfer['loaded'])} tensors from {r.model.init}; "
+            f"{len(transfer['not_in_source']) + len(transfer['shape_mismatch'])} left as initialised "
+            "(see transfer.json)")
 
-    Under torchrun every process calls this; rank 0 alone writes files (and holds the run dir's lock).
-    overrides: the --set of a resume, recorded in the run dir's history.yaml.
-    """
-    init_from_env()
-    r = recipe
+
+def _context(r: Recipe, resume_dir: Path | None) -> tuple[RunContext, dict | None]:
+    """Data, model, loss, optimizer, loss scaler and normaliser of a recipe, and the run dir (new unless resumed);
+    with the transfer report of model.init (None without one)."""
     watch = RunWatch(r, console, is_main())  # progress bars, events.jsonl, train.log_to trackers
     with watch.decoding() as bar:
         rt, data, model, loss_fn, transfer = _setup(r)
@@ -174,54 +178,72 @@ def train(recipe: Recipe, resume_dir: Path | None = None, overrides: list[str] |
     if getattr(model, "normalizes_input", False):  # transfer nets apply their weights' own mean/std
         norm = Normalizer.identity(data.train.images.shape[1])
     run_dir = _start(r, transfer) if resume_dir is None else Path(resume_dir)
-    state = TrainState()
-    with run_dir_lock(run_dir), _sigterm_interrupts(), watch:
+    return RunContext(r, rt, data, model, loss_fn, opt, scaler, norm, run_dir, watch), transfer
+
+
+def train(recipe: Recipe, resume_dir: Path | None = None, overrides: list[str] | None = None) -> Path:
+    """Train (or resume) a run; returns its run dir. Every epoch ends with last.pt; improvements with best.pt.
+
+    Under torchrun every process calls this; rank 0 alone writes files (and holds the run dir's lock) and logs
+    (to the console and the run dir's train.log). overrides: the --set of a resume, recorded in history.yaml.
+    """
+    init_from_env()
+    ctx, transfer = _context(recipe, resume_dir)
+    run_dir, state = ctx.run_dir, TrainState()
+    with run_dir_lock(run_dir), _sigterm_interrupts(), ctx.watch, run_log(run_dir, enabled=is_main()):
+        if transfer is not None and resume_dir is None and is_main():
+            log.info(_transfer_line(recipe, transfer))
         if resume_dir is not None:
-            state, norm = _restore(run_dir, r, model, opt, scaler, norm, overrides or [])
-        watch.attach(run_dir, state.epoch)
+            state, norm = _restore(ctx, overrides or [])
+            ctx = replace(ctx, norm=norm)
+        ctx.watch.attach(run_dir, state.epoch)
         if is_main():
-            check_free_space(run_dir, model)
-        for note in data.notes if is_main() else []:
-            console.print(f"note: {note}")
-        core = prepare(model, r.train.sync_batchnorm)
+            check_free_space(run_dir, ctx.core)
+        for note in ctx.data.notes if is_main() else []:
+            log.info(f"note: {note}")
+        ctx = replace(ctx, core=prepare(ctx.core, recipe.train.sync_batchnorm))
         try:
-            _loop(r, rt, data, core, loss_fn, opt, scaler, state, norm, run_dir, watch)
+            _loop(ctx, state)
             barrier()
-            core.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
-            with watch.test_phase(data) as bar:
-                summary = write_summary(r, rt, data, core, loss_fn, state, norm, run_dir, per_process(bar))
-            watch.finish(run_dir, summary, state.epoch)
+            ctx.core.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+            with ctx.watch.test_phase(ctx.data) as bar:
+                summary = write_summary(ctx, state, per_process(bar))
+            ctx.watch.finish(run_dir, summary, state.epoch)
         except KeyboardInterrupt as e:
-            what = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
-            held = (f"{run_dir / 'last.pt'} holds epoch {state.epoch}" if (run_dir / "last.pt").is_file()
-                    else "no epoch had finished, the resume starts it again")
-            raise Interrupted(f"{what}; {held}",
-                              f"resume with: cnnlab train --resume {shlex.quote(str(run_dir))}") from None
+            raise _interrupted(e, run_dir, state) from None
     return run_dir
 
 
-def _restore(run_dir: Path, r: Recipe, model, opt, scaler, norm: Normalizer,
-             overrides: list[str]) -> tuple[TrainState, Normalizer]:
-    """Weights, optimizer, loss scale and progress from last.pt; rank 0 records the resume in the run dir.
+def _interrupted(e: KeyboardInterrupt, run_dir: Path, state: TrainState) -> Interrupted:
+    """Ctrl-C or SIGTERM as one line saying what last.pt holds, with the resume command."""
+    what = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
+    held = (f"{run_dir / 'last.pt'} holds epoch {state.epoch}" if (run_dir / "last.pt").is_file()
+            else "no epoch had finished, the resume starts it again")
+    return Interrupted(f"{what}; {held}", f"resume with: cnnlab train --resume {shlex.quote(str(run_dir))}")
+
+
+def _restore(ctx: RunContext, overrides: list[str]) -> tuple[TrainState, Normalizer]:
+    """Weights, optimizer, loss scale and progress from last.pt into ctx (the normaliser saved there is returned);
+    rank 0 records the resume in the run dir.
 
     A run killed before its first epoch ended has no last.pt: it starts over in place.
     """
-    state = TrainState()
+    run_dir, state, norm = ctx.run_dir, TrainState(), ctx.norm
     if (run_dir / "last.pt").is_file():
         ck = load_checkpoint(run_dir / "last.pt")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        if scaler is not None and ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
+        ctx.core.load_state_dict(ck["model"])
+        ctx.opt.load_state_dict(ck["optimizer"])
+        if ctx.scaler is not None and ck.get("scaler"):
+            ctx.scaler.load_state_dict(ck["scaler"])
         state = TrainState(**ck["state"])
         norm = Normalizer(tuple(ck["norm"]["mean"]), tuple(ck["norm"]["std"]))
         if is_main():
-            console.print(f"resuming {run_dir} at epoch {state.epoch + 1}")
+            log.info(f"resuming {run_dir} at epoch {state.epoch + 1}")
     if is_main():
-        record_resume(run_dir, r, state.epoch, overrides)
-        moved = set_aside_derived(run_dir, state.best_epoch) if _will_train(r, state) else None
+        record_resume(run_dir, ctx.recipe, state.epoch, overrides)
+        moved = set_aside_derived(run_dir, state.best_epoch) if _will_train(ctx.recipe, state) else None
         if moved is not None:
-            console.print(f"note: files made from the earlier best.pt (export/, evaluate_*.json) moved to {moved}")
+            log.info(f"note: files made from the earlier best.pt (export/, evaluate_*.json) moved to {moved}")
     return state, norm
 
 
@@ -242,11 +264,12 @@ def _diverged_hint(r: Recipe, run_dir: Path) -> str:
             f"--set optim.lr={r.optim.lr / 10:g}")
 
 
-def _loop(r, rt, data, core, loss_fn, opt, scaler, state: TrainState, norm, run_dir: Path, watch: RunWatch) -> None:
+def _loop(ctx: RunContext, state: TrainState) -> None:
     """Epochs from state.epoch on, stopping early when validation stops improving.
 
     Under DDP the wrapper is rebuilt when the set of trainable parameters changes (encoder unfrozen).
     """
+    r, core = ctx.recipe, ctx.core
     model, key = core, None
     while _will_train(r, state):
         e = state.epoch
@@ -255,47 +278,60 @@ def _loop(r, rt, data, core, loss_fn, opt, scaler, state: TrainState, norm, run_
         if key is None or (world() > 1 and trainable_key(core) != key):
             model, key = _wrapped(core, r), trainable_key(core)
         lr = lr_at(e, r, state)
-        for group in opt.param_groups:
+        for group in ctx.opt.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        try:
-            with watch.train_phase(e, epoch_images(len(data.train), r)) as bar:
-                tr_loss, seen, secs = train_one_epoch(model, data, r, rt, norm, loss_fn, opt, e, scaler, bar)
-        except TrainingDiverged as err:
-            kept = "no checkpoint was written" if not e else f"last.pt keeps epoch {e}" + (
-                f", best.pt epoch {state.best_epoch}" if state.best_epoch > 0 else "")
-            raise TrainingDiverged(f"{err.message}; {kept}", _diverged_hint(r, run_dir)) from None
-        with watch.val_phase(e, len(data.val)) as vbar:
-            val, _ = evaluate(core, data.val, rt, norm, loss_fn, r.train.eval_batch_size, per_process(vbar))
-        score = task_for(r.task).selection_score(val)
-        improved = score > state.best
-        state.train_seconds += secs
-        state.train_images += seen
+        tr_loss, seen, secs, steps = _train_epoch(ctx, model, state)
+        with ctx.watch.val_phase(e, len(ctx.data.val)) as vbar:
+            val, _ = evaluate(core, ctx.data.val, ctx.rt, ctx.norm, ctx.loss_fn, r.train.eval_batch_size,
+                              per_process(vbar))
         row = {"epoch": e + 1, "lr": lr, "train_loss": tr_loss, **{f"val_{k}": v for k, v in val.items()},
                "seconds": round(secs, 3), "images_per_s": seen / max(secs, 1e-9)}
-        state.history.append(row)
-        if improved:
-            state.best, state.best_epoch, state.bad_epochs = score, e + 1, 0
-        else:
-            state.bad_epochs += 1
-            if r.optim.schedule == "plateau" and state.bad_epochs % max(r.train.patience // 2, 1) == 0:
-                state.lr_factor *= r.optim.gamma
-        state.epoch = e + 1
-        watch.epoch(row, bar.steps, improved)  # events.jsonl and trackers (rank 0)
+        improved = _record(r, state, row, task_for(r.task).selection_score(val), seen, secs)
+        ctx.watch.epoch(row, steps, improved)  # events.jsonl and trackers (rank 0)
         if is_main():
-            _save_epoch(model, opt, state, r, norm, data, run_dir, improved, scaler)
-            if r.train.progress:
-                console.print(_epoch_line(r, e, row) + ("  *best" if improved else ""))
+            _save_epoch(ctx, state, improved)
+            log.info(_epoch_line(r, e, row) + ("  *best" if improved else ""), extra=quiet(r.train.progress))
         if r.train.patience and state.bad_epochs >= r.train.patience and is_main():
-            console.print(f"early stop: no improvement for {state.bad_epochs} epochs (best epoch {state.best_epoch})")
+            log.info(f"early stop: no improvement for {state.bad_epochs} epochs (best epoch {state.best_epoch})")
 
 
-def _save_epoch(model, opt, state, r, norm, data, run_dir: Path, improved: bool, scaler=None) -> None:
-    """best.pt on improvement, then last.pt and metrics.csv: each write atomic."""
-    ck = _checkpoint(model, opt, state, r, norm, data, scaler)
+def _train_epoch(ctx: RunContext, model: torch.nn.Module, state: TrainState) -> tuple[float, int, float, int]:
+    """train_one_epoch under the epoch's progress bar: mean loss, images, seconds and the bar's steps. A diverged
+    epoch's error says which checkpoints are still good and how to start again."""
+    e = state.epoch
+    try:
+        with ctx.watch.train_phase(e, epoch_images(len(ctx.data.train), ctx.recipe)) as bar:
+            tr_loss, seen, secs = train_one_epoch(ctx, model, e, bar)
+    except TrainingDiverged as err:
+        kept = "no checkpoint was written" if not e else f"last.pt keeps epoch {e}" + (
+            f", best.pt epoch {state.best_epoch}" if state.best_epoch > 0 else "")
+        raise TrainingDiverged(f"{err.message}; {kept}", _diverged_hint(ctx.recipe, ctx.run_dir)) from None
+    return tr_loss, seen, secs, bar.steps
+
+
+def _record(r: Recipe, state: TrainState, row: dict, score: float, seen: int, secs: float) -> bool:
+    """An epoch's row and time into the state, the best score and plateau decay updated; True if it improved."""
+    improved = score > state.best
+    state.train_seconds += secs
+    state.train_images += seen
+    state.history.append(row)
     if improved:
-        atomic_save(ck, run_dir / "best.pt")
-    atomic_save(ck, run_dir / "last.pt")
-    _write_metrics_csv(run_dir, state.history)
+        state.best, state.best_epoch, state.bad_epochs = score, row["epoch"], 0
+    else:
+        state.bad_epochs += 1
+        if r.optim.schedule == "plateau" and state.bad_epochs % max(r.train.patience // 2, 1) == 0:
+            state.lr_factor *= r.optim.gamma
+    state.epoch = row["epoch"]
+    return improved
+
+
+def _save_epoch(ctx: RunContext, state: TrainState, improved: bool) -> None:
+    """best.pt on improvement, then last.pt and metrics.csv: each write atomic."""
+    ck = _checkpoint(ctx, state)
+    if improved:
+        atomic_save(ck, ctx.run_dir / "best.pt")
+    atomic_save(ck, ctx.run_dir / "last.pt")
+    _write_metrics_csv(ctx.run_dir, state.history)
 
 
 RESUME_OVERRIDES = ("train.epochs", "train.patience", "train.progress", "data.cache", "data.cache_dir")
@@ -324,5 +360,5 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
         ck = load_checkpoint(run_dir / "last.pt")
         r = recipe_from_dict(ck["recipe"], overrides, check_name=False)
         if TrainState(**ck["state"]).epoch >= r.train.epochs and is_main():
-            console.print(f"{run_dir} already finished its {r.train.epochs} epochs; re-evaluating")
+            log.info(f"{run_dir} already finished its {r.train.epochs} epochs; re-evaluating")
         return train(r, resume_dir=run_dir, overrides=overrides)

@@ -8,16 +8,23 @@ engine/recipe_check.py refuses a missing one before any data is read.
 What each gets, rank 0 only:
 - TensorBoard (event files in RUN_DIR/tensorboard/): every metrics.csv column per epoch (losses, every validation
   metric, learning rate, images/s, seconds; tag `train/loss`, `val/dice_mean`, `lr`, ...), the final metrics and
-  per-class Dice/IoU (`final/...`), the run's figures as images, and the flattened recipe with the final metrics in
-  the HPARAMS view.
+  per-class scores (`final/...`: Dice/IoU per class for segmentation, accuracy per class for classification), the
+  run's figures as images, and the flattened recipe with the final metrics in the HPARAMS view.
 - MLflow (a run in the experiment named like the recipe): the flattened recipe as params, every metrics.csv column
-  per epoch (step = epoch), the final metrics, and summary.json, metrics.csv, config.yaml, events.jsonl, the
-  figures and report.html as artifacts. Tracking URI: train.mlflow_uri, else $MLFLOW_TRACKING_URI, else a local
-  sqlite file `<out>/mlflow.db` (artifacts in `<out>/mlartifacts/`), so no server is needed.
+  per epoch (step = epoch), the final metrics and per-class scores, and summary.json, metrics.csv, config.yaml,
+  events.jsonl, the figures and report.html as artifacts. Tracking URI: train.mlflow_uri, else
+  $MLFLOW_TRACKING_URI, else a local sqlite file `<out>/mlflow.db` (artifacts in `<out>/mlartifacts/`), so no
+  server is needed.
 RUN_DIR/tracking.json remembers the MLflow run, so a resumed run continues it and the report can join it later.
+
+Nesting (a study, cnnlab.study.mlflow_parent): while $CNNLAB_MLFLOW_PARENT_RUN_ID names a run of the same store, a
+new MLflow run goes into that run's experiment with the tag mlflow.parentRunId, so the MLflow UI shows it under the
+parent. An environment variable, not an argument, because it must reach runs in worker processes and Ray tasks
+that only get the study folder and a run name (cnnlab.study.worker sets it from STUDY_DIR/tracking.json).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -25,6 +32,7 @@ import os
 import re
 import shlex
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +40,14 @@ import numpy as np
 
 from cnnlab.config import Recipe, asdict
 from cnnlab.engine.recipe_check import check_trackers
+from cnnlab.errors import CnnlabError
 
 TRACKING_FILE = "tracking.json"
 TENSORBOARD_DIR = "tensorboard"
 ARTIFACTS = ("summary.json", "metrics.csv", "config.yaml", "report.html")
+PARENT_ENV = "CNNLAB_MLFLOW_PARENT_RUN_ID"
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: its UI nests a run under the run it names
+PARAM_MAX = 6000                   # MLflow's longest param value
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -64,12 +76,14 @@ def _number(v: Any) -> bool:
 
 
 def final_scalars(summary: dict) -> dict[str, float]:
-    """The tested split's metrics and per-class scores as flat names: final/dice_mean, final/per_class/dice/<class>."""
+    """The tested split's metrics and per-class scores as flat names: final/dice_mean, final/per_class/dice/<class>
+    (segmentation: Dice and IoU), final/per_class/accuracy/<class> (classification)."""
     out = {f"final/{k}": float(v) for k, v in summary.get("metrics", {}).items() if _number(v)}
-    for name, scores in (summary.get("per_class") or {}).items():
-        for metric, v in scores.items():
-            if _number(v):
-                out[f"final/per_class/{metric}/{name}"] = float(v)
+    for block in ("per_class", "per_class_accuracy"):
+        for name, scores in (summary.get(block) or {}).items():
+            for metric, v in scores.items():
+                if _number(v) and metric != "images":
+                    out[f"final/per_class/{metric}/{name}"] = float(v)
     return out
 
 
@@ -162,47 +176,107 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _read_tracking(run_dir: Path) -> dict:
-    p = run_dir / TRACKING_FILE
+def read_tracking(folder: Path) -> dict:
+    """A run's (or a study's) tracking.json: which MLflow run it logs to."""
+    p = Path(folder) / TRACKING_FILE
     return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def write_tracking(folder: Path, entry: dict) -> None:
+    """Remember the MLflow run of a run dir or study folder in its tracking.json (other entries kept)."""
+    (Path(folder) / TRACKING_FILE).write_text(json.dumps({**read_tracking(folder), "mlflow": entry}, indent=1))
+
+
+def mlflow_client(uri: str):
+    """An MlflowClient of the store at `uri`; a missing extra is one line."""
+    check_trackers(["mlflow"])
+    from mlflow import MlflowClient  # optional extra cnnlab[mlflow]
+
+    _quiet_mlflow()
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(client, name: str, uri: str) -> str:
+    """The experiment called `name`, created (artifacts beside a local sqlite store) when new."""
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp is not None else client.create_experiment(name,
+                                                                              artifact_location=artifact_root(uri))
+
+
+def log_params(client, run_id: str, params: dict[str, Any]) -> None:
+    """Params as text, keys made MLflow-safe, values cut to MLflow's limit; at most 100 per batch (MLflow's)."""
+    from mlflow.entities import Param  # optional extra cnnlab[mlflow]
+
+    items = [Param(_mlflow_key(k), str(v)[:PARAM_MAX]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i:i + 100])
+
+
+def log_metrics(client, run_id: str, values: dict[str, Any], step: int) -> None:
+    """The finite numbers among `values` at `step`, keys made MLflow-safe; at most 1000 per batch (MLflow's)."""
+    from mlflow.entities import Metric  # optional extra cnnlab[mlflow]
+
+    ms = int(time.time() * 1000)
+    metrics = [Metric(_mlflow_key(k), float(v), ms, step) for k, v in values.items() if _number(v)]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+
+
+@contextlib.contextmanager
+def nested_under(parent_run_id: str | None) -> Iterator[None]:
+    """MLflow runs started in the block are children of `parent_run_id` (nothing changes for None)."""
+    if parent_run_id is None:
+        yield
+        return
+    before = os.environ.get(PARENT_ENV)
+    os.environ[PARENT_ENV] = parent_run_id
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = before
+
+
+def _parent(client, uri: str) -> tuple[str, str, str] | None:
+    """(run id, experiment id, experiment name) of the parent named by $CNNLAB_MLFLOW_PARENT_RUN_ID, or None."""
+    run_id = os.environ.get(PARENT_ENV)
+    if not run_id:
+        return None
+    try:
+        parent = client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - MLflow's error for an unknown run id differs between stores
+        raise CnnlabError(f"{PARENT_ENV}={run_id}: no such MLflow run at {uri}",
+                          f"unset {PARENT_ENV}, or set train.mlflow_uri to the store that holds that run") from None
+    exp_id = parent.info.experiment_id
+    return run_id, exp_id, client.get_experiment(exp_id).name
 
 
 class MlflowTracker(Tracker):
     def __init__(self, r: Recipe, run_dir: Path, first_epoch: int) -> None:
-        from mlflow import MlflowClient  # optional extra cnnlab[mlflow]
-        from mlflow.entities import Param
-
         super().__init__(run_dir)
-        _quiet_mlflow()
         uri = mlflow_uri(r)
         self.uri, self.experiment = uri, r.name
-        self.client = MlflowClient(tracking_uri=uri)
-        saved = _read_tracking(run_dir).get("mlflow", {})
+        self.client = mlflow_client(uri)
+        saved = read_tracking(run_dir).get("mlflow", {})
         if saved.get("tracking_uri") == uri and saved.get("run_id"):  # a resume continues its MLflow run
-            self.run_id = saved["run_id"]
+            self.run_id, self.experiment = saved["run_id"], saved.get("experiment", r.name)
             self.client.update_run(self.run_id, status="RUNNING")
             return
-        exp = self.client.get_experiment_by_name(r.name)
-        if exp is not None:
-            exp_id = exp.experiment_id
+        tags = {"cnnlab.run_dir": str(run_dir.resolve()), "cnnlab.task": r.task}
+        parent = _parent(self.client, uri)
+        if parent is not None:  # a run of a study: in the study's experiment, under its parent run
+            tags[PARENT_TAG], exp_id, self.experiment = parent
         else:
-            exp_id = self.client.create_experiment(r.name, artifact_location=artifact_root(uri))
-        run = self.client.create_run(exp_id, run_name=run_dir.name,
-                                     tags={"cnnlab.run_dir": str(run_dir.resolve()), "cnnlab.task": r.task})
-        self.run_id = run.info.run_id
-        params = [Param(_mlflow_key(k), str(v)) for k, v in flatten(asdict(r)).items()]
-        for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(self.run_id, params=params[i:i + 100])
-        entry = {"tracking_uri": uri, "run_id": self.run_id, "experiment_id": exp_id, "experiment": r.name}
-        (run_dir / TRACKING_FILE).write_text(json.dumps({**_read_tracking(run_dir), "mlflow": entry}, indent=1))
+            exp_id = experiment_id(self.client, r.name, uri)
+        self.run_id = self.client.create_run(exp_id, run_name=run_dir.name, tags=tags).info.run_id
+        log_params(self.client, self.run_id, flatten(asdict(r)))
+        write_tracking(run_dir, {"tracking_uri": uri, "run_id": self.run_id, "experiment_id": exp_id,
+                                 "experiment": self.experiment, "parent_run_id": tags.get(PARENT_TAG)})
 
     def _log(self, values: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric  # optional extra cnnlab[mlflow]
-
-        ms = int(time.time() * 1000)
-        metrics = [Metric(_mlflow_key(k), float(v), ms, step) for k, v in values.items() if _number(v)]
-        for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
-            self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+        log_metrics(self.client, self.run_id, values, step)
 
     def epoch(self, epoch: int, row: dict) -> None:
         self._log({k: v for k, v in row.items() if k != "epoch"}, epoch)
@@ -245,14 +319,10 @@ def open_trackers(r: Recipe, run_dir: Path, first_epoch: int) -> list[Tracker]:
 
 def log_report(run_dir: Path) -> None:
     """After `cnnlab train` wrote report.html: add it (and report.md) to the run's MLflow run, if it has one."""
-    saved = _read_tracking(Path(run_dir)).get("mlflow")
+    saved = read_tracking(Path(run_dir)).get("mlflow")
     if not saved:
         return
-    check_trackers(["mlflow"])
-    from mlflow import MlflowClient  # optional extra cnnlab[mlflow]
-
-    _quiet_mlflow()
-    client = MlflowClient(tracking_uri=saved["tracking_uri"])
+    client = mlflow_client(saved["tracking_uri"])
     for name in ("report.html", "report.md"):
         if (Path(run_dir) / name).is_file():
             client.log_artifact(saved["run_id"], str(Path(run_dir) / name))

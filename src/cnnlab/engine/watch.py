@@ -18,9 +18,12 @@ from cnnlab.config import Recipe
 from cnnlab.data.formats.common import DECODE_HOOKS
 from cnnlab.data.loading import RunData
 from cnnlab.engine.distributed import world
+from cnnlab.engine.logs import get_logger, quiet
 from cnnlab.engine.progress import Bar, Bars, EventLog, read_events
 from cnnlab.engine.tracking import Tracker, open_trackers
 from cnnlab.errors import CnnlabError
+
+log = get_logger(__name__)
 
 EVENTS_FILE = "events.jsonl"
 
@@ -78,9 +81,8 @@ class RunWatch:
         shape = "x".join(str(s) for s in data.train.images.shape[1:])
         self.events.write("data", splits=splits, image_shape=list(data.train.images.shape[1:]),
                           seconds=round(seconds, 3))
-        if self.bars.show:
-            counts = ", ".join(f"{n} {k}" for k, n in splits.items())
-            self.console.print(f"data: {counts} images ({shape}), read in {seconds:.1f} s", markup=False)
+        counts = ", ".join(f"{n} {k}" for k, n in splits.items())
+        log.info(f"data: {counts} images ({shape}), read in {seconds:.1f} s", extra=quiet(self.bars.show))
 
     def attach(self, run_dir: Path, epochs_done: int) -> None:
         """The run dir exists (or is resumed at epochs_done): events.jsonl (appended) and the trackers open."""
@@ -100,8 +102,8 @@ class RunWatch:
             raise CnnlabError(f"train.log_to: could not open the tracker: {type(e).__name__}: {e}",
                               "check train.mlflow_uri / MLFLOW_TRACKING_URI, or remove the tracker from "
                               "train.log_to") from None
-        for t in self.trackers if self.bars.show else []:
-            self.console.print(t.describe(), markup=False)
+        for t in self.trackers:
+            log.info(t.describe(), extra=quiet(self.bars.show))
 
     def train_phase(self, epoch: int, total: int) -> contextlib.AbstractContextManager[Bar]:
         return self.phase("train", f"epoch {epoch + 1}/{self.r.train.epochs}", total, epoch=epoch + 1)
@@ -134,8 +136,7 @@ class RunWatch:
             try:
                 call(t)
             except Exception as e:  # noqa: BLE001 - any library error; the run matters more than its logging
-                self.console.print(f"note: {type(t).__name__} stopped logging: {type(e).__name__}: {e}",
-                                   markup=False)
+                log.info(f"note: {type(t).__name__} stopped logging: {type(e).__name__}: {e}")
                 self.trackers.remove(t)
 
     def __enter__(self) -> RunWatch:

@@ -254,29 +254,3 @@ def report_dict(report: ShapeReport) -> dict:
                         "receptive_field": list(r.receptive_field), "mult_adds": r.mult_adds} for r in report.rows],
             "totals": report.totals()}
 
-
-# ----------------------------------------------------------------------------- the same network in torch
-
-def build_torch(layers: list[LayerSpec], input_shape: tuple[int, int, int], relu: bool = True):
-    """nn.Sequential matching the layer list (ReLU between layers), to check the arithmetic against torch."""
-    from torch import nn
-
-    rows = analyze(layers, input_shape).rows
-    modules: list = []
-    prev: tuple[int, ...] = input_shape
-    for i, layer in enumerate(layers):
-        if i and relu:
-            modules.append(nn.ReLU())
-        if layer.kind == "conv":
-            modules.append(nn.Conv2d(prev[2], layer.out, layer.kernel, layer.stride, layer.padding, layer.dilation))
-        elif layer.kind == "maxpool":
-            modules.append(nn.MaxPool2d(layer.kernel, layer.stride, layer.padding, layer.dilation))
-        elif layer.kind == "avgpool":
-            modules.append(nn.AvgPool2d(layer.kernel, layer.stride, layer.padding))
-        else:
-            if len(prev) == 3:
-                # torch flattens C x H x W, the table H x W x C: same count, so the same Linear shape
-                modules.append(nn.Flatten())
-            modules.append(nn.Linear(prev[0] * prev[1] * prev[2] if len(prev) == 3 else prev[0], layer.out))
-        prev = rows[i].output
-    return nn.Sequential(*modules)

@@ -1,9 +1,8 @@
-"""Figures for binary segmentation: the boundary-band comparison (e.g. skip vs no skip) and the worst test cases.
+"""Figures for binary segmentation: the boundary-band comparison (e.g. skip vs no skip).
 
 Colour code in prediction panels: white = predicted foreground, yellow tint = the band around the truth's boundary
-scored by boundary Dice, red = false positive, blue = false negative (inside the band for the boundary figure,
-everywhere for the worst-cases figure). Figures are drawn with matplotlib's object API on the Agg canvas (no
-pyplot state, safe in threads and headless runs).
+scored by boundary Dice, red = false positive, blue = false negative (inside the band). Figures are drawn with
+matplotlib's object API and saved by figures.io.save_figure (no pyplot state, safe in threads and headless runs).
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from matplotlib.figure import Figure
 
 from cnnlab.figures.io import save_figure
 from cnnlab.figures.palette import display_image
-from cnnlab.metrics.boundary import boundary_band, boundary_dice, dice_per_image
+from cnnlab.metrics.boundary import boundary_band, boundary_dice
 
 BAND_TINT = np.array([255, 220, 0], dtype=np.float64)
 FALSE_POS = np.array([230, 40, 40], dtype=np.uint8)
@@ -34,8 +33,6 @@ def mask_panel(pred: np.ndarray, truth: np.ndarray, band: np.ndarray | None = No
     canvas[~pred & truth & where] = FALSE_NEG
     return canvas.astype(np.uint8)
 
-
-_save = save_figure
 
 
 def _axes_grid(fig: Figure, rows: int, cols: int) -> np.ndarray:
@@ -71,26 +68,4 @@ def boundary_figure(images: torch.Tensor, truth: torch.Tensor, preds: dict[str, 
             axes[r, c].set_title(f"{label}: bDice {scores[label][i]:.3f}", fontsize=8)
     means = ", ".join(f"{k} {v.mean():.3f}" for k, v in scores.items())
     fig.suptitle(f"boundary-band Dice (band {width}px, mean over {len(t)} images): {means}", fontsize=9)
-    return _save(fig, path)
-
-
-def worst_cases_figure(images: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor, path: str | Path,
-                       names: Sequence[str] | None = None, k: int = 4,
-                       valid: torch.Tensor | None = None) -> tuple[Path, list[int]]:
-    """Image, truth and prediction (errors coloured) for the k images with the lowest per-image Dice; returns the
-    figure path and the indices shown, worst first."""
-    dice = dice_per_image(pred, truth, valid)
-    order = torch.argsort(dice, stable=True)[:k].tolist()
-    fig = Figure(figsize=(7.2, 2.4 * len(order) + 0.5))
-    axes = _axes_grid(fig, len(order), 3)
-    for r, i in enumerate(order):
-        ti, pi = (truth[i] != 0).cpu().numpy(), (pred[i] != 0).cpu().numpy()
-        name = names[i] if names else f"image {i}"
-        axes[r, 0].imshow(display_image(images[i]))
-        axes[r, 0].set_title(name, fontsize=8)
-        axes[r, 1].imshow(mask_panel(ti, ti))
-        axes[r, 1].set_title("truth", fontsize=8)
-        axes[r, 2].imshow(mask_panel(pi, ti))
-        axes[r, 2].set_title(f"prediction: Dice {dice[i]:.3f}", fontsize=8)
-    fig.suptitle(f"{len(order)} lowest per-image Dice of {len(dice)} (mean {dice.mean():.3f})", fontsize=9)
-    return _save(fig, path), order
+    return save_figure(fig, path)

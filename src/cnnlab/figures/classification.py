@@ -1,4 +1,4 @@
-"""Classification figures (confusion matrix, misclassified gallery, loss/accuracy curves) and the fit note.
+"""Classification figures (confusion matrix, misclassified gallery) and the fit note.
 
 Figures are built with matplotlib's object API (Figure + Agg canvas), never pyplot: no global state,
 no display needed, nothing left open after saving.
@@ -15,14 +15,6 @@ from matplotlib.figure import Figure
 
 from cnnlab.errors import CnnlabError
 from cnnlab.figures.io import save_figure
-
-_save = save_figure
-
-
-def confusion_counts(labels: torch.Tensor, preds: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """K x K counts, rows = true class, columns = predicted class (one bincount)."""
-    labels, preds = labels.long().flatten(), preds.long().flatten()
-    return torch.bincount(labels * num_classes + preds, minlength=num_classes ** 2).view(num_classes, num_classes)
 
 
 def plot_confusion_matrix(cm: torch.Tensor | np.ndarray, class_names: Sequence[str], path: str | Path,
@@ -53,7 +45,7 @@ def plot_confusion_matrix(cm: torch.Tensor | np.ndarray, class_names: Sequence[s
                             color="white" if shares[i, j] > 0.5 else "black")
     acc = np.trace(counts) / max(counts.sum(), 1)
     ax.set(xlabel="predicted class", ylabel="true class", title=f"{title} (accuracy {acc:.3f})")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _as_display(img: torch.Tensor) -> tuple[np.ndarray, str | None]:
@@ -87,7 +79,7 @@ def plot_misclassified(images: torch.Tensor, labels: torch.Tensor, preds: torch.
         ax = fig.add_subplot()
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
         ax.axis("off")
-        return _save(fig, path)
+        return save_figure(fig, path)
     for slot, i in enumerate(wrong.tolist()):
         ax = fig.add_subplot(rows, cols, slot + 1)
         arr, cmap = _as_display(images[i])
@@ -96,23 +88,7 @@ def plot_misclassified(images: torch.Tensor, labels: torch.Tensor, preds: torch.
         ax.set_title(f"true: {class_names[int(labels[i])]}\npred: {class_names[int(preds[i])]}{p}", fontsize=7)
         ax.axis("off")
     fig.suptitle(f"misclassified: {int((preds.cpu() != labels.cpu()).sum())} of {len(labels)}", fontsize=9)
-    return _save(fig, path)
-
-
-def plot_loss_accuracy(train_loss: Sequence[float], accuracy: Sequence[float], path: str | Path,
-                       accuracy_label: str = "validation accuracy") -> Path:
-    """Training loss (left axis) and accuracy (right axis) per epoch in one figure."""
-    epochs = np.arange(1, len(train_loss) + 1)
-    fig = Figure(figsize=(6, 3.6))
-    ax = fig.add_subplot()
-    ax.plot(epochs, train_loss, color="tab:red", marker="o", ms=3, label="training loss")
-    ax.set(xlabel="epoch", ylabel="training loss")
-    ax2 = ax.twinx()
-    ax2.plot(np.arange(1, len(accuracy) + 1), accuracy, color="tab:blue", marker="s", ms=3, label=accuracy_label)
-    ax2.set(ylabel=accuracy_label, ylim=(0, 1))
-    lines = ax.get_lines() + ax2.get_lines()
-    ax.legend(lines, [line.get_label() for line in lines], loc="center right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def fit_note(train_acc: float, val_acc: float, gap_tolerance: float = 0.03, overfit_gap: float = 0.10,

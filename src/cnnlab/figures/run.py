@@ -3,43 +3,42 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from cnnlab.data.types import ColorData, SegData  # noqa: E402
-from cnnlab.figures.palette import class_colors, display_image, overlay  # noqa: E402
-from cnnlab.metrics.boundary import dice_per_image  # noqa: E402
-from cnnlab.metrics.confusion import ConfusionMatrix  # noqa: E402
+from cnnlab.data.types import ColorData, SegData
+from cnnlab.figures.io import save_figure
+from cnnlab.figures.palette import class_colors, display_image, overlay
+from cnnlab.metrics.boundary import dice_per_image
+from cnnlab.metrics.confusion import ConfusionMatrix
+from cnnlab.metrics.names import CURVE_METRICS, label
 
 
 def loss_curves(history: list[dict], path: Path, title: str = "") -> Path:
     """Training and validation loss per epoch in one figure (plus the validation metric on a second axis)."""
     epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6.4, 4))
+    fig = Figure(figsize=(6.4, 4))
+    ax = fig.subplots()
     ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss", color="tab:blue")
     ax.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation loss", color="tab:orange")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    key = next((k for k in ("val_dice_mean", "val_accuracy") if history and history[0].get(k) is not None), None)
-    if key:
+    metric = next((m for m in CURVE_METRICS if history and history[0].get(f"val_{m}") is not None), None)
+    if metric:
+        key, name = f"val_{metric}", f"validation {label(metric)}"
         ax2 = ax.twinx()
         ax2.plot(epochs, [h[key] if h[key] is not None else np.nan for h in history], "^--", color="tab:green",
-                 label=key.replace("val_", "validation ").replace("_", " "))
-        ax2.set_ylabel(key.replace("val_", "validation ").replace("_", " "))
+                 label=name)
+        ax2.set_ylabel(name)
         ax2.set_ylim(0, 1)
         ax2.legend(loc="center right")
     ax.legend(loc="upper right")
     ax.set_title(title or "loss curves")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, tight=False)
 
 
 def per_image_dice(pred: torch.Tensor, target: torch.Tensor, n: int, ignore: int | None) -> torch.Tensor:
@@ -84,7 +83,8 @@ def seg_overlays(split: SegData, pred: torch.Tensor, scores: torch.Tensor, path:
     if not picks:  # no image has a valid pixel: nothing honest to rank
         picks = list(range(min(k, len(split))))
     n = len(split.class_names)
-    fig, axes = plt.subplots(len(picks), 3, figsize=(9, 2.6 * len(picks)), squeeze=False)
+    fig = Figure(figsize=(9, 2.6 * len(picks)))
+    axes = fig.subplots(len(picks), 3, squeeze=False)
     for row, i in enumerate(picks):
         img = split.images[i]
         axes[row, 0].imshow(display_image(img))
@@ -100,9 +100,7 @@ def seg_overlays(split: SegData, pred: torch.Tensor, scores: torch.Tensor, path:
     fig.legend(handles=[Patch(color=cols[c], label=name) for c, name in enumerate(split.class_names) if c > 0],
                loc="lower center", ncol=min(4, n), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90, tight=False)
 
 
 def to_rgb(split: ColorData, out: torch.Tensor, i: int, truth: bool) -> np.ndarray:
@@ -120,7 +118,8 @@ def to_rgb(split: ColorData, out: torch.Tensor, i: int, truth: bool) -> np.ndarr
 
 def color_samples(split: ColorData, out: torch.Tensor, idx: torch.Tensor, path: Path) -> Path:
     """Grey input, predicted colour and true colour for a few validation images."""
-    fig, axes = plt.subplots(len(idx), 3, figsize=(9, 2.6 * len(idx)), squeeze=False)
+    fig = Figure(figsize=(9, 2.6 * len(idx)))
+    axes = fig.subplots(len(idx), 3, squeeze=False)
     for row, i in enumerate(idx.tolist()):
         axes[row, 0].imshow(split.images[i, 0].numpy(), cmap="gray", vmin=0, vmax=255)
         axes[row, 1].imshow(to_rgb(split, out[row], i, truth=False))
@@ -129,6 +128,4 @@ def color_samples(split: ColorData, out: torch.Tensor, idx: torch.Tensor, path: 
             a.set_title(title)
             a.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90, tight=False)

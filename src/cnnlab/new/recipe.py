@@ -9,24 +9,25 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.config import Recipe, load_recipe
+from cnnlab.config import Recipe
 from cnnlab.data.formats import _folders_check as fc
 from cnnlab.data.formats._folders_scan import canonical_split
 from cnnlab.errors import CnnlabError, ConfigError, DataError
-from cnnlab.losses.core import build_loss
-from cnnlab.models import build_model
 from cnnlab.new.budget import (
     MAX_SIDE,
     ModelChoice,
     SizeChoice,
+    batch_for_steps,
     candidate_sizes,
     choose_model,
     choose_size,
+    epoch_floor,
     median_size,
 )
-from cnnlab.new.estimate import Estimate, measure_steps, steps_per_epoch
+from cnnlab.new.classify import make_classification
+from cnnlab.new.estimate import Estimate, measure_steps, steps_per_epoch, validate_written
 from cnnlab.new.hints import check_command
-from cnnlab.new.rows import PRETRAINED_PARAMS, UNET_EPOCH_S, Plan, train_rows, y
+from cnnlab.new.rows import PRETRAINED_PARAMS, UNET_EPOCH_S, Plan, lines, train_rows, y
 
 DEFAULT_MINUTES = 15.0       # `--minutes`: the training time the size and epochs are chosen for
 # Rule of thumb for choosing the width only (the time written into the recipe is measured): U-Net width 16,
@@ -100,7 +101,8 @@ def _width(n_train: int, size: list[int]) -> int:
 
 def _plan(s: fc.Survey, place: Placement, model: ModelChoice, depth: int) -> Plan:
     """Training and validation images per epoch (a carved validation set comes out of train), and the batch:
-    8 for the pretrained network on 64+ images (recipe (f)), else 4 (2 under 8 images) for more steps."""
+    8 for the pretrained network on 64+ images (recipe (f)), else 4 (2 under 8 images) for more steps, halved
+    further where 12 epochs would be under MIN_STEPS optimizer steps (budget.batch_for_steps)."""
     n_train = _n_split(s, place.train)
     if place.policy == "folders" and not place.val:
         n_val = max(1, round(VAL_CARVE * n_train))  # as data.loading carves val_fraction
@@ -108,7 +110,7 @@ def _plan(s: fc.Survey, place: Placement, model: ModelChoice, depth: int) -> Pla
     else:
         n_val = _n_split(s, place.val)
     batch = 8 if model.pretrained and n_train >= 64 else 4 if n_train >= 8 else 2
-    return Plan(n_train, n_val, batch, model, depth)
+    return Plan(n_train, n_val, batch_for_steps(n_train, batch), model, depth)
 
 
 def _params(plan: Plan, size: list[int]) -> dict:
@@ -116,12 +118,6 @@ def _params(plan: Plan, size: list[int]) -> dict:
     if plan.model.pretrained:
         return dict(PRETRAINED_PARAMS)
     return {"width": _width(plan.n_train, size), "depth": plan.depth}
-
-
-def _lines(rows: list[tuple[str, str]]) -> str:
-    """'key: value' lines with their comments aligned."""
-    width = max(len(t) for t, c in rows if c) + 2 if any(c for _, c in rows) else 0
-    return "\n".join(f"{t:<{width}}# {c}" if c else t for t, c in rows)
 
 
 def _n_split(s: fc.Survey, split: str | None) -> int:
@@ -171,7 +167,8 @@ def _data_rows(s: fc.Survey, place: Placement, size: list[int], size_why: str) -
     return rows
 
 
-def write_recipe(task: str, images: str | Path, masks: str | Path, out: str | Path, fov: str | Path | None = None,
+def write_recipe(task: str, images: str | Path, masks: str | Path | None, out: str | Path,
+                 fov: str | Path | None = None,
                  name: str | None = None, encoder: str = "auto", minutes: float = DEFAULT_MINUTES) -> Path:
     """Inspect the folders and write a commented, validated recipe to out (never overwriting)."""
     return make_recipe(task, images, masks, out, fov, name, encoder, minutes).path
@@ -196,18 +193,42 @@ def _survey(images: str | Path, masks: str | Path, fov: str | Path | None) -> tu
     return place, s
 
 
-def make_recipe(task: str, images: str | Path, masks: str | Path, out: str | Path, fov: str | Path | None = None,
-                name: str | None = None, encoder: str = "auto", minutes: float = DEFAULT_MINUTES) -> NewRecipe:
+def make_recipe(task: str, images: str | Path, masks: str | Path | None, out: str | Path,
+                fov: str | Path | None = None, name: str | None = None, encoder: str = "auto",
+                minutes: float = DEFAULT_MINUTES) -> NewRecipe:
     """write_recipe, with the model chosen (encoder: auto|imagenet|none) and the size and epochs chosen from
-    training steps timed on this machine to fit `minutes` (see cnnlab.new.budget)."""
+    training steps timed on this machine to fit `minutes` (see cnnlab.new.budget). task classification: `images`
+    is a folder of class folders (cnnlab.new.classify) and masks must be None."""
     out = Path(out)
-    if task != "segmentation":
-        raise ConfigError(f"cnnlab new --task {task}: only 'segmentation' (image/mask folders) is supported",
-                          "for class folders, start from a classification recipe with data.format: imagefolder")
+    if task not in WRITERS:
+        raise ConfigError(f"cnnlab new --task {task}: must be one of {', '.join(WRITERS)}",
+                          "e.g. cnnlab new --task classification --images DIR --out recipe.yaml")
     if not minutes > 0:
         raise ConfigError(f"--minutes {minutes:g}: the training budget must be positive", "e.g. --minutes 15")
     if out.exists():
         raise CnnlabError(f"{out}: recipe already exists", "choose another --out, or delete the file first")
+    return WRITERS[task](images, masks, out, fov, name, encoder, minutes)
+
+
+def _classification_recipe(images: str | Path, masks: str | Path | None, out: Path, fov: str | Path | None,
+                           name: str | None, encoder: str, minutes: float) -> NewRecipe:
+    """The course CNN with recipe (t)'s training for a folder of class folders (cnnlab.new.classify)."""
+    if masks is not None or fov is not None:
+        raise ConfigError("--task classification reads class folders: --masks and --fov are for segmentation",
+                          "e.g. cnnlab new --task classification --images DIR --out recipe.yaml")
+    if encoder == "imagenet":
+        raise ConfigError("--encoder imagenet: `new` writes the course CNN from scratch for classification",
+                          "drop --encoder; for an ImageNet classifier start from recipes/mnist/j_lite0_frozen.yaml")
+    est, choice, why = make_classification(images, out, name or _run_name(out), minutes)
+    return NewRecipe(out, est, ModelChoice(False, why), choice)
+
+
+def _segmentation_recipe(images: str | Path, masks: str | Path | None, out: Path, fov: str | Path | None,
+                         name: str | None, encoder: str, minutes: float) -> NewRecipe:
+    """Image and mask folders: the model, size and epochs chosen by survey and timed steps."""
+    if masks is None:
+        raise ConfigError("--task segmentation needs --masks (a folder of masks named like the images)",
+                          "e.g. cnnlab new --images DIR --masks DIR --out recipe.yaml")
     place, s = _survey(images, masks, fov)
     median = median_size(s.sizes)
     model = choose_model(encoder, s.channels, median)
@@ -228,22 +249,26 @@ def make_recipe(task: str, images: str | Path, masks: str | Path, out: str | Pat
         body += train_rows(plan, _params(plan, size), size, classes, s.shares(), s.channels, choice,
                            cpu=not torch.cuda.is_available())
         body += [("", ""), ("out: runs", "run folders are written here")]
-        return "\n".join(head) + "\n" + _lines(body) + "\n"
+        return "\n".join(head) + "\n" + lines(body) + "\n"
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "x") as f:  # 'x': a file that appeared meanwhile is not overwritten either
         f.write(render(candidates[0], None))
     try:
-        draft = _validate(out, s.channels, len(classes))
+        draft = validate_written(out, s.channels, len(classes))
         choice = choose_size(candidates, lambda size: _estimate(_at_size(draft, plan, size), s, plan),
-                             60.0 * minutes)
+                             60.0 * minutes, floor=epoch_floor(steps_per_epoch(plan.n_train, plan.batch)))
         out.write_text(render(choice.size, choice))
-        _validate(out, s.channels, len(classes))
+        validate_written(out, s.channels, len(classes))
     except BaseException:  # also Ctrl-C while timing: no half-made recipe stays behind
         out.unlink(missing_ok=True)
         raise
     return NewRecipe(out, choice.estimate, model, choice)
 
+
+
+# what `cnnlab new --task NAME` writes, one function per task it knows
+WRITERS = {"segmentation": _segmentation_recipe, "classification": _classification_recipe}
 
 def _at_size(r: Recipe, plan: Plan, size: list[int]) -> Recipe:
     """The draft recipe at another input size (and, for the U-Net, the width that size gets)."""
@@ -255,14 +280,6 @@ def _estimate(r: Recipe, s: fc.Survey, plan: Plan) -> Estimate:
     """Time the recipe's model at its size (the epochs are set by budget.choose_size)."""
     times = measure_steps(r, s.channels, len(s.encoding.class_names), min(plan.batch, max(plan.n_train, 1)))
     return Estimate(times, steps_per_epoch(plan.n_train, plan.batch), plan.n_val, 1)
-
-
-def _validate(path: Path, in_channels: int, num_classes: int) -> Recipe:
-    """The written recipe must load, and its model and loss must build."""
-    r = load_recipe(path)
-    build_model(r.model.name, in_channels, num_classes, tuple(r.data.size), r.model.params)
-    build_loss(r.loss.name, r.loss.params)
-    return r
 
 
 def _run_name(out: Path) -> str:

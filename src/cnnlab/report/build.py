@@ -13,6 +13,7 @@ from pathlib import Path
 from cnnlab.errors import CnnlabError
 from cnnlab.figures.palette import class_colors
 from cnnlab.figures.run import loss_curves
+from cnnlab.metrics.names import METRICS, PER_CLASS_LABELS, label, row_label
 from cnnlab.report.study_figures import (
     difference_plot,
     headline_bars,
@@ -21,7 +22,7 @@ from cnnlab.report.study_figures import (
     study_loss_curves,
 )
 from cnnlab.study.plan import read_plan
-from cnnlab.study.table import LABELS, failure_lines, table_sections, write_study_table
+from cnnlab.study.table import failure_lines, markdown_table, table_sections, write_study_table
 
 CAPTIONS = {
     "loss_curves.png": "Training and validation loss per epoch (validation metric on the right axis, where shown).",
@@ -36,12 +37,6 @@ CAPTIONS = {
     "misclassified.png": "Misclassified images, most confident mistakes first.",
 }
 FIGURE_ORDER = ["loss_curves.png", "per_class_dice.png", "overlays.png", "colorization_samples.png"]
-METRIC_ROWS = [("Dice (strict: argmax, whole split, classes in GT)", "dice_mean"),
-               ("Dice foreground (strict, background excluded)", "dice_mean_foreground"),
-               ("Dice background (strict)", "dice_background"), ("IoU (strict)", "iou_mean"),
-               ("pixel accuracy", "pixel_accuracy"),
-               ("soft Dice per batch (course convention)", "soft_dice_batch_mean"),
-               ("accuracy", "accuracy"), ("loss", "loss")]
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
        "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
        "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}figure{margin:1.2em 0}"
@@ -76,12 +71,6 @@ class Doc:
         self.blocks.append(("pre", text))
 
 
-def _md_table(headers: list[str], rows: list[list[str]]) -> str:
-    esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(map(esc, headers)) + " |", "|" + "|".join(["---"] * len(headers)) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(map(esc, r)) + " |" for r in rows])
-
-
 def render_markdown(doc: Doc, folder: Path) -> str:
     """Markdown with figures linked relative to the report's folder."""
     out = [f"# {doc.title}", ""]
@@ -93,7 +82,7 @@ def render_markdown(doc: Doc, folder: Path) -> str:
         elif kind == "list":
             out += [f"- {line}" for line in payload] + [""]
         elif kind == "table":
-            out += [_md_table(payload[0], payload[1]), ""]
+            out += [markdown_table(payload[0], payload[1]), ""]
         elif kind == "img":
             rel = Path(os.path.relpath(payload[0], folder)).as_posix()
             out += [f"![{payload[1]}]({rel})", "", f"*{payload[1]}*", ""]
@@ -178,14 +167,14 @@ def _results_section(doc: Doc, s: dict) -> None:
     m, v = s.get("metrics", {}), s.get("validation", {})
     doc.h("Results")
     doc.table(["metric", f"{s.get('evaluated_on', '?')} split", "validation"],
-              [[label, _fmt(m.get(k)), _fmt(v.get(k))] for label, k in METRIC_ROWS if k in m or k in v])
+              [[row_label(k), _fmt(m.get(k)), _fmt(v.get(k))] for k in METRICS if k in m or k in v])
     conv = s.get("metric_conventions", {})
     doc.items([f"{k}: {text}" for k, text in conv.items()])
     if "per_class" in s:
         names = list(s["per_class"])
         cols = class_colors(len(names))
         doc.h("Per-class Dice and IoU (strict)")
-        doc.table(["class", "Dice", "IoU", "in ground truth"],
+        doc.table(["class", *(PER_CLASS_LABELS[k] for k in ("dice", "iou", "in_ground_truth"))],
                   [[n, _fmt(p.get("dice")), _fmt(p.get("iou")), "yes" if p.get("in_ground_truth") else "no"]
                    for n, p in s["per_class"].items()], swatches=[tuple(int(c) for c in col) for col in cols])
 
@@ -287,18 +276,17 @@ def _study_doc(study_dir: Path) -> Doc:
     doc.items(failure_lines(results))
     fig_dir, metric = study_dir / "figures", results["headline_metric"]
     doc.h("Figures")
+    name = label(metric) if metric else ""
     if metric:
-        label = LABELS.get(metric, metric)
-        doc.figure(headline_bars(results, metric, label, fig_dir / "headline.png"),
-                   f"{label} per variant and grid point: bars = mean over seeds, error bars = sample std, "
+        doc.figure(headline_bars(results, metric, name, fig_dir / "headline.png"),
+                   f"{name} per variant and grid point: bars = mean over seeds, error bars = sample std, "
                    "dots = single seeds.")
-        doc.figure(difference_plot(results, metric, label, fig_dir / "differences.png"),
-                   f"Paired difference of {label} to the baseline '{results['baseline']}' with 95% t-intervals.")
-    label = LABELS.get(metric, metric) if metric else ""
-    doc.figure(study_loss_curves(results, fig_dir / "loss_curves.png", metric, label),
+        doc.figure(difference_plot(results, metric, name, fig_dir / "differences.png"),
+                   f"Paired difference of {name} to the baseline '{results['baseline']}' with 95% t-intervals.")
+    doc.figure(study_loss_curves(results, fig_dir / "loss_curves.png", metric, name),
                "Loss curves overlaid per variant (colour): training solid, validation dashed; thin = single seeds, "
                "thick = mean over seeds. Variants with different loss functions have losses on different scales; "
-               f"the validation {label or 'metric'} per epoch (bottom row, where recorded) compares across them.")
+               f"the validation {name or 'metric'} per epoch (bottom row, where recorded) compares across them.")
     names, rows = _per_class_rows(results)
     if names:
         doc.h("Per-class Dice (strict, mean over seeds)")

@@ -12,22 +12,10 @@ import json
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError, did_you_mean
+from cnnlab.metrics.names import METRICS, convention, label, lower_is_better
 from cnnlab.report.tex import table_tex, tex_escape
 from cnnlab.study.table import markdown_table
 
-# (summary key, label, convention); the convention column says how each number was computed
-HEADLINE = [
-    ("dice_mean", "Dice", "strict: argmax, global counts over the split, mean over classes in the ground truth"),
-    ("dice_mean_foreground", "Dice foreground", "strict, background (class 0) excluded"),
-    ("dice_background", "Dice background", "strict, class 0 alone"),
-    ("iou_mean", "IoU", "strict: argmax, global counts, mean over classes in the ground truth"),
-    ("pixel_accuracy", "pixel accuracy", "share of pixels whose argmax class is right"),
-    ("soft_dice_batch_mean", "soft Dice per batch", ("course convention: soft Dice per batch, averaged; "
-                                                    "not comparable across reports, never the headline")),
-    ("accuracy", "accuracy", "share of images whose argmax class is the label"),
-    ("loss", "loss", "the training loss function on the evaluated split"),
-]
-LOWER_IS_BETTER = {"loss"}
 FORMATS = ("md", "csv", "latex")
 
 
@@ -57,9 +45,9 @@ def compare_rows(run_dirs: list[str | Path]) -> tuple[list[str], list[dict]]:
              "values": [f"{s.get('evaluated_on', '?')} ({s.get('n_images', '?')})" for s in sums]},
             {"key": "best_epoch", "metric": "best epoch", "convention": "the weights evaluated, of epochs run",
              "values": [f"{s.get('best_epoch', '?')} of {s.get('epochs_run', '?')}" for s in sums]}]
-    for key, label, conv in HEADLINE:
+    for key in METRICS:  # label and convention column: metrics.names
         if any(key in s.get("metrics", {}) for s in sums):
-            rows.append({"key": key, "metric": label, "convention": conv,
+            rows.append({"key": key, "metric": label(key), "convention": convention(key),
                          "values": [s["metrics"].get(key) if key in s.get("metrics", {}) else "" for s in sums]})
     classes: list[str] = []
     for s in sums:
@@ -82,7 +70,7 @@ def _best(row: dict) -> set[int]:
     nums = {i: round(v, 4) for i, v in enumerate(row["values"]) if isinstance(v, (int, float)) and v is not None}
     if len(set(nums.values())) < 2 or row["key"] in ("evaluated_on", "best_epoch"):
         return set()  # nothing to compare, or all equal
-    best = (min if row["key"] in LOWER_IS_BETTER else max)(nums.values())
+    best = (min if lower_is_better(row["key"]) else max)(nums.values())
     return {i for i, v in nums.items() if v == best}
 
 

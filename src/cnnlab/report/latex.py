@@ -5,7 +5,7 @@ figures. Each piece can be \\input on its own into a NeurIPS-style paper (needs 
 same numbers as the md/html report go into the paper without retyping.
 
 Only the run folder is read (summary.json, metrics.csv, config.yaml, figures/); the numbers come from the same
-functions as the markdown report (build.METRIC_ROWS and _fmt, study_table.table_sections)."""
+functions as the markdown report (build._fmt, study.table.table_sections) and the labels from metrics.names."""
 from __future__ import annotations
 
 import json
@@ -15,11 +15,12 @@ from pathlib import Path
 import yaml
 
 from cnnlab.errors import CnnlabError
-from cnnlab.report.build import METRIC_ROWS, _caption, _fmt, folder_kind
-from cnnlab.report.latex_figures import curve_metric, run_curves_pdf, vector_fonts
+from cnnlab.metrics.names import METRICS, PER_CLASS_LABELS, row_label
+from cnnlab.report.build import _caption, _fmt, folder_kind
+from cnnlab.report.latex_figures import curve_metric, run_curves_pdf
 from cnnlab.report.latex_study import write_study_latex
 from cnnlab.report.study_figures import per_class_dice_bars, read_history
-from cnnlab.report.tex import _conventions, figure_tex, signed, slug, table_tex, tex_escape, write_pieces
+from cnnlab.report.tex import conventions_tex, figure_tex, signed, slug, table_tex, tex_escape, write_pieces
 
 
 def _num(v) -> str:
@@ -30,7 +31,7 @@ def _num(v) -> str:
 def _run_metric_rows(s: dict) -> list[list[str]]:
     """The markdown report's headline rows (label naming the convention, evaluated split, validation)."""
     m, v = s.get("metrics", {}), s.get("validation", {})
-    rows = [[tex_escape(label), _num(m.get(k)), _num(v.get(k))] for label, k in METRIC_ROWS if k in m or k in v]
+    rows = [[tex_escape(row_label(k)), _num(m.get(k)), _num(v.get(k))] for k in METRICS if k in m or k in v]
     b = s.get("binary")
     if b:
         rows += [[tex_escape(label), _num(b.get(k)), "--"] for label, k in (
@@ -87,9 +88,8 @@ def _run_figures(run_dir: Path, s: dict, out: Path, lab: str) -> dict[str, str]:
             "fig_curves.pdf", "Training (solid) and validation (dashed) loss per epoch"
             + (f"; right: the {metric[1]} per epoch." if metric else "."), f"fig:{lab}-curves", src)
     if s.get("per_class"):
-        with vector_fonts():
-            per_class_dice_bars(s["per_class"], out / "fig_per_class.pdf", f"strict Dice per class, "
-                                f"{s.get('evaluated_on', '?')} split")
+        per_class_dice_bars(s["per_class"], out / "fig_per_class.pdf", f"strict Dice per class, "
+                            f"{s.get('evaluated_on', '?')} split")
         pieces["fig_per_class"] = figure_tex("fig_per_class.pdf", tex_escape(_caption("per_class_dice.png")),
                                              f"fig:{lab}-per-class", src, "0.8\\linewidth")
     skip = {"loss_curves.png", "per_class_dice.png"}  # re-drawn above as PDF
@@ -116,7 +116,7 @@ def write_run_latex(run_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     figures = _run_figures(run_dir, s, out, lab)
     results = (f"% written by cnnlab (results paragraph of {src}); \\input this file\n"
-               f"\\paragraph{{Metric conventions.}} {_conventions(s.get('task', ''), split)}\n\n"
+               f"\\paragraph{{Metric conventions.}} {conventions_tex(s.get('task', ''), split)}\n\n"
                f"\\paragraph{{Results.}} {_run_sentence(s, lab, 'fig_curves' in figures)} "
                f"{_run_setup(run_dir, s)}\n")
     pieces = {"results": results, "table_metrics": table_tex(
@@ -129,7 +129,7 @@ def write_run_latex(run_dir: str | Path) -> Path:
         rows = [[tex_escape(n), _num(p.get("dice")), _num(p.get("iou")),
                  "yes" if p.get("in_ground_truth") else "no"] for n, p in s["per_class"].items()]
         pieces["table_per_class"] = table_tex(
-            ["class", "Dice (strict)", "IoU (strict)", "in ground truth"], rows,
+            ["class", *(tex_escape(PER_CLASS_LABELS[k]) for k in ("dice", "iou", "in_ground_truth"))], rows,
             f"Strict Dice and IoU per class on the {tex_escape(split)} split (global counts over the split); "
             "-- marks a class in neither ground truth nor prediction, whose score is undefined.",
             f"tab:{lab}-per-class", src, "lrrc")

@@ -1,37 +1,18 @@
 """Vector (PDF) figures for the LaTeX report, re-plotted from a run's metrics.csv so that a paper gets sharp curves
-at any zoom. Only the run folder is read: no model, no engine. Matplotlib's object API keeps this free of pyplot
-state; the format follows the file suffix (.pdf)."""
+at any zoom. Only the run folder is read: no model, no engine. Saved by figures.io.save_figure, which embeds
+TrueType fonts in PDFs (the format follows the file suffix)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import matplotlib
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-# validation metric shown beside the losses, by what the run recorded (first found wins)
-CURVE_METRICS = [("val_dice_mean", "validation Dice (strict)"), ("val_accuracy", "validation accuracy")]
+from cnnlab.figures.io import save_figure
+from cnnlab.metrics.names import CURVE_METRICS, label
 
-
-@contextmanager
-def vector_fonts() -> Iterator[None]:
-    """Embed TrueType (Type 42) fonts in PDFs instead of matplotlib's default Type 3, which many conference
-    submission checks (NeurIPS, IEEE, ACM) reject; also used around the study figures' own savefig."""
-    with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
-        yield
-
-
-def save_pdf(fig: Figure, path: Path) -> Path:
-    """Write fig as a vector PDF (creating the folder); fonts are embedded by matplotlib."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    with vector_fonts():
-        fig.savefig(path, bbox_inches="tight")
-    return path
+PDF_DPI = 100  # matplotlib's figure dpi: only what a PDF rasterises (nothing here) depends on it
 
 
 def _series(history: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -42,7 +23,8 @@ def _series(history: list[dict], key: str) -> tuple[list[float], list[float]]:
 
 def curve_metric(history: list[dict]) -> tuple[str, str] | None:
     """(metrics.csv column, axis label) of the validation metric drawn beside the losses, or None."""
-    return next(((k, lab) for k, lab in CURVE_METRICS if _series(history, k)[0]), None)
+    return next(((f"val_{m}", f"validation {label(m)}") for m in CURVE_METRICS if _series(history, f"val_{m}")[0]),
+                None)
 
 
 def run_curves_pdf(history: list[dict], path: Path) -> Path:
@@ -52,10 +34,10 @@ def run_curves_pdf(history: list[dict], path: Path) -> Path:
     fig = Figure(figsize=(6.4 if metric else 3.4, 2.5))
     axes = fig.subplots(1, 2 if metric else 1, squeeze=False)[0]
     ax = axes[0]
-    for key, style, label in (("train_loss", "o-", "training"), ("val_loss", "s--", "validation")):
+    for key, style, legend in (("train_loss", "o-", "training"), ("val_loss", "s--", "validation")):
         x, y = _series(history, key)
         if x:
-            ax.plot(x, y, style, ms=3, lw=1.2, label=label)
+            ax.plot(x, y, style, ms=3, lw=1.2, label=legend)
     ax.set(xlabel="epoch", ylabel="loss")
     ax.legend(fontsize=8, frameon=False)
     if metric:
@@ -71,4 +53,4 @@ def run_curves_pdf(history: list[dict], path: Path) -> Path:
         a.xaxis.label.set_size(9)
         a.yaxis.label.set_size(9)
     fig.tight_layout()
-    return save_pdf(fig, path)
+    return save_figure(fig, path, dpi=PDF_DPI)

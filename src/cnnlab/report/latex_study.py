@@ -7,13 +7,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from cnnlab.metrics.names import label, lower_is_better
 from cnnlab.report.build import Doc, _per_class_rows, _study_setup
-from cnnlab.report.latex_figures import vector_fonts
 from cnnlab.report.study_figures import difference_plot, headline_bars, study_loss_curves
 from cnnlab.report.tex import (
-    LOWER_IS_BETTER,
-    _conventions,
     bold_best,
+    conventions_tex,
     figure_tex,
     header,
     signed,
@@ -24,7 +23,7 @@ from cnnlab.report.tex import (
     write_pieces,
 )
 from cnnlab.study.plan import read_plan
-from cnnlab.study.table import LABELS, collect_results, table_sections
+from cnnlab.study.table import collect_results, table_sections
 
 
 def _results_paragraph(results: dict, lab: str, src: str) -> str:
@@ -32,7 +31,7 @@ def _results_paragraph(results: dict, lab: str, src: str) -> str:
     split = ", ".join(results["evaluated_on"]) or "?"
     seeds = ", ".join(str(s) for s in results["seeds"])
     text = [f"% written by cnnlab (results paragraph of {src}); \\input this file",
-            f"\\paragraph{{Metric conventions.}} {_conventions(results['task'], split)}", "",
+            f"\\paragraph{{Metric conventions.}} {conventions_tex(results['task'], split)}", "",
             (f"\\paragraph{{Statistics.}} Every variant was trained once per seed ({tex_escape(seeds)}). "
             f"Table~\\ref{{tab:{lab}-study}} gives the mean $\\pm$ sample standard deviation over the finished "
             "seeds; the best mean of each column is in bold (lowest for a loss). "
@@ -43,11 +42,11 @@ def _results_paragraph(results: dict, lab: str, src: str) -> str:
     metric = results["headline_metric"]
     finished = [r for r in results["rows"] if metric and r["stats"].get(metric, {}).get("mean") is not None]
     if finished:
-        low = metric in LOWER_IS_BETTER
+        low = lower_is_better(metric)
         best = (min if low else max)(finished, key=lambda r: r["stats"][metric]["mean"])
         st = best["stats"][metric]
         where = f" at {tex_escape(best['label'].replace('__', ', '))}" if best["label"] else ""
-        text += ["", f"\\paragraph{{Results.}} The best {tex_escape(LABELS.get(metric, metric))} is reached by "
+        text += ["", f"\\paragraph{{Results.}} The best {tex_escape(label(metric))} is reached by "
                  f"\\texttt{{{tex_escape(best['variant'])}}}{where}: {st['mean']:.4f} "
                  + (f"$\\pm$ {st['std']:.4f} " if st["std"] is not None else "")
                  + f"over {st['n']} seed{'s' if st['n'] != 1 else ''} (Figure~\\ref{{fig:{lab}-headline}})."]
@@ -69,7 +68,7 @@ def _study_tables(results: dict, lab: str, src: str) -> dict[str, str]:
     (t1, h1, r1), (t2, h2, r2) = table_sections(results)
     metrics = results["metrics"]
     cols = list(range(len(h1) - len(metrics), len(h1)))
-    body = bold_best([[tex_escape(c) for c in r] for r in r1], cols, [m in LOWER_IS_BETTER for m in metrics])
+    body = bold_best([[tex_escape(c) for c in r] for r in r1], cols, [lower_is_better(m) for m in metrics])
     out = {"table_study": table_tex(
         [header(h) for h in h1], body,
         f"{tex_escape(t1)}; best mean per column in bold. Seeds: finished/planned runs.", f"tab:{lab}-study", src)}
@@ -113,25 +112,20 @@ def _per_class_table(results: dict, lab: str, src: str) -> str | None:
 
 def _study_figures(results: dict, out: Path, lab: str, src: str) -> dict[str, str]:
     """The study figures of the markdown report, drawn as PDF (vector) into the latex folder."""
-    with vector_fonts():
-        return _draw_study_figures(results, out, lab, src)
-
-
-def _draw_study_figures(results: dict, out: Path, lab: str, src: str) -> dict[str, str]:
     metric, pieces = results["headline_metric"], {}
-    label = LABELS.get(metric, metric) if metric else ""
+    name = label(metric) if metric else ""
     if metric:
-        headline_bars(results, metric, label, out / "fig_headline.pdf")
+        headline_bars(results, metric, name, out / "fig_headline.pdf")
         pieces["fig_headline"] = figure_tex(
-            "fig_headline.pdf", f"{tex_escape(label)} per variant and grid point: bars are the mean over seeds, "
+            "fig_headline.pdf", f"{tex_escape(name)} per variant and grid point: bars are the mean over seeds, "
             "error bars the sample standard deviation, dots single seeds.", f"fig:{lab}-headline", src,
             "0.8\\linewidth")
-        difference_plot(results, metric, label, out / "fig_differences.pdf")
+        difference_plot(results, metric, name, out / "fig_differences.pdf")
         pieces["fig_differences"] = figure_tex(
-            "fig_differences.pdf", f"Paired difference of {tex_escape(label)} to the baseline "
+            "fig_differences.pdf", f"Paired difference of {tex_escape(name)} to the baseline "
             f"\\texttt{{{tex_escape(results['baseline'])}}} with 95\\% $t$-intervals.", f"fig:{lab}-differences",
             src, "0.7\\linewidth")
-    study_loss_curves(results, out / "fig_curves.pdf", metric, label)
+    study_loss_curves(results, out / "fig_curves.pdf", metric, name)
     pieces["fig_curves"] = figure_tex(
         "fig_curves.pdf", "Loss curves per variant (colour): training solid, validation dashed; thin lines single "
         "seeds, thick lines the mean over seeds. Losses of different loss functions are on different scales; the "

@@ -3,7 +3,7 @@ and the per-class Dice bar chart of a run.
 
 One colour per variant (tab10 in the study's variant order) in every study figure; per-class bars use the class
 colours of cnnlab.figures.palette, as overlays do. Matplotlib's object API (Figure + Agg canvas) keeps this free of
-pyplot state.
+pyplot state; figures.io.save_figure writes them.
 """
 from __future__ import annotations
 
@@ -12,27 +12,22 @@ import math
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from cnnlab.figures.io import save_figure
 from cnnlab.figures.palette import class_colors
+from cnnlab.metrics.names import PER_CLASS_LABELS
 
 VARIANT_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
                   "tab:gray", "tab:olive", "tab:cyan"]
+STUDY_DPI = 100  # PNG for report.md/html, PDF for the LaTeX report (the suffix decides)
 
 
 def variant_color(variants: list[str], name: str) -> str:
     """The colour of a variant, the same in every study figure."""
     return VARIANT_COLORS[variants.index(name) % len(VARIANT_COLORS)]
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    return path
 
 
 def read_history(run_dir: Path) -> list[dict]:
@@ -94,7 +89,7 @@ def study_loss_curves(results: dict, path: Path, metric: str | None = None, metr
                 Line2D([], [], color="black", ls="--", marker="s", ms=4, label="validation")]
     fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8, bbox_to_anchor=(0.5, 1.06))
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=STUDY_DPI)
 
 
 def headline_bars(results: dict, metric: str, label: str, path: Path) -> Path:
@@ -123,7 +118,7 @@ def headline_bars(results: dict, metric: str, label: str, path: Path) -> Path:
         ax.set_ylim(0, 1)
     ax.legend(title="variant", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=STUDY_DPI)
 
 
 def difference_plot(results: dict, metric: str, label: str, path: Path) -> Path:
@@ -147,7 +142,7 @@ def difference_plot(results: dict, metric: str, label: str, path: Path) -> Path:
     ax.grid(axis="x", alpha=0.3)
     if not rows:
         ax.text(0.5, 0.5, "no finished pairs yet", transform=ax.transAxes, ha="center")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=STUDY_DPI)
 
 
 def per_class_dice_bars(per_class: dict, path: Path, title: str = "strict Dice per class") -> Path:
@@ -166,6 +161,6 @@ def per_class_dice_bars(per_class: dict, path: Path, title: str = "strict Dice p
         ax.text(i, d + 0.01, f"{d:.2f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4
                   else "center")
-    ax.set(xlabel="class", ylabel="Dice (strict)", ylim=(0, 1.08), title=title)
+    ax.set(xlabel="class", ylabel=PER_CLASS_LABELS["dice"], ylim=(0, 1.08), title=title)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=STUDY_DPI)

@@ -7,9 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-
-def _fmt(v) -> str:
-    return "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+from cnnlab.metrics.names import METRICS, PER_CLASS_LABELS, row_label
+from cnnlab.report.build import _fmt
 
 
 def print_run_table(run_dir: Path, console: Console | None = None) -> None:
@@ -22,17 +21,13 @@ def print_run_table(run_dir: Path, console: Console | None = None) -> None:
     t = Table()
     t.add_column("metric")
     t.add_column("value", justify="right")
-    rows = [("mean Dice (strict, classes in GT)", "dice_mean"), ("mean Dice, foreground (strict)",
-            "dice_mean_foreground"), ("background Dice (strict)", "dice_background"), ("mean IoU", "iou_mean"),
-            ("pixel accuracy", "pixel_accuracy"), ("soft Dice (course, per batch)", "soft_dice_batch_mean"),
-            ("accuracy", "accuracy"), ("loss", "loss")]
-    for label, key in rows:
+    for key in METRICS:  # the report's rows, labelled as in report.md (metrics.names)
         if key in m:
-            t.add_row(label, _fmt(m[key]))
+            t.add_row(row_label(key), _fmt(m[key]))
     console.print(t)
     if "per_class" in s:
         pc = Table()
-        for col in ("class", "Dice (strict)", "IoU", "in GT"):
+        for col in ("class", *(PER_CLASS_LABELS[k] for k in ("dice", "iou", "in_ground_truth"))):
             pc.add_column(col, justify="left" if col == "class" else "right")
         for name, v in s["per_class"].items():
             pc.add_row(name, _fmt(v["dice"]), _fmt(v["iou"]), "yes" if v["in_ground_truth"] else "no")

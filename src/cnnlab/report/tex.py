@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cnnlab.study.table import TASK_CONVENTIONS
+from cnnlab.metrics.names import TASK_CONVENTIONS_TEX, task_conventions
 
 _ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\ensuremath{<}",
@@ -14,7 +14,6 @@ _ESCAPE_RE = re.compile("|".join(re.escape(k) for k in _ESCAPES))
 HEADER = "% written by cnnlab ({what} of {source}); \\input this file; needs \\usepackage{{booktabs,graphicx}}\n"
 # shrink a table to the line width only when it is wider (graphicx's \width is the natural width here)
 FIT_OPEN = "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
-LOWER_IS_BETTER = ("loss",)
 
 
 def tex_escape(text: object) -> str:
@@ -108,23 +107,9 @@ def write_pieces(folder: Path, title: str, pieces: dict[str, str]) -> Path:
     return path
 
 
-SEG_CONVENTIONS = (
-    "All Dice and IoU values are \\emph{{strict}}: each pixel is predicted as its argmax class, true and false "
-    "positives are counted over the whole {split} split at once (global counts, not per image or per batch), and "
-    "the mean runs over the classes present in the ground truth; a class absent from both prediction and ground "
-    "truth has no defined score and is left out of every mean. The foreground mean excludes the background "
-    "(class~0). The course's soft Dice per batch (Dice of the softmax probabilities per batch, smoothing~1, "
-    "averaged over batches) is listed only for comparison with the course's own numbers: it moves with the "
-    "batch composition, is not comparable across reports, and is never the headline metric.")
-CLS_CONVENTIONS = ("Accuracy is the share of the {split} images whose argmax class equals the label.")
-
-
-TEX_CONVENTIONS = {"segmentation": SEG_CONVENTIONS, "classification": CLS_CONVENTIONS}
-
-
-def _conventions(task: str, split: str) -> str:
-    """The conventions of the task recorded in summary.json: written for LaTeX where there is a text, else the
-    study table's."""
-    if task in TEX_CONVENTIONS:
-        return TEX_CONVENTIONS[task].format(split=tex_escape(split))
-    return tex_escape(TASK_CONVENTIONS.get(task, "").replace("`", ""))
+def conventions_tex(task: str, split: str) -> str:
+    """The conventions paragraph of a task for a paper (metrics.names): its LaTeX text where it has one, else the
+    plain paragraph of the study table, escaped."""
+    if task in TASK_CONVENTIONS_TEX:
+        return TASK_CONVENTIONS_TEX[task].format(split=tex_escape(split))
+    return tex_escape(task_conventions(task, unknown="").replace("`", ""))

@@ -30,14 +30,24 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.engine.fit import console
+from cnnlab.engine.logs import console, get_logger
 from cnnlab.engine.rundir import write_text_atomic
-from cnnlab.errors import CnnlabError
 from cnnlab.study.plan import PlannedRun, StudyPlan, find_run_dir, read_failures
-from cnnlab.study.worker import DIED, DONE, FAILED, INTERRUPTED, log_path, run_one, stage_missing_error, stage_needs
+from cnnlab.study.worker import (
+    DIED,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    StudyInterrupted,
+    log_path,
+    run_one,
+    stage_missing_error,
+    stage_needs,
+)
 
 # imported once by the fork server, so not by every run: torch's first optimizer step imports torch._dynamo (sympy
 # and some 900 modules; measured 4-5 s per run on the 2-core machine, against 0.6 s for a tiny run's training)
+log = get_logger(__name__)
 PRELOAD = ["cnnlab.study.parallel", "torch._dynamo"]
 STOP_GRACE_S = 60.0  # after Ctrl-C, how long a worker may take to write its last words before it is terminated
 
@@ -60,7 +70,11 @@ def _clock(seconds: float) -> str:
 @dataclass
 class Progress:
     """Which runs are running, done and failed, with an ETA: one plain line per event, and on a terminal a live
-    status line as well (plain lines alone when the output is a file or a pipe)."""
+    status line as well (plain lines alone when the output is a file or a pipe).
+
+    The ETA assumes every run takes as long as this session's finished runs on average; before any has finished,
+    as long as a running run whose epochs are known (`on_event`: a sequential study sees its run's events) will
+    take at its pace so far."""
 
     total: int
     slots: int
@@ -69,17 +83,43 @@ class Progress:
     durations: list[float] = field(default_factory=list)
     running: dict[str, float] = field(default_factory=dict)   # run name -> start time
     status: object = None
+    epochs: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # run -> (first epoch, done, epochs)
+
+    def on_event(self, name: str, row: dict) -> None:
+        """One events.jsonl row of the running run `name`: its epochs (cnnlab.engine.progress.EVENT_HOOKS)."""
+        first, done, total = self.epochs.get(name, (0, 0, 0))
+        if row.get("event") == "start":
+            self.epochs[name] = (0, 0, int(row.get("epochs") or 0))
+        elif row.get("event") == "run_dir" and row.get("resumed_at_epoch"):
+            self.epochs[name] = (row["resumed_at_epoch"], row["resumed_at_epoch"], total)
+        elif row.get("event") == "epoch":
+            self.epochs[name] = (first, int(row["epoch"]), total)
+
+    def run_seconds(self, now: float) -> float | None:
+        """What a run is expected to take (None: nothing to go by yet)."""
+        if self.durations:  # runs of this session only: a run kept from earlier took no time now
+            return sum(self.durations) / len(self.durations)
+        paces = [(now - self.running[n]) * (total - first) / (done - first)
+                 for n, (first, done, total) in self.epochs.items() if n in self.running and done > first]
+        return max(paces) if paces else None
 
     def line(self, now: float, n_pending: int) -> str:
-        eta = "ETA after the first run"
-        if self.durations:  # runs of this session only: a run kept from earlier took no time now
-            mean_s = sum(self.durations) / len(self.durations)
+        mean_s = self.run_seconds(now)
+        if mean_s is not None:
             eta = f"ETA {_clock(eta_seconds(mean_s, [now - t for t in self.running.values()], n_pending, self.slots))}"
-        names = ", ".join(self.running) or "none"
+        else:
+            eta = "ETA after the first epoch" if any(n in self.epochs for n in self.running) else \
+                "ETA after the first run"
+        names = ", ".join(self._running_name(n) for n in self.running) or "none"
         return f"[{self.done}/{self.total} done, {self.failed} failed, running: {names}; {eta}]"
 
+    def _running_name(self, name: str) -> str:
+        """'base__seed0', or 'base__seed0 (epoch 2/5)' once its epochs are known."""
+        _, done, total = self.epochs.get(name, (0, 0, 0))
+        return f"{name} (epoch {min(done + 1, total)}/{total})" if total else name
+
     def event(self, text: str, n_pending: int) -> None:
-        console.print(f"{self.line(time.time(), n_pending)} {text}", markup=False, highlight=False, soft_wrap=True)
+        log.info(f"{self.line(time.time(), n_pending)} {text}")
         self.refresh(n_pending)
 
     def refresh(self, n_pending: int) -> None:
@@ -212,8 +252,8 @@ def schedule(study_dir: Path, plan: StudyPlan, backend) -> dict[str, str]:
     worker); returns the failures (also in failures.json). Ctrl-C: the workers stop, then one CnnlabError line."""
     st = _State(list(plan.runs), read_failures(study_dir))
     progress = Progress(len(plan.runs), backend.slots)
-    console.print(f"study {plan.name}: {len(plan.runs)} runs, {backend.description}; each run's output: "
-                  f"{log_path(study_dir, 'RUN')}", markup=False, highlight=False, soft_wrap=True)
+    log.info(f"study {plan.name}: {len(plan.runs)} runs, {backend.description}; each run's output: "
+             f"{log_path(study_dir, 'RUN')}")
     status = console.status("starting") if console.is_terminal else None
     try:
         if status is not None:
@@ -227,9 +267,9 @@ def schedule(study_dir: Path, plan: StudyPlan, backend) -> dict[str, str]:
     except KeyboardInterrupt:
         if status is not None:
             status.stop()
-        console.print(f"stopping: {len(st.running)} running run(s) save their last epoch ...")
+        log.info(f"stopping: {len(st.running)} running run(s) save their last epoch ...")
         backend.stop(list(st.running))
-        raise CnnlabError("study interrupted; finished runs are kept, interrupted ones resume from their last "
+        raise StudyInterrupted("study interrupted; finished runs are kept, interrupted ones resume from their last "
                           "epoch", f"resume with: cnnlab study --resume {shlex.quote(str(study_dir))}"
                           f"{getattr(backend, 'flags', '')}") from None
     except BaseException:  # a fault of the scheduler itself: no worker may outlive it unseen

@@ -53,15 +53,13 @@ import yaml
 from cnnlab.config import read_yaml, recipe_from_dict
 from cnnlab.engine.recipe_check import check_recipe
 from cnnlab.errors import CnnlabError, ConfigError, did_you_mean
+from cnnlab.metrics.names import STUDY_METRICS
 
 STUDY_KEYS = ("name", "base", "out", "seeds", "common", "grid", "stages", "variants", "baseline", "metric",
               "evaluate", "description", "resources")
 RESOURCES = {"cpus": 1, "gpus": 0}  # one run's request to Ray (--ray); the study file's `resources` overrides it
 STAGE_REF = re.compile(r"\{stage:([^{}]*)\}")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-HEADLINE = {"segmentation": ["dice_mean", "dice_mean_foreground", "dice_background", "iou_mean", "pixel_accuracy",
-                             "soft_dice_batch_mean"],
-            "classification": ["accuracy"]}
 
 
 @dataclass(frozen=True)
@@ -266,7 +264,7 @@ def _validate_runs(plan: StudyPlan) -> None:
         except ConfigError as e:
             raise ConfigError(f"study run {run.name}: {e.message}", e.hint) from None
         tasks[run.group] = recipe.task
-    known = HEADLINE.get(tasks[plan.baseline])
+    known = STUDY_METRICS.get(tasks[plan.baseline])
     if plan.metric is not None and known and plan.metric not in known:
         raise ConfigError(f"study key 'metric' is '{plan.metric}'", did_you_mean(plan.metric, known))
 

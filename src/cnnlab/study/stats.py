@@ -50,15 +50,19 @@ class PairedDifference:
     low: float
     high: float
 
-    def excludes_zero(self) -> bool:
-        """True when the interval lies entirely on one side of zero."""
-        return not math.isnan(self.low) and (self.low > 0 or self.high < 0)
-
     def as_dict(self) -> dict:
         """Plain floats for JSON (nan becomes None)."""
         clean = lambda v: None if isinstance(v, float) and math.isnan(v) else v  # noqa: E731
         return {"mean": clean(self.mean), "std": clean(self.std), "n": self.n, "low": clean(self.low),
                 "high": clean(self.high)}
+
+
+def excludes_zero(low: float | None, high: float | None) -> bool:
+    """True when the interval [low, high] lies entirely on one side of zero (the table's *); False without an
+    interval (None or nan bounds: fewer than two pairs)."""
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return False
+    return low > 0 or high < 0
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifference:

@@ -11,20 +11,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cnnlab.study.plan import HEADLINE, StudyPlan, find_run_dir, grid_label, read_failures, read_plan
-from cnnlab.study.stats import mean, paired_difference, sample_std
-
-LABELS = {"dice_mean": "Dice (strict)", "dice_mean_foreground": "Dice fg (strict)",
-          "dice_background": "Dice bg (strict)", "iou_mean": "IoU (strict)", "pixel_accuracy": "pixel acc.",
-          "soft_dice_batch_mean": "soft Dice/batch (course)", "accuracy": "accuracy", "loss": "loss"}
-CONVENTIONS = ("Dice (strict) = `dice_mean`: argmax predictions, counts summed over the whole split, averaged over "
-               "the classes present in the ground truth (fg: background excluded; bg: background only). "
-               "soft Dice/batch (course) = `soft_dice_batch_mean`: the course's soft Dice on probabilities per batch "
-               "(smoothing 1), averaged over batches; it moves with batch composition and is not comparable across "
-               "reports.")
-TASK_CONVENTIONS = {"segmentation": CONVENTIONS,
-                    "classification": "accuracy = `accuracy`: share of images whose argmax class is the label.",
-                    "colorization": "loss = `loss`: mean squared error of the predicted colours."}
+from cnnlab.metrics.names import STUDY_METRICS, label, task_conventions
+from cnnlab.study.plan import StudyPlan, find_run_dir, grid_label, read_failures, read_plan
+from cnnlab.study.stats import excludes_zero, mean, paired_difference, sample_std
 
 
 def _clean(v: float) -> float | None:
@@ -46,7 +35,7 @@ def _metric_names(plan: StudyPlan, summaries: dict) -> tuple[str, list[str]]:
     if not variant_runs:
         return "unknown", []
     task = variant_runs[0].get("task", "unknown")
-    known = HEADLINE.get(task)
+    known = STUDY_METRICS.get(task)
     if known:
         return task, known
     return task, sorted(k for k, v in variant_runs[0].get("metrics", {}).items() if isinstance(v, (int, float)))
@@ -106,7 +95,7 @@ def collect_results(study_dir: str | Path) -> dict:
     return {"name": plan.name, "task": task, "evaluate": plan.evaluate, "evaluated_on": evaluated,
             "metrics": metrics, "headline_metric": headline, "baseline": plan.baseline, "grid": plan.grid,
             "seeds": plan.seeds, "variants": plan.variants, "stages": stages,
-            "conventions": TASK_CONVENTIONS.get(task, CONVENTIONS), "rows": rows}
+            "conventions": task_conventions(task), "rows": rows}
 
 
 def _pm(stat: dict, digits: int = 4) -> str:
@@ -121,7 +110,7 @@ def _ci(d: dict | None, digits: int = 4) -> str:
         return "—"
     if d["low"] is None:
         return f"{d['mean']:+.{digits}f} (n={d['n']}, no interval)"
-    star = " *" if d["low"] > 0 or d["high"] < 0 else ""
+    star = " *" if excludes_zero(d["low"], d["high"]) else ""
     return f"{d['mean']:+.{digits}f} [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]{star}"
 
 
@@ -140,12 +129,12 @@ def table_sections(results: dict, compact: bool = False) -> list[tuple[str, list
     deltas = [results["headline_metric"]] if compact and results["headline_metric"] in metrics else metrics
     split = ", ".join(results["evaluated_on"])
     first = (f"Mean ± sample std over seeds ({split} split)", ["variant", *short, "seeds"]
-             + [LABELS.get(m, m) for m in metrics],
+             + [label(m) for m in metrics],
              [[r["variant"], *[str(r["grid"][k]) for k in keys], _seeds_cell(r)]
               + [_pm(r["stats"][m], digits) for m in metrics] for r in results["rows"]])
     second = (f"Difference to the baseline '{results['baseline']}' at the same grid point: mean over paired seeds "
               "[95% t-interval]; * = interval excludes 0",
-              ["variant", *short, "pairs"] + [f"Δ {LABELS.get(m, m)}" for m in deltas],
+              ["variant", *short, "pairs"] + [f"Δ {label(m)}" for m in deltas],
               [[r["variant"], *[str(r["grid"][k]) for k in keys],
                 str(r["vs_baseline"][metrics[0]]["n"]) if r["vs_baseline"] and metrics else "—"]
                + [_ci(r["vs_baseline"][m], digits) if r["vs_baseline"] else "—" for m in deltas]
@@ -163,7 +152,8 @@ def failure_lines(results: dict) -> list[str]:
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    """A GitHub-flavoured markdown table (pipes in cells escaped)."""
+    """A GitHub-flavoured markdown table (pipes in cells escaped): the one markdown table of cnnlab (table.md,
+    report.md, `cnnlab compare`)."""
     esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
     out = ["| " + " | ".join(map(esc, headers)) + " |", "|" + "|".join(["---"] * len(headers)) + "|"]
     return "\n".join(out + ["| " + " | ".join(map(esc, r)) + " |" for r in rows])

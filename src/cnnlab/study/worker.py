@@ -4,7 +4,8 @@
 Everything a run needs is read from the study folder (plan.json, the finished stages' run dirs), so a worker needs
 nothing from the process that scheduled it but the folder's path and the run's name; that is also why the folder
 must be on a path every Ray node sees. Skip, resume or start is decided here from what the folder holds, so a
-retry after a dead worker continues from the run's last.pt (cnnlab.engine.run.resume, exact).
+retry after a dead worker continues from the run's last.pt (cnnlab.engine.run.resume, exact). The study's MLflow
+parent run, when it has one, is read from the folder too (STUDY_DIR/tracking.json, cnnlab.study.mlflow_parent).
 """
 from __future__ import annotations
 
@@ -19,12 +20,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cnnlab.config import recipe_from_dict
-from cnnlab.engine.fit import console
+from cnnlab.engine.logs import get_logger
 from cnnlab.engine.run import Interrupted, resume, train
+from cnnlab.engine.tracking import nested_under, read_tracking
 from cnnlab.errors import CnnlabError
 from cnnlab.study.plan import STAGE_REF, PlannedRun, StudyPlan, find_run_dir, read_plan
 
+log = get_logger(__name__)
 DONE, FAILED, DIED, INTERRUPTED = "done", "failed", "died", "interrupted"  # a worker's outcome for one run
+
+
+class StudyInterrupted(CnnlabError):
+    """Ctrl-C (or SIGTERM) stopped the study; finished runs are kept and `cnnlab study --resume` continues it."""
 
 
 def stage_needs(plan: StudyPlan, run: PlannedRun) -> list[str]:
@@ -47,10 +54,16 @@ def execute_one(run: PlannedRun, study_dir: Path, stage_best: dict[str, Path], t
     """
     existing = find_run_dir(study_dir / "runs", run.name)
     if existing is not None and (existing / "summary.json").is_file():
-        console.print(f"{run.name}: finished earlier ({existing.name}); skipped")
+        log.info(f"{run.name}: finished earlier ({existing.name}); skipped")
         return existing
-    if existing is not None and (existing / "last.pt").is_file():
-        return resume(existing)
+    with nested_under(read_tracking(study_dir).get("mlflow", {}).get("run_id")):  # the study's parent run
+        if existing is not None and (existing / "last.pt").is_file():
+            return resume(existing)
+        return _start(run, study_dir, stage_best, threads)
+
+
+def _start(run: PlannedRun, study_dir: Path, stage_best: dict[str, Path], threads: int) -> Path:
+    """A new run dir for `run`, its stage references resolved."""
     missing = [ref for ref in STAGE_REF.findall(" ".join(run.overrides)) if ref not in stage_best]
     if missing:
         raise stage_missing_error(missing[0])

@@ -51,6 +51,8 @@ class Task:
     headline: str | None = None  # the validation metric shown on each epoch's line
     dense: bool = False          # one output per pixel: tiled where training crops leave part of an image unseen
     predicts: bool = True        # predict, evaluate and export handle runs of this task
+    ensembles: bool = False      # `cnnlab ensemble` soft-votes its runs: one class-probability row per image, whose
+    #                              mean over members is scored against the split's labels (accuracy)
 
     def fits(self, data: object) -> bool:
         """Whether a split holds this task's kind of samples."""

@@ -23,6 +23,7 @@ class Classification(Task):
     name = "classification"
     data_type = ClsData
     headline = "accuracy"
+    ensembles = True
 
     def make_batch(self, data: ClsData, idx: torch.Tensor, rt: Placement, norm: Norm,
                    aug: AugmentConfig | None = None, g: torch.Generator | None = None
@@ -43,6 +44,15 @@ class Classification(Task):
     def prediction(self, split: ClsData, logits: Logits) -> torch.Tensor:
         """Class probabilities (N x K) of the whole split."""
         return logits(None).softmax(1)
+
+    def test_entries(self, split: ClsData, cm: ConfusionMatrix | None, pred: torch.Tensor | None) -> dict:
+        """Accuracy per class (the share of its images classified as it, i.e. its recall; null without images):
+        the trackers log it as per-class Dice/IoU are logged for segmentation."""
+        if cm is None:
+            return {}
+        rows = cm.mat.sum(1).tolist()
+        return {"per_class_accuracy": {n: {"accuracy": hit / total if total else None, "images": total}
+                                       for n, hit, total in zip(split.class_names, cm.mat.diag().tolist(), rows)}}
 
     def figures(self, fig_dir: Path, split: ClsData, pred: torch.Tensor | None,
                 cm: ConfusionMatrix | None) -> list[Path]:

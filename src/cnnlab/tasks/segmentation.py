@@ -100,7 +100,9 @@ class Segmentation(Task):
         mask = probs.argmax(0)
         mask_p, overlay_p, areas_p = _outputs(out, stem)
         encoding.image(mask.numpy()).save(mask_p)
-        Image.fromarray(overlay(image, mask, len(class_names))).save(overlay_p)
+        # compress_level 1: the overlay is a photograph-like RGB image; zlib's default level took ~100 ms of a ~200 ms
+        # prediction per image (benchmarks/predict_speed.py), level 1 about 20 ms for a somewhat larger file
+        Image.fromarray(overlay(image, mask, len(class_names))).save(overlay_p, compress_level=1)
         counts = torch.bincount(mask.reshape(-1), minlength=len(class_names)).tolist()
         total = mask.numel()
         areas = {"image": str(path), "height": int(mask.shape[0]), "width": int(mask.shape[1]),
