@@ -227,10 +227,13 @@ def predict_part(b: Bench) -> dict:
         {"plain": lambda: timed(lambda: plain_predict(b.plain_model, b.files, b.run.norm, b.size, a.batch, a.workers,
                                                       b.fresh(), b.device), n, b.device, False),
          "cnnlab": lambda: timed(lambda: predict_paths(b.run, b.files, b.fresh(), batch_size=a.batch, progress=False),
-                                 n, b.device, True)}, a.rounds, "plain")
+                                 n, b.device, True),
+         "cnnlab --no-overlays": lambda: timed(lambda: predict_paths(b.run, b.files, b.fresh(), batch_size=a.batch,
+                                                                     progress=False, overlays=False),
+                                               n, b.device, True)}, a.rounds, "plain")
     show(sides, "plain", f"predict: {n} validation images, batch {a.batch}, {a.model} at {b.size[0]}x{b.size[1]}; "
-         f"cnnlab {b.run.rt.precision} channels_last={b.run.rt.channels_last} (writes mask + overlay + areas); "
-         "plain fp32 NCHW (writes mask)")
+         f"cnnlab {b.run.rt.precision} channels_last={b.run.rt.channels_last} (writes mask + overlay + areas; "
+         "--no-overlays: mask + areas); plain fp32 NCHW (writes mask)")
     return sides
 
 

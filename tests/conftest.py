@@ -57,3 +57,35 @@ def interrupt_after_first_last_pt(monkeypatch: pytest.MonkeyPatch) -> Callable[[
 
     monkeypatch.setattr(run_mod, "atomic_save", save_then_interrupt)
     return real_save
+
+
+def interrupt_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int = 2) -> Callable:
+    """Make the next training raise KeyboardInterrupt as it starts epoch `epoch` (a Ctrl-C between epochs);
+    returns the real train_one_epoch, to put back before resuming."""
+    from cnnlab.engine import run as run_mod
+
+    real, calls = run_mod.train_one_epoch, []
+
+    def interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_mod, "train_one_epoch", interrupt)
+    return real
+
+
+def train_binary_glas(base: Path, name: str, **train_extra) -> Path:
+    """One epoch of a binary (gland / background) FCN on tiny synthetic GlaS images; returns the run dir."""
+    from cnnlab.config import recipe_from_dict
+    from cnnlab.data.synthetic import SYNTHETIC
+    from cnnlab.engine.run import train
+
+    root = SYNTHETIC["glas"](base / "glas", n_train=6, n_test_a=3, n_test_b=2, width=48, height=40)
+    raw = {"name": name, "out": str(base / "runs"),
+           "data": {"format": "glas", "root": str(root), "train": "train", "test": "test", "size": [32, 32],
+                    "val_fraction": 0.3},
+           "model": {"name": "course_fcn", "params": {"depth": 2}}, "loss": {"name": "dice"},
+           "train": {"epochs": 1, "batch_size": 2, "progress": False, **train_extra}}
+    return train(recipe_from_dict(raw))

@@ -7,22 +7,12 @@ from pathlib import Path
 import pytest
 
 from cnnlab.cli import main
-from cnnlab.config import recipe_from_dict
-from cnnlab.engine.run import train
+from conftest import train_binary_glas
 
 
 @pytest.fixture(scope="module")
 def glas_run(tmp_path_factory) -> Path:
-    from cnnlab.data.synthetic import SYNTHETIC
-
-    base = tmp_path_factory.mktemp("bc")
-    root = SYNTHETIC["glas"](base / "glas", n_train=6, n_test_a=3, n_test_b=2, width=48, height=40)
-    raw = {"name": "noskip", "out": str(base / "runs"),
-           "data": {"format": "glas", "root": str(root), "train": "train", "test": "test", "size": [32, 32],
-                    "val_fraction": 0.3},
-           "model": {"name": "course_fcn", "params": {"depth": 2}}, "loss": {"name": "dice"},
-           "train": {"epochs": 1, "batch_size": 2, "progress": False}}
-    return train(recipe_from_dict(raw))
+    return train_binary_glas(tmp_path_factory.mktemp("bc"), "noskip")
 
 
 def test_boundary_metrics_match_the_run_summary(glas_run: Path, tmp_path: Path, capsys):

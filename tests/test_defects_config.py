@@ -279,18 +279,9 @@ def test_new_recipes_check_folders_hint_is_a_working_command(tmp_path: Path, cap
 
 def test_the_interrupt_resume_hint_is_a_working_command(tmp_path: Path, endovis_root: Path, monkeypatch, capsys):
     import cnnlab.engine.run as run_mod
-    from conftest import tiny_recipe
+    from conftest import interrupt_in_epoch, tiny_recipe
 
-    real = run_mod.train_one_epoch
-    calls = []
-
-    def interrupt_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(run_mod, "train_one_epoch", interrupt_second_epoch)
+    real = interrupt_in_epoch(monkeypatch, 2)
     with pytest.raises(CnnlabError) as e:
         run_mod.train(recipe_from_dict(tiny_recipe(endovis_root, tmp_path / "runs")))
     monkeypatch.setattr(run_mod, "train_one_epoch", real)

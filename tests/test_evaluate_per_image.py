@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.config import recipe_from_dict
-from cnnlab.engine.run import train
 from cnnlab.inference.evaluate import evaluate_run, foreground_scores
 from cnnlab.metrics.confusion import ConfusionMatrix
+from conftest import train_binary_glas
 
 
 def _masks(*rows: str) -> torch.Tensor:
@@ -53,16 +52,7 @@ def test_ignored_pixels_count_in_neither_score():
 @pytest.fixture(scope="module")
 def glas_run(tmp_path_factory) -> Path:
     """A binary (gland / background) run of one epoch on synthetic GlaS images."""
-    from cnnlab.data.synthetic import SYNTHETIC
-
-    base = tmp_path_factory.mktemp("epi")
-    root = SYNTHETIC["glas"](base / "glas", n_train=6, n_test_a=3, n_test_b=2, width=48, height=40)
-    raw = {"name": "binary", "out": str(base / "runs"),
-           "data": {"format": "glas", "root": str(root), "train": "train", "test": "test", "size": [32, 32],
-                    "val_fraction": 0.3},
-           "model": {"name": "course_fcn", "params": {"depth": 2}}, "loss": {"name": "dice"},
-           "train": {"epochs": 1, "batch_size": 2, "progress": False, "threads": 1}}
-    return train(recipe_from_dict(raw))
+    return train_binary_glas(tmp_path_factory.mktemp("epi"), "binary", threads=1)
 
 
 def test_evaluate_reports_both_named_and_matches_the_training_summary(glas_run: Path, tmp_path: Path, capsys):

@@ -81,6 +81,21 @@ def test_predict_writes_mapping_grey_levels_equal_to_argmax_of_predict_logits(ru
         assert _png(tmp_path / "pred" / f"{name}_input_overlay.png").shape == (*exp.shape, 3)
 
 
+def test_predict_without_overlays_writes_the_same_masks_and_no_pictures(run_dir, endovis_root, tmp_path, capsys):
+    """--no-overlays: the masks and class areas byte for byte as with overlays, no *_overlay.png, none listed."""
+    images = str(endovis_root / "segmentation" / "test")
+    assert _main(["predict", str(run_dir), images, "--out", str(tmp_path / "with")], None) == 0
+    assert _main(["predict", str(run_dir), images, "--out", str(tmp_path / "without"), "--no-overlays"], None) == 0
+    assert "class areas of" in capsys.readouterr().out
+    with_files = {p.name for p in (tmp_path / "with").iterdir()}
+    without = {p.name for p in (tmp_path / "without").iterdir()}
+    assert without == {n for n in with_files if not n.endswith("_overlay.png")} and without != with_files
+    for name in without - {"predict.json"}:
+        assert (tmp_path / "with" / name).read_bytes() == (tmp_path / "without" / name).read_bytes(), name
+    entries = json.loads((tmp_path / "without" / "predict.json").read_text())["images"]
+    assert entries and all(e["overlay"] is None for e in entries)
+
+
 def test_predict_resizes_to_training_size_and_back(run_dir, endovis_root, test_split, tmp_path):
     run = load_run(run_dir, precision="fp32")
     big = np.asarray(Image.open(endovis_root / "segmentation/test/0/0_input.jpg").resize((128, 96), Image.NEAREST))

@@ -17,7 +17,7 @@ from cnnlab.config import recipe_from_dict
 from cnnlab.engine import run as run_mod
 from cnnlab.engine.logs import LOG_FILE, get_logger, run_log
 from cnnlab.engine.run import Interrupted, resume, train
-from conftest import tiny_recipe
+from conftest import interrupt_in_epoch, tiny_recipe
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
 EPOCH = re.compile(STAMP + r"epoch +(\d+)/(\d+)  train loss (\d+\.\d{4})  val loss (\d+\.\d{4})")
@@ -89,15 +89,7 @@ def test_two_runs_in_one_process_each_write_only_their_own_train_log(endovis_roo
 
 def test_an_interrupted_run_says_so_in_train_log_and_still_removes_its_handler(endovis_root, tmp_path,
                                                                                monkeypatch):
-    real, calls = run_mod.train_one_epoch, []
-
-    def interrupt_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(run_mod, "train_one_epoch", interrupt_second_epoch)
+    interrupt_in_epoch(monkeypatch, 2)
     with pytest.raises(Interrupted) as e:
         train(recipe_from_dict(tiny_recipe(endovis_root, tmp_path / "runs")))
     (run,) = (tmp_path / "runs").iterdir()

@@ -337,3 +337,52 @@ def test_cli_takes_workers_ray_and_retries(study_file: Path, tmp_path: Path):
     with pytest.raises(CnnlabError, match="--workers must be 1 or more"):
         a.func(a)
     assert not (tmp_path / "s").exists()
+
+
+def _child_reports_its_gpus(study_dir, name, threads, gpu, conn) -> None:
+    """A worker whose 'run' reports the CUDA devices it was given: the real _child sets them, then run_one (here a
+    stand-in, no training) reads them back from the environment, as torch would on a GPU machine."""
+    parallel.run_one = lambda folder, run, n: (DONE, f"{run}:{os.environ.get('CUDA_VISIBLE_DEVICES')}:{n}")
+    parallel._child(study_dir, name, threads, gpu, conn)
+
+
+@pytest.mark.parametrize("visible, workers, expected", [
+    ("3,5", 2, {"r0": "3", "r1": "5", "r2": "3", "r3": "5"}),   # one GPU per worker slot, freed slots reused
+    ("7", 2, {"r0": "7", "r1": "7", "r2": "7", "r3": "7"}),     # fewer GPUs than workers: shared round robin
+])
+def test_each_worker_gets_its_own_gpu_from_the_visible_ones(tmp_path: Path, monkeypatch, visible: str, workers: int,
+                                                             expected: dict):
+    """Issue 21: one GPU per run where GPUs exist. No GPU here, so the devices are named by CUDA_VISIBLE_DEVICES
+    (what a GPU node's scheduler sets) and each worker process reports the one it was handed."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setattr(parallel, "CHILD", _child_reports_its_gpus)
+    (tmp_path / "plan.json").write_text("{}")
+    backend = parallel.ProcessBackend(tmp_path, workers)
+    seen, running = {}, []
+    for name in expected:   # two at a time: each submit takes a free slot, each finished worker frees its slot
+        if len(running) == workers:
+            while not (done := backend.wait(running, 30)):
+                pass
+            for handle, outcome, detail in done:
+                running.remove(handle)
+                seen[handle.name] = (outcome, detail)
+        running.append(backend.submit(name))
+    while running:
+        for handle, outcome, detail in backend.wait(running, 30):
+            running.remove(handle)
+            seen[handle.name] = (outcome, detail)
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    got = {}
+    for name, (outcome, detail) in seen.items():
+        assert outcome == DONE, detail
+        run, gpu, n = detail.split(":")
+        assert run == name and int(n) == threads
+        got[name] = gpu
+    assert got == expected
+
+
+def test_hidden_gpus_are_no_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert parallel.visible_gpus() == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", " 2, 0 ")
+    assert parallel.visible_gpus() == ["2", "0"]

@@ -30,7 +30,8 @@ def _run_predict(a: argparse.Namespace) -> int:
 
     run = load_run(Path(a.run_dir), device=a.device)
     result = predict_paths(run, [Path(p) for p in a.inputs], Path(a.out), tta_flip=a.tta,
-                           window=parse_window(a.window, run), overlap=a.overlap, batch_size=a.batch_size)
+                           window=parse_window(a.window, run), overlap=a.overlap, batch_size=a.batch_size,
+                           overlays=not a.no_overlays)
     console = Console(highlight=False, soft_wrap=True)
     for note in result["notes"]:
         console.print(f"note: {note}")
@@ -40,7 +41,8 @@ def _run_predict(a: argparse.Namespace) -> int:
             console.print(f"{row['image']}: {row['predicted']}  ({probs})")
         console.print(f"probabilities of {len(result['images'])} images in {Path(a.out) / 'probabilities.csv'}")
     else:
-        console.print(f"wrote masks ({result['mask_encoding']['kind']}), overlays and class areas of "
+        what = "class areas" if a.no_overlays else "overlays and class areas"
+        console.print(f"wrote masks ({result['mask_encoding']['kind']}), {what} of "
                       f"{len(result['images'])} images to {a.out}")
     return 0
 
@@ -125,6 +127,8 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (and their subfolders)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (existing files are never replaced)")
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--no-overlays", action="store_true", help="write the masks and class areas only, no overlay "
+                   "picture per image (for many images: the overlays are most of predict's time on a fast model)")
     p.add_argument("--window", metavar="HxW", help="sliding window of HxW pixels, e.g. 256x256, or 'train' for the "
                    "training input size; each image is first scaled as training scaled it (default: prepare each "
                    "image exactly as in training, letterbox included)")

@@ -250,9 +250,10 @@ def _preprocess_notes(run: TrainedRun, window: tuple[int, int] | None) -> list[s
 
 def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool = False,
                   window: tuple[int, int] | None = None, overlap: float = 0.25, batch_size: int = 8,
-                  progress: bool = True, console: Console | None = None) -> dict:
+                  progress: bool = True, console: Console | None = None, overlays: bool = True) -> dict:
     """Predict every image under inputs into out; returns (and writes as predict.json) what was written.
-    progress: a bar (or plain lines) on `console` (default: stdout) as the images are done."""
+    progress: a bar (or plain lines) on `console` (default: stdout) as the images are done; overlays: False for
+    the masks (and class areas) alone."""
     task = task_for(run.task)
     task.require_inference("predict")
     if window is not None and not task.dense:
@@ -264,7 +265,7 @@ def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool
     files, notes = list_inputs(inputs)
     stems = output_stems(files)
     out = Path(out)
-    planned = [*task.planned_outputs(out, stems), out / "predict.json"]
+    planned = [*task.planned_outputs(out, stems, overlays), out / "predict.json"]
     clash = next((p for p in planned if p.exists()), None)
     if clash is not None:
         raise CnnlabError(f"{clash} exists; predict never overwrites", "choose a new or empty --out folder")
@@ -273,7 +274,8 @@ def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool
     entries = []
     with bars(progress, console).bar("predicting", len(files)) as bar:
         for f, img, probs in _predict_chunks(run, files, batch_size, tta_flip, window, overlap):
-            entries.append(task.write_prediction(out, stem_of[f], f, img, probs, run.class_names, run.encoding))
+            entries.append(task.write_prediction(out, stem_of[f], f, img, probs, run.class_names, run.encoding,
+                                                 overlays))
             bar.advance(1)
     task.finish_predictions(out, entries, run.class_names)
     index = {"run_dir": str(run.run_dir), "task": run.task, "tta_flip": tta_flip,

@@ -112,12 +112,13 @@ class Task:
         """How an application reads the exported model's output (the export's preprocess JSON)."""
         return "logits N x K; softmax over dim 1 gives class probabilities"
 
-    def planned_outputs(self, out: Path, stems: list[str]) -> list[Path]:
-        """The files predict will write for these images (checked before anything is written)."""
+    def planned_outputs(self, out: Path, stems: list[str], overlays: bool = True) -> list[Path]:
+        """The files predict will write for these images (checked before anything is written); overlays: False
+        where the user asked for the masks alone (no picture per image, the slow part for a fast model)."""
         return []
 
     def write_prediction(self, out: Path, stem: str, path: Path, image: torch.Tensor, probs: torch.Tensor,
-                         class_names: list[str], encoding: MaskEncoding) -> dict:
+                         class_names: list[str], encoding: MaskEncoding, overlays: bool = True) -> dict:
         """Write what predict makes of one image; returns its entry of predict.json's "images"."""
         raise NotImplementedError
 

@@ -62,11 +62,11 @@ class Classification(Task):
                 plot_misclassified(split.images, split.labels, pred.argmax(1), names, fig_dir / "misclassified.png",
                                    probs=pred)]
 
-    def planned_outputs(self, out: Path, stems: list[str]) -> list[Path]:
+    def planned_outputs(self, out: Path, stems: list[str], overlays: bool = True) -> list[Path]:
         return [out / PROBABILITIES]
 
     def write_prediction(self, out: Path, stem: str, path: Path, image: torch.Tensor, probs: torch.Tensor,
-                         class_names: list[str], encoding: MaskEncoding) -> dict:
+                         class_names: list[str], encoding: MaskEncoding, overlays: bool = True) -> dict:
         """A row of probabilities.csv: path, predicted class, one probability per class."""
         return {"image": str(path), "predicted": class_names[int(probs.argmax())],
                 **{n: float(p) for n, p in zip(class_names, probs.tolist())}}

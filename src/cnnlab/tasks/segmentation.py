@@ -33,9 +33,9 @@ class SegTally(LabelTally):
         return out
 
 
-def _outputs(out: Path, stem: str) -> list[Path]:
-    """predict's files for one image: mask, overlay, class areas."""
-    return [out / f"{stem}_mask.png", out / f"{stem}_overlay.png", out / f"{stem}_areas.json"]
+def _outputs(out: Path, stem: str, overlays: bool = True) -> list[Path]:
+    """predict's files for one image: mask, overlay (unless left out), class areas."""
+    return [out / f"{stem}_mask.png", *([out / f"{stem}_overlay.png"] if overlays else []), out / f"{stem}_areas.json"]
 
 
 class Segmentation(Task):
@@ -91,22 +91,25 @@ class Segmentation(Task):
         return ("logits N x K x H x W; softmax over dim 1, map back to the image (preprocess.output_to_image), "
                 "argmax gives class indices")
 
-    def planned_outputs(self, out: Path, stems: list[str]) -> list[Path]:
-        return [p for s in stems for p in _outputs(out, s)]
+    def planned_outputs(self, out: Path, stems: list[str], overlays: bool = True) -> list[Path]:
+        return [p for s in stems for p in _outputs(out, s, overlays)]
 
     def write_prediction(self, out: Path, stem: str, path: Path, image: torch.Tensor, probs: torch.Tensor,
-                         class_names: list[str], encoding: MaskEncoding) -> dict:
-        """Mask in the data set's encoding, overlay and class areas for one image."""
+                         class_names: list[str], encoding: MaskEncoding, overlays: bool = True) -> dict:
+        """Mask in the data set's encoding, overlay (unless left out) and class areas for one image."""
         mask = probs.argmax(0)
-        mask_p, overlay_p, areas_p = _outputs(out, stem)
+        mask_p, areas_p = _outputs(out, stem, overlays=False)
+        overlay_p = out / f"{stem}_overlay.png" if overlays else None
         encoding.image(mask.numpy()).save(mask_p)
-        # compress_level 1: the overlay is a photograph-like RGB image; zlib's default level took ~100 ms of a ~200 ms
-        # prediction per image (benchmarks/predict_speed.py), level 1 about 20 ms for a somewhat larger file
-        Image.fromarray(overlay(image, mask, len(class_names))).save(overlay_p, compress_level=1)
+        if overlay_p is not None:
+            # compress_level 1: the overlay is a photograph-like RGB image; zlib's default level took ~100 ms of a
+            # ~200 ms prediction per image (benchmarks/predict_speed.py), level 1 about 20 ms for a larger file
+            Image.fromarray(overlay(image, mask, len(class_names))).save(overlay_p, compress_level=1)
         counts = torch.bincount(mask.reshape(-1), minlength=len(class_names)).tolist()
         total = mask.numel()
         areas = {"image": str(path), "height": int(mask.shape[0]), "width": int(mask.shape[1]),
                  "mask": mask_p.name, "mask_encoding": encoding.kind,
                  "classes": {n: {"pixels": c, "fraction": c / total} for n, c in zip(class_names, counts)}}
         areas_p.write_text(json.dumps(areas, indent=2))
-        return {"image": str(path), "mask": mask_p.name, "overlay": overlay_p.name, "areas": areas_p.name}
+        return {"image": str(path), "mask": mask_p.name, "overlay": overlay_p.name if overlay_p else None,
+                "areas": areas_p.name}
