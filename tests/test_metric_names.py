@@ -220,3 +220,15 @@ def test_a_study_takes_its_metrics_per_task_from_metrics_names(dirs, endovis_roo
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**study, "metric": "pixel_accuracy"}))  # not in the list now
     with pytest.raises(ConfigError, match="study key 'metric' is 'pixel_accuracy'"):
         load_study(tmp_path / "bad.yaml")
+
+
+def test_summary_conventions_come_from_the_table_and_name_only_the_metrics_the_run_reports():
+    """summary.json's metric_conventions used to be a second set of texts, with Dice conventions written into
+    classification runs too; now it is the table's own text for exactly the metrics of the run."""
+    from cnnlab.metrics.names import EMPTY_CLASS_RULE, convention, metric_conventions
+
+    cls = metric_conventions({"accuracy": 0.9, "loss": 0.3})
+    assert cls == {"accuracy": convention("accuracy"), "loss": convention("loss")}
+    seg = metric_conventions({"dice_mean": 0.8, "dice_background": 0.9, "psnr_db": 20.0})
+    assert seg == {"dice_mean": convention("dice_mean"), "dice_background": convention("dice_background"),
+                   "empty_class_rule": EMPTY_CLASS_RULE}

@@ -11,19 +11,9 @@ from cnnlab.engine.figures import write_run_figures
 from cnnlab.engine.fit import TrainState
 from cnnlab.engine.rundir import environment, git_hash, read_resumes
 from cnnlab.engine.steps import evaluate, predict_logits
+from cnnlab.metrics.names import metric_conventions
 from cnnlab.models.classifiers import count_parameters
 from cnnlab.tasks import task_for
-
-METRIC_CONVENTIONS = {
-    "dice_mean": "strict: argmax predictions, global counts over the split, mean over classes present in the "
-                 "ground truth",
-    "dice_mean_foreground": "strict, background (class 0) excluded",
-    "dice_background": "strict Dice of class 0 alone",
-    "soft_dice_batch_mean": "course convention: soft Dice on probabilities per batch (smoothing 1), averaged over "
-                            "batches; moves with batch composition, not comparable across reports",
-    "empty_class_rule": "a class in neither prediction nor ground truth has undefined (null) Dice/IoU and is "
-                        "excluded from means",
-}
 
 
 def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], None] | None = None) -> dict:
@@ -46,7 +36,7 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
         "eval_images_per_s": len(split) / max(eval_s, 1e-9),
         "device": str(ctx.rt.device), "precision": ctx.rt.precision, "channels_last": ctx.rt.channels_last,
         "git": git_hash(), "env": environment(), "class_names": data.class_names, "notes": data.notes,
-        "metric_conventions": METRIC_CONVENTIONS,
+        "metric_conventions": metric_conventions(final),
         "resumes": read_resumes(ctx.run_dir),  # each resume: time, from_epoch, epochs, overrides (history.yaml)
     }
     trainable, total = count_parameters(core)

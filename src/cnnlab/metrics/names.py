@@ -99,6 +99,19 @@ def convention(key: str) -> str:
     return m.convention if m else ""
 
 
+EMPTY_CLASS_RULE = ("a class in neither prediction nor ground truth has undefined (null) Dice/IoU and is excluded "
+                    "from means")
+
+
+def metric_conventions(metrics: dict) -> dict:
+    """summary.json's `metric_conventions`: how each metric the run reports is computed (and, where it reports
+    per-class Dice/IoU means, the empty-class rule), in the words of this table."""
+    conv = {k: convention(k) for k in metrics if convention(k)}
+    if "dice_mean" in metrics:
+        conv["empty_class_rule"] = EMPTY_CLASS_RULE
+    return conv
+
+
 def lower_is_better(key: str) -> bool:
     """True for metrics where less is better (the loss); unknown keys count as higher-is-better."""
     m = METRICS.get(key)
