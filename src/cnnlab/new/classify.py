@@ -26,6 +26,7 @@ from cnnlab.errors import DataError
 from cnnlab.new.budget import SizeChoice, candidate_sizes, choose_size, epoch_floor, median_size
 from cnnlab.new.cls_rows import CLS_MAX_SIDE, CLS_SIDES, ClsPlan, cls_rows, model_choice
 from cnnlab.new.estimate import Estimate, measure_steps, steps_per_epoch, validate_written
+from cnnlab.new.hints import refuse_problems
 from cnnlab.new.rows import lines, y
 
 FRACTIONS = {"val": 0.15, "test": 0.15}  # one folder of class folders: the seeded split's shares (rest trains)
@@ -90,11 +91,8 @@ def survey(images: str | Path) -> ClassSurvey:
     items: dict[str, list[tuple[Path, int]]] = {f: imf._scan(root / f, classes)[0] for f in folders}
     paths = [p for f in folders for p, _ in items[f]]
     found = list(ordered_map(_decode, paths))
-    problems = [r for r in found if isinstance(r, str)]
-    if problems:
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        raise DataError(f"{problems[0]}{more}; no recipe written", "replace or remove the file(s), then check "
-                        f"again: {shlex.join(['cnnlab', 'data', 'check', 'imagefolder', str(root)])}")
+    refuse_problems([r for r in found if isinstance(r, str)],
+                    shlex.join(["cnnlab", "data", "check", "imagefolder", str(root)]))
     counts = {f: len(v) for f, v in items.items()}
     if not counts[folders[0]]:
         raise DataError(f"{root / folders[0]}: no images in its class folders", f"expected {imf.EXPECTED}")

@@ -26,7 +26,7 @@ from cnnlab.new.budget import (
 )
 from cnnlab.new.classify import make_classification
 from cnnlab.new.estimate import Estimate, measure_steps, steps_per_epoch, validate_written
-from cnnlab.new.hints import check_command
+from cnnlab.new.hints import check_command, refuse_problems
 from cnnlab.new.rows import PRETRAINED_PARAMS, UNET_EPOCH_S, Plan, lines, train_rows, y
 
 DEFAULT_MINUTES = 15.0       # `--minutes`: the training time the size and epochs are chosen for
@@ -186,10 +186,7 @@ def _survey(images: str | Path, masks: str | Path, fov: str | Path | None) -> tu
     if fov:
         opts["fov"] = place.rel["fov"]
     s = fc.survey(Path(place.root), decode=True, **opts)
-    if s.problems:
-        more = f" (and {len(s.problems) - 1} more problem(s))" if len(s.problems) > 1 else ""
-        raise DataError(f"{s.problems[0]}{more}; no recipe written",
-                        f"replace or remove the file(s), then check again: {check_command(images, masks, fov)}")
+    refuse_problems(s.problems, check_command(images, masks, fov))
     return place, s
 
 
