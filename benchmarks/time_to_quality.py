@@ -20,6 +20,7 @@ A contender stops when it reaches the highest threshold, ends its recipe's epoch
     .venv/bin/python benchmarks/time_to_quality.py --threads 2                 # the full run: ~40+ min of 2 cores
     .venv/bin/python benchmarks/time_to_quality.py --smoke --threads 1         # 2 epochs x 2 steps at 64x80
     .venv/bin/python benchmarks/time_to_quality.py --only plain --max-minutes 3 --threads 1
+    .venv/bin/python benchmarks/time_to_quality.py --only cnnlab --set 'train.size_schedule=[[0.5, 10]]'  # an A/B
 """
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ def contenders(args: argparse.Namespace, root: Path, work: Path) -> list[Contend
            "train.patience=10"]  # what `cnnlab new` writes beyond recipe (f) (cnnlab.new.rows)
     f, c = RECIPES / "f_imagenet_unet.yaml", RECIPES / "c_tuned.yaml"
     sides = [Contender("cnnlab", "(i) cnnlab recommended: Lite0 FCN, ImageNet", "engine", f,
-                       tuple(shared + new + [f"out={work / 'cnnlab'}"])),
+                       tuple(shared + new + list(args.set) + [f"out={work / 'cnnlab'}"])),
              Contender("plain", "(ii) plain PyTorch loop, same model", "plain", f, tuple(shared + new)),
              Contender("course_unet", "(iii) course U-Net recipe (c)", "engine", c,
                        tuple(shared + [f"out={work / 'course_unet'}"]))]
@@ -300,6 +301,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--thresholds", type=float, nargs="+", default=[0.80, 0.85])
     p.add_argument("--max-minutes", type=float, default=20.0, help="training minutes per contender at most")
     p.add_argument("--only", nargs="+", choices=["cnnlab", "plain", "course_unet"])
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for (i) alone, to A/B a change against the plain loop (repeatable)")
     p.add_argument("--workers", type=int, default=0, help="the plain loop's DataLoader workers")
     p.add_argument("--smoke", action="store_true", help=f"{SMOKE_EPOCHS} epochs x {SMOKE_STEPS} steps at 64x80")
     p.add_argument("--in-process", action="store_true", help="all sides in this process (tests; no early stop)")

@@ -130,7 +130,9 @@ def test_real_drive_recipe(tmp_path):
     # the pretrained default (RGB, weights installed) takes Dice + CE; the fixed step time fits every candidate
     # size, so the largest: 584x565 scaled to a long side of 512, sides multiples of 32
     assert r.data.size == [512, 480] and r.loss.name == "dice_ce"
-    assert r.model.name == "fcn_efficientnet_lite0"
+    # vessels are thin (half-width about 2 px of 584): the U-Net decoder, which won on all 20 DRIVE test images
+    assert r.model.name == "unet_efficientnet_lite0"
+    assert "# Decoder: U-Net decoder: thinnest class 'class_1'" in (tmp_path / "drive.yaml").read_text()
 
 
 @pytest.mark.skipif(not (SHARED / "isbi2012_em" / "train").is_dir(), reason="shared ISBI 2012 data absent")

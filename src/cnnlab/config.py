@@ -85,6 +85,9 @@ class TrainConfig:
     max_steps_per_epoch: int = 0     # 0 = whole split; >0 caps steps (smoke tests)
     log_to: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, mlflow (optional extras)
     mlflow_uri: str = ""             # "" = $MLFLOW_TRACKING_URI, else a local sqlite:///<out>/mlflow.db
+    size_schedule: list[list[float]] = field(default_factory=list)  # resolution schedule, small first: [[scale,
+    #                                  epochs], ...] trains the first epochs at scale x data.size (sides rounded to
+    #                                  multiples of 16); later epochs, validation and test at data.size
 
 
 @dataclass(frozen=True)
@@ -235,11 +238,23 @@ def _validate(r: Recipe, check_name: bool = True) -> None:
          "train.device", "must be auto, cpu or cuda"),
         (r.data.size is None or (len(r.data.size) == 2 and min(r.data.size) > 0), "data.size",
          "must be [H, W] with positive sides"),
+        (_size_schedule_ok(r), "train.size_schedule", "must be [[scale, epochs], ...] with 0 < scale < 1, whole "
+         "epochs >= 1 adding up to fewer than train.epochs (the last epochs train at data.size), and data.size set"),
     ]
     for ok, key, msg in checks:
         if not ok:
             value = _get(asdict(r), key)
             raise ConfigError(f"config key '{key}' {msg}, got {value!r}")
+
+
+def _size_schedule_ok(r: Recipe) -> bool:
+    """Each stage a scale in (0, 1) for a whole number of epochs; at least the last epoch at full size."""
+    stages = r.train.size_schedule
+    if not stages:
+        return True
+    ok = r.data.size is not None and all(len(s) == 2 and 0 < s[0] < 1 and s[1] >= 1 and float(s[1]).is_integer()
+                                         for s in stages)
+    return ok and sum(int(s[1]) for s in stages) < r.train.epochs
 
 
 def _get(d: dict, dotted: str) -> Any:

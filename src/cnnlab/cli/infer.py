@@ -52,11 +52,15 @@ def _run_evaluate(a: argparse.Namespace) -> int:
 
     from cnnlab.inference.evaluate import evaluate_run
 
-    result, path = evaluate_run(Path(a.run_dir), a.data, a.split, a.out, device=a.device, batch_size=a.batch_size)
+    result, path = evaluate_run(Path(a.run_dir), a.data, a.split, a.out, device=a.device, batch_size=a.batch_size,
+                                native=a.native)
     for note in result["notes"]:
         print(f"note: {note}")
-    print(f"{result['split']} of {result['data_root']} ({result['n_images']} images): "
-          f"{json.dumps(result['metrics'])}")
+    print(f"{result['split']} of {result['data_root']} ({result['n_images']} images, scored at "
+          f"{result['resolution']} HxW): {json.dumps(result['metrics'])}")
+    if "metrics_trained_size" in result:
+        print(f"  at the trained size {'x'.join(map(str, result['input_size']))}: "
+              f"{json.dumps(result['metrics_trained_size'])}")
     fg = result.get("foreground")
     if fg is not None:  # binary segmentation: both conventions, named
         print(f"foreground '{fg['class']}': Dice global (strict, pooled over {fg['images']} images) "
@@ -145,6 +149,8 @@ def register(sub) -> None:
                                                "overwritten: a second evaluation gets -2, -3 ...)")
     p.add_argument("--batch-size", type=int, metavar="N", help="default: the recipe's train.eval_batch_size")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--native", action="store_true", help="score at each image's own size: predictions upsampled to "
+                   "it, ground truth as stored (the DRIVE/ISBI protocol; segmentation, folders data sets)")
     p.set_defaults(func=_run_evaluate)
 
     p = sub.add_parser("export", help="ONNX or TorchScript file of a run's best model, checked against torch")

@@ -15,6 +15,7 @@ from cnnlab.engine.progress import Bar
 from cnnlab.engine.steps import make_batch
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.models.classifiers import param_groups
+from cnnlab.tasks import task_for
 
 
 class TrainingDiverged(CnnlabError):
@@ -105,6 +106,20 @@ def epoch_images(n: int, r: Recipe) -> int:
     return sum(len(b) for b in _batches(torch.arange(n), r))
 
 
+def scheduled_size(r: Recipe, epoch: int) -> tuple[int, int] | None:
+    """The training size of epoch (0-based) under train.size_schedule; None for data.size (no resizing).
+
+    Why: early epochs learn coarse shapes that a quarter of the pixels show as well (progressive resizing, as
+    fastai's); each side is rounded to a multiple of 16 (at least 32) so encoders that halve it 4-5 times keep
+    whole feature maps."""
+    end = 0
+    for scale, epochs in r.train.size_schedule:
+        end += int(epochs)
+        if epoch < end:
+            return tuple(max(32, int(round(side * scale / 16)) * 16) for side in r.data.size)
+    return None
+
+
 def train_one_epoch(ctx: RunContext, model: torch.nn.Module, epoch: int,
                     bar: Bar | None = None) -> tuple[float, int, float]:
     """One pass over the shuffled training split; returns mean loss, images seen, seconds.
@@ -126,10 +141,13 @@ def train_one_epoch(ctx: RunContext, model: torch.nn.Module, epoch: int,
         raise ConfigError(f"train.batch_size={r.train.batch_size} is the global batch; it must be at least the "
                           f"number of processes ({world()})")
     batches = _batches(perm, r)
+    size = scheduled_size(r, epoch)
     total, seen, t0 = 0.0, 0, time.perf_counter()
     for step, global_idx in enumerate(batches):
         idx = shard(global_idx)
         x, y = make_batch(data.train, idx, ctx.rt, ctx.norm, r.augment, g_aug)
+        if size is not None:
+            x, y = task_for(data.train).shrink_batch(x, y, size)
         with ctx.rt.autocast():
             out = model(x)
         loss = loss_fn(out, y)

@@ -37,6 +37,7 @@ from cnnlab.engine.fit import (
     build_optimizer,
     epoch_images,
     lr_at,
+    scheduled_size,
     train_one_epoch,
 )
 from cnnlab.engine.logs import console, get_logger, quiet, run_log
@@ -144,8 +145,10 @@ def _epoch_line(r: Recipe, epoch: int, row: dict) -> str:
     name = task_for(r.task).headline  # the task's validation metric, if it has one besides the loss
     value = row.get(f"val_{name}") if name else None
     extra = f"  {name} {value:.4f}" if value is not None else ""
+    size = scheduled_size(r, epoch)  # the resolution schedule's smaller training size, said where it applies
+    at = f" at {size[0]}x{size[1]}" if size else ""
     return (f"epoch {epoch + 1:>3}/{r.train.epochs}  train loss {row['train_loss']:.4f}  "
-            f"val loss {row['val_loss']:.4f}{extra}  {row['images_per_s']:.1f} img/s")
+            f"val loss {row['val_loss']:.4f}{extra}  {row['images_per_s']:.1f} img/s{at}")
 
 
 def _start(r: Recipe, transfer: dict | None) -> Path:

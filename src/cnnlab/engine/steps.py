@@ -69,9 +69,12 @@ def predict_logits(model: nn.Module, data: Split, rt: Runtime, norm: Normalizer,
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Split, rt: Runtime, norm: Normalizer, loss_fn: Loss,
-             batch_size: int, on_batch: Callable[[int], None] | None = None) -> tuple[dict, ConfusionMatrix | None]:
+             batch_size: int, on_batch: Callable[[int], None] | None = None,
+             on_logits: Callable[[torch.Tensor, torch.Tensor], None] | None = None
+             ) -> tuple[dict, ConfusionMatrix | None]:
     """The task's metrics over a whole split (each process its shard, summed over processes), and its confusion
-    matrix (None for colorization). on_batch: told each batch's size (a progress bar)."""
+    matrix (None for colorization). on_batch: told each batch's size (a progress bar). on_logits: handed each
+    batch's model output and sample indices (evaluate's label maps and native-size scores: one pass of the model)."""
     model.eval()
     task = task_for(data)
     tally = task.tally(data, loss_fn)
@@ -80,6 +83,8 @@ def evaluate(model: nn.Module, data: Split, rt: Runtime, norm: Normalizer, loss_
         with rt.autocast():
             out = model(x)
         tally.add(out, y)
+        if on_logits is not None:
+            on_logits(out, chunk)
         if on_batch is not None:
             on_batch(len(chunk))
     return tally.result(all_sum)

@@ -2,24 +2,37 @@
 
 Binary segmentation also gets the foreground's Dice and IoU per image, averaged over the images, beside the strict
 global ones (counts pooled over the split): polyp papers report the per-image mean, and the two differ (a small
-polyp missed costs a whole image's Dice per image but few pixels globally)."""
+polyp missed costs a whole image's Dice per image but few pixels globally).
+
+--native (segmentation) scores at the images' own size, as DRIVE and ISBI papers do: the model sees exactly its
+training inputs, its logits are upsampled (bilinear) to the native size, and the masks (and field of view) are the
+format reader's own decoding at that size, so no thin structure is lost to a nearest resize of the ground truth."""
 from __future__ import annotations
 
 import json
+import shlex
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 
+from cnnlab.config import DataConfig
+from cnnlab.data.formats._folders_fit import header
+from cnnlab.data.formats._folders_layout import parse_options, scan_layout, summarize_sizes
+from cnnlab.data.formats._folders_scan import find_split
+from cnnlab.data.formats.preprocess import Preprocess
 from cnnlab.data.loading import load_run_data, load_split
-from cnnlab.engine.progress import Bar
-from cnnlab.engine.steps import evaluate, predict_logits
-from cnnlab.errors import CnnlabError, DataError
+from cnnlab.data.types import SegData
+from cnnlab.engine.steps import evaluate
+from cnnlab.errors import CnnlabError, ConfigError, DataError
 from cnnlab.inference.predict import TrainedRun, bars, load_run
 from cnnlab.losses.class_weights import weights_for
 from cnnlab.losses.core import build_loss
 from cnnlab.metrics.boundary import dice_per_image
+from cnnlab.metrics.confusion import ConfusionMatrix
 from cnnlab.tasks import task_for
 
 
@@ -50,7 +63,7 @@ def _free_path(folder: Path, stem: str) -> Path:
 
 
 PER_IMAGE = ("per image: each image's foreground Dice 2|P&T|/(|P|+|T|) and IoU |P&T|/|P or T| (argmax masks at the "
-             "trained size), averaged over the images; an image whose ground truth and prediction are both empty "
+             "{at}), averaged over the images; an image whose ground truth and prediction are both empty "
              "scores 1 and counts (as in the per-image evaluation of polyp papers, e.g. PraNet and Polyp-PVT, whose "
              "smoothed Dice gives such an image 1); an image with empty ground truth but predicted foreground scores "
              "0")
@@ -59,44 +72,47 @@ GLOBAL = "global (strict): the pixel counts of all images pooled, then one Dice 
 
 def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split: str | None = None,
                  out: str | Path | None = None, device: str = "auto", batch_size: int | None = None,
-                 progress: bool = True, console: Console | None = None) -> tuple[dict, Path]:
+                 progress: bool = True, console: Console | None = None, native: bool = False) -> tuple[dict, Path]:
     """Metrics of a run's best model on any split (default: the recipe's test split), or on another data set of
     the same format (data_root replaces data.root); writes evaluate_<split>.json into out (default the run dir).
-    progress: a bar (or plain lines) on `console` (default: stdout) while the images are evaluated."""
+    progress: a bar (or plain lines) on `console` (default: stdout) while the images are evaluated.
+    native: segmentation scored at the images' own size (see the module docstring); the trained-size metrics
+    are kept under "metrics_trained_size"."""
     run = load_run(run_dir, device)
     r = run.recipe
     split = split or r.data.test
     task_for(r.task).require_inference("evaluate")
+    if native and not task_for(r.task).dense:
+        raise ConfigError(f"--native applies to segmentation runs; this is a {r.task} run",
+                          f"cnnlab evaluate {shlex.quote(str(run_dir))} (without --native)")
     cfg = replace(r.data, root=str(data_root)) if data_root is not None else r.data
     cfg = cfg if cfg.size is not None else replace(cfg, size=list(run.input_size))  # no-op at the trained size
     notes = list(run.notes)
-    if data_root is None and r.data.val_fraction > 0 and split == r.data.val:
-        data = load_run_data(r.data, r.train.seed).val  # the same seeded carve-out as in training
-        notes.append(f"'{split}' is carved from '{r.data.train}' (fraction {r.data.val_fraction}) as in training")
-    else:
-        data = load_split(cfg, split)
-    if list(data.class_names) != run.class_names:
-        raise DataError(f"{cfg.root}: classes {data.class_names} differ from the run's {run.class_names}",
-                        "evaluate on a data set with the same classes")
+    data = _load(run, cfg, split, data_root is None, notes)
     task = task_for(data)
     loss_fn = _loss_for(run, task.ignore_index(data), notes)
     bs = batch_size or r.train.eval_batch_size
-    shown = bars(progress, console)
-    with shown.bar(f"evaluating '{split}'", len(data)) as bar:
-        metrics, cm = evaluate(run.model, data, run.rt, run.norm, loss_fn, bs, bar.advance)
-    pred = None
-    if task.dense and len(data.class_names) == 2:  # binary segmentation: per-image scores need the masks
-        with shown.bar(f"per-image Dice on '{split}'", len(data)) as bar:
-            pred = _label_maps(run, data, bs, bar)
+    binary = task.dense and len(data.class_names) == 2  # binary segmentation: per-image scores need the masks
+    scored, resolution, sink = data, f"trained {cfg.size[0]}x{cfg.size[1]}", _LabelMaps(binary)
+    if native:
+        scored, sink = _native_data(run, cfg, split, data_root is None, data, binary)
+        resolution = f"native {sink.size[0]}x{sink.size[1]}"
+    with bars(progress, console).bar(f"evaluating '{split}'", len(data)) as bar:
+        metrics, cm = evaluate(run.model, data, run.rt, run.norm, loss_fn, bs, bar.advance, sink)
+    extra = {}
+    if isinstance(sink, _NativeScores):  # the native counts replace the trained-size ones
+        extra, notes = {"metrics_trained_size": metrics}, notes + [NATIVE]
+        metrics, cm = _native_metrics(sink), sink.cm
+    pred = sink.maps() if binary else None
     result = {"run_dir": str(run.run_dir), "checkpoint": "best.pt", "best_epoch": run.best_epoch,
               "data_format": cfg.format, "data_root": str(cfg.root), "split": split, "n_images": len(data),
-              "input_size": list(cfg.size),
-              "metrics": metrics, "class_names": run.class_names, "device": str(run.rt.device),
+              "input_size": list(cfg.size), "resolution": resolution,
+              "metrics": metrics, **extra, "class_names": run.class_names, "device": str(run.rt.device),
               "precision": run.rt.precision, "notes": notes + list(data.notes)}
-    result.update(task.test_entries(data, cm, pred))  # per-class scores; binary: per-image and boundary scores
+    result.update(task.test_entries(scored, cm, pred))  # per-class scores; binary: per-image and boundary scores
     if pred is not None:
-        result["foreground"] = foreground_scores(pred, data.masks, data.ignore_index, result["per_class"],
-                                                 data.class_names[1])
+        result["foreground"] = foreground_scores(pred, scored.masks, scored.ignore_index, result["per_class"],
+                                                 data.class_names[1], at=f"{resolution.split()[0]} size")
     folder = Path(out) if out is not None else Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = _free_path(folder, f"evaluate_{split.replace('/', '_')}")
@@ -104,21 +120,112 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     return result, path
 
 
-def _label_maps(run: TrainedRun, data, batch_size: int, bar: Bar) -> torch.Tensor:
-    """Argmax label maps (N x H x W uint8) of a split, a batch at a time (never the whole split's logits)."""
-    maps = []
-    for idx in torch.arange(len(data)).split(batch_size):
-        maps.append(predict_logits(run.model, data, run.rt, run.norm, batch_size, idx).argmax(1).to(torch.uint8))
-        bar.advance(len(idx))
-    return torch.cat(maps)
+NATIVE = ("scored at each image's own size: the model's logits at the trained size upsampled bilinearly "
+          "(align_corners=False) to it, argmax, against the masks (and field of view) as stored; "
+          "'metrics_trained_size' holds the scores at the trained size (loss and soft Dice exist only there)")
+
+
+def _load(run: TrainedRun, cfg: DataConfig, split: str, own_root: bool, notes: list[str],
+          size: tuple[int, int] | None = None) -> SegData:
+    """The split to evaluate, read by its format as training read it, or at `size` (a carved validation split
+    carved as in training)."""
+    r = run.recipe
+    if own_root and r.data.val_fraction > 0 and split == r.data.val:
+        rd = r.data if size is None else replace(r.data, size=list(size))
+        data = load_run_data(rd, r.train.seed).val  # the same seeded carve-out as in training
+        notes.append(f"'{split}' is carved from '{r.data.train}' (fraction {r.data.val_fraction}) as in training")
+    else:
+        data = load_split(cfg if size is None else replace(cfg, size=list(size)), split)
+    if list(data.class_names) != run.class_names:
+        raise DataError(f"{cfg.root}: classes {data.class_names} differ from the run's {run.class_names}",
+                        "evaluate on a data set with the same classes")
+    return data
+
+
+class _LabelMaps:
+    """Per batch of logits at the trained size: argmax label maps kept (uint8, CPU) when `keep` is set."""
+
+    def __init__(self, keep: bool) -> None:
+        self.keep, self.parts = keep, []
+
+    def __call__(self, out: torch.Tensor, idx: torch.Tensor) -> None:
+        if self.keep:
+            self.parts.append(out.float().argmax(1).to(torch.uint8).cpu())
+
+    def maps(self) -> torch.Tensor:
+        return torch.cat(self.parts)
+
+
+class _NativeScores(_LabelMaps):
+    """Per batch of logits at the trained size: each image's logits upsampled to the native size, its argmax
+    counted against the native masks (one image at a time: never a batch's logits at native size at once)."""
+
+    def __init__(self, data: SegData, keep: bool) -> None:
+        super().__init__(keep)
+        self.data, self.size = data, tuple(data.masks.shape[-2:])
+        self.cm = ConfusionMatrix(len(data.class_names), data.ignore_index)
+
+    def __call__(self, out: torch.Tensor, idx: torch.Tensor) -> None:
+        for logits, i in zip(out.float(), idx.tolist()):
+            up = F.interpolate(logits[None], size=self.size, mode="bilinear", align_corners=False)
+            label = up.argmax(1)[0]
+            self.cm.update(label, self.data.masks[i].to(label.device))
+            if self.keep:
+                self.parts.append(label.to(torch.uint8).cpu()[None])
+
+
+def _native_metrics(sink: _NativeScores) -> dict:
+    """The strict metrics (the split's summary, as a segmentation tally writes them) from the native counts."""
+    return {k: v for k, v in sink.cm.summary(sink.data.class_names).items() if k != "per_class"}
+
+
+def _native_data(run: TrainedRun, cfg: DataConfig, split: str, own_root: bool, data: SegData, keep: bool
+                 ) -> tuple[SegData, _NativeScores]:
+    """The split decoded by its format at the images' own (common) size: masks, palettes and field of view at full
+    resolution; its images must be those of `data`, in the same order."""
+    r = run.recipe
+    carved = own_root and r.data.val_fraction > 0 and split == r.data.val
+    size = _native_size(run, cfg, r.data.train if carved else split)
+    native = _load(run, cfg, split, own_root, [], size)
+    if native.names != data.names:
+        raise DataError(f"{cfg.root}: '{split}' read at {size[0]}x{size[1]} holds other images than at the trained "
+                        "size", f"cnnlab evaluate {shlex.quote(str(run.run_dir))} (without --native)")
+    return native, _NativeScores(native, keep)
+
+
+def _native_size(run: TrainedRun, cfg: DataConfig, split: str) -> tuple[int, int]:
+    """The one size (H, W) of a split's image files; a DataError where sizes differ or training letterboxed."""
+    root = Path(cfg.root).expanduser()
+    if cfg.format != "folders":
+        raise ConfigError(f"--native reads the images' own sizes from folders data sets, not '{cfg.format}'",
+                          _predict_hint(run, root))
+    layout = scan_layout(root, parse_options(cfg.options))
+    pairs = layout.splits[find_split(split, list(layout.splits), str(root))]
+    sizes = [header(p.image)[:2] for p in pairs]
+    prep = Preprocess.for_data(cfg.format, cfg.size, cfg.options, run.input_size)
+    folders = {p.image.parent for p in pairs}
+    hint = _predict_hint(run, folders.pop() if len(folders) == 1 else root)
+    if len(Counter(sizes)) != 1:
+        raise DataError(f"--native needs one image size in '{split}'; found {summarize_sizes(sizes)} (HxW)", hint)
+    if not prep.stretches:
+        raise DataError(f"--native: training placed the images ({prep.words()}), so the trained-size output does not "
+                        f"map onto the {sizes[0][0]}x{sizes[0][1]} images by a resize", hint)
+    return sizes[0]
+
+
+def _predict_hint(run: TrainedRun, images: Path) -> str:
+    """The command that writes masks at each image's own size, for scoring them outside cnnlab."""
+    return (f"cnnlab predict {shlex.quote(str(run.run_dir))} {shlex.quote(str(images))} --out DIR "
+            "writes masks at each image's own size")
 
 
 def foreground_scores(pred: torch.Tensor, masks: torch.Tensor, ignore_index: int | None, per_class: dict,
-                      name: str) -> dict:
+                      name: str, at: str = "trained size") -> dict:
     """The foreground class's Dice and IoU, global (the strict per-class scores) and as means over images.
 
     Per image the Dice is the training summary's own (cnnlab.metrics.boundary.dice_per_image, the one behind
-    summary.json's per_image_dice_mean); its IoU follows from it exactly, J = D / (2 - D), both-empty included."""
+    summary.json's per_image_dice_mean); its IoU follows from it exactly, J = D / (2 - D), both-empty included.
+    at: the size the masks were compared at ("trained size" or "native size"), named in the conventions."""
     valid = None if ignore_index is None else masks != ignore_index
     truth = masks == 1
     dice = dice_per_image(pred == 1, truth, valid)
@@ -129,4 +236,4 @@ def foreground_scores(pred: torch.Tensor, masks: torch.Tensor, ignore_index: int
             "iou_global": per_class[name]["iou"], "iou_per_image_mean": float(iou.mean()),
             "images": len(dice), "images_empty_truth": int((truth_n == 0).sum()),
             "images_empty_truth_and_prediction": int(((truth_n == 0) & (pred_n == 0)).sum()),
-            "conventions": {"global": GLOBAL, "per_image": PER_IMAGE}}
+            "conventions": {"global": GLOBAL, "per_image": PER_IMAGE.format(at=at)}}

@@ -52,6 +52,7 @@ class ModelChoice:
 
     pretrained: bool
     why: str
+    unet_decoder: bool = False   # pretrained only: the U-Net decoder for thin structures (new/structure.py)
 
 
 def choose_model(encoder: str, channels: int, median_hw: tuple[float, float]) -> ModelChoice:
@@ -79,8 +80,7 @@ def choose_model(encoder: str, channels: int, median_hw: tuple[float, float]) ->
                                   f"encoder: the course U-Net from scratch (--encoder imagenet to force it)")
     how = "grey repeated to RGB" if channels == 1 else "RGB"
     return ModelChoice(True, f"ImageNet-pretrained EfficientNet-Lite0 encoder ({how}, weights from the installed "
-                             f"package, offline) + light FCN decoder, the best measured on the course data "
-                             f"(docs/results.md); --encoder none for the U-Net from scratch")
+                             f"package, offline); --encoder none for the U-Net from scratch")
 
 
 def median_size(sizes: list[tuple[int, int]]) -> tuple[float, float]:

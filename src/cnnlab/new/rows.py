@@ -17,8 +17,15 @@ from cnnlab.new.budget import MIN_BATCH, MIN_EPOCHS, MIN_STEPS, ModelChoice, Siz
 RARE_SHARE = 0.05            # a class under 5% of pixels gets cross-entropy beside Dice (U-Net from scratch)
 PATIENCE = 10                # early-stopping epochs (at least; a third of a longer run)
 UNET_EPOCH_S = 25.0          # U-Net from scratch: the epoch seconds its width aims under (rule of thumb)
-PRETRAINED_MODEL = "fcn_efficientnet_lite0"
+PRETRAINED_MODEL = "fcn_efficientnet_lite0"   # objects (the course data, photographs): the light FCN decoder
 PRETRAINED_PARAMS = {"weights": "imagenet", "imagenet_norm": True, "decoder_width": 32}
+THIN_MODEL = "unet_efficientnet_lite0"         # thin structures (vessels, membranes): the U-Net decoder's skips
+THIN_PARAMS = {"weights": "imagenet", "imagenet_norm": True, "decoder_widths": [128, 64, 32, 16]}
+
+
+def pretrained_model(unet_decoder: bool) -> tuple[str, dict]:
+    """model.name and model.params of the pretrained network (new/structure.py says which decoder and why)."""
+    return (THIN_MODEL, dict(THIN_PARAMS)) if unet_decoder else (PRETRAINED_MODEL, dict(PRETRAINED_PARAMS))
 
 
 @dataclass(frozen=True)
@@ -47,10 +54,15 @@ def lines(rows: list[tuple[str, str]]) -> str:
 
 def _model_rows(plan: Plan, params: dict) -> list[tuple[str, str]]:
     if plan.model.pretrained:
-        return [("model:", ""), (f"  name: {PRETRAINED_MODEL}", "ImageNet-pretrained encoder + light FCN decoder "
-                 "(why: the Model line above); unet_efficientnet_lite0 has a U-Net decoder, 0.75 vs 0.905 measured"),
+        name, _ = pretrained_model(plan.model.unet_decoder)
+        why = ("ImageNet-pretrained encoder + U-Net decoder with skips from strides 2-16 (why: the Decoder line "
+               "above; fcn_efficientnet_lite0 for objects, not thin structures)" if plan.model.unet_decoder else
+               "ImageNet-pretrained encoder + light FCN decoder (why: the Decoder line above); "
+               "unet_efficientnet_lite0 has a U-Net decoder, for thin structures")
+        widths = "decoder_widths as recipe (f)" if plan.model.unet_decoder else "decoder_width 32 as measured"
+        return [("model:", ""), (f"  name: {name}", why),
                 (f"  params: {y(params)}", "weights: the packaged ImageNet file; imagenet_norm: the model scales "
-                 "[0, 1] inputs to the [-1, 1] the weights expect; decoder_width 32 as measured"),
+                 f"[0, 1] inputs to the [-1, 1] the weights expect; {widths}"),
                 ("  freeze_encoder_epochs: 2", "the new decoder settles before the pretrained features move")]
     return [("model:", ""), ("  name: unet", f"the course U-Net ({plan.model.why})"),
             (f"  params: {y(params)}", f"depth {plan.depth}: input sides a multiple of {2 ** plan.depth}; width "

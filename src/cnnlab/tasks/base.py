@@ -71,6 +71,13 @@ class Task:
         """uint8 samples -> normalised float inputs on the device (augmented when aug is given) and targets."""
         raise NotImplementedError
 
+    def shrink_batch(self, x: torch.Tensor, y: torch.Tensor, size: tuple[int, int]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch at a smaller size (train.size_schedule): inputs area-averaged (each output pixel the
+        mean of the pixels it covers),
+        targets kept as they are (one label per image); dense tasks resize their targets too."""
+        return shrink_images(x, size), y
+
     def tally(self, data, loss_fn: Loss) -> Tally:
         """A fresh accumulator of this task's metrics over a split."""
         raise NotImplementedError
@@ -169,3 +176,10 @@ class LabelTally:
     def metrics(self, soft_sum: float, n_batches: float) -> dict:
         """Metrics beyond the loss, from the summed counts."""
         return {"accuracy": self.cm.accuracy()}
+
+
+def shrink_images(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Float images N x C x H x W downscaled to size, in the memory format they came in."""
+    out = torch.nn.functional.interpolate(x, size=size, mode="area")
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out

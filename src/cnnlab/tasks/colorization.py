@@ -14,7 +14,7 @@ from cnnlab.data.types import ColorData
 from cnnlab.figures.run import color_samples
 from cnnlab.losses.core import Loss
 from cnnlab.metrics.confusion import ConfusionMatrix
-from cnnlab.tasks.base import Logits, Norm, Placement, Reduce, Task
+from cnnlab.tasks.base import Logits, Norm, Placement, Reduce, Task, shrink_images
 
 SHOWN = 4  # samples in the end-of-run figure
 
@@ -60,6 +60,11 @@ class Colorization(Task):
                 xt, _ = augment_batch(torch.cat([x, t], 1), None, geometric, g)
                 x, t = xt[:, :1], xt[:, 1:]
         return rt.to_input(norm(x)), t
+
+    def shrink_batch(self, x: torch.Tensor, y: torch.Tensor, size: tuple[int, int]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The colour target is an image too: both downscaled alike."""
+        return shrink_images(x, size), shrink_images(y, size)
 
     def tally(self, data: ColorData, loss_fn: Loss) -> MSETally:
         return MSETally(loss_fn, len(data), data.space)

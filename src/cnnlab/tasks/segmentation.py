@@ -16,7 +16,7 @@ from cnnlab.figures.run import overlay_scores, seg_overlays
 from cnnlab.losses.core import Loss, soft_dice_per_class
 from cnnlab.metrics.boundary import binary_summary
 from cnnlab.metrics.confusion import ConfusionMatrix
-from cnnlab.tasks.base import LabelTally, Logits, Norm, Placement, Task, label_batch
+from cnnlab.tasks.base import LabelTally, Logits, Norm, Placement, Task, label_batch, shrink_images
 
 
 class SegTally(LabelTally):
@@ -53,6 +53,12 @@ class Segmentation(Task):
         """Rotations bring in pixels labelled ignore_index where the data has one (else background)."""
         fill = data.ignore_index if data.ignore_index is not None else 0
         return label_batch(data.images, data.masks, idx, rt, norm, aug, g, True, fill)
+
+    def shrink_batch(self, x: torch.Tensor, y: torch.Tensor, size: tuple[int, int]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks by nearest label (no blended classes; ignored pixels stay ignored), images antialiased."""
+        y = torch.nn.functional.interpolate(y[:, None].float(), size=size, mode="nearest-exact")[:, 0].to(y.dtype)
+        return shrink_images(x, size), y
 
     def tally(self, data: SegData, loss_fn: Loss) -> SegTally:
         return SegTally(loss_fn, data.class_names, len(data), data.ignore_index)
