@@ -72,7 +72,7 @@ def _vessel_pairs(base: Path, n: int, h: int, w: int, thin: bool) -> tuple[Path,
 @pytest.mark.parametrize("thin, model, key", [(True, "unet_efficientnet_lite0", "decoder_widths"),
                                               (False, "fcn_efficientnet_lite0", "decoder_width")])
 def test_new_writes_the_decoder_the_masks_call_for(tmp_path: Path, timed, thin: bool, model: str,  # noqa: F811
-                                                   key: str):
+                                                   key: str, capsys):
     images, masks = _vessel_pairs(tmp_path / "d", 12, 96, 128, thin)
     code, out = _new(tmp_path, images, masks)
     assert code == 0
@@ -81,3 +81,5 @@ def test_new_writes_the_decoder_the_masks_call_for(tmp_path: Path, timed, thin: 
     text = out.read_text()
     assert ("# Decoder: U-Net decoder" in text) == thin and ("# Decoder: light FCN decoder" in text) != thin
     assert "thinnest class 'class_1'" in text
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("decoder: ")]
+    assert len(said) == 1 and said[0].startswith("decoder: U-Net decoder" if thin else "decoder: light FCN decoder")

@@ -67,6 +67,8 @@ def _cmd_new(a: argparse.Namespace) -> int:
     est = made.estimate
     print(f"wrote {made.path}; train it with: cnnlab train {made.path}")
     print(f"model: {made.model.why}")
+    if made.model.decoder_why:
+        print(f"decoder: {made.model.decoder_why}")
     print(f"size {made.size.size[0]}x{made.size.size[1]}: {made.size.why()}")
     print(f"estimated training time on this machine: {est.total_line()}; {est.epoch_line()}; early stopping may "
           "end sooner")

@@ -53,6 +53,7 @@ class ModelChoice:
     pretrained: bool
     why: str
     unet_decoder: bool = False   # pretrained only: the U-Net decoder for thin structures (new/structure.py)
+    decoder_why: str = ""        # pretrained only: which decoder, measured from the masks, and why
 
 
 def choose_model(encoder: str, channels: int, median_hw: tuple[float, float]) -> ModelChoice:

@@ -241,7 +241,7 @@ def _segmentation_recipe(images: str | Path, masks: str | Path | None, out: Path
         head = [f"# Written by `cnnlab new` from {images} + {masks}{' + ' + str(fov) if fov else ''}.",
                 "# Every value is a starting point: edit freely. Train with: cnnlab train " + str(out), PATHS_RULE,
                 f"# Model: {model.why}."]
-        head += [f"# Decoder: {_decoder_line(thinnest)}."] if model.pretrained else []
+        head += [f"# Decoder: {model.decoder_why}."] if model.decoder_why else []
         est = choice.estimate if choice else None
         head += [f"# Time: {est.epoch_line()}; {est.total_line()}."] if est else []
         head += [f"# note: {w}" for w in s.warnings]
@@ -274,7 +274,10 @@ WRITERS = {"segmentation": _segmentation_recipe, "classification": _classificati
 
 def _with_decoder(model: ModelChoice, thinnest: Thinnest | None) -> ModelChoice:
     """The pretrained network with the U-Net decoder where the thinnest class is thin (new/structure.py)."""
-    return dataclasses.replace(model, unet_decoder=bool(model.pretrained and thinnest and thinnest.thin))
+    if not model.pretrained:
+        return model
+    return dataclasses.replace(model, unet_decoder=bool(thinnest and thinnest.thin),
+                               decoder_why=_decoder_line(thinnest))
 
 
 def _decoder_line(thinnest: Thinnest | None) -> str:
