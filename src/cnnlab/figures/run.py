@@ -33,11 +33,12 @@ def loss_curves(history: list[dict], path: Path, title: str = "") -> Path:
                  label=name)
         ax2.set_ylabel(name)
         ax2.set_ylim(0, 1)
-        ax2.legend(loc="center right")
-    ax.legend(loc="upper right")
+    # one legend for both axes, below them: inside, the metric's axis drew its curve over the loss legend
+    handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     ax.set_title(title or "loss curves")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return save_figure(fig, path, dpi=110, tight=False)
 
 
@@ -89,7 +90,8 @@ def seg_overlays(split: SegData, pred: torch.Tensor, scores: torch.Tensor, path:
         img = split.images[i]
         axes[row, 0].imshow(display_image(img))
         axes[row, 1].imshow(overlay(img, split.masks[i], n, ignore_index=split.ignore_index))
-        axes[row, 2].imshow(overlay(img, pred[i], n))
+        axes[row, 2].imshow(overlay(img, _scored_only(pred[i], split.masks[i], split.ignore_index), n,
+                                    ignore_index=split.ignore_index))
         rank = "worst" if i in worst else "best" if i in best else "unscored"
         axes[row, 0].set_title(f"{split.names[i]} ({rank})")
         axes[row, 1].set_title("ground truth")
@@ -97,10 +99,21 @@ def seg_overlays(split: SegData, pred: torch.Tensor, scores: torch.Tensor, path:
         for a in axes[row]:
             a.axis("off")
     cols = class_colors(n) / 255
-    fig.legend(handles=[Patch(color=cols[c], label=name) for c, name in enumerate(split.class_names) if c > 0],
-               loc="lower center", ncol=min(4, n), fontsize=8)
+    handles = [Patch(color=cols[c], label=name) for c, name in enumerate(split.class_names) if c > 0]
+    if split.ignore_index is not None and any(bool((split.masks[i] == split.ignore_index).any()) for i in picks):
+        handles.append(Patch(color=(0.25, 0.25, 0.25), label="darkened: not scored (ignored, e.g. outside the "
+                                                              "field of view)"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return save_figure(fig, path, dpi=90, tight=False)
+
+
+def _scored_only(pred: torch.Tensor, truth: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
+    """The prediction with the ground truth's ignored pixels marked ignored too: what the model says there is not
+    scored, so the panel must not paint it as if it were (DRIVE's outside-the-retina ring looked like vessel)."""
+    if ignore_index is None:
+        return pred
+    return torch.where(truth == ignore_index, torch.full_like(pred, ignore_index), pred)
 
 
 def to_rgb(split: ColorData, out: torch.Tensor, i: int, truth: bool) -> np.ndarray:

@@ -1,0 +1,42 @@
+"""Figures seen as a user sees them: ignored pixels are not painted as predictions, and the loss-curve legend is not
+drawn under the metric's curve (found by looking at a DRIVE report in a browser)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import cnnlab.figures.run as fr
+from cnnlab.figures.palette import overlay
+
+
+def test_prediction_panel_darkens_what_is_not_scored_instead_of_painting_it():
+    img = torch.full((3, 2, 2), 200, dtype=torch.uint8)
+    truth = torch.tensor([[0, 1], [255, 255]], dtype=torch.uint8)      # bottom row outside the field of view
+    pred = torch.tensor([[1, 1], [1, 0]], dtype=torch.uint8)           # the model says 'vessel' outside it
+    shown = fr._scored_only(pred, truth, 255)
+    assert shown.tolist() == [[1, 1], [255, 255]]
+    panel = overlay(img, shown, 2, ignore_index=255)
+    assert np.all(panel[1] == 80)                                      # 200 x 0.4: dimmed, not tinted
+    tinted = overlay(img, pred, 2)
+    assert not np.array_equal(tinted[1, 0], panel[1, 0])               # the old panel painted it as vessel
+    assert fr._scored_only(pred, truth, None) is pred
+
+
+def test_loss_curves_have_one_legend_outside_the_axes(tmp_path: Path, monkeypatch):
+    seen = {}
+
+    def keep(fig, path, **kwargs):
+        seen["fig"] = fig
+        return path
+
+    monkeypatch.setattr(fr, "save_figure", keep)
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e, "val_dice_mean": 0.5 + 0.1 * e}
+               for e in (1, 2, 3)]
+    fr.loss_curves(history, tmp_path / "c.png")
+    fig = seen["fig"]
+    assert all(a.get_legend() is None for a in fig.axes)               # none inside an axes
+    [legend] = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["train loss", "validation loss",
+                                                          "validation Dice (strict)"]
