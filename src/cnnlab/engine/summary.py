@@ -20,16 +20,19 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     """Evaluate ctx.core (the best weights) on test (else validation); every rank evaluates its shard, rank 0
     writes summary.json and the figures.
 
-    on_batch: told each evaluated batch's size, of the tested split and then of validation (a progress bar)."""
+    on_batch: told each evaluated batch's size, of the tested split and then of validation (a progress bar).
+    Without a test split validation is evaluated once and summary.json says so (`test_split: false`): the report
+    then shows one column, not the same numbers twice."""
     r, data, core, bs = ctx.recipe, ctx.data, ctx.core, ctx.recipe.train.eval_batch_size
-    split_name = r.data.test if data.test is not None else r.data.val
-    split = data.test if data.test is not None else data.val
+    has_test = data.test is not None
+    split_name = r.data.test if has_test else r.data.val
+    split = data.test if has_test else data.val
     t0 = time.perf_counter()
     final, cm = evaluate(core, split, ctx.rt, ctx.norm, ctx.loss_fn, bs, on_batch)
     eval_s = time.perf_counter() - t0
-    val, _ = evaluate(core, data.val, ctx.rt, ctx.norm, ctx.loss_fn, bs, on_batch)
+    val = evaluate(core, data.val, ctx.rt, ctx.norm, ctx.loss_fn, bs, on_batch)[0] if has_test else final
     summary = {
-        "name": r.name, "task": r.task, "evaluated_on": split_name, "n_images": len(split),
+        "name": r.name, "task": r.task, "evaluated_on": split_name, "test_split": has_test, "n_images": len(split),
         "metrics": final, "validation": val, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
         "train_seconds": round(state.train_seconds, 2),
         "train_images_per_s": state.train_images / max(state.train_seconds, 1e-9),

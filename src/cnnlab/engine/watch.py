@@ -112,9 +112,10 @@ class RunWatch:
         return self.phase("validate", "  validation", total, epoch=epoch + 1)
 
     def test_phase(self, data: RunData) -> contextlib.AbstractContextManager[Bar]:
-        """The end: best.pt evaluated on test (else validation), then on validation (engine/summary.py)."""
+        """The end: best.pt evaluated on test, then on validation; without a test split on validation alone
+        (engine/summary.py)."""
         split = self.r.data.test if data.test is not None else self.r.data.val
-        total = len(data.test if data.test is not None else data.val) + len(data.val)
+        total = len(data.test) + len(data.val) if data.test is not None else len(data.val)
         return self.phase("test", f"testing best.pt on '{split}'", total, split=split)
 
     def epoch(self, row: dict, steps: int, improved: bool) -> None:

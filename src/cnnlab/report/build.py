@@ -166,8 +166,12 @@ def add_environment(doc: Doc, run_dir: Path) -> None:
 def _results_section(doc: Doc, s: dict) -> None:
     m, v = s.get("metrics", {}), s.get("validation", {})
     doc.h("Results")
-    doc.table(["metric", f"{s.get('evaluated_on', '?')} split", "validation"],
-              [[row_label(k), _fmt(m.get(k)), _fmt(v.get(k))] for k in METRICS if k in m or k in v])
+    if s.get("test_split", True):
+        doc.table(["metric", f"{s.get('evaluated_on', '?')} split", "validation"],
+                  [[row_label(k), _fmt(m.get(k)), _fmt(v.get(k))] for k in METRICS if k in m or k in v])
+    else:  # no test split: the evaluated split is validation, shown once
+        doc.table(["metric", f"{s.get('evaluated_on', '?')} split (no test split)"],
+                  [[row_label(k), _fmt(m.get(k))] for k in METRICS if k in m])
     conv = s.get("metric_conventions", {})
     doc.items([f"{k}: {text}" for k, text in conv.items()])
     if "per_class" in s:

@@ -29,12 +29,14 @@ def _num(v) -> str:
 
 
 def _run_metric_rows(s: dict) -> list[list[str]]:
-    """The markdown report's headline rows (label naming the convention, evaluated split, validation)."""
-    m, v = s.get("metrics", {}), s.get("validation", {})
-    rows = [[tex_escape(row_label(k)), _num(m.get(k)), _num(v.get(k))] for k in METRICS if k in m or k in v]
+    """The markdown report's headline rows (label naming the convention, evaluated split, validation; without a test
+    split the evaluated split is validation, one column)."""
+    m, v, both = s.get("metrics", {}), s.get("validation", {}), s.get("test_split", True)
+    rows = [[tex_escape(row_label(k)), _num(m.get(k)), *([_num(v.get(k))] if both else [])]
+            for k in METRICS if k in m or (both and k in v)]
     b = s.get("binary")
     if b:
-        rows += [[tex_escape(label), _num(b.get(k)), "--"] for label, k in (
+        rows += [[tex_escape(label), _num(b.get(k)), *(["--"] if both else [])] for label, k in (
             ("per-image Dice (mean over images)", "per_image_dice_mean"),
             (f"boundary-band Dice (band {b.get('boundary_band_width')} px)", "boundary_dice_mean"),
             ("boundary F1", "boundary_f1_mean")) if k in b]
@@ -119,10 +121,12 @@ def write_run_latex(run_dir: str | Path) -> Path:
                f"\\paragraph{{Metric conventions.}} {conventions_tex(s.get('task', ''), split)}\n\n"
                f"\\paragraph{{Results.}} {_run_sentence(s, lab, 'fig_curves' in figures)} "
                f"{_run_setup(run_dir, s)}\n")
+    both = s.get("test_split", True)
     pieces = {"results": results, "table_metrics": table_tex(
-        ["metric (convention)", f"{tex_escape(split)} split", "validation"], _run_metric_rows(s),
+        ["metric (convention)", f"{tex_escape(split)} split", *(["validation"] if both else [])], _run_metric_rows(s),
         f"Headline metrics of run \\texttt{{{tex_escape(s.get('name', '?'))}}} on the {tex_escape(split)} split "
-        f"({s.get('n_images', '?')} images) and on the validation split. Each row names its convention; the soft "
+        f"({s.get('n_images', '?')} images)" + (" and on the validation split" if both else ", the validation split: "
+        "there is no test split") + ". Each row names its convention; the soft "
         "Dice per batch is the course's convention, shown for reference, never the headline.",
         f"tab:{lab}-metrics", src)}
     if s.get("per_class"):
