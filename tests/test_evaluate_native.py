@@ -142,3 +142,29 @@ def test_classification_runs_are_refused(tmp_path):
     run_dir = train(recipe_from_dict(raw))
     with pytest.raises(ConfigError, match="--native applies to segmentation runs; this is a classification run"):
         evaluate_run(run_dir, device="cpu", progress=False, native=True)
+
+
+def test_letterboxed_training_is_refused_with_the_predict_hint(vessel_run, tmp_path):
+    """Training that kept the aspect ratio padded the images: the trained-size output is not a resize of them."""
+    _, root = vessel_run
+    raw = {"name": "lb", "out": str(tmp_path / "runs"),
+           "data": {"format": "folders", "root": str(root), "train": "train", "val": "test", "test": "test",
+                    "size": TRAINED, "cache": False,
+                    "options": {"fov": "fov", "split": "folders", "keep_aspect": True}},
+           "model": {"name": "unet", "params": {"width": 4, "depth": 1}}, "loss": {"name": "dice_ce"},
+           "train": {"epochs": 1, "batch_size": 4, "progress": False, "threads": 1}}
+    run_dir = train(recipe_from_dict(raw))
+    with pytest.raises(DataError, match="--native: training placed the images") as e:
+        evaluate_run(run_dir, device="cpu", progress=False, native=True, out=tmp_path)
+    assert e.value.hint.startswith(f"cnnlab predict {run_dir} {root / 'test' / 'images'} --out DIR")
+
+
+def test_other_formats_are_refused_with_the_predict_hint(tmp_path, endovis_root):
+    from conftest import tiny_recipe
+
+    run_dir = train(recipe_from_dict(tiny_recipe(endovis_root, tmp_path / "runs", train={"epochs": 1,
+                                                                                          "threads": 1})))
+    with pytest.raises(ConfigError, match="--native reads the images' own sizes from folders data sets, not "
+                                          "'endovis'") as e:
+        evaluate_run(run_dir, device="cpu", progress=False, native=True, out=tmp_path)
+    assert e.value.hint.startswith(f"cnnlab predict {run_dir} ")

@@ -142,12 +142,13 @@ def train_one_epoch(ctx: RunContext, model: torch.nn.Module, epoch: int,
                           f"number of processes ({world()})")
     batches = _batches(perm, r)
     size = scheduled_size(r, epoch)
+    task = task_for(data.train)
     total, seen, t0 = 0.0, 0, time.perf_counter()
     for step, global_idx in enumerate(batches):
         idx = shard(global_idx)
         x, y = make_batch(data.train, idx, ctx.rt, ctx.norm, r.augment, g_aug)
         if size is not None:
-            x, y = task_for(data.train).shrink_batch(x, y, size)
+            x, y = task.shrink_batch(x, y, size)
         with ctx.rt.autocast():
             out = model(x)
         loss = loss_fn(out, y)

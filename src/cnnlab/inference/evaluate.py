@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -93,14 +92,15 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     loss_fn = _loss_for(run, task.ignore_index(data), notes)
     bs = batch_size or r.train.eval_batch_size
     binary = task.dense and len(data.class_names) == 2  # binary segmentation: per-image scores need the masks
-    scored, resolution, sink = data, f"trained {cfg.size[0]}x{cfg.size[1]}", _LabelMaps(binary)
+    scored, at, sink, size = data, "trained", _LabelMaps(binary), tuple(cfg.size)
     if native:
         scored, sink = _native_data(run, cfg, split, data_root is None, data, binary)
-        resolution = f"native {sink.size[0]}x{sink.size[1]}"
+        at, size = "native", sink.size
+    resolution = f"{at} {size[0]}x{size[1]}"
     with bars(progress, console).bar(f"evaluating '{split}'", len(data)) as bar:
         metrics, cm = evaluate(run.model, data, run.rt, run.norm, loss_fn, bs, bar.advance, sink)
     extra = {}
-    if isinstance(sink, _NativeScores):  # the native counts replace the trained-size ones
+    if native:  # the native counts replace the trained-size ones
         extra, notes = {"metrics_trained_size": metrics}, notes + [NATIVE]
         metrics, cm = _native_metrics(sink), sink.cm
     pred = sink.maps() if binary else None
@@ -112,7 +112,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     result.update(task.test_entries(scored, cm, pred))  # per-class scores; binary: per-image and boundary scores
     if pred is not None:
         result["foreground"] = foreground_scores(pred, scored.masks, scored.ignore_index, result["per_class"],
-                                                 data.class_names[1], at=f"{resolution.split()[0]} size")
+                                                 data.class_names[1], at=f"{at} size")
     folder = Path(out) if out is not None else Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = _free_path(folder, f"evaluate_{split.replace('/', '_')}")
@@ -205,7 +205,7 @@ def _native_size(run: TrainedRun, cfg: DataConfig, split: str) -> tuple[int, int
     prep = Preprocess.for_data(cfg.format, cfg.size, cfg.options, run.input_size)
     folders = {p.image.parent for p in pairs}
     hint = _predict_hint(run, folders.pop() if len(folders) == 1 else root)
-    if len(Counter(sizes)) != 1:
+    if len(set(sizes)) != 1:
         raise DataError(f"--native needs one image size in '{split}'; found {summarize_sizes(sizes)} (HxW)", hint)
     if not prep.stretches:
         raise DataError(f"--native: training placed the images ({prep.words()}), so the trained-size output does not "
