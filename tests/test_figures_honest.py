@@ -40,3 +40,13 @@ def test_loss_curves_have_one_legend_outside_the_axes(tmp_path: Path, monkeypatc
     [legend] = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == ["train loss", "validation loss",
                                                           "validation Dice (strict)"]
+
+
+def test_overlay_tints_by_hand_computed_values():
+    """Half image, half class colour (class 1 is (230, 25, 75), class 2 (60, 180, 75)), truncated to uint8;
+    background and out-of-range labels untouched; ignored pixels at 40% brightness."""
+    img = torch.tensor([[[100, 100, 100, 100, 100]], [[10, 10, 10, 10, 10]], [[0, 0, 0, 0, 0]]], dtype=torch.uint8)
+    mask = torch.tensor([[0, 1, 2, 9, 7]])
+    out = overlay(img, mask, 3, ignore_index=7)
+    assert out.shape == (1, 5, 3) and out.dtype == np.uint8
+    assert out[0].tolist() == [[100, 10, 0], [165, 17, 37], [80, 95, 37], [100, 10, 0], [40, 4, 0]]

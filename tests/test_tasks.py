@@ -163,3 +163,30 @@ def test_a_colorization_run_loads_with_one_output_per_colour_channel(tmp_path: P
     assert run.model(torch.zeros(1, 1, 16, 16)).shape == (1, 3, 16, 16)
     with pytest.raises(CnnlabError, match="predict handles segmentation and classification runs, not 'colorization'"):
         predict_paths(run, [tmp_path], tmp_path / "out")
+
+
+def test_segmentation_prediction_keeps_label_maps_and_lets_each_batch_of_logits_go() -> None:
+    """The end-of-run prediction is the argmax of every batch's logits, in order, and no batch of K-channel floats
+    outlives the next batch: a large test split never holds N x K x H x W floats at once."""
+    import weakref
+
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(n, 3, 5, 6, generator=g) for n in (4, 4, 2)]
+    expected = torch.cat(batches).argmax(1).to(torch.uint8)
+    alive: list[weakref.ref] = []
+    seen_alive: list[int] = []
+
+    def logits(idx: torch.Tensor | None):
+        assert idx is None
+        for b in batches:
+            seen_alive.append(sum(r() is not None for r in alive))
+            out = b.clone()          # what the engine yields: a fresh CPU tensor per batch
+            alive.append(weakref.ref(out))
+            yield out
+            del out
+
+    pred = task_for(seg_split(torch.zeros(10, 5, 6))).prediction(seg_split(torch.zeros(10, 5, 6)), logits)
+    assert pred.dtype == torch.uint8 and torch.equal(pred, expected)
+    # at most the previous batch is still referenced while the next is computed (collecting the logits first and
+    # taking the argmax after would read [0, 1, 2] here)
+    assert seen_alive == [0, 1, 1]

@@ -4,7 +4,7 @@ What a batch and a metric mean per task is the task's (cnnlab.tasks); here are t
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -53,18 +53,24 @@ def make_batch(data: Split, idx: torch.Tensor, rt: Runtime, norm: Normalizer,
     return task_for(data).make_batch(data, idx, rt, norm, aug, g)
 
 
-@torch.no_grad()
+def iter_logits(model: nn.Module, data: Split, rt: Runtime, norm: Normalizer,
+                batch_size: int, idx: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """Logits (float32, CPU) for the chosen samples, in order, one batch at a time: a caller that keeps only what
+    it derives (label maps) never holds N x K x H x W floats for a whole split."""
+    model.eval()
+    idx = torch.arange(len(data)) if idx is None else idx
+    for chunk in idx.split(batch_size):
+        with torch.no_grad():
+            x, _ = make_batch(data, chunk, rt, norm)
+            with rt.autocast():
+                out = model(x).float().cpu()
+        yield out
+
+
 def predict_logits(model: nn.Module, data: Split, rt: Runtime, norm: Normalizer,
                    batch_size: int, idx: torch.Tensor | None = None) -> torch.Tensor:
     """Logits (float32, CPU) for the chosen samples, in order."""
-    model.eval()
-    idx = torch.arange(len(data)) if idx is None else idx
-    outs = []
-    for chunk in idx.split(batch_size):
-        x, _ = make_batch(data, chunk, rt, norm)
-        with rt.autocast():
-            outs.append(model(x).float().cpu())
-    return torch.cat(outs)
+    return torch.cat(list(iter_logits(model, data, rt, norm, batch_size, idx)))
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from cnnlab.engine.distributed import is_main
 from cnnlab.engine.figures import write_run_figures
 from cnnlab.engine.fit import TrainState
 from cnnlab.engine.rundir import environment, git_hash, read_resumes
-from cnnlab.engine.steps import evaluate, predict_logits
+from cnnlab.engine.steps import evaluate, iter_logits
 from cnnlab.metrics.names import metric_conventions
 from cnnlab.models.classifiers import count_parameters
 from cnnlab.tasks import task_for
@@ -48,7 +48,7 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     summary.update(task.fit_entries(val, lambda: evaluate(core, data.train, ctx.rt, ctx.norm, ctx.loss_fn, bs)[0]))
     if not is_main():
         return summary
-    pred = task.prediction(split, lambda idx: predict_logits(core, split, ctx.rt, ctx.norm, bs, idx))
+    pred = task.prediction(split, lambda idx: iter_logits(core, split, ctx.rt, ctx.norm, bs, idx))
     summary.update(task.test_entries(split, cm, pred))
     (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     write_run_figures(ctx.run_dir, r, split, state.history, pred, cm)

@@ -4,11 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from cnnlab.data.loading import load_split
-from cnnlab.engine.steps import predict_logits
+from cnnlab.engine.steps import iter_logits
 from cnnlab.errors import CnnlabError
 from cnnlab.figures.boundary import boundary_figure
 from cnnlab.inference.predict import load_run
+from cnnlab.metrics.argmax import class_argmax
 from cnnlab.metrics.boundary import binary_summary
 
 
@@ -22,7 +25,7 @@ def compare_boundaries(run_dirs: Sequence[str | Path], out: str | Path, split: s
     preds, metrics = {}, {}
     for d, r in zip(run_dirs, runs):
         label = Path(d).name.split("-20")[0]  # run name without its timestamp
-        preds[label] = predict_logits(r.model, data, r.rt, r.norm, 16).argmax(1)
+        preds[label] = torch.cat([class_argmax(b, 1) for b in iter_logits(r.model, data, r.rt, r.norm, 16)])
         metrics[label] = binary_summary(preds[label], data.masks, data.ignore_index, band_width=width)
     path = boundary_figure(data.images, data.masks == 1, preds, out, names=data.names, width=width)
     return path, metrics

@@ -30,6 +30,7 @@ from cnnlab.errors import CnnlabError, ConfigError, DataError
 from cnnlab.inference.predict import TrainedRun, bars, load_run
 from cnnlab.losses.class_weights import weights_for
 from cnnlab.losses.core import build_loss
+from cnnlab.metrics.argmax import class_argmax
 from cnnlab.metrics.boundary import dice_per_image
 from cnnlab.metrics.confusion import ConfusionMatrix
 from cnnlab.tasks import task_for
@@ -150,7 +151,7 @@ class _LabelMaps:
 
     def __call__(self, out: torch.Tensor, idx: torch.Tensor) -> None:
         if self.keep:
-            self.parts.append(out.float().argmax(1).to(torch.uint8).cpu())
+            self.parts.append(class_argmax(out.float(), 1).to(torch.uint8).cpu())
 
     def maps(self) -> torch.Tensor:
         return torch.cat(self.parts)
@@ -168,7 +169,7 @@ class _NativeScores(_LabelMaps):
     def __call__(self, out: torch.Tensor, idx: torch.Tensor) -> None:
         for logits, i in zip(out.float(), idx.tolist()):
             up = F.interpolate(logits[None], size=self.size, mode="bilinear", align_corners=False)
-            label = up.argmax(1)[0]
+            label = class_argmax(up, 1)[0]
             self.cm.update(label, self.data.masks[i].to(label.device))
             if self.keep:
                 self.parts.append(label.to(torch.uint8).cpu()[None])

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cnnlab.metrics.argmax import class_argmax
+
 
 def _as_batch(mask: torch.Tensor) -> torch.Tensor:
     """N x H x W bool from N x H x W or H x W masks of any dtype (non-zero = foreground)."""
@@ -98,7 +100,7 @@ def boundary_f1(pred: torch.Tensor, truth: torch.Tensor, tolerance: int = 2,
 
 def foreground(logits: torch.Tensor, foreground_class: int = 1) -> torch.Tensor:
     """N x C x H x W logits -> N x H x W bool mask of pixels whose argmax is the foreground class."""
-    return logits.argmax(1) == foreground_class
+    return class_argmax(logits, 1) == foreground_class
 
 
 def binary_summary(pred: torch.Tensor, truth: torch.Tensor, ignore_index: int | None = None,

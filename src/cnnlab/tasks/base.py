@@ -9,7 +9,7 @@ needs the model's output, the engine hands it a function that computes it.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -20,10 +20,12 @@ from cnnlab.data.augment import augment_batch, is_identity
 from cnnlab.data.mask_encoding import MaskEncoding
 from cnnlab.errors import CnnlabError
 from cnnlab.losses.core import Loss
+from cnnlab.metrics.argmax import class_argmax
 from cnnlab.metrics.confusion import ConfusionMatrix
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]       # sums a tensor over processes (identity in one process)
-Logits = Callable[[torch.Tensor | None], torch.Tensor]  # the model's logits on the evaluated split (chosen samples)
+Logits = Callable[[torch.Tensor | None], Iterator[torch.Tensor]]  # the model's logits on the evaluated split
+# (chosen samples), batch by batch
 Norm = Callable[[torch.Tensor], torch.Tensor]         # per-channel normalisation of [0, 1] images
 
 
@@ -156,7 +158,7 @@ class LabelTally:
     def add(self, out: torch.Tensor, target: torch.Tensor) -> None:
         out = out.float()
         self.loss_sum += float(self.loss_fn(out, target)) * len(target)
-        self.cm.update(out.argmax(1), target)
+        self.cm.update(class_argmax(out, 1), target)
         self.soft_sum += self.soft_dice(out, target)
         self.n_batches += 1
 

@@ -43,7 +43,7 @@ class Classification(Task):
 
     def prediction(self, split: ClsData, logits: Logits) -> torch.Tensor:
         """Class probabilities (N x K) of the whole split."""
-        return logits(None).softmax(1)
+        return torch.cat(list(logits(None))).softmax(1)
 
     def test_entries(self, split: ClsData, cm: ConfusionMatrix | None, pred: torch.Tensor | None) -> dict:
         """Accuracy per class (the share of its images classified as it, i.e. its recall; null without images):

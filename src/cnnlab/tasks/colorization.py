@@ -71,7 +71,7 @@ class Colorization(Task):
 
     def prediction(self, split: ColorData, logits: Logits) -> torch.Tensor:
         """Colours predicted for the first few samples (those the end-of-run figure shows)."""
-        return logits(_shown(split))
+        return torch.cat(list(logits(_shown(split))))
 
     def figures(self, fig_dir: Path, split: ColorData, pred: torch.Tensor | None,
                 cm: ConfusionMatrix | None) -> list[Path]:

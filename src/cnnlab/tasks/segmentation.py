@@ -14,6 +14,7 @@ from cnnlab.data.types import SegData
 from cnnlab.figures.palette import overlay
 from cnnlab.figures.run import overlay_scores, seg_overlays
 from cnnlab.losses.core import Loss, soft_dice_per_class
+from cnnlab.metrics.argmax import class_argmax
 from cnnlab.metrics.boundary import binary_summary
 from cnnlab.metrics.confusion import ConfusionMatrix
 from cnnlab.tasks.base import LabelTally, Logits, Norm, Placement, Task, label_batch, shrink_images
@@ -72,8 +73,9 @@ class Segmentation(Task):
         return {"mask_encoding": resolve_encoding(recipe, class_names, {})[0].describe()}
 
     def prediction(self, split: SegData, logits: Logits) -> torch.Tensor:
-        """Argmax label maps (N x H x W uint8) of the whole split."""
-        return logits(None).argmax(1).to(torch.uint8)
+        """Argmax label maps (N x H x W uint8) of the whole split, taken batch by batch (the split's logits, K
+        floats per pixel, are never held at once)."""
+        return torch.cat([class_argmax(batch, 1).to(torch.uint8) for batch in logits(None)])
 
     def test_entries(self, split: SegData, cm: ConfusionMatrix | None, pred: torch.Tensor | None) -> dict:
         """Per-class Dice/IoU; binary tasks add per-image and boundary scores of the foreground."""
@@ -103,7 +105,7 @@ class Segmentation(Task):
     def write_prediction(self, out: Path, stem: str, path: Path, image: torch.Tensor, probs: torch.Tensor,
                          class_names: list[str], encoding: MaskEncoding, overlays: bool = True) -> dict:
         """Mask in the data set's encoding, overlay (unless left out) and class areas for one image."""
-        mask = probs.argmax(0)
+        mask = class_argmax(probs, 0)
         mask_p, areas_p = _outputs(out, stem, overlays=False)
         overlay_p = out / f"{stem}_overlay.png" if overlays else None
         encoding.image(mask.numpy()).save(mask_p)
