@@ -264,6 +264,24 @@ def test_imagefolder_wrong_root(tmp_path):
         imagefolder.load(syn.write_image_folders(tmp_path / "ok", n_train=10, n_test=10, size=8), "val")
 
 
+def test_imagefolder_reads_a_root_of_class_folders_as_its_one_split(png_root, capsys):
+    """torchvision's ImageFolder layout (root/<class>/<image>): the split '.', its own classes only, carved by a
+    resplit; `cnnlab data check imagefolder` reads it too."""
+    flat = png_root / "Train"
+    assert imagefolder.is_flat(flat) and not imagefolder.is_flat(png_root)
+    assert imagefolder.list_splits(flat) == ["."]
+    whole = imagefolder.load(flat, ".")
+    by_split = imagefolder.load(png_root, "Train")
+    assert whole.class_names == by_split.class_names and torch.equal(whole.images, by_split.images)
+    assert torch.equal(whole.labels, by_split.labels) and whole.names == [n.split("/", 1)[1] for n in by_split.names]
+    spec = {"from": ".", "seed": 0, "train": 20, "val": 5, "test": 5}
+    parts = [imagefolder.load(flat, s, resplit=spec) for s in ("train", "val", "test")]
+    assert [len(p) for p in parts] == [20, 5, 5] and len({n for p in parts for n in p.names}) == 30
+    from cnnlab.cli import main
+    assert main(["data", "check", "imagefolder", str(flat)]) == 0
+    assert "all (one folder per class, no split folders): 30 images" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- scikit-learn digits
 
 def test_digits_split_is_stratified_disjoint_and_scaled():

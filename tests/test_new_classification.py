@@ -72,8 +72,9 @@ def test_colour_class_folders_get_flips_and_a_seeded_split(tmp_path, timed):
     r = load_recipe(out)
     assert code == 0 and r.augment.hflip and not r.augment.vflip and r.data.options["channels"] == 3
     # 100 images: val round(0.15 x 100) = 15, test 15, train 70 (whole counts, never past 100)
-    assert r.data.options["resplit"] == {"from": "all", "seed": 0, "train": 70, "val": 15, "test": 15}
-    assert r.data.root == str((tmp_path / "photos").resolve()) and (r.data.train, r.data.val) == ("train", "val")
+    assert r.data.options["resplit"] == {"from": ".", "seed": 0, "train": 70, "val": 15, "test": 15}
+    assert r.data.root == str((tmp_path / "photos" / "all").resolve())
+    assert (r.data.train, r.data.val) == ("train", "val")
     d = imagefolder.load(Path(r.data.root), "val", r.data.size, **r.data.options)
     assert len(d) == 15 and d.images.shape[1] == 3
 
@@ -111,14 +112,25 @@ def test_class_folder_problems_are_one_line_and_write_nothing(tmp_path, timed, c
     assert "broken.png: cannot decode image" in capsys.readouterr().err
 
 
-def test_folders_beside_the_class_folders_are_refused(tmp_path, timed):
-    for cls in ("cat", "dog"):
+def test_class_folders_are_read_alone_whatever_lies_beside_them(tmp_path, timed):
+    """torchvision's ImageFolder layout (class folders straight under --images) next to other data sets: the recipe
+    reads that folder only (data.root is it, not its parent, so neither the classes nor the decoded cache's
+    fingerprint take in the neighbours). Before, new refused and asked the user to move the folder."""
+    for cls, n in (("cat", 9), ("dog", 11)):
         (tmp_path / "pets" / "all" / cls).mkdir(parents=True)
-        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "pets" / "all" / cls / "a.png")
-    (tmp_path / "pets" / "other" / "bird").mkdir(parents=True)  # the reader would count 'bird' as a class
-    with pytest.raises(DataError, match=r"beside all hold sub-folders too \(bird\)"):
-        write_recipe("classification", tmp_path / "pets" / "all", None, tmp_path / "p.yaml")
-    assert not (tmp_path / "p.yaml").exists()
+        for i in range(n):
+            Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(tmp_path / "pets" / "all" / cls / f"{i}.png")
+    (tmp_path / "pets" / "other" / "bird").mkdir(parents=True)  # another data set beside it
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "pets" / "other" / "bird" / "b.png")
+    out = tmp_path / "p.yaml"
+    write_recipe("classification", tmp_path / "pets" / "all", None, out)
+    r = load_recipe(out)
+    assert r.data.root == str((tmp_path / "pets" / "all").resolve())
+    parts = {s: imagefolder.load(Path(r.data.root), s, r.data.size, **r.data.options) for s in ("train", "val", "test")}
+    assert all(d.class_names == ["cat", "dog"] for d in parts.values())
+    names = [n for d in parts.values() for n in d.names]
+    assert len(names) == len(set(names)) == 20 and all(n.split("/")[0] in ("cat", "dog") for n in names)
+    assert "cnnlab.data.formats.imagefolder" in out.read_text()
 
 
 def test_step_timing_uses_per_image_targets_and_runs_the_augmentation(monkeypatch):

@@ -3,7 +3,8 @@
 Two layouts are read, both the image-folder format's (cnnlab.data.formats.imagefolder):
 - split folders holding class folders (the course's Train/0..9/*.png, Test/0..9/*.png): the recipe names them;
 - class folders holding images, no splits: the recipe carves a seeded train/val/test split out of that one folder
-  (the reader's `resplit` option), with data.root its parent.
+  (the reader's `resplit` option from its one split '.'), with data.root that folder; folders beside it are
+  not read.
 
 Every image is decoded once (a truncated file found now costs one command to fix; found by training, a run).
 The training values are recipe (t), the best measured on real MNIST digits (cnnlab.new.cls_rows); the input size
@@ -47,10 +48,6 @@ class ClassSurvey:
     channels: int              # 1 when every image is grey, else 3 (grey ones repeated, as the reader does)
 
 
-def _has_images(folder: Path) -> bool:
-    return any(p.is_file() and p.suffix.lower() in imf.IMAGE_EXTS for p in folder.iterdir())
-
-
 def _decode(path: Path) -> tuple[int, int, bool] | str:
     """(height, width, grey) of a fully decoded image, or the problem that stops it."""
     try:
@@ -66,16 +63,8 @@ def _layout(images: Path) -> tuple[Path, dict[str, str], dict | None]:
     if not images.is_dir():
         raise DataError(f"{images}: folder not found", "give --images the folder that holds the class folders")
     subs = imf._subdirs(images)
-    if subs and any(_has_images(s) for s in subs):       # --images/<class>/<image>
-        root = images.parent
-        outside = sorted({c.name for s in imf._subdirs(root) if s != images for c in imf._subdirs(s)})
-        if outside:
-            raise DataError(f"{root}: folders beside {images.name} hold sub-folders too ({', '.join(outside[:3])}); "
-                            f"the reader would count them as classes",
-                            f"give {images.name} a parent of its own: "
-                            f"{shlex.join(['mkdir', str(root / 'only')])} && "
-                            f"{shlex.join(['mv', str(images), str(root / 'only') + '/'])}")
-        return root, {"train": "train", "val": "val", "test": "test"}, {"from": images.name}
+    if imf.is_flat(images):                                # --images/<class>/<image>: the folder is the one split
+        return images, {"train": "train", "val": "val", "test": "test"}, {"from": imf.FLAT}
     found = {canonical_split(s.name): s.name for s in subs if imf._subdirs(s)}
     if "train" not in found:
         raise DataError(f"{images}: no class folders with images, and no split folder named train",
@@ -99,16 +88,16 @@ def survey(images: str | Path) -> ClassSurvey:
     train = folders[0]
     per_class = Counter(classes[lab] for _, lab in items[train])
     if resplit is not None:
-        resplit, counts = _resplit(resplit["from"], counts[train])
+        resplit, counts = _resplit(resplit["from"], counts[train], root)
     return ClassSurvey(root, splits, resplit, classes, counts, per_class, [(h, w) for h, w, _ in found],
                        1 if all(g for _, _, g in found) else 3)
 
 
-def _resplit(source: str, n: int) -> tuple[dict, dict[str, int]]:
+def _resplit(source: str, n: int, root: Path) -> tuple[dict, dict[str, int]]:
     """Whole counts (fractions could round past n): val and test FRACTIONS of n (at least 1 each), the rest trains."""
     n_val, n_test = (max(1, round(FRACTIONS[k] * n)) for k in ("val", "test"))
     if n - n_val - n_test < 2:
-        raise DataError(f"{source}: {n} images are too few to split into train, validation and test",
+        raise DataError(f"{root / source}: {n} images are too few to split into train, validation and test",
                         "add images (a few per class at least), or give split folders")
     counts = {"train": n - n_val - n_test, "val": n_val, "test": n_test}
     return {"from": source, "seed": 0, **counts}, counts
@@ -132,7 +121,7 @@ def _data_rows(s: ClassSurvey, plan: ClsPlan, size: list[int], size_why: str) ->
     shares = (", ".join(f"{c} {n}" for n, c in n_of) if len(n_of) <= 12 else
               f"fewest {min(n_of)[0]} ({min(n_of)[1]}), most {max(n_of)[0]} ({max(n_of)[1]})")
     if s.resplit is not None:
-        rows += [("  train: train", f"seeded split of {s.resplit['from']}/ ({sum(s.counts.values())} images): "
+        rows += [("  train: train", f"seeded split of the class folders ({sum(s.counts.values())} images): "
                   f"{s.counts['train']} train"), ("  val: val", f"{s.counts['val']}"),
                  ("  test: test", f"{s.counts['test']}")]
     else:

@@ -1,13 +1,12 @@
 """The training half of the classification recipe `cnnlab new` writes: recipe (t)'s values, each with its reason.
 
-Recipe (t) (`recipes/mnist/t_real_mnist_best.yaml`) is the course CNN with the optimizer, schedule, augmentation
-and epochs that won on the real MNIST digits (8,000 train / 2,000 test): test accuracy 0.9880 over 3 seeds where
-the course's training reached 0.971 (every variant tried: docs/results_issue23_classification.md). The same
-model from scratch for every folder: it is small, trains in minutes on a CPU, and needs no download. What fits
-the data: no flips for grey images (a mirrored 2 or 7 is not a digit, and most grey sets are digits, letters or
-scans with an orientation); a horizontal flip for colour photographs, where a mirrored cat is still a cat (not
-measured here: the usual practice).
-"""
+Recipe (t) (`recipes/mnist/t_real_mnist_best.yaml`) is the course CNN with the optimizer, schedule, augmentation and
+epochs that won on the real MNIST digits (8,000 train / 2,000 test): test accuracy 0.9880 over 3 seeds where the
+course's training reached 0.971 (every variant tried: docs/results.md, section 'MNIST: the course CNN on the real
+digits'). The same model from scratch for every folder: it is small, trains in minutes on a CPU, and needs no
+download. What fits the data: no flips for grey images (a mirrored 2 or 7 is not a digit, and most grey sets are
+digits, letters or scans with an orientation); a horizontal flip for colour photographs, where a mirrored cat is
+still a cat (not measured here: the usual practice)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ def model_choice(channels: int) -> ModelChoice:
     what = "grey" if channels == 1 else "colour"
     return ModelChoice(False, f"the course CNN from scratch ({what} images; 8/16/32 3x3 convs, two 2x2 pools, one "
                               f"linear layer) with recipe (t)'s training, the best measured on real MNIST digits "
-                              f"(docs/results_issue23_classification.md)")
+                              f"(docs/results.md, section 'MNIST: the course CNN on the real digits')")
 
 
 def _optim_rows() -> list[tuple[str, str]]:

@@ -1,8 +1,10 @@
-"""ImageFolder-style trees, root/<split>/<class>/<image> (the course's Train/0..9/*.png, Test/0..9/*.png).
+"""ImageFolder-style trees, root/<split>/<class>/<image> (the course's Train/0..9/*.png, Test/0..9/*.png), or
+root/<class>/<image> (torchvision's ImageFolder layout: no split folders; the root itself is the one split '.',
+which a `resplit` carves into train/val/test).
 
 Images are decoded with PIL once, at load, into one uint8 tensor per split. Class indices come from
 the union of class folders over all splits (sorted naturally, so '10' follows '9'), so a split that
-lacks a class keeps the same label numbering as the others.
+lacks a class keeps the same label numbering as the others; a root of class folders has exactly its own.
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ from cnnlab.errors import DataError
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-EXPECTED = "one folder per split (e.g. Train/, Test/), each with one folder per class holding the images"
+EXPECTED = ("one folder per split (e.g. Train/, Test/), each with one folder per class holding the images; or one "
+            "folder per class holding the images")
+FLAT = "."  # the split name of a root that holds class folders directly
 
 
 def _natural_key(name: str) -> list:
@@ -33,11 +37,21 @@ def _subdirs(folder: Path) -> list[Path]:
                   key=lambda p: _natural_key(p.name))
 
 
+def _has_images(folder: Path) -> bool:
+    return any(p.is_file() and p.suffix.lower() in IMAGE_EXTS for p in folder.iterdir())
+
+
+def is_flat(root: Path) -> bool:
+    """True for root/<class>/<image>: no sub-folder holds folders, and some hold images."""
+    subs = _subdirs(root)
+    return bool(subs) and not any(_subdirs(s) for s in subs) and any(_has_images(s) for s in subs)
+
+
 def _check_root(root: Path) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: folder not found", f"expected {EXPECTED}")
-    if not [s for s in _subdirs(root) if _subdirs(s)]:
+    if not is_flat(root) and not [s for s in _subdirs(root) if _subdirs(s)]:
         raise DataError(f"{root}: no split/class folders found", f"expected {EXPECTED}")
     return root
 
@@ -54,6 +68,8 @@ def _split_dir(root: Path, split: str) -> Path:
 
 
 def _all_classes(root: Path) -> list[str]:
+    if is_flat(root):
+        return [c.name for c in _subdirs(root)]
     names = {c.name for s in _subdirs(root) for c in _subdirs(s)}
     return sorted(names, key=_natural_key)
 
@@ -143,7 +159,7 @@ def list_splits(root: Path, **options) -> list[str]:
     if isinstance(spec, dict):
         return [k for k in spec if k not in ("from", "seed")]
     root = _check_root(Path(root))
-    return [s.name for s in _subdirs(root) if _subdirs(s)]
+    return [FLAT] if is_flat(root) else [s.name for s in _subdirs(root) if _subdirs(s)]
 
 
 def check(root: Path) -> str:
@@ -152,6 +168,6 @@ def check(root: Path) -> str:
     lines = [f"image folders in {root}: classes {', '.join(_all_classes(root))}"]
     for split in list_splits(root):
         data = _load_disk_split(root, split, None, "auto")
-        lines.append(summarise_split(split, data))
+        lines.append(summarise_split("all (one folder per class, no split folders)" if split == FLAT else split, data))
         lines.extend(f"    note: {n}" for n in data.notes)
     return "\n".join(lines)
