@@ -277,6 +277,7 @@ def test_imagefolder_reads_a_root_of_class_folders_as_its_one_split(png_root, ca
     spec = {"from": ".", "seed": 0, "train": 20, "val": 5, "test": 5}
     parts = [imagefolder.load(flat, s, resplit=spec) for s in ("train", "val", "test")]
     assert [len(p) for p in parts] == [20, 5, 5] and len({n for p in parts for n in p.names}) == 30
+    assert "split 'val' = 5 samples drawn (seed 0) from the class folders under the root" in parts[1].notes
     from cnnlab.cli import main
     assert main(["data", "check", "imagefolder", str(flat)]) == 0
     assert "all (one folder per class, no split folders): 30 images" in capsys.readouterr().out

@@ -73,7 +73,8 @@ def carve_splits(load_source: Callable[[str], ClsData], split: str, spec: object
     for name, count in counts.items():
         if name == split:
             out = data.subset(order[start:start + count])
-            out.notes.append(f"split '{split}' = {count} samples drawn (seed {seed}) from on-disk split '{source}'")
+            origin = "the class folders under the root" if source == "." else f"on-disk split '{source}'"
+            out.notes.append(f"split '{split}' = {count} samples drawn (seed {seed}) from {origin}")
             return out
         start += count
     raise AssertionError("unreachable: split was checked above")
