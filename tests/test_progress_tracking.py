@@ -245,3 +245,24 @@ def test_a_missing_extra_is_one_line_before_any_folder(tracker, endovis_root, tm
 def test_log_to_names_are_checked_with_a_suggestion(tmp_path):
     with pytest.raises(ConfigError, match="unknown train.log_to entry 'tensorbord' — did you mean 'tensorboard'"):
         recipe_from_dict(tiny_recipe(tmp_path, tmp_path, train={"log_to": ["tensorbord"]}))
+
+
+def test_every_file_reader_counts_each_decoded_model_input_for_the_decode_bar(tmp_path):
+    """The decode phase's count (bar and events.jsonl `images`) comes from the readers; the image-folder and
+    colorization readers counted nothing (a 10,000-digit class-folder run logged `images: 0`)."""
+    from cnnlab.data.formats import endovis_color, imagefolder
+    from cnnlab.data.formats.common import DECODE_HOOKS
+    from cnnlab.data.synthetic import classification as syn_cls
+    from cnnlab.data.synthetic import endovis as syn_endo
+
+    counted: list[int] = []
+    DECODE_HOOKS.append(lambda: counted.append(1))
+    try:
+        root = syn_cls.write_image_folders(tmp_path / "png", seed=0, n_train=12, n_test=5, size=8)
+        assert len(imagefolder.load(root, "Train")) == 12 and len(counted) == 12
+        counted.clear()
+        eroot = syn_endo.write(tmp_path / "endo", n_train=1, n_val=1, n_test=1, n_color_train=3, n_color_val=2,
+                               height=16, width=20)
+        assert len(endovis_color.load(eroot, "train_cor")) == len(counted) == 3
+    finally:
+        DECODE_HOOKS.pop()

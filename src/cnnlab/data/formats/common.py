@@ -140,9 +140,14 @@ def read_input(path: Path, channels: int) -> np.ndarray:
                 arr = np.repeat(arr[..., None], 3, axis=2) if channels == 3 else arr
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise _decode_error(path, e) from None
+    note_decoded()
+    return arr
+
+
+def note_decoded() -> None:
+    """One model input decoded: the innermost watcher's counter (the decode bar and events.jsonl) advances."""
     if DECODE_HOOKS:
         DECODE_HOOKS[-1]()
-    return arr
 
 
 def to_chw(arr: np.ndarray) -> torch.Tensor:

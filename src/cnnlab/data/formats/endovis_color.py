@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab.data.formats.common import read_image, resize_images
+from cnnlab.data.formats.common import note_decoded, read_image, resize_images
 from cnnlab.data.formats.endovis import _sample_dirs
 from cnnlab.data.parallel import chw, concat, ordered_map
 from cnnlab.data.types import ColorData
@@ -47,6 +47,7 @@ def _read_sample(d: Path, color_space: str) -> tuple[np.ndarray, np.ndarray, boo
         target = rgb
     if grey.shape[:2] != rgb.shape[:2]:
         raise DataError(f"{gray_p}: size differs from its colour image")
+    note_decoded()
     return np.array(grey, copy=True), chw(target), made  # PIL arrays are read-only
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cnnlab.data.formats._cls_common import carve_splits, is_junk, summarise_split, unknown_options
-from cnnlab.data.formats.common import WIDE_MODES, open_image, scale_wide
+from cnnlab.data.formats.common import WIDE_MODES, note_decoded, open_image, scale_wide
 from cnnlab.data.parallel import ordered_map
 from cnnlab.data.types import ClsData
 from cnnlab.errors import DataError
@@ -108,6 +108,7 @@ def _decode(path: Path, grey: bool | None, size: list[int] | None) -> np.ndarray
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot decode image ({type(e).__name__})",
                         "the file is corrupt or truncated") from None
+    note_decoded()
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
