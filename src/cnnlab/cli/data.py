@@ -90,7 +90,7 @@ def register(sub) -> None:
     c.add_argument("--masks", metavar="DIR", help="folders format: the mask folder")
     c.add_argument("--fov", metavar="DIR", help="folders format: optional field-of-view masks")
     c.set_defaults(func=_cmd_check)
-    n = sub.add_parser("new", help="write a ready recipe from your image/mask folders")
+    n = sub.add_parser("new", help="write a ready recipe from your image/mask folders (or class folders)")
     n.add_argument("--task", default="segmentation", help="segmentation (image + mask folders) or classification "
                    "(--images: class folders, or split folders holding class folders)")
     n.add_argument("--images", required=True, metavar="DIR", help="folder of images")
