@@ -269,6 +269,9 @@ def test_imagefolder_reads_a_root_of_class_folders_as_its_one_split(png_root, ca
     resplit; `cnnlab data check imagefolder` reads it too."""
     flat = png_root / "Train"
     assert imagefolder.is_flat(flat) and not imagefolder.is_flat(png_root)
+    (png_root / "Train" / "3" / "thumbnails").mkdir()  # a folder inside a class folder: still class folders
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(png_root / "Train" / "3" / "thumbnails" / "t.png")
+    assert imagefolder.is_flat(flat) and not imagefolder.is_flat(png_root)
     assert imagefolder.list_splits(flat) == ["."]
     whole = imagefolder.load(flat, ".")
     by_split = imagefolder.load(png_root, "Train")

@@ -41,10 +41,16 @@ def _has_images(folder: Path) -> bool:
     return any(p.is_file() and p.suffix.lower() in IMAGE_EXTS for p in folder.iterdir())
 
 
+def _is_split_folder(folder: Path) -> bool:
+    """No images of its own, and sub-folders (classes) that hold some."""
+    return not _has_images(folder) and any(_has_images(c) for c in _subdirs(folder))
+
+
 def is_flat(root: Path) -> bool:
-    """True for root/<class>/<image>: no sub-folder holds folders, and some hold images."""
+    """True for root/<class>/<image>: some sub-folder holds images and none is a split folder (a class folder may
+    hold folders of its own, which are not read, as before)."""
     subs = _subdirs(root)
-    return bool(subs) and not any(_subdirs(s) for s in subs) and any(_has_images(s) for s in subs)
+    return any(_has_images(s) for s in subs) and not any(_is_split_folder(s) for s in subs)
 
 
 def _check_root(root: Path) -> Path:
