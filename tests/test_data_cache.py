@@ -134,6 +134,24 @@ def test_a_cache_folder_inside_the_data_root_does_not_invalidate_itself(tmp_path
     assert calls[0] == 0
 
 
+def test_the_runs_folder_inside_the_data_root_does_not_invalidate_the_entry(tmp_path, cached, monkeypatch):
+    """`cnnlab new --images images --masks masks` run in the project folder writes `out: runs` there, so every run
+    changed the files under data.root and the next run decoded again (a second run never hit the cache)."""
+    root = _folders(tmp_path)
+    _age(root)
+    outputs = root / "runs"
+    opts = {"images": str(root / "images"), "masks": str(root / "masks")}
+    cfg = _cfg("folders", root, cached, options=opts)
+    load_split(cfg, "train", outputs)                      # the first run: no runs/ yet
+    (outputs / "r-1").mkdir(parents=True)                  # what that run leaves behind
+    (outputs / "r-1" / "metrics.csv").write_text("epoch\n1\n")
+    calls = _count_decodes(monkeypatch, "folders")
+    hit = load_split(cfg, "train", outputs)
+    assert calls[0] == 0 and any("read from the cache" in n for n in hit.notes)
+    load_split(cfg, "train")                               # without naming the outputs folder it is data: a miss
+    assert calls[0] == 1
+
+
 # ---------------------------------------------------------------- invalidation
 def _rewrite_mask_same_size(root: Path, value_shift: int) -> Path:
     """Sample 0's mask saved uncompressed (its byte size depends on its pixel count only), other grey levels."""

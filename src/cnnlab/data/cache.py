@@ -38,7 +38,7 @@ import zlib
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -73,9 +73,11 @@ def cache_root(configured: str | None = None) -> Path:
 
 
 def load_or_decode(fmt: str, root: Path, split: str, size: list[int] | None, options: dict,
-                   decode: Callable[[], Split], enabled: bool = True, cache_dir: str | None = None) -> Split:
+                   decode: Callable[[], Split], enabled: bool = True, cache_dir: str | None = None,
+                   skip: Sequence[Path] = ()) -> Split:
     """The split from the cache when an entry for exactly these files and settings is intact, else `decode()`
-    (then stored for the next run). Every cache problem becomes a note on the split, never an error."""
+    (then stored for the next run). Every cache problem becomes a note on the split, never an error. skip: folders
+    under the data root that hold no data (the runs' output folder)."""
     if not enabled or fmt not in CACHED_FORMATS:
         return decode()
     try:
@@ -84,7 +86,7 @@ def load_or_decode(fmt: str, root: Path, split: str, size: list[int] | None, opt
         data = decode()
         data.notes.append(f"decoded-image cache not used: no home folder; set data.cache_dir or {CACHE_DIR_ENV}")
         return data
-    files = fingerprint(Path(root), options, folder)
+    files = fingerprint(Path(root), options, [folder, *skip])
     if files is None:
         data = decode()
         data.notes.append(f"decoded-image cache not used: over {MAX_FILES:,} files under {root} to check")
@@ -153,14 +155,16 @@ def _option_paths(root: Path, options: dict) -> list[Path]:
     return found
 
 
-def fingerprint(root: Path, options: dict, skip: Path | None = None) -> tuple[str, int] | None:
+def fingerprint(root: Path, options: dict, skip: Sequence[Path] = ()) -> tuple[str, int] | None:
     """(digest of every file's path, size, mtime and ctime, newest of those times in ns), or None when there are
-    more than MAX_FILES files. skip: the cache folder, when it lies inside the data."""
+    more than MAX_FILES files. skip: folders inside the data that are not data (the cache folder; the runs' output
+    folder, which every run changes: `cnnlab new` run in the folder holding images/ and masks/ puts runs/ there)."""
     lines: list[str] = []
     seen: set[tuple[int, int]] = set()
-    if skip is not None and skip.is_dir():  # counted as seen: its folders are not walked
-        st = skip.stat()
-        seen.add((st.st_dev, st.st_ino))
+    for folder in skip:
+        if folder.is_dir():  # counted as seen: the walk neither lists nor enters it
+            st = folder.stat()
+            seen.add((st.st_dev, st.st_ino))
     for tag, base in enumerate([root, *_option_paths(root, options)]):
         if base.is_file():
             st = base.stat()

@@ -32,16 +32,18 @@ class RunData:
         return self.train.class_names
 
 
-def load_split(cfg: DataConfig, split: str) -> Split:
+def load_split(cfg: DataConfig, split: str, outputs: str | Path | None = None) -> Split:
     """One split through the format's reader, or from the decoded-image cache (cnnlab.data.cache) when an entry
-    for exactly these files and settings is there (data.cache: false reads and writes none)."""
+    for exactly these files and settings is there (data.cache: false reads and writes none). outputs: the runs'
+    folder (a recipe's `out`), left out of the cache's file list where it lies inside the data root."""
     reader = lookup(FORMATS, cfg.format, "data format")
     root = Path(cfg.root).expanduser()
     if not root.exists():
         raise DataError(f"data root not found: {root}", missing_root_hint(cfg.format, root))
     return load_or_decode(cfg.format, root, split, cfg.size, cfg.options,
                           lambda: reader.load(root, split, size=cfg.size, **cfg.options),
-                          enabled=cfg.cache, cache_dir=cfg.cache_dir)
+                          enabled=cfg.cache, cache_dir=cfg.cache_dir,
+                          skip=[Path(outputs).expanduser()] if outputs is not None else [])
 
 
 # Formats read from another format's synthetic set (the endovis writer also writes colorization/).
@@ -75,10 +77,11 @@ def _seeded_perm(n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def load_run_data(cfg: DataConfig, seed: int) -> RunData:
-    """Train/val/test as the recipe asks; val carved from train (seeded) when val_fraction > 0."""
+def load_run_data(cfg: DataConfig, seed: int, outputs: str | Path | None = None) -> RunData:
+    """Train/val/test as the recipe asks; val carved from train (seeded) when val_fraction > 0. outputs: as for
+    load_split."""
     reader = lookup(FORMATS, cfg.format, "data format")
-    train = load_split(cfg, cfg.train)
+    train = load_split(cfg, cfg.train, outputs)
     notes = list(train.notes)
     if cfg.val_fraction > 0:
         perm = _seeded_perm(len(train), 12345)  # fixed: the validation set must not move with the run seed
@@ -86,7 +89,7 @@ def load_run_data(cfg: DataConfig, seed: int) -> RunData:
         val, train = train.subset(perm[:n_val].sort().values), train.subset(perm[n_val:].sort().values)
         notes.append(f"validation: {n_val} samples carved from '{cfg.train}' (fraction {cfg.val_fraction})")
     else:
-        val = load_split(cfg, cfg.val)
+        val = load_split(cfg, cfg.val, outputs)
     if cfg.label_fraction < 1:
         k = max(1, round(cfg.label_fraction * len(train)))
         train = train.subset(_seeded_perm(len(train), seed)[:k].sort().values)
@@ -94,7 +97,7 @@ def load_run_data(cfg: DataConfig, seed: int) -> RunData:
     test = None
     present = list_splits(reader, Path(cfg.root).expanduser(), cfg.options)
     if cfg.test and cfg.test in present:
-        test = load_split(cfg, cfg.test)
+        test = load_split(cfg, cfg.test, outputs)
     elif cfg.test:
         notes.append(f"no '{cfg.test}' split in {cfg.root}: final metrics are on '{cfg.val}'")
     if train.class_names != val.class_names:

@@ -96,7 +96,7 @@ def _setup(r: Recipe):
     seed_everything(r.train.seed)
     choose_threads(r.train.threads)
     rt = resolve_runtime(local_device() or r.train.device, r.train.precision, r.train.channels_last)
-    data = load_run_data(r.data, r.train.seed)
+    data = load_run_data(r.data, r.train.seed, r.out)
     _check_task(r, data)
     n_out = task_for(r.task).num_outputs(data.class_names)
     in_ch = data.train.images.shape[1]

@@ -21,7 +21,7 @@ def compare_boundaries(run_dirs: Sequence[str | Path], out: str | Path, split: s
     runs = [load_run(d) for d in run_dirs]
     if any(len(r.class_names) != 2 for r in runs):
         raise CnnlabError("boundary comparison needs binary segmentation runs (2 classes)")
-    data = load_split(runs[0].recipe.data, split or runs[0].recipe.data.test)
+    data = load_split(runs[0].recipe.data, split or runs[0].recipe.data.test, runs[0].recipe.out)
     preds, metrics = {}, {}
     for d, r in zip(run_dirs, runs):
         label = Path(d).name.split("-20")[0]  # run name without its timestamp

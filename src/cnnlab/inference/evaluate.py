@@ -43,7 +43,8 @@ def _loss_for(run: TrainedRun, ignore_index: int | None, notes: list[str]):
     weights = run.checkpoint.get("class_weights")
     if r.loss.name == "weighted_ce" and weights is None:
         try:
-            weights = weights_for(load_run_data(r.data, r.train.seed).train, r.loss.params.get("scheme", "median"))
+            weights = weights_for(load_run_data(r.data, r.train.seed, r.out).train,
+                                  r.loss.params.get("scheme", "median"))
         except DataError:
             notes.append("training data not found: the loss is unweighted cross-entropy, not weighted_ce")
             return build_loss("cross_entropy", {}, ignore_index)
@@ -133,10 +134,10 @@ def _load(run: TrainedRun, cfg: DataConfig, split: str, own_root: bool, notes: l
     r = run.recipe
     if own_root and r.data.val_fraction > 0 and split == r.data.val:
         rd = r.data if size is None else replace(r.data, size=list(size))
-        data = load_run_data(rd, r.train.seed).val  # the same seeded carve-out as in training
+        data = load_run_data(rd, r.train.seed, r.out).val  # the same seeded carve-out as in training
         notes.append(f"'{split}' is carved from '{r.data.train}' (fraction {r.data.val_fraction}) as in training")
     else:
-        data = load_split(cfg if size is None else replace(cfg, size=list(size)), split)
+        data = load_split(cfg if size is None else replace(cfg, size=list(size)), split, r.out)
     if list(data.class_names) != run.class_names:
         raise DataError(f"{cfg.root}: classes {data.class_names} differ from the run's {run.class_names}",
                         "evaluate on a data set with the same classes")
