@@ -152,6 +152,34 @@ def test_the_runs_folder_inside_the_data_root_does_not_invalidate_the_entry(tmp_
     assert calls[0] == 1
 
 
+def test_a_folders_recipe_as_new_writes_it_is_keyed_by_its_image_and_mask_folders_only(tmp_path, cached,
+                                                                                          monkeypatch):
+    """Absolute images/masks folders and a random split (what `cnnlab new` writes): files beside the folders (the
+    recipe new wrote into the project folder, a notebook, a log) keep the hit; a changed mask is a miss."""
+    root = _folders(tmp_path)
+    _age(root)
+    opts = {"images": str(root / "images"), "masks": str(root / "masks"), "split": "random"}
+    cfg = _cfg("folders", root, cached, options=opts)
+    first = load_split(cfg, "train")
+    (root / "recipe.yaml").write_text("name: edited\n")
+    (root / "notes").mkdir()
+    (root / "notes" / "log.txt").write_text("x")
+    calls = _count_decodes(monkeypatch, "folders")
+    assert_same_split(first, load_split(cfg, "train"), extra_notes=1)
+    assert calls[0] == 0
+    mask = root / "masks" / "s0.png"
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(mask)
+    os.utime(mask, (OLD + 5, OLD + 5))
+    load_split(cfg, "train")
+    assert calls[0] == 1
+    relative = _cfg("folders", root, cached, options={"images": "images", "masks": "masks", "split": "random"})
+    load_split(relative, "train")                           # relative folders: the whole root is the key, as before
+    (root / "recipe.yaml").write_text("name: edited again\n")
+    os.utime(root / "recipe.yaml", (OLD, OLD))
+    load_split(relative, "train")
+    assert calls[0] == 3
+
+
 # ---------------------------------------------------------------- invalidation
 def _rewrite_mask_same_size(root: Path, value_shift: int) -> Path:
     """Sample 0's mask saved uncompressed (its byte size depends on its pixel count only), other grey levels."""

@@ -74,10 +74,11 @@ def cache_root(configured: str | None = None) -> Path:
 
 def load_or_decode(fmt: str, root: Path, split: str, size: list[int] | None, options: dict,
                    decode: Callable[[], Split], enabled: bool = True, cache_dir: str | None = None,
-                   skip: Sequence[Path] = ()) -> Split:
+                   skip: Sequence[Path] = (), reads: Sequence[Path] | None = None) -> Split:
     """The split from the cache when an entry for exactly these files and settings is intact, else `decode()`
     (then stored for the next run). Every cache problem becomes a note on the split, never an error. skip: folders
-    under the data root that hold no data (the runs' output folder)."""
+    under the data root that hold no data (the runs' output folder); reads: the files and folders the reader reads,
+    where it can name them (fingerprinted instead of the whole root)."""
     if not enabled or fmt not in CACHED_FORMATS:
         return decode()
     try:
@@ -86,7 +87,7 @@ def load_or_decode(fmt: str, root: Path, split: str, size: list[int] | None, opt
         data = decode()
         data.notes.append(f"decoded-image cache not used: no home folder; set data.cache_dir or {CACHE_DIR_ENV}")
         return data
-    files = fingerprint(Path(root), options, [folder, *skip])
+    files = fingerprint(Path(root), options, [folder, *skip], reads)
     if files is None:
         data = decode()
         data.notes.append(f"decoded-image cache not used: over {MAX_FILES:,} files under {root} to check")
@@ -155,17 +156,20 @@ def _option_paths(root: Path, options: dict) -> list[Path]:
     return found
 
 
-def fingerprint(root: Path, options: dict, skip: Sequence[Path] = ()) -> tuple[str, int] | None:
+def fingerprint(root: Path, options: dict, skip: Sequence[Path] = (),
+                reads: Sequence[Path] | None = None) -> tuple[str, int] | None:
     """(digest of every file's path, size, mtime and ctime, newest of those times in ns), or None when there are
     more than MAX_FILES files. skip: folders inside the data that are not data (the cache folder; the runs' output
-    folder, which every run changes: `cnnlab new` run in the folder holding images/ and masks/ puts runs/ there)."""
+    folder, which every run changes: `cnnlab new` run in the folder holding images/ and masks/ puts runs/ there).
+    reads: what the reader reads, where it can say (walked instead of the root and the option paths)."""
     lines: list[str] = []
     seen: set[tuple[int, int]] = set()
     for folder in skip:
         if folder.is_dir():  # counted as seen: the walk neither lists nor enters it
             st = folder.stat()
             seen.add((st.st_dev, st.st_ino))
-    for tag, base in enumerate([root, *_option_paths(root, options)]):
+    bases = list(reads) if reads is not None else [root, *_option_paths(root, options)]
+    for tag, base in enumerate(bases):
         if base.is_file():
             st = base.stat()
             lines.append(f"{tag}:\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}")

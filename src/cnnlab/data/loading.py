@@ -40,10 +40,12 @@ def load_split(cfg: DataConfig, split: str, outputs: str | Path | None = None) -
     root = Path(cfg.root).expanduser()
     if not root.exists():
         raise DataError(f"data root not found: {root}", missing_root_hint(cfg.format, root))
+    reads = getattr(reader, "data_paths", None)  # a reader that can name its files spares the cache a walk of root
     return load_or_decode(cfg.format, root, split, cfg.size, cfg.options,
                           lambda: reader.load(root, split, size=cfg.size, **cfg.options),
                           enabled=cfg.cache, cache_dir=cfg.cache_dir,
-                          skip=[Path(outputs).expanduser()] if outputs is not None else [])
+                          skip=[Path(outputs).expanduser()] if outputs is not None else [],
+                          reads=reads(root, **cfg.options) if reads is not None else None)
 
 
 # Formats read from another format's synthetic set (the endovis writer also writes colorization/).

@@ -95,6 +95,23 @@ def _decode_pair(pair, channels: int, enc, need_fov: bool) -> tuple[np.ndarray, 
     return chw(img), np.array(mask) if not mask.flags.writeable else mask, n_snap, n_out
 
 
+def data_paths(root: Path, **options) -> list[Path] | None:
+    """The files this reader reads, named without a scan where the options allow it: absolute image/mask/fov
+    folders with a random or listed split (what `cnnlab new` writes) -> those folders and the split file; None
+    otherwise (the whole data root). The decoded cache fingerprints these instead of the root, so files beside
+    them (the recipe new wrote there, notebooks, logs) neither invalidate it nor are walked."""
+    policy = options.get("split")
+    folders = [options.get(k) for k in ("images", "masks", "fov") if options.get(k)]
+    if policy not in ("random", "list") or not all(isinstance(f, str) and Path(f).expanduser().is_absolute()
+                                                   for f in folders):
+        return None
+    paths = [Path(f).expanduser() for f in folders]
+    if policy == "list":
+        listed = Path(str(options.get("split_file"))).expanduser()
+        paths.append(listed if listed.is_absolute() else Path(root) / listed)
+    return paths
+
+
 def list_splits(root: Path, **options) -> list[str]:
     """Split names under the split policy (random: the non-zero fractions, without touching the disk)."""
     opts = parse_options(options)
