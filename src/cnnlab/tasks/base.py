@@ -76,8 +76,8 @@ class Task:
     def shrink_batch(self, x: torch.Tensor, y: torch.Tensor, size: tuple[int, int]
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """A training batch at a smaller size (train.size_schedule): inputs area-averaged (each output pixel the
-        mean of the pixels it covers),
-        targets kept as they are (one label per image); dense tasks resize their targets too."""
+        mean of the pixels it covers), targets kept as they are (one label per image); dense tasks resize their
+        targets too."""
         return shrink_images(x, size), y
 
     def tally(self, data, loss_fn: Loss) -> Tally:

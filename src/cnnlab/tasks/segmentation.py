@@ -57,7 +57,7 @@ class Segmentation(Task):
 
     def shrink_batch(self, x: torch.Tensor, y: torch.Tensor, size: tuple[int, int]
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masks by nearest label (no blended classes; ignored pixels stay ignored), images antialiased."""
+        """Masks by nearest label (no blended classes; ignored pixels stay ignored), images area-averaged."""
         y = torch.nn.functional.interpolate(y[:, None].float(), size=size, mode="nearest-exact")[:, 0].to(y.dtype)
         return shrink_images(x, size), y
 

@@ -39,6 +39,7 @@ from cnnlab.data.formats._folders_fit import default_size, fit_note, fit_one, he
 from cnnlab.data.formats._folders_layout import (
     _policy,
     _read_pair,
+    _resolve,
     channels_of,
     encoding_for,
     group_notes,
@@ -107,8 +108,7 @@ def data_paths(root: Path, **options) -> list[Path] | None:
         return None
     paths = [Path(f).expanduser() for f in folders]
     if policy == "list":
-        listed = Path(str(options.get("split_file"))).expanduser()
-        paths.append(listed if listed.is_absolute() else Path(root) / listed)
+        paths.append(_resolve(Path(root), str(options.get("split_file"))))  # as the reader resolves it
     return paths
 
 

@@ -8,6 +8,7 @@ lacks a class keeps the same label numbering as the others; a root of class fold
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -38,7 +39,10 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def _has_images(folder: Path) -> bool:
-    return any(p.is_file() and p.suffix.lower() in IMAGE_EXTS for p in folder.iterdir())
+    """Whether a folder holds an image file directly; stops at the first (os.scandir: is_flat asks this of every
+    class folder, and a class may hold thousands of files, which Path.iterdir would list whole)."""
+    with os.scandir(folder) as entries:
+        return any(e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS for e in entries)
 
 
 def _is_split_folder(folder: Path) -> bool:
