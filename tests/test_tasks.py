@@ -165,28 +165,57 @@ def test_a_colorization_run_loads_with_one_output_per_colour_channel(tmp_path: P
         predict_paths(run, [tmp_path], tmp_path / "out")
 
 
-def test_segmentation_prediction_keeps_label_maps_and_lets_each_batch_of_logits_go() -> None:
-    """The end-of-run prediction is the argmax of every batch's logits, in order, and no batch of K-channel floats
-    outlives the next batch: a large test split never holds N x K x H x W floats at once."""
-    import weakref
+def test_end_of_run_passes_the_model_once_over_the_tested_split_and_keeps_its_label_maps(
+        endovis_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end of a run used to run the model twice over the tested split (evaluate for the metrics, then again for
+    the label maps the figures and per-image scores use): the label maps are now taken from evaluate's own
+    batches. Oracle: the samples the model sees while summary.json is written (test once, validation once) and
+    torch's argmax over the same model's logits, batch for batch."""
+    from cnnlab.config import recipe_from_dict
+    from cnnlab.engine import run as run_mod
+    from cnnlab.engine import summary as summary_mod
+    from cnnlab.engine.steps import predict_logits
+    from conftest import tiny_recipe
 
+    seen: list[int] = []
+    kept: dict[str, torch.Tensor] = {}
+    real_summary, real_figures = summary_mod.write_summary, summary_mod.write_run_figures
+
+    def counted(ctx, state, on_batch=None):
+        hook = ctx.core.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+        try:
+            out = real_summary(ctx, state, on_batch)
+        finally:
+            hook.remove()
+        kept["expected"] = predict_logits(ctx.core, ctx.data.test, ctx.rt, ctx.norm, 3).argmax(1).to(torch.uint8)
+        return out
+
+    def figures(run_dir, r, split, history, pred=None, cm=None):
+        kept["pred"] = pred
+        return real_figures(run_dir, r, split, history, pred, cm)
+
+    monkeypatch.setattr(run_mod, "write_summary", counted)
+    monkeypatch.setattr(summary_mod, "write_run_figures", figures)
+    recipe = recipe_from_dict(tiny_recipe(endovis_root, tmp_path / "runs", train={"eval_batch_size": 3}))
+    run_dir = run_mod.train(recipe)
+    assert seen == [3, 1, 3, 1]  # 4 test images in batches of 3, then 4 validation images; no second test pass
+    assert kept["pred"].dtype == torch.uint8 and torch.equal(kept["pred"], kept["expected"])
+    assert (run_dir / "figures" / "overlays.png").is_file()
+
+
+def test_each_task_keeps_what_its_summary_and_figures_need_of_a_batch_of_logits() -> None:
+    """Segmentation keeps uint8 label maps (torch's argmax), classification probabilities (softmax), colorization
+    the colours of the samples its figure shows; a task keeps nothing of samples it does not report."""
     g = torch.Generator().manual_seed(0)
-    batches = [torch.randn(n, 3, 5, 6, generator=g) for n in (4, 4, 2)]
-    expected = torch.cat(batches).argmax(1).to(torch.uint8)
-    alive: list[weakref.ref] = []
-    seen_alive: list[int] = []
-
-    def logits(idx: torch.Tensor | None):
-        assert idx is None
-        for b in batches:
-            seen_alive.append(sum(r() is not None for r in alive))
-            out = b.clone()          # what the engine yields: a fresh CPU tensor per batch
-            alive.append(weakref.ref(out))
-            yield out
-            del out
-
-    pred = task_for(seg_split(torch.zeros(10, 5, 6))).prediction(seg_split(torch.zeros(10, 5, 6)), logits)
-    assert pred.dtype == torch.uint8 and torch.equal(pred, expected)
-    # at most the previous batch is still referenced while the next is computed (collecting the logits first and
-    # taking the argmax after would read [0, 1, 2] here)
-    assert seen_alive == [0, 1, 1]
+    logits = torch.randn(4, 3, 5, 6, generator=g)
+    seg = task_for(seg_split(torch.zeros(10, 5, 6)))
+    assert seg.predicted_samples(seg_split(torch.zeros(10, 5, 6))) == 10
+    assert torch.equal(seg.prediction_batch(logits), logits.argmax(1).to(torch.uint8))
+    cls_split = ClsData(torch.zeros(7, 1, 4, 4, dtype=torch.uint8), torch.zeros(7, dtype=torch.long),
+                        [str(i) for i in range(7)], ["a", "b", "c"])
+    cls = task_for(cls_split)
+    assert cls.predicted_samples(cls_split) == 7
+    assert torch.allclose(cls.prediction_batch(logits[:, :, 0, 0]), F.softmax(logits[:, :, 0, 0], dim=1))
+    color_split = ColorData(torch.zeros(9, 1, 4, 4, dtype=torch.uint8), torch.zeros(9, 3, 4, 4, dtype=torch.uint8),
+                            [str(i) for i in range(9)])
+    assert task_for(color_split).predicted_samples(color_split) == 4

@@ -5,15 +5,29 @@ import json
 import time
 from collections.abc import Callable
 
+import torch
+
 from cnnlab.engine.context import RunContext
-from cnnlab.engine.distributed import is_main
+from cnnlab.engine.distributed import is_main, world
 from cnnlab.engine.figures import write_run_figures
 from cnnlab.engine.fit import TrainState
 from cnnlab.engine.rundir import environment, git_hash, read_resumes
 from cnnlab.engine.steps import evaluate, iter_logits
 from cnnlab.metrics.names import metric_conventions
 from cnnlab.models.classifiers import count_parameters
-from cnnlab.tasks import task_for
+from cnnlab.tasks import Task, task_for
+
+
+def _keeper(task: Task, n: int) -> tuple[list[torch.Tensor], Callable[[torch.Tensor, torch.Tensor], None]]:
+    """The pieces of the task's prediction of samples [0, n), and the hook that adds one batch's to them while
+    `evaluate` scores the split: the end of a run passes the model over the tested split once, not twice."""
+    kept: list[torch.Tensor] = []
+
+    def keep(out: torch.Tensor, idx: torch.Tensor) -> None:
+        take = idx < n
+        if bool(take.any()):
+            kept.append(task.prediction_batch(out[take].float().cpu()))
+    return kept, keep
 
 
 def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], None] | None = None) -> dict:
@@ -27,8 +41,11 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     has_test = data.test is not None
     split_name = r.data.test if has_test else r.data.val
     split = data.test if has_test else data.val
+    task = task_for(split)
+    kept, keep = _keeper(task, task.predicted_samples(split))
     t0 = time.perf_counter()
-    final, cm = evaluate(core, split, ctx.rt, ctx.norm, ctx.loss_fn, bs, on_batch)
+    final, cm = evaluate(core, split, ctx.rt, ctx.norm, ctx.loss_fn, bs, on_batch,
+                         on_logits=keep if world() == 1 else None)
     eval_s = time.perf_counter() - t0
     val = evaluate(core, data.val, ctx.rt, ctx.norm, ctx.loss_fn, bs, on_batch)[0] if has_test else final
     summary = {
@@ -44,11 +61,14 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     }
     trainable, total = count_parameters(core)
     summary["parameters"] = {"trainable": trainable, "total": total}
-    task = task_for(split)
     summary.update(task.fit_entries(val, lambda: evaluate(core, data.train, ctx.rt, ctx.norm, ctx.loss_fn, bs)[0]))
     if not is_main():
         return summary
-    pred = task.prediction(split, lambda idx: iter_logits(core, split, ctx.rt, ctx.norm, bs, idx))
+    if world() > 1:  # each process evaluated its shard: rank 0 predicts the kept samples itself
+        n = task.predicted_samples(split)
+        for logits in iter_logits(core, split, ctx.rt, ctx.norm, bs, torch.arange(n)):
+            kept.append(task.prediction_batch(logits))
+    pred = torch.cat(kept) if kept else None
     summary.update(task.test_entries(split, cm, pred))
     (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     write_run_figures(ctx.run_dir, r, split, state.history, pred, cm)

@@ -9,7 +9,7 @@ needs the model's output, the engine hands it a function that computes it.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -24,8 +24,6 @@ from cnnlab.metrics.argmax import class_argmax
 from cnnlab.metrics.confusion import ConfusionMatrix
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]       # sums a tensor over processes (identity in one process)
-Logits = Callable[[torch.Tensor | None], Iterator[torch.Tensor]]  # the model's logits on the evaluated split
-# (chosen samples), batch by batch
 Norm = Callable[[torch.Tensor], torch.Tensor]         # per-channel normalisation of [0, 1] images
 
 
@@ -96,9 +94,15 @@ class Task:
         """summary.json entries that need another evaluation (run by every process under DDP)."""
         return {}
 
-    def prediction(self, split, logits: Logits) -> torch.Tensor | None:
-        """What the end of a run predicts on the evaluated split, for its summary entries and figures."""
-        return None
+    def predicted_samples(self, split) -> int:
+        """How many leading samples of the evaluated split the end of a run keeps a prediction of, for its summary
+        entries and figures (0: none)."""
+        return 0
+
+    def prediction_batch(self, logits: torch.Tensor) -> torch.Tensor:
+        """What is kept of one batch's logits (float32, CPU): the prediction is these pieces concatenated. Kept
+        per batch so that a large test split never holds its N x K x H x W logits at once."""
+        return logits
 
     def test_entries(self, split, cm: ConfusionMatrix | None, pred: torch.Tensor | None) -> dict:
         """summary.json (and evaluate_*.json) entries beyond the metrics, from the tested split."""

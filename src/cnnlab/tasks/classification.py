@@ -14,7 +14,7 @@ from cnnlab.data.types import ClsData
 from cnnlab.figures.classification import fit_note, plot_confusion_matrix, plot_misclassified
 from cnnlab.losses.core import Loss
 from cnnlab.metrics.confusion import ConfusionMatrix
-from cnnlab.tasks.base import LabelTally, Logits, Norm, Placement, Task, label_batch
+from cnnlab.tasks.base import LabelTally, Norm, Placement, Task, label_batch
 
 PROBABILITIES = "probabilities.csv"
 
@@ -41,9 +41,12 @@ class Classification(Task):
         train_accuracy = train_metrics()["accuracy"]
         return {"train_accuracy": train_accuracy, "fit_note": fit_note(train_accuracy, val["accuracy"])}
 
-    def prediction(self, split: ClsData, logits: Logits) -> torch.Tensor:
-        """Class probabilities (N x K) of the whole split."""
-        return torch.cat(list(logits(None))).softmax(1)
+    def predicted_samples(self, split: ClsData) -> int:
+        return len(split)
+
+    def prediction_batch(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (B x K)."""
+        return logits.softmax(1)
 
     def test_entries(self, split: ClsData, cm: ConfusionMatrix | None, pred: torch.Tensor | None) -> dict:
         """Accuracy per class (the share of its images classified as it, i.e. its recall; null without images):

@@ -14,7 +14,7 @@ from cnnlab.data.types import ColorData
 from cnnlab.figures.run import color_samples
 from cnnlab.losses.core import Loss
 from cnnlab.metrics.confusion import ConfusionMatrix
-from cnnlab.tasks.base import Logits, Norm, Placement, Reduce, Task, shrink_images
+from cnnlab.tasks.base import Norm, Placement, Reduce, Task, shrink_images
 
 SHOWN = 4  # samples in the end-of-run figure
 
@@ -69,9 +69,9 @@ class Colorization(Task):
     def tally(self, data: ColorData, loss_fn: Loss) -> MSETally:
         return MSETally(loss_fn, len(data), data.space)
 
-    def prediction(self, split: ColorData, logits: Logits) -> torch.Tensor:
-        """Colours predicted for the first few samples (those the end-of-run figure shows)."""
-        return torch.cat(list(logits(_shown(split))))
+    def predicted_samples(self, split: ColorData) -> int:
+        """The first few samples: those the end-of-run figure shows (their predicted colours are kept as is)."""
+        return len(_shown(split))
 
     def figures(self, fig_dir: Path, split: ColorData, pred: torch.Tensor | None,
                 cm: ConfusionMatrix | None) -> list[Path]:

@@ -17,7 +17,7 @@ from cnnlab.losses.core import Loss, soft_dice_per_class
 from cnnlab.metrics.argmax import class_argmax
 from cnnlab.metrics.boundary import binary_summary
 from cnnlab.metrics.confusion import ConfusionMatrix
-from cnnlab.tasks.base import LabelTally, Logits, Norm, Placement, Task, label_batch, shrink_images
+from cnnlab.tasks.base import LabelTally, Norm, Placement, Task, label_batch, shrink_images
 
 
 class SegTally(LabelTally):
@@ -72,10 +72,12 @@ class Segmentation(Task):
         # predicted masks use the data set's pixel values even after the data moved
         return {"mask_encoding": resolve_encoding(recipe, class_names, {})[0].describe()}
 
-    def prediction(self, split: SegData, logits: Logits) -> torch.Tensor:
-        """Argmax label maps (N x H x W uint8) of the whole split, taken batch by batch (the split's logits, K
-        floats per pixel, are never held at once)."""
-        return torch.cat([class_argmax(batch, 1).to(torch.uint8) for batch in logits(None)])
+    def predicted_samples(self, split: SegData) -> int:
+        return len(split)
+
+    def prediction_batch(self, logits: torch.Tensor) -> torch.Tensor:
+        """Argmax label maps (B x H x W uint8)."""
+        return class_argmax(logits, 1).to(torch.uint8)
 
     def test_entries(self, split: SegData, cm: ConfusionMatrix | None, pred: torch.Tensor | None) -> dict:
         """Per-class Dice/IoU; binary tasks add per-image and boundary scores of the foreground."""
