@@ -162,6 +162,33 @@ def test_noise_threshold_is_128_exactly(tmp_path):
     assert any("42 mask pixels were not exactly" in n for n in d.notes)  # 20 + 20 + 2
 
 
+@pytest.mark.parametrize("values, ext", [((0, 1, 2), ".png"), ((0, 1, 2, 255), ".png"), ((0, 1, 2), ".tif")])
+def test_small_label_values_are_classes_not_compression_noise(tmp_path, values, ext):
+    """A lossless label map 0, 1, 2 (with 255 beside them, or as a 16-bit TIFF) was taken for a JPEG-noisy binary
+    mask ("values near 0 and 255") and thresholded at 128: every class became background, and `data check`
+    said "problems: none". Each value is its own class, in value order."""
+    labs = [_labels(i, len(values)) for i in range(2)]
+    lut = np.array(values, dtype=np.uint16 if ext == ".tif" else np.uint8)
+    _pairs(tmp_path, [lut[lab] for lab in labs], mask_ext=ext)
+    if ext == ".tif":
+        with Image.open(tmp_path / "masks" / "im0.tif") as im:
+            assert im.mode.startswith("I;16")  # the fixture really is a 16-bit mask
+    d = folders.load(tmp_path, "train", **ALL)
+    assert len(d.class_names) == len(values)
+    for i, lab in enumerate(labs):
+        assert torch.equal(_by_name(d)[f"im{i}"], torch.from_numpy(lab))
+    assert f"mask encoding: {len(values)} grey levels {list(values)}, one class each in value order" in d.notes
+
+
+def test_a_class_without_pixels_is_said_by_data_check(tmp_path):
+    """A class the masks never hold (here a colour table entry no mask uses) cannot be learnt or scored: `data
+    check` says so instead of "problems: none" alone."""
+    _rgb_masks(tmp_path)
+    report = folders.check(tmp_path, colors={**COLORS, "necrosis": [0, 0, 255]}, **ALL)
+    assert "note: class(es) necrosis have no pixels in any mask" in report
+    assert "have no pixels" not in folders.check(tmp_path, colors=COLORS, **ALL)
+
+
 def test_mid_grey_photo_as_mask_is_refused(tmp_path):
     _pairs(tmp_path, [_image(5, c=1)])
     with pytest.raises(DataError, match="not a label map"):

@@ -97,7 +97,13 @@ def survey(root: Path, decode: bool = True, **options) -> Survey:
             enc = encoding_for(layout, opts)
         except CnnlabError as e:
             problems.append(e.line())
-    return Survey(opts, layout, enc, sizes, channels, problems, _warnings(layout))
+    warnings = _warnings(layout)
+    if enc is not None:
+        empty = [n for n, c in zip(enc.class_names, enc.pixel_counts) if c == 0]
+        if empty:
+            warnings.append(f"class(es) {', '.join(empty)} have no pixels in any mask: nothing can be learnt or "
+                            "scored for them (check the mask encoding above, or data.options.classes / colors)")
+    return Survey(opts, layout, enc, sizes, channels, problems, warnings)
 
 
 def _folder_line(role: str, files) -> str:

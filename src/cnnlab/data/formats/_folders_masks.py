@@ -116,7 +116,10 @@ def _default_names(n: int) -> tuple[str, ...]:
 def _grey_encoding(total: dict, inside: dict, lossy: bool, first_mask: Path) -> Encoding:
     """Binary, grey levels or lossy binary from the value histogram of all masks."""
     vals = sorted(total)
-    clustered = all(v <= 15 or v >= 240 for v in vals)  # 0/255 plus small deviations: compression, not classes
+    # 0/255 plus small deviations on both sides (near-white values 240-254 among them) is compression noise, not
+    # classes. Small values alone are a label map: 0, 1, 2, ... (with 255 as void or a class) is how most tools
+    # save one, and thresholding it at 128 would make every class background.
+    clustered = all(v <= 15 or v >= 240 for v in vals) and any(240 <= v < 255 for v in vals)
     if set(vals) <= {0, 1} or set(vals) <= {0, 255}:
         values = (0, 1) if set(vals) <= {0, 1} else (0, 255)
         return Encoding("binary", values, _default_names(2), tuple(inside.get(v, 0) for v in values))
