@@ -180,6 +180,17 @@ def test_small_label_values_are_classes_not_compression_noise(tmp_path, values, 
     assert f"mask encoding: {len(values)} grey levels {list(values)}, one class each in value order" in d.notes
 
 
+def test_an_instance_map_is_refused_in_one_line_not_thresholded_to_background(tmp_path):
+    """40 objects numbered 1..40 (an instance map) were read as a JPEG-noisy binary mask: thresholded at 128,
+    every object became background. Refused, naming the folder and what masks must hold."""
+    m = np.zeros((32, 40), np.uint8)
+    for k in range(1, 41):
+        m[(k - 1) // 8 * 6: (k - 1) // 8 * 6 + 4, (k - 1) % 8 * 5: (k - 1) % 8 * 5 + 3] = k
+    _pairs(tmp_path, [m])
+    with pytest.raises(DataError, match=r"masks hold 41 distinct values \(0 to 40\).*instance map"):
+        folders.load(tmp_path, "train", **ALL)
+
+
 def test_a_class_without_pixels_is_said_by_data_check(tmp_path):
     """A class the masks never hold (here a colour table entry no mask uses) cannot be learnt or scored: `data
     check` says so instead of "problems: none" alone."""

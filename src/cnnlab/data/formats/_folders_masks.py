@@ -131,6 +131,10 @@ def _grey_encoding(total: dict, inside: dict, lossy: bool, first_mask: Path) -> 
         raise DataError(f"{first_mask.parent}: masks hold {len(vals)} distinct grey values and "
                         f"{100 * (1 - extreme / n):.0f}% of pixels are mid-grey: not a label map",
                         "masks must store one value per class (save them as PNG, not JPEG)")
+    if vals[-1] < 128:  # a binary mask's foreground is near 255; many small values are objects, not noise
+        raise DataError(f"{first_mask.parent}: masks hold {len(vals)} distinct values ({vals[0]} to {vals[-1]}): "
+                        f"more classes than {MAX_LEVELS}, or an instance map (one value per object)",
+                        "save semantic masks: one value per class (0 background, 1, 2, ... or 255 for objects)")
     snapped = sum(c for v, c in total.items() if v not in (0, 255))
     counts = (sum(c for v, c in inside.items() if v < 128), sum(c for v, c in inside.items() if v >= 128))
     return Encoding("lossy_binary", (0, 255), _default_names(2), counts, snapped)
