@@ -231,6 +231,21 @@ def test_stem_matching_rules():
     assert m.unmatched_images == ["lonely"] and m.unmatched_partners == ["orphan_9"]
 
 
+def test_a_mask_named_after_its_image_plus_an_unknown_word_is_its_pair():
+    """CHASE_DB1 names masks Image_01L_1stHO.png for Image_01L.jpg: no known suffix and different numbers, so
+    every image was unmatched ("no pairs"). One last name part after a separator now pairs them, saying so; two
+    annotators' masks for one image stay ambiguous instead of one being picked."""
+    imgs = {s: Path(s + ".jpg") for s in ["Image_01L", "Image_01R", "Image_02L"]}
+    m = match_stems(imgs, {s: Path(s + ".png") for s in ["Image_01L_1stHO", "Image_01R_1stHO", "Image_02L_1stHO"]},
+                    "mask")
+    assert {k: v.stem for k, v in m.pairs.items()} == {"Image_01L": "Image_01L_1stHO",
+                                                       "Image_01R": "Image_01R_1stHO", "Image_02L": "Image_02L_1stHO"}
+    assert m.rules == {"mask name minus '_1stHO'": 3}
+    two = match_stems({"Image_01L": Path("Image_01L.jpg")},
+                      {"Image_01L_1stHO": Path("a.png"), "Image_01L_2ndHO": Path("b.png")}, "mask")
+    assert not two.pairs and two.ambiguous == ["Image_01L", "Image_01L_1stHO", "Image_01L_2ndHO"]
+
+
 def test_two_masks_for_one_image_are_ambiguous_not_guessed():
     m = match_stems({"01_test": Path("01_test.tif")}, {"01_manual1": Path("a"), "01_manual2": Path("b")}, "mask")
     assert not m.pairs and m.ambiguous == ["01_manual1", "01_manual2", "01_test"]

@@ -109,9 +109,14 @@ def _numbers(stem: str) -> tuple | None:
     return (tuple(int(n) for n in nums), "#") if nums else None
 
 
-# Tried in order on what is still unmatched: exact name, then dropping suffixes, then the numbers in the names.
+# Any one last name part after a separator (CHASE_DB1: Image_01L.jpg + Image_01L_1stHO.png): a mask named after its
+# image plus a word this list does not know. Two such masks for one image (_1stHO, _2ndHO) stay ambiguous.
+ANY_SUFFIX = re.compile(r"[_\-. ][^_\-. ]+$")
+
+# Tried in order on what is still unmatched: exact name, then dropping known suffixes, then any one last name part,
+# then the numbers in the names.
 STAGES = [(_exact, _exact), (_exact, _strip(MASK_SUFFIX, False)), (_strip(IMAGE_SUFFIX, False), _strip(
-    MASK_SUFFIX, True)), (_numbers, _numbers)]
+    MASK_SUFFIX, True)), (_exact, _strip(ANY_SUFFIX, False)), (_numbers, _numbers)]
 
 
 def _rule(image_suffix: str, partner_suffix: str, role: str) -> str:
