@@ -191,6 +191,19 @@ def test_an_instance_map_is_refused_in_one_line_not_thresholded_to_background(tm
         folders.load(tmp_path, "train", **ALL)
 
 
+def test_small_label_masks_saved_as_jpeg_are_refused_naming_the_cause(tmp_path):
+    """Label maps 0, 1, 2 saved as JPEG come back with values off by one: thresholded at 128 they were all
+    background. Refused with the cause and the fix (save as PNG)."""
+    lab = np.zeros((32, 32), np.uint8)
+    lab[8:20, 5:27] = 1
+    lab[22:30, 3:12] = 2
+    _pairs(tmp_path, [lab], mask_ext=".jpg", quality=90)
+    with Image.open(tmp_path / "masks" / "im0.jpg") as im:
+        assert len(np.unique(np.asarray(im))) > 2  # the fixture really is noisy
+    with pytest.raises(DataError, match="small label values do not survive JPEG compression"):
+        folders.load(tmp_path, "train", **ALL)
+
+
 def test_a_class_without_pixels_is_said_by_data_check(tmp_path):
     """A class the masks never hold (here a colour table entry no mask uses) cannot be learnt or scored: `data
     check` says so instead of "problems: none" alone."""

@@ -131,6 +131,9 @@ def _grey_encoding(total: dict, inside: dict, lossy: bool, first_mask: Path) -> 
         raise DataError(f"{first_mask.parent}: masks hold {len(vals)} distinct grey values and "
                         f"{100 * (1 - extreme / n):.0f}% of pixels are mid-grey: not a label map",
                         "masks must store one value per class (save them as PNG, not JPEG)")
+    if vals[-1] < 128 and lossy:  # 0/1 (or 0..K-1) masks saved as JPEG: noise of +-1 is another class
+        raise DataError(f"{first_mask.parent}: JPEG masks hold {len(vals)} distinct values ({vals[0]} to {vals[-1]}): "
+                        "small label values do not survive JPEG compression", "save the masks as PNG")
     if vals[-1] < 128:  # a binary mask's foreground is near 255; many small values are objects, not noise
         raise DataError(f"{first_mask.parent}: masks hold {len(vals)} distinct values ({vals[0]} to {vals[-1]}): "
                         f"more classes than {MAX_LEVELS}, or an instance map (one value per object)",
