@@ -204,6 +204,42 @@ def test_small_label_masks_saved_as_jpeg_are_refused_naming_the_cause(tmp_path):
         folders.load(tmp_path, "train", **ALL)
 
 
+def _numbered(n: int, h: int = 32, w: int = 48) -> np.ndarray:
+    """n objects numbered 1..n (blocks), as GlaS and nuclei data sets store them."""
+    m = np.zeros((h, w), np.uint8)
+    for k in range(1, n + 1):
+        m[2:10, 5 * k - 4: 5 * k - 1] = k
+    return m
+
+
+def test_instance_maps_are_objects_against_background_not_one_class_per_number(tmp_path):
+    """GlaS-style annotations number the glands 1..n in each mask: read as grey levels they were one class per
+    object number (or, when all were under 16, thresholded at 128 into all background). They are object vs
+    background, said in the notes with the way to keep the numbers as classes."""
+    masks = [_numbered(n) for n in (3, 7, 5)]
+    _pairs(tmp_path, masks)
+    d = folders.load(tmp_path, "train", **ALL)
+    assert d.class_names == ["background", "object"]
+    for i, m in enumerate(masks):
+        assert torch.equal(_by_name(d)[f"im{i}"], torch.from_numpy((m != 0).astype(np.uint8)))
+    assert any(n.startswith("mask encoding: instance map (each mask numbers its objects 1..n, up to 7)")
+               for n in d.notes)
+    kept = folders.load(tmp_path, "train", classes={f"n{v}": v for v in range(8)}, **ALL)
+    assert kept.class_names == [f"n{v}" for v in range(8)]
+    assert torch.equal(_by_name(kept)["im1"], torch.from_numpy(masks[1]))
+    assert "note: class(es)" not in folders.check(tmp_path, classes={f"n{v}": v for v in range(8)}, **ALL)
+
+
+def test_label_maps_with_the_same_classes_in_every_mask_stay_classes(tmp_path):
+    """The instance rule needs object counts that differ between masks: semantic maps holding classes 1..3 in
+    every mask (or subsets that are not 1..n) stay one class per value."""
+    _pairs(tmp_path, [_labels(i, 4) for i in range(3)])
+    assert folders.load(tmp_path, "train", **ALL).class_names == ["background", "class_1", "class_2", "class_3"]
+    subsets = [np.where(_numbered(4) == 2, 3, _numbered(4)), _numbered(3), _numbered(4)]  # {1, 3, 4}: not 1..n
+    _pairs(tmp_path / "b", subsets)
+    assert len(folders.load(tmp_path / "b", "train", **ALL).class_names) == 5
+
+
 def test_a_class_without_pixels_is_said_by_data_check(tmp_path):
     """A class the masks never hold (here a colour table entry no mask uses) cannot be learnt or scored: `data
     check` says so instead of "problems: none" alone."""

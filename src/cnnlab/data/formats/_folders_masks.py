@@ -2,7 +2,8 @@
 
 Encodings: binary 0/255 or 0/1, grey levels (each distinct value a class, in value order), palette PNGs (the
 palette indices present, in index order; 255 = void, ignored), RGB colour codes (a `colors` table, or the colours
-found), and lossy (JPEG) binary masks thresholded at 128 with the snapped pixels counted.
+found), lossy (JPEG) binary masks thresholded at 128 with the snapped pixels counted, and instance maps (objects
+numbered 1..n in each mask: object vs background).
 """
 from __future__ import annotations
 
@@ -28,13 +29,15 @@ LOSSY_EXTS = {".jpg", ".jpeg"}
 class Encoding:
     """How mask values become class indices, plus what discovery found."""
 
-    kind: str                       # binary | grey | palette | lossy_binary | rgb
-    values: tuple                   # grey values, palette indices or (r, g, b) colours, in class order
+    kind: str                       # binary | instances | grey | palette | lossy_binary | rgb
+    values: tuple                   # grey values, palette indices or (r, g, b) colours, in class order (instances:
+    #                                 every value found; 0 is background, any other an object)
     class_names: tuple[str, ...]
     pixel_counts: tuple[int, ...]   # per class, inside the field of view where one is given
     snapped: int = 0                # pixels that were not exactly a label value (lossy masks)
     void: bool = False              # palette index 255 present: mapped to the ignore value
     table: bool = False             # colours from the user's table (rgb)
+    value_counts: tuple = ()        # instances: pixels per value in values (data.options.classes may map them)
 
     def describe(self) -> str:
         """One line for notes and `data check`."""
@@ -43,6 +46,9 @@ class Encoding:
         if self.kind == "lossy_binary":
             return (f"binary with compression noise (lossy masks): thresholded at 128, {self.snapped} pixels were "
                     "not exactly 0 or 255 and were snapped")
+        if self.kind == "instances":
+            return (f"instance map (each mask numbers its objects 1..n, up to {self.values[-1]}): read as object vs "
+                    "background; to keep each value as a class give data.options.classes: {name: value, ...}")
         if self.kind == "grey":
             return f"{len(self.values)} grey levels {list(self.values)}, one class each in value order"
         if self.kind == "palette":
@@ -113,8 +119,21 @@ def _default_names(n: int) -> tuple[str, ...]:
     return ("background",) + tuple(f"class_{i}" for i in range(1, n))
 
 
-def _grey_encoding(total: dict, inside: dict, lossy: bool, first_mask: Path) -> Encoding:
-    """Binary, grey levels or lossy binary from the value histogram of all masks."""
+def _numbered_objects(per_mask: list[frozenset]) -> bool:
+    """An instance map (GlaS, nuclei sets): each mask numbers its objects 1..n, and n differs between masks and
+    reaches 3. Semantic label maps hold the same classes, or subsets that are not always 1..n."""
+    counts = []
+    for vals in per_mask:
+        objects = sorted(v for v in vals if v != 0)
+        if objects != list(range(1, len(objects) + 1)):
+            return False
+        counts.append(len(objects))
+    return bool(counts) and max(counts) >= 3 and len(set(counts)) > 1
+
+
+def _grey_encoding(total: dict, inside: dict, lossy: bool, first_mask: Path,
+                   per_mask: list[frozenset]) -> Encoding:
+    """Binary, instance map, grey levels or lossy binary from the value histograms of the masks."""
     vals = sorted(total)
     # 0/255 plus small deviations on both sides (near-white values 240-254 among them) is compression noise, not
     # classes. Small values alone are a label map: 0, 1, 2, ... (with 255 as void or a class) is how most tools
@@ -123,6 +142,10 @@ def _grey_encoding(total: dict, inside: dict, lossy: bool, first_mask: Path) -> 
     if set(vals) <= {0, 1} or set(vals) <= {0, 255}:
         values = (0, 1) if set(vals) <= {0, 1} else (0, 255)
         return Encoding("binary", values, _default_names(2), tuple(inside.get(v, 0) for v in values))
+    if not lossy and _numbered_objects(per_mask):
+        objects = sum(c for v, c in inside.items() if v != 0)
+        return Encoding("instances", tuple(vals), ("background", "object"), (inside.get(0, 0), objects),
+                        value_counts=tuple(inside.get(v, 0) for v in vals))
     if len(vals) <= MAX_LEVELS and not lossy and not (clustered and len(vals) > 2):
         return Encoding("grey", tuple(vals), _default_names(len(vals)), tuple(inside.get(v, 0) for v in vals))
     n = sum(total.values())
@@ -194,8 +217,10 @@ def _discover_cached(files: tuple, colors_items: tuple | None) -> Encoding:
     total: dict = {}
     inside: dict = {}
     kinds: set[str] = set()
+    per_mask: list[frozenset] = []
     for kind, t, i in ordered_map(lambda f: _histogram(Path(f[0]), f[2], colors is not None), files):
         kinds.add(kind)
+        per_mask.append(frozenset(t))
         _add(total, {(kind, k): v for k, v in t.items()})
         _add(inside, {(kind, k): v for k, v in i.items()})
     lossy = any(Path(f[0]).suffix.lower() in LOSSY_EXTS for f in files)
@@ -207,7 +232,7 @@ def _discover_cached(files: tuple, colors_items: tuple | None) -> Encoding:
         return _rgb_encoding(strip(total), strip(inside), colors or None, first)
     if kinds == {"palette"}:
         return _palette_encoding(strip(total), strip(inside))
-    return _grey_encoding(strip(total), strip(inside), lossy, first)
+    return _grey_encoding(strip(total), strip(inside), lossy, first, per_mask)
 
 
 def discover(masks: list[Path], fovs: list[Path | None], colors: dict | None) -> Encoding:
@@ -247,12 +272,13 @@ def with_classes(enc: Encoding, classes: list | dict) -> Encoding:
     values = list(classes.values())
     if not all(isinstance(v, int) and 0 <= v <= 255 for v in values) or len(set(values)) != len(values):
         raise ConfigError(f"data.options.classes values must be distinct mask values 0..255, got {values}")
-    counts = dict(zip(enc.values, enc.pixel_counts))
+    counts = dict(zip(enc.values, enc.value_counts if enc.kind == "instances" else enc.pixel_counts))
     stray = [v for v in counts if v not in values]
     if stray:
         raise ConfigError(f"masks hold value(s) {stray} that data.options.classes does not name",
                           f"add them; found {list(enc.values)}")
-    return Encoding(enc.kind if enc.kind != "binary" else "grey", tuple(values), tuple(map(str, classes)),
+    return Encoding(enc.kind if enc.kind not in ("binary", "instances") else "grey", tuple(values),
+                    tuple(map(str, classes)),
                        tuple(counts.get(v, 0) for v in values), enc.snapped, enc.void)
 
 
@@ -271,6 +297,8 @@ def to_classes(path: Path, enc: Encoding) -> tuple[np.ndarray, int]:
         return nearest.astype(np.uint8)[inverse.reshape(packed.shape)], snapped
     if enc.kind == "lossy_binary":
         return (arr >= 128).astype(np.uint8), int(np.count_nonzero((arr != 0) & (arr != 255)))
+    if enc.kind == "instances":
+        return (arr != 0).astype(np.uint8), 0
     lut = np.full(256, IGNORE, dtype=np.uint8)  # values outside the encoding (palette void) are ignored
     for cls, v in enumerate(enc.values):
         lut[v] = cls
