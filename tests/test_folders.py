@@ -147,6 +147,24 @@ def test_noisy_jpeg_binary_masks_are_thresholded_and_counted(tmp_path):
     assert f"{snapped} pixels were not exactly 0 or 255" in folders.check(tmp_path, **ALL)
 
 
+def test_grey_jpeg_masks_with_colour_noise_are_binary_not_a_photo(tmp_path):
+    """Kvasir-SEG's masks are RGB JPEGs of a 0/255 mask whose channels differ by a few levels: they were taken
+    for colour masks with hundreds of colours and refused ("give data.options.colors"). Channels within a few
+    levels of each other everywhere are one grey value (their mean), then thresholded as any lossy binary mask."""
+    lab = np.zeros((32, 32), dtype=np.uint8)
+    lab[8:20, 5:27] = 1
+    rgb = np.stack([lab * 255] * 3, axis=-1).astype(np.int16)
+    rgb[..., 0] += np.random.default_rng(0).integers(-6, 7, lab.shape)
+    _pairs(tmp_path, [np.clip(rgb, 0, 255).astype(np.uint8)], mask_ext=".jpg", quality=90)
+    with Image.open(tmp_path / "masks" / "im0.jpg") as im:
+        stored = np.asarray(im).astype(np.int16)
+    assert (stored[..., 0] != stored[..., 1]).any()  # the fixture really has colour noise
+    d = folders.load(tmp_path, "train", **ALL)
+    grey = stored.mean(axis=2).round()
+    assert torch.equal(d.masks[0], torch.from_numpy((grey >= 128).astype(np.uint8)))
+    assert d.class_names == ["background", "class_1"]
+
+
 def test_noise_threshold_is_128_exactly(tmp_path):
     """A lossless mask with 40 noise values near 0 and 255 (plus 127 and 128) is lossy binary, split at 128."""
     m = np.zeros((32, 32), np.uint8)

@@ -23,6 +23,7 @@ MAX_LEVELS = 32         # more distinct grey values than this are not a label ma
 SNAP_DISTANCE = 60.0    # a colour further than this from every table colour is noise only if it is rare ...
 FAR_SHARE = 0.005       # ... under 0.5% of all mask pixels; otherwise it is a class missing from the table
 LOSSY_EXTS = {".jpg", ".jpeg"}
+GREY_TINT = 24          # channels this close everywhere: a grey mask tinted by compression; class colours differ more
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ def read_mask(path: Path, as_rgb: bool) -> tuple[np.ndarray, str]:
         arr = read_image(path, "RGB")
         if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all():
             return arr[..., 0].copy(), "grey"  # a grey mask saved as RGB
+        wide = arr.astype(np.int16)
+        if max(np.abs(wide[..., 0] - wide[..., 1]).max(), np.abs(wide[..., 1] - wide[..., 2]).max()) <= GREY_TINT:
+            return wide.mean(axis=2).round().astype(np.uint8), "grey"  # a grey mask with JPEG colour noise (Kvasir)
         return arr, "rgb"
     arr = read_image(path) if mode not in ("LA",) else read_image(path, "L")
     return (arr if arr.ndim == 2 else arr[..., 0]), "grey"
