@@ -142,8 +142,11 @@ def _data_rows(s: fc.Survey, place: Placement, size: list[int], size_why: str) -
                      else "no test folder: final metrics come from validation"))
     else:
         counts = ", ".join(f"{k} {len(v)}" for k, v in s.layout.splits.items())
-        rows += [("  train: train", f"random split of {len(s.layout.all_pairs())} pairs: {counts}"),
-                 ("  val: val", ""), ("  test: test", "")]
+        nested = any(g.images.nested for g in s.layout.groups)  # sub-folders: by case, or named as splits
+        rows += [("  train: train", s.layout.policy_note if nested else
+                  f"random split of {len(s.layout.all_pairs())} pairs: {counts}"),
+                 ("  val: val", ""), ("  test: test", "" if "test" in s.layout.splits or not nested else
+                                      "no test sub-folder: final metrics come from validation")]
     rows += [(f"  size: {y(size)}", size_why), ("  options:", "")]
     rows.append((f"    images: {y(place.rel['images'])}", f"{len(s.sizes)} images, "
                  f"{'colour' if s.channels == 3 else 'grey'}"))
@@ -154,7 +157,8 @@ def _data_rows(s: fc.Survey, place: Placement, size: list[int], size_why: str) -
     if place.policy == "folders":
         rows.append(("    split: folders", "one folder per split (siblings), each holding the folders above"))
     else:
-        rows += [("    split: random", "no val/test folders found: seeded random split"),
+        rows += [("    split: random", "images in sub-folders: each sub-folder stays in one split (named "
+                  "train/val/test: those splits)" if nested else "no val/test folders found: seeded random split"),
                  (f"    fractions: {y(FRACTIONS)}", ""),
                  ("    seed: 0", "fixed, so the split does not move between runs")]
     ratios = [w / h for h, w in s.sizes]

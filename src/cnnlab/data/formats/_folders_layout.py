@@ -180,9 +180,7 @@ def scan_layout(root: Path, opts: Options) -> Layout:
     by_name = {p.name: p for p in group.pairs}
     notes: list[str] = []
     if policy == "random":
-        names = fs.random_split(list(by_name), opts.fractions, opts.seed)
-        frac = ", ".join(f"{s} {f:g}" for s, f in opts.fractions.items())
-        note = f"random split (seed {opts.seed}; fractions {frac})"
+        names, note = _random_names(list(by_name), group.images.nested, opts)
     else:
         names, unlisted, missing = fs.list_split(list(by_name), fs.read_split_file(_resolve(root, opts.split_file)))
         note = f"split from {opts.split_file}"
@@ -196,6 +194,25 @@ def scan_layout(root: Path, opts: Options) -> Layout:
     splits = {s: [by_name[n] for n in ns] for s, ns in names.items()}
     return Layout(root, policy, note + ": " + ", ".join(f"{s} {len(v)}" for s, v in splits.items()), [group],
                   splits, notes)
+
+
+def _random_names(names: list[str], nested: bool, opts: Options) -> tuple[dict[str, list[str]], str]:
+    """Split -> pair names, and how. Files from sub-folders (one per patient or case) are split by sub-folder, so
+    no case has images on both sides of the test (slices of one patient are near copies: splitting them would
+    score memory, not the model); sub-folders named train/val/test are those splits."""
+    frac = ", ".join(f"{s} {f:g}" for s, f in opts.fractions.items())
+    if not nested:
+        return fs.random_split(names, opts.fractions, opts.seed), f"random split (seed {opts.seed}; fractions {frac})"
+    by_sub: dict[str, list[str]] = {}
+    for n in names:
+        by_sub.setdefault(fs.sub_folder(n), []).append(n)
+    if all(fs.canonical_split(sub) in ("train", "val", "test") for sub in by_sub):
+        return by_sub, "split by sub-folders: " + ", ".join(by_sub)
+    subs = fs.random_split(list(by_sub), opts.fractions, opts.seed, what="sub-folders (one per case)")
+    split = {s: [n for sub in chosen for n in by_sub[sub]] for s, chosen in subs.items()}
+    counts = ", ".join(f"{s} {len(v)}" for s, v in subs.items())
+    return split, (f"random split by sub-folder, each sub-folder's images in one split ({len(by_sub)} sub-folders: "
+                   f"{counts}; seed {opts.seed}; fractions {frac})")
 
 
 def _some(names: list[str], k: int = 5) -> str:

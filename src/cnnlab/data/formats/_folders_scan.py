@@ -37,41 +37,71 @@ class FolderFiles:
     junk: int = 0
     other: list[str] = field(default_factory=list)    # non-image files, ignored
     subdirs: list[str] = field(default_factory=list)  # not descended into
+    nested: bool = False  # files come from sub-folders one level down, named 'sub-folder/stem'
+
+
+def _list_into(out: FolderFiles, folder: Path, prefix: str) -> None:
+    """Add folder's entries to out; image files keyed by prefix + stem."""
+    for p in sorted(folder.iterdir(), key=lambda q: natural_key(q.name)):
+        if is_junk(p):
+            out.junk += 1
+        elif p.is_dir():
+            out.subdirs.append(prefix + p.name)
+        elif p.suffix.lower() in IMAGE_EXTS:
+            key = prefix + p.stem
+            if key in out.files:
+                raise DataError(f"{folder}: '{out.files[key].name}' and '{p.name}' share the name '{p.stem}'",
+                                "keep one file per image")
+            out.files[key] = p
+        else:
+            out.other.append(prefix + p.name)
 
 
 def list_folder(folder: Path, role: str) -> FolderFiles:
-    """Image files of a folder; a missing or image-less folder is a DataError naming it."""
+    """Image files of a folder; a missing or image-less folder is a DataError naming it. A folder holding only
+    sub-folders of images (one per patient or case: LGG MRI, many medical sets) is read one level down, each
+    file named 'sub-folder/stem' (`nested`), so that the split can keep each sub-folder's images together."""
     if not folder.is_dir():
         parent = folder.parent
         here = sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
         hint = did_you_mean(folder.name, here) if here else f"{parent} does not exist either"
         raise DataError(f"{folder}: {role} folder not found", hint)
     out = FolderFiles(folder, {})
-    for p in sorted(folder.iterdir(), key=lambda q: natural_key(q.name)):
-        if is_junk(p):
-            out.junk += 1
-        elif p.is_dir():
-            out.subdirs.append(p.name)
-        elif p.suffix.lower() in IMAGE_EXTS:
-            if p.stem in out.files:
-                raise DataError(f"{folder}: '{out.files[p.stem].name}' and '{p.name}' share the name '{p.stem}'",
-                                "keep one file per image")
-            out.files[p.stem] = p
-        else:
-            out.other.append(p.name)
+    _list_into(out, folder, "")
+    if not out.files and out.subdirs:
+        nested = FolderFiles(folder, {}, out.junk, out.other, nested=True)
+        for sub in out.subdirs:
+            _list_into(nested, folder / sub, sub + "/")
+        out = nested if nested.files or nested.other else out  # else: say which folders it holds
     if not out.files:
         seen = f"found {len(out.other)} other file(s), e.g. {out.other[0]}" if out.other else (
-            f"it holds only folders: {', '.join(out.subdirs[:5])}" if out.subdirs else "it is empty")
+            f"it and its sub-folders hold only folders: {', '.join(out.subdirs[:5])}" if out.subdirs
+            else "it is empty")
         raise DataError(f"{folder}: no {role} files ({', '.join(sorted(IMAGE_EXTS))})", seen)
     return out
+
+
+def split_subfolders(folder: Path) -> list[str]:
+    """The sub-folders of an images folder when they are its splits (images/train, images/val: a folder without
+    images of its own whose sub-folders all have split names), in natural order; [] otherwise."""
+    if not folder.is_dir() or any(p.is_file() and p.suffix.lower() in IMAGE_EXTS for p in folder.iterdir()):
+        return []
+    subs = [p.name for p in sorted(folder.iterdir(), key=lambda q: natural_key(q.name)) if p.is_dir()
+            and not is_junk(p)]
+    return subs if subs and all(canonical_split(s) in ("train", "val", "test") for s in subs) else []
+
+
+def sub_folder(name: str) -> str:
+    """The sub-folder of a nested folder's file name ('case_3/slice_7' -> 'case_3'; '' when not nested)."""
+    return name.split("/", 1)[0] if "/" in name else ""
 
 
 def split_shared_folder(files: FolderFiles) -> tuple[FolderFiles, FolderFiles]:
     """Images and masks in one folder (GlaS: train_1.bmp + train_1_anno.bmp): masks are the names with a mask suffix."""
     is_mask = {s: bool((m := MASK_SUFFIX.search(s)) and m.start() > 0) for s in files.files}
     images = FolderFiles(files.folder, {s: p for s, p in files.files.items() if not is_mask[s]}, files.junk,
-                         files.other, files.subdirs)
-    masks = FolderFiles(files.folder, {s: p for s, p in files.files.items() if is_mask[s]})
+                         files.other, files.subdirs, files.nested)
+    masks = FolderFiles(files.folder, {s: p for s, p in files.files.items() if is_mask[s]}, nested=files.nested)
     if not images.files or not masks.files:
         raise DataError(f"{files.folder}: images and masks share this folder, but "
                         f"{'no' if not masks.files else 'every'} file name ends in a mask suffix (_mask, _anno, ...)",
@@ -132,6 +162,7 @@ def match_stems(images: dict[str, Path], partners: dict[str, Path], role: str) -
     """Pair files by stem: exact, then without common suffixes (_mask, _manual1, _training, ...), then by numbers."""
     left_img, left_part = list(images), list(partners)
     pairs: dict[str, Path] = {}
+    matched: set[str] = set()  # partner names paired so far (names, not file stems: nested folders prefix them)
     rules: Counter = Counter()
     ambiguous: set[str] = set()
     for img_key, part_key in STAGES:
@@ -151,10 +182,10 @@ def match_stems(images: dict[str, Path], partners: dict[str, Path], role: str) -
                 continue
             (img, isuf), (part, psuf) = imgs[0], parts[0]
             pairs[img] = partners[part]
+            matched.add(part)
             rules[_rule(isuf, psuf, role)] += 1
-        matched_parts = {p.stem for p in pairs.values()}
         left_img = [s for s in left_img if s not in pairs]
-        left_part = [s for s in left_part if s not in matched_parts]
+        left_part = [s for s in left_part if s not in matched]
     still = set(left_img) | set(left_part)
     return Matching(pairs, rules, left_img, left_part, sorted(ambiguous & still, key=natural_key))
 
@@ -196,14 +227,15 @@ def parse_fractions(raw) -> dict[str, float]:
     return out
 
 
-def random_split(names: list[str], fractions: dict[str, float], seed: int) -> dict[str, list[str]]:
+def random_split(names: list[str], fractions: dict[str, float], seed: int,
+                 what: str = "image/mask pairs") -> dict[str, list[str]]:
     """Seeded split of sorted names: every non-zero fraction gets round(f * n) (at least 1), the first the rest."""
     names = sorted(names, key=natural_key)  # independent of the order the file system lists them
     n = len(names)
     first, *rest = fractions
     counts = {s: max(1, round(fractions[s] * n)) if fractions[s] > 0 else 0 for s in rest}
     if n - sum(counts.values()) < 1:
-        raise DataError(f"{n} image/mask pairs are too few for fractions {fractions}",
+        raise DataError(f"{n} {what} are too few for fractions {fractions}",
                         "add images, or lower the val/test fractions")
     perm = np.random.default_rng(seed).permutation(n)
     out, start = {}, 0

@@ -11,6 +11,9 @@ relative to data.root (absolute paths work too). Options:
                   exists, else random).
                   random:  seeded (seed, default 0) fractions of the sorted names (fractions, default
                            {train: 0.7, val: 0.15, test: 0.15}); the split does not move with the training seed.
+                           Image folders holding only sub-folders (one per patient or case) are read one level
+                           down and split by sub-folder, so a case never sits on both sides; sub-folders named
+                           train/val/test (images/train, masks/train) are those splits.
                   folders: one folder per split, each holding the same sub-folders:
                              root/train/<images>/a.png   root/train/<masks>/a_mask.png   [root/train/<fov>/...]
                              root/val/<images>/...       root/test/<images>/...   (any split names)
@@ -116,7 +119,8 @@ def list_splits(root: Path, **options) -> list[str]:
     """Split names under the split policy (random: the non-zero fractions, without touching the disk)."""
     opts = parse_options(options)
     if _policy(Path(root), opts) == "random":
-        return [s for s, f in opts.fractions.items() if f > 0]
+        named = fs.split_subfolders(_resolve(Path(root), opts.images))  # images/train, images/val: those splits
+        return named or [s for s, f in opts.fractions.items() if f > 0]
     try:
         return list(scan_layout(Path(root), opts).splits)
     except DataError:
