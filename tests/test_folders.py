@@ -180,11 +180,11 @@ def test_noise_threshold_is_128_exactly(tmp_path):
     assert any("42 mask pixels were not exactly" in n for n in d.notes)  # 20 + 20 + 2
 
 
-@pytest.mark.parametrize("values, ext", [((0, 1, 2), ".png"), ((0, 1, 2, 255), ".png"), ((0, 1, 2), ".tif")])
+@pytest.mark.parametrize("values, ext", [((0, 1, 2), ".png"), ((0, 1, 2), ".tif")])
 def test_small_label_values_are_classes_not_compression_noise(tmp_path, values, ext):
-    """A lossless label map 0, 1, 2 (with 255 beside them, or as a 16-bit TIFF) was taken for a JPEG-noisy binary
-    mask ("values near 0 and 255") and thresholded at 128: every class became background, and `data check`
-    said "problems: none". Each value is its own class, in value order."""
+    """A lossless label map 0, 1, 2 (as PNG, or as a 16-bit TIFF) was taken for a JPEG-noisy binary mask ("values
+    near 0 and 255") and thresholded at 128: every class became background, and `data check` said "problems:
+    none". Each value is its own class, in value order."""
     labs = [_labels(i, len(values)) for i in range(2)]
     lut = np.array(values, dtype=np.uint16 if ext == ".tif" else np.uint8)
     _pairs(tmp_path, [lut[lab] for lab in labs], mask_ext=ext)
@@ -256,6 +256,25 @@ def test_label_maps_with_the_same_classes_in_every_mask_stay_classes(tmp_path):
     subsets = [np.where(_numbered(4) == 2, 3, _numbered(4)), _numbered(3), _numbered(4)]  # {1, 3, 4}: not 1..n
     _pairs(tmp_path / "b", subsets)
     assert len(folders.load(tmp_path / "b", "train", **ALL).class_names) == 5
+
+
+def test_255_beside_small_labels_is_void_unless_it_is_the_foreground(tmp_path):
+    """VOC-Aug's grey masks hold classes 0..20 and 255 on object boundaries (void), as Cityscapes' trainIds do:
+    255 was read as one more class (trained and scored as class_21, the tested case's lossy rule made it all
+    background). It is void, ignored in loss and metrics, as in palette masks. A 0/255 mask with a few stray 1s
+    keeps 255 as its foreground."""
+    labs = [_labels(i, 3) for i in range(2)]
+    voc = [np.where(np.arange(32)[None, :] % 8 == 0, 255, lab).astype(np.uint8) for lab in labs]  # void lines
+    _pairs(tmp_path / "voc", voc)
+    d = folders.load(tmp_path / "voc", "train", **ALL)
+    assert d.class_names == ["background", "class_1", "class_2"] and d.ignore_index == 255
+    assert torch.equal(_by_name(d)["im0"], torch.from_numpy(voc[0]))  # classes 0..2 as they are, 255 kept as void
+    assert "mask encoding: 3 grey levels [0, 1, 2], one class each in value order; 255 = void (ignored)" in d.notes
+    binary = (labs[0] > 0).astype(np.uint8) * 255
+    binary[0, :3] = 1  # three stray 1s
+    _pairs(tmp_path / "bin", [binary])
+    b = folders.load(tmp_path / "bin", "train", **ALL)
+    assert b.ignore_index is None and len(b.class_names) == 3  # 0, 1, 255: each a class, 255 not ignored
 
 
 def test_a_class_without_pixels_is_said_by_data_check(tmp_path):

@@ -51,7 +51,8 @@ class Encoding:
             return (f"instance map (each mask numbers its objects 1..n, up to {self.values[-1]}): read as object vs "
                     "background; to keep each value as a class give data.options.classes: {name: value, ...}")
         if self.kind == "grey":
-            return f"{len(self.values)} grey levels {list(self.values)}, one class each in value order"
+            void = "; 255 = void (ignored)" if self.void else ""
+            return f"{len(self.values)} grey levels {list(self.values)}, one class each in value order{void}"
         if self.kind == "palette":
             void = "; index 255 = void (ignored)" if self.void else ""
             return f"palette PNG, class = palette index (indices {list(self.values)}){void}"
@@ -150,6 +151,13 @@ def _grey_encoding(total: dict, inside: dict, lossy: bool, first_mask: Path,
         objects = sum(c for v, c in inside.items() if v != 0)
         return Encoding("instances", tuple(vals), ("background", "object"), (inside.get(0, 0), objects),
                         value_counts=tuple(inside.get(v, 0) for v in vals))
+    labels = [v for v in vals if v != IGNORE]
+    if (IGNORE in total and len(labels) >= 2 and labels[-1] < 64 and not lossy
+            and sum(total[v] for v in labels if v) > total[IGNORE]):
+        # 0..K-1 with 255 (VOC-Aug's grey masks, Cityscapes trainIds): 255 is void, ignored as in palette masks;
+        # unless it outweighs every class but background (then it is the foreground of a 0/255 mask)
+        return Encoding("grey", tuple(labels), _default_names(len(labels)), tuple(inside.get(v, 0) for v in labels),
+                        void=True)
     if len(vals) <= MAX_LEVELS and not lossy and not (clustered and len(vals) > 2):
         return Encoding("grey", tuple(vals), _default_names(len(vals)), tuple(inside.get(v, 0) for v in vals))
     n = sum(total.values())
