@@ -301,3 +301,19 @@ def test_digits_split_is_stratified_disjoint_and_scaled():
     shares = torch.bincount(test.labels, minlength=10).float() / len(test)
     assert shares.min() > 0.09 and shares.max() < 0.11  # stratified: ~10% each
     assert digits.load(None, "train", seed=1).names != train.names
+
+
+def test_imagefolder_check_of_mixed_sizes_reports_them_instead_of_failing(tmp_path):
+    """`cnnlab data check imagefolder` on class folders of photographs (every image its own size) stopped at the
+    second image with "set data.size" (no such option in a check). It shows them at the median size and says
+    that training resizes to data.size, naming the command that chooses it."""
+    for c, sizes in (("a", [(20, 30), (24, 30), (28, 36)]), ("b", [(20, 30), (30, 40)])):
+        for i, (h, w) in enumerate(sizes):
+            (tmp_path / c).mkdir(exist_ok=True)
+            Image.fromarray(np.full((h, w, 3), 40 * i, np.uint8)).save(tmp_path / c / f"{i}.png")
+    text = imagefolder.check(tmp_path)
+    assert "5 images 3x24x30" in text  # median height of 20, 20, 24, 28, 30 and median width of 30, 30, 30, 36, 40
+    assert (f"4 distinct image sizes (HxW 20..30 x 30..40); shown at the median 24x30: training resizes to data.size "
+            f"[H, W], which cnnlab new --task classification --images {tmp_path} --out recipe.yaml chooses") in text
+    with pytest.raises(DataError, match="set data.size"):
+        imagefolder.load(tmp_path, ".")  # training without a size still refuses, naming the key

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cnnlab.data.formats._cls_common import carve_splits, is_junk, summarise_split, unknown_options
-from cnnlab.data.formats.common import WIDE_MODES, note_decoded, open_image, scale_wide
+from cnnlab.data.formats.common import WIDE_MODES, header, note_decoded, open_image, scale_wide
 from cnnlab.data.parallel import ordered_map
 from cnnlab.data.types import ClsData
 from cnnlab.errors import DataError
@@ -173,12 +173,27 @@ def list_splits(root: Path, **options) -> list[str]:
     return [FLAT] if is_flat(root) else [s.name for s in _subdirs(root) if _subdirs(s)]
 
 
+def _check_size(root: Path, split: str) -> tuple[list[int] | None, str | None]:
+    """None when the split's images share one size; else the median size to show them at, and a note saying
+    that training needs data.size (loading at native size refuses mixed sizes, and a check must not)."""
+    items = _scan(_split_dir(root, split), _all_classes(root))[0]
+    sizes = [header(p)[:2] for p, _ in items]
+    if len(set(sizes)) <= 1:
+        return None, None
+    hs, ws = sorted(h for h, _ in sizes), sorted(w for _, w in sizes)
+    size = [hs[len(hs) // 2], ws[len(ws) // 2]]
+    return size, (f"{len(set(sizes))} distinct image sizes (HxW {hs[0]}..{hs[-1]} x {ws[0]}..{ws[-1]}); shown at "
+                  f"the median {size[0]}x{size[1]}: training resizes to data.size [H, W], which cnnlab new --task "
+                  f"classification --images {root} --out recipe.yaml chooses")
+
+
 def check(root: Path) -> str:
     """Counts, class shares, image sizes and skipped files per split."""
     root = _check_root(Path(root))
     lines = [f"image folders in {root}: classes {', '.join(_all_classes(root))}"]
     for split in list_splits(root):
-        data = _load_disk_split(root, split, None, "auto")
+        size, note = _check_size(root, split)
+        data = _load_disk_split(root, split, size, "auto")
         lines.append(summarise_split("all (one folder per class, no split folders)" if split == FLAT else split, data))
-        lines.extend(f"    note: {n}" for n in data.notes)
+        lines.extend(f"    note: {n}" for n in ([note] if note else []) + data.notes)
     return "\n".join(lines)
