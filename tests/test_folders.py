@@ -249,13 +249,15 @@ def test_instance_maps_are_objects_against_background_not_one_class_per_number(t
 
 
 def test_label_maps_with_the_same_classes_in_every_mask_stay_classes(tmp_path):
-    """The instance rule needs object counts that differ between masks: semantic maps holding classes 1..3 in
-    every mask (or subsets that are not 1..n) stay one class per value."""
-    _pairs(tmp_path, [_labels(i, 4) for i in range(3)])
-    assert folders.load(tmp_path, "train", **ALL).class_names == ["background", "class_1", "class_2", "class_3"]
-    subsets = [np.where(_numbered(4) == 2, 3, _numbered(4)), _numbered(3), _numbered(4)]  # {1, 3, 4}: not 1..n
+    """The instance rule needs object counts that differ between masks and reach 5: semantic maps holding classes
+    1..5 in every mask, subsets that are not 1..n, or nested labels 1..n that stop at 4 stay one class per value."""
+    _pairs(tmp_path, [_labels(i, 6) for i in range(3)])
+    assert len(folders.load(tmp_path, "train", **ALL).class_names) == 6
+    subsets = [np.where(_numbered(6) == 2, 3, _numbered(6)), _numbered(5), _numbered(6)]  # {1, 3, 4, 5, 6}
     _pairs(tmp_path / "b", subsets)
-    assert len(folders.load(tmp_path / "b", "train", **ALL).class_names) == 5
+    assert len(folders.load(tmp_path / "b", "train", **ALL).class_names) == 7
+    _pairs(tmp_path / "c", [_numbered(n) for n in (2, 4, 3)])  # nested 0-1, 0-2, ...: under 5
+    assert len(folders.load(tmp_path / "c", "train", **ALL).class_names) == 5
 
 
 def test_255_beside_small_labels_is_void_unless_it_is_the_foreground(tmp_path):

@@ -1,6 +1,7 @@
 """Mask encodings of users' folders: discovered over all masks at once, so every split maps values the same way.
 
-Encodings: binary 0/255 or 0/1, grey levels (each distinct value a class, in value order), palette PNGs (the
+Encodings: binary 0/255 or 0/1, grey levels (each distinct value a class, in value order; 255 beside labels under
+64 is void, ignored), palette PNGs (the
 palette indices present, in index order; 255 = void, ignored), RGB colour codes (a `colors` table, or the colours
 found), lossy (JPEG) binary masks thresholded at 128 with the snapped pixels counted, and instance maps (objects
 numbered 1..n in each mask: object vs background).
@@ -126,14 +127,15 @@ def _default_names(n: int) -> tuple[str, ...]:
 
 def _numbered_objects(per_mask: list[frozenset]) -> bool:
     """An instance map (GlaS, nuclei sets): each mask numbers its objects 1..n, and n differs between masks and
-    reaches 3. Semantic label maps hold the same classes, or subsets that are not always 1..n."""
+    reaches 5. Semantic label maps hold the same classes, or subsets that are not always 1..n; nested labels
+    (a tumour's core inside its oedema: 0, 0-1, 0-2) rarely reach 5 classes."""
     counts = []
     for vals in per_mask:
         objects = sorted(v for v in vals if v != 0)
         if objects != list(range(1, len(objects) + 1)):
             return False
         counts.append(len(objects))
-    return bool(counts) and max(counts) >= 3 and len(set(counts)) > 1
+    return bool(counts) and max(counts) >= 5 and len(set(counts)) > 1
 
 
 def _grey_encoding(total: dict, inside: dict, lossy: bool, first_mask: Path,
@@ -141,7 +143,7 @@ def _grey_encoding(total: dict, inside: dict, lossy: bool, first_mask: Path,
     """Binary, instance map, grey levels or lossy binary from the value histograms of the masks."""
     vals = sorted(total)
     # 0/255 plus small deviations on both sides (near-white values 240-254 among them) is compression noise, not
-    # classes. Small values alone are a label map: 0, 1, 2, ... (with 255 as void or a class) is how most tools
+    # classes. Small values alone are a label map: 0, 1, 2, ... (255 beside them: void, below) is how most tools
     # save one, and thresholding it at 128 would make every class background.
     clustered = all(v <= 15 or v >= 240 for v in vals) and any(240 <= v < 255 for v in vals)
     if set(vals) <= {0, 1} or set(vals) <= {0, 255}:
