@@ -1,8 +1,9 @@
 """Shared reader pieces: junk-file filtering, safe image decoding, resizing stacks of uint8 tensors.
 
 Every image file cnnlab reads goes through `open_image` (Pillow's decompression-bomb check becomes a DataError
-naming the file) and every model input through `read_input` (16-bit and float images scaled the same way in
-every reader and in predict, so that training and prediction on the same file agree).
+naming the file; an EXIF orientation is applied, as viewers show the picture) and every model input through
+`read_input` (16-bit and float images scaled the same way in every reader and in predict, so that training and
+prediction on the same file agree).
 """
 from __future__ import annotations
 
@@ -17,13 +18,15 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import ConfigError, DataError
 
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini", "__MACOSX", ".ipynb_checkpoints"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
 PIXEL_LIMIT_ENV = "CNNLAB_MAX_IMAGE_PIXELS"  # raises Pillow's decompression-bomb limit for trusted large files
+EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a stored image is turned for display (1: as stored)
+EXIF_FORMATS = {"JPEG", "MPO", "TIFF"}  # Pillow formats whose EXIF is read with the header
 WIDE_MODES = ("I", "F")  # mode prefixes of 16/32-bit integer and float images (I, I;16, I;16B, ..., F)
 _OPEN_LOCK = threading.Lock()  # warnings filters are process-wide: readers decode in threads (VOC)
 # The last callable here is called once per decoded model input (the engine's decoding progress bar), so no reader
@@ -72,9 +75,23 @@ def open_image(path: Path) -> Iterator[Image.Image]:
             raise bomb_error(Path(path), e) from None
     with im:
         try:
-            yield im
+            yield _upright(im)
         except Image.DecompressionBombError as e:  # frames of animated files are checked again when loaded
             raise bomb_error(Path(path), e) from None
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """The image as every viewer, OpenCV and annotation tools such as LabelMe show it: phone and camera photos are
+    often stored sideways with an EXIF orientation tag, and masks drawn on them match the turned picture (read
+    raw, their sizes disagree, or a 180-degree turn silently flips every label). Untagged files are untouched.
+    Only JPEG and TIFF (where cameras write the tag) are asked: Pillow decodes a whole PNG to look for one."""
+    if im.format not in EXIF_FORMATS:
+        return im
+    try:
+        orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError):  # malformed EXIF: the pixels as stored
+        return im
+    return ImageOps.exif_transpose(im) if orientation in range(2, 9) else im
 
 
 def _decode_error(path: Path, e: BaseException) -> DataError:
