@@ -176,8 +176,12 @@ def list_splits(root: Path, **options) -> list[str]:
 def _check_size(root: Path, split: str) -> tuple[list[int] | None, str | None]:
     """None when the split's images share one size; else the median size to show them at, and a note saying
     that training needs data.size (loading at native size refuses mixed sizes, and a check must not)."""
-    items = _scan(_split_dir(root, split), _all_classes(root))[0]
-    sizes = [header(p)[:2] for p, _ in items]
+    sizes = []
+    for p, _ in _scan(_split_dir(root, split), _all_classes(root))[0]:
+        try:
+            sizes.append(header(p)[:2])
+        except DataError:  # an unreadable file: the decode names it as training would
+            continue
     if len(set(sizes)) <= 1:
         return None, None
     hs, ws = sorted(h for h, _ in sizes), sorted(w for _, w in sizes)
