@@ -317,3 +317,29 @@ def test_imagefolder_check_of_mixed_sizes_reports_them_instead_of_failing(tmp_pa
             f"[H, W], which cnnlab new --task classification --images {tmp_path} --out recipe.yaml chooses") in text
     with pytest.raises(DataError, match="set data.size"):
         imagefolder.load(tmp_path, ".")  # training without a size still refuses, naming the key
+
+
+def test_stratified_resplit_keeps_every_class_within_one_image_of_its_share(tmp_path):
+    """A seeded shuffle of imbalanced class folders (92 / 5 / 3 images) leaves a rare class out of a 15-image test
+    split for some seeds, or puts twice its share there. With `stratify: true` (what `cnnlab new` writes) each
+    carved split holds every class within one image of count x share, for every seed; splits stay disjoint."""
+    for c, n in (("normal", 92), ("rare", 5), ("rarer", 3)):
+        (tmp_path / c).mkdir()
+        for i in range(n):
+            Image.fromarray(np.full((4, 4), i % 250, np.uint8)).save(tmp_path / c / f"{i}.png")
+    sizes = {"train": 70, "val": 15, "test": 15}
+    worst = {True: 0.0, False: 0.0}
+    for seed in range(6):
+        for stratify in (True, False):
+            spec = {"from": ".", "seed": seed, "stratify": stratify, **sizes}
+            parts = {s: imagefolder.load(tmp_path, s, resplit=spec) for s in sizes}
+            assert len({n for d in parts.values() for n in d.names}) == 100  # disjoint, all used
+            for s, d in parts.items():
+                counts = torch.bincount(d.labels, minlength=3).tolist()
+                expected = [sizes[s] * n / 100 for n in (92, 5, 3)]
+                worst[stratify] = max(worst[stratify], *(abs(a - e) for a, e in zip(counts, expected)))
+            if stratify:
+                assert "stratified by class" in parts["test"].notes[-1]
+    assert worst[True] < 1.0
+    assert worst[False] >= 1.5  # the plain shuffle is what the stratified order is against
+    assert imagefolder.list_splits(tmp_path, resplit={"from": ".", "stratify": True, **sizes}) == list(sizes)

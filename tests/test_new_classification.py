@@ -72,7 +72,8 @@ def test_colour_class_folders_get_flips_and_a_seeded_split(tmp_path, timed):
     r = load_recipe(out)
     assert code == 0 and r.augment.hflip and not r.augment.vflip and r.data.options["channels"] == 3
     # 100 images: val round(0.15 x 100) = 15, test 15, train 70 (whole counts, never past 100)
-    assert r.data.options["resplit"] == {"from": ".", "seed": 0, "train": 70, "val": 15, "test": 15}
+    assert r.data.options["resplit"] == {"from": ".", "seed": 0, "stratify": True, "train": 70,
+                                         "val": 15, "test": 15}
     assert r.data.root == str((tmp_path / "photos" / "all").resolve())
     assert (r.data.train, r.data.val) == ("train", "val")
     d = imagefolder.load(Path(r.data.root), "val", r.data.size, **r.data.options)

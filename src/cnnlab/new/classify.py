@@ -100,7 +100,7 @@ def _resplit(source: str, n: int, root: Path) -> tuple[dict, dict[str, int]]:
         raise DataError(f"{root / source}: {n} images are too few to split into train, validation and test",
                         "add images (a few per class at least), or give split folders")
     counts = {"train": n - n_val - n_test, "val": n_val, "test": n_test}
-    return {"from": source, "seed": 0, **counts}, counts
+    return {"from": source, "seed": 0, "stratify": True, **counts}, counts
 
 
 def _plan(s: ClassSurvey) -> ClsPlan:
@@ -137,7 +137,8 @@ def _data_rows(s: ClassSurvey, plan: ClsPlan, size: list[int], size_why: str) ->
              (f"    channels: {s.channels}", "every image is grey" if s.channels == 1 else
               "colour (grey images, if any, repeated to RGB)")]
     if s.resplit is not None:
-        rows.append((f"    resplit: {y(s.resplit)}", "fixed seed, so the split does not move between runs"))
+        rows.append((f"    resplit: {y(s.resplit)}", "fixed seed, so the split does not move between runs; stratified: "
+                     "each split holds every class in its share (within one image)"))
     which = "images per class (before the split)" if s.resplit is not None else "training images per class"
     rows.append(("", f"{len(s.classes)} classes; {which}: {shares}"))
     return rows

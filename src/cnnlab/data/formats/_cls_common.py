@@ -32,13 +32,19 @@ def unknown_options(given: dict, valid: list[str], reader: str) -> None:
         raise ConfigError(f"unknown config key 'data.options.{key}' for the {reader} reader", did_you_mean(key, valid))
 
 
-def parse_resplit(spec: object, available: list[str], what: str) -> tuple[str, int, dict[str, int | float]]:
-    """Validate a 'resplit' option: {from: <split>, seed: int, <name>: count or fraction, ...}."""
+RESPLIT_KEYS = ("from", "seed", "stratify")  # every other key of a resplit names a split
+
+
+def parse_resplit(spec: object, available: list[str], what: str) -> tuple[str, int, bool, dict[str, int | float]]:
+    """Validate a 'resplit' option: {from: <split>, seed: int, stratify: bool, <name>: count or fraction, ...}."""
     if not isinstance(spec, dict):
         raise DataError(f"{what}: option 'resplit' must be a mapping like {{from: test, train: 8000, test: 2000}}")
     spec = dict(spec)
     source = str(spec.pop("from", ""))
     seed = spec.pop("seed", 0)
+    stratify = spec.pop("stratify", False)
+    if not isinstance(stratify, bool):
+        raise DataError(f"{what}: resplit stratify must be true or false, got {stratify!r}")
     if source not in available:
         raise DataError(f"{what}: resplit source split '{source}' is not on disk",
                         f"available: {', '.join(available) or 'none'}")
@@ -51,13 +57,27 @@ def parse_resplit(spec: object, available: list[str], what: str) -> tuple[str, i
         ok_frac = isinstance(n, float) and 0 < n < 1
         if not (ok_int or ok_frac):
             raise DataError(f"{what}: resplit size of '{name}' must be a positive count or a fraction, got {n!r}")
-    return source, seed, spec
+    return source, seed, stratify, spec
+
+
+def stratified_order(labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A seeded order of the samples in which every class is spread evenly: each class's samples, shuffled, sit at
+    evenly spaced positions (random phase) of [0, 1), merged by position. Consecutive chunks of it (the carved
+    splits) then hold each class within one sample of its share, where a plain shuffle can leave a rare class
+    out of a small test split altogether."""
+    position = torch.empty(len(labels), dtype=torch.float64)
+    for k in torch.unique(labels).tolist():
+        idx = (labels == k).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        phase = torch.rand(1, generator=g, dtype=torch.float64)
+        position[idx] = (torch.arange(len(idx), dtype=torch.float64) + phase) / len(idx)
+    return torch.argsort(position, stable=True)
 
 
 def carve_splits(load_source: Callable[[str], ClsData], split: str, spec: object, available: list[str],
             what: str) -> ClsData:
     """Carve disjoint, seeded splits out of one split on disk (e.g. MNIST test -> 8000 train / 2000 test)."""
-    source, seed, sizes = parse_resplit(spec, available, what)
+    source, seed, stratify, sizes = parse_resplit(spec, available, what)
     if split not in sizes:
         raise DataError(f"{what}: split '{split}' is not one of the resplit's splits",
                         f"resplit defines: {', '.join(sizes)}")
@@ -67,14 +87,16 @@ def carve_splits(load_source: Callable[[str], ClsData], split: str, spec: object
     if sum(counts.values()) > n:
         raise DataError(f"{what}: resplit asks for {sum(counts.values())} samples but split '{source}' has {n}",
                         "lower the counts")
-    # One permutation for all targets, so the carved splits never overlap whatever is asked.
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    # One order for all targets, so the carved splits never overlap whatever is asked.
+    g = torch.Generator().manual_seed(seed)
+    order = stratified_order(data.labels, g) if stratify else torch.randperm(n, generator=g)
     start = 0
     for name, count in counts.items():
         if name == split:
             out = data.subset(order[start:start + count])
             origin = "the class folders under the root" if source == "." else f"on-disk split '{source}'"
-            out.notes.append(f"split '{split}' = {count} samples drawn (seed {seed}) from {origin}")
+            how = f"seed {seed}, stratified by class" if stratify else f"seed {seed}"
+            out.notes.append(f"split '{split}' = {count} samples drawn ({how}) from {origin}")
             return out
         start += count
     raise AssertionError("unreachable: split was checked above")
@@ -101,8 +123,8 @@ def summarise_split(split: str, data: ClsData) -> str:
 
 
 def resplit_names(spec: dict) -> list[str]:
-    """The split names a 'resplit' option defines (every key but 'from' and 'seed')."""
-    return [k for k in spec if k not in ("from", "seed")]
+    """The split names a 'resplit' option defines (every key but from, seed and stratify)."""
+    return [k for k in spec if k not in RESPLIT_KEYS]
 
 
 def load_disk_or_resplit(read_disk: Callable[[str], ClsData], split: str, size: list[int] | None,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab.data.formats._cls_common import carve_splits, is_junk, summarise_split, unknown_options
+from cnnlab.data.formats._cls_common import carve_splits, is_junk, resplit_names, summarise_split, unknown_options
 from cnnlab.data.formats.common import WIDE_MODES, header, note_decoded, open_image, scale_wide
 from cnnlab.data.parallel import ordered_map
 from cnnlab.data.types import ClsData
@@ -168,7 +168,7 @@ def list_splits(root: Path, **options) -> list[str]:
     """Split folders that contain class folders, or the resplit's splits."""
     spec = options.get("resplit")
     if isinstance(spec, dict):
-        return [k for k in spec if k not in ("from", "seed")]
+        return resplit_names(spec)
     root = _check_root(Path(root))
     return [FLAT] if is_flat(root) else [s.name for s in _subdirs(root) if _subdirs(s)]
 
