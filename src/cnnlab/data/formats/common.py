@@ -23,10 +23,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cnnlab.errors import ConfigError, DataError
 
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini", "__MACOSX", ".ipynb_checkpoints"}
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 PIXEL_LIMIT_ENV = "CNNLAB_MAX_IMAGE_PIXELS"  # raises Pillow's decompression-bomb limit for trusted large files
 EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a stored image is turned for display (1: as stored)
-EXIF_FORMATS = {"JPEG", "MPO", "TIFF"}  # Pillow formats whose EXIF is read with the header
+EXIF_FORMATS = {"JPEG", "MPO", "TIFF", "WEBP"}  # Pillow formats whose EXIF is read with the header
 WIDE_MODES = ("I", "F")  # mode prefixes of 16/32-bit integer and float images (I, I;16, I;16B, ..., F)
 _OPEN_LOCK = threading.Lock()  # warnings filters are process-wide: readers decode in threads (VOC)
 # The last callable here is called once per decoded model input (the engine's decoding progress bar), so no reader

@@ -1,5 +1,5 @@
-"""Photos stored sideways with an EXIF orientation tag are read as viewers show them, so masks drawn on the
-displayed picture line up (phone photos; LabelMe and OpenCV apply the tag too)."""
+"""Photo files as users have them: stored sideways with an EXIF orientation tag (read as viewers show them, so
+masks drawn on the displayed picture line up; LabelMe and OpenCV apply the tag too), and WebP."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,3 +56,18 @@ def test_masks_drawn_on_the_displayed_photo_line_up_with_it(tmp_path, orientatio
     d = folders.load(tmp_path, "train", fractions={"train": 1.0}, size=list(shown.shape[:2]))
     bright = d.images[0, 0] > 128
     assert torch.equal(bright, d.masks[0].bool()) and int(d.masks[0].sum()) == 6 * 8
+
+
+def test_webp_images_and_masks_are_read(tmp_path):
+    """WebP files were 'non-image files' to the folders reader, so a WebP data set had no images at all."""
+    lab = np.zeros((16, 32), np.uint8)
+    lab[2:9, 4:20] = 1
+    lab[10:14, 22:30] = 2
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((16, 32, 3), 60 * i, np.uint8)).save(tmp_path / "images" / f"p{i}.webp", quality=90)
+        Image.fromarray(lab).save(tmp_path / "masks" / f"p{i}.webp", lossless=True)
+    d = folders.load(tmp_path, "train", fractions={"train": 1.0})
+    assert d.class_names == ["background", "class_1", "class_2"]
+    assert torch.equal(d.masks[0], torch.from_numpy(lab))
