@@ -16,8 +16,8 @@ from cnnlab.data.voc_colors import VOC_PALETTE
 class MaskEncoding:
     """How class indices become pixel values in written masks (the data set's own encoding)."""
 
-    kind: str          # grey_levels | voc_palette | binary | indices
-    values: list[int]  # pixel value written for class i
+    kind: str     # grey_levels | voc_palette | palette | binary | indices | rgb
+    values: list  # pixel value written for class i ([r, g, b] for rgb; the palette index for palette)
 
     def image(self, mask: np.ndarray) -> Image.Image:
         """H x W class indices -> the PIL image to save as PNG."""
@@ -26,6 +26,12 @@ class MaskEncoding:
             im.putpalette(VOC_PALETTE)
             return im
         lut = np.asarray(self.values, dtype=np.int64)
+        if self.kind == "rgb":  # colour-coded masks: each class its colour
+            return Image.fromarray(lut[mask].astype(np.uint8), mode="RGB")
+        if self.kind == "palette":  # the data set's palette indices (its colours are not kept: VOC's are shown)
+            im = Image.fromarray(lut[mask].astype(np.uint8), mode="P")
+            im.putpalette(VOC_PALETTE)
+            return im
         if lut.max(initial=0) > 255:  # more than 256 classes: 16-bit PNG
             return Image.fromarray(lut[mask].astype(np.uint16))
         return Image.fromarray(lut[mask].astype(np.uint8), mode="L")
@@ -39,7 +45,8 @@ def resolve_encoding(recipe: Recipe, class_names: list[str], ck: dict) -> tuple[
     k = len(class_names)
     stored = ck.get("mask_encoding")
     if isinstance(stored, dict) and len(stored.get("values", [])) == k:
-        return MaskEncoding(str(stored["kind"]), [int(v) for v in stored["values"]]), []
+        values = [[int(c) for c in v] if isinstance(v, (list, tuple)) else int(v) for v in stored["values"]]
+        return MaskEncoding(str(stored["kind"]), values), []
     notes: list[str] = []
     fmt = recipe.data.format
     if fmt == "endovis":

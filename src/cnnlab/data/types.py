@@ -21,18 +21,23 @@ class SegData:
     class_names: list[str]
     ignore_index: int | None = None  # mask value excluded from loss and metrics (e.g. 255)
     notes: list[str] = field(default_factory=list)  # what the reader recovered or decided
+    # how the data set's own mask files store each class ({"kind": grey_levels | binary | palette | rgb, "values":
+    # one pixel value or [r, g, b] per class}), where the reader learnt it: predict writes masks the same way
+    mask_encoding: dict | None = None
     cache_kind: ClassVar[str] = "seg"
     cache_arrays: ClassVar[tuple[str, ...]] = ("images", "masks")
 
     def cache_fields(self) -> dict:
         """What the cache keeps beside the arrays, names and notes."""
-        return {"class_names": list(self.class_names), "ignore_index": self.ignore_index}
+        return {"class_names": list(self.class_names), "ignore_index": self.ignore_index,
+                "mask_encoding": self.mask_encoding}
 
     @classmethod
     def from_cache(cls, arrays: dict[str, torch.Tensor], names: list[str], fields: dict, notes: list[str]
                    ) -> "SegData":
         """The split as it was stored (arrays named by cache_arrays, fields from cache_fields)."""
-        return cls(arrays["images"], arrays["masks"], names, fields["class_names"], fields["ignore_index"], notes)
+        return cls(arrays["images"], arrays["masks"], names, fields["class_names"], fields["ignore_index"], notes,
+                   fields.get("mask_encoding"))
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -41,7 +46,7 @@ class SegData:
         """A view on some samples (label-fraction runs, train/val splits)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         return SegData(self.images[idx], self.masks[idx], [self.names[i] for i in idx.tolist()],
-                       self.class_names, self.ignore_index, list(self.notes))
+                       self.class_names, self.ignore_index, list(self.notes), self.mask_encoding)
 
 
 @dataclass

@@ -137,7 +137,7 @@ def _checkpoint(ctx: RunContext, state: TrainState) -> dict:
           "input_size": list(data.train.images.shape[-2:])}
     if ctx.scaler is not None and ctx.scaler.is_enabled():  # fp16 loss scale: exact resume needs it
         ck["scaler"] = ctx.scaler.state_dict()
-    ck.update(task_for(r.task).checkpoint_entries(r, data.class_names))
+    ck.update(task_for(r.task).checkpoint_entries(r, data.train))
     return ck
 
 

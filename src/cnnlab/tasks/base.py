@@ -86,7 +86,7 @@ class Task:
         """The validation number that picks the best epoch (higher is better)."""
         return -metrics["loss"]
 
-    def checkpoint_entries(self, recipe: Recipe, class_names: list[str]) -> dict:
+    def checkpoint_entries(self, recipe: Recipe, train) -> dict:
         """What a checkpoint keeps beyond weights, recipe and normalisation to read the outputs later."""
         return {}
 

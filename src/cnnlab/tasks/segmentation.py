@@ -68,9 +68,13 @@ class Segmentation(Task):
         v = metrics.get("dice_mean")
         return -float("inf") if v is None else v
 
-    def checkpoint_entries(self, recipe: Recipe, class_names: list[str]) -> dict:
-        # predicted masks use the data set's pixel values even after the data moved
-        return {"mask_encoding": resolve_encoding(recipe, class_names, {})[0].describe()}
+    def checkpoint_entries(self, recipe: Recipe, train: SegData) -> dict:
+        """The data set's own mask encoding, so that predicted masks use its pixel values even after the data
+        moved: as the reader found it in the files (folders), else from the format (mapping.json, VOC palette)."""
+        own = train.mask_encoding
+        if isinstance(own, dict) and len(own.get("values", [])) == len(train.class_names):
+            return {"mask_encoding": dict(own)}
+        return {"mask_encoding": resolve_encoding(recipe, train.class_names, {})[0].describe()}
 
     def predicted_samples(self, split: SegData) -> int:
         return len(split)

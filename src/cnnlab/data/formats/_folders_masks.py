@@ -41,6 +41,16 @@ class Encoding:
     table: bool = False             # colours from the user's table (rgb)
     value_counts: tuple = ()        # instances: pixels per value in values (data.options.classes may map them)
 
+    def own_encoding(self) -> dict:
+        """How predicted masks are written to match these files ({kind, values}, as MaskEncoding reads it): the
+        same grey values, palette indices or colours; thresholded and instance masks as 0/255."""
+        if self.kind in ("lossy_binary", "instances"):
+            return {"kind": "binary", "values": [0, 255]}
+        if self.kind == "rgb":
+            return {"kind": "rgb", "values": [list(c) for c in self.values]}
+        kind = {"palette": "palette", "binary": "binary"}.get(self.kind, "grey_levels")
+        return {"kind": kind, "values": [int(v) for v in self.values]}
+
     def describe(self) -> str:
         """One line for notes and `data check`."""
         if self.kind == "binary":

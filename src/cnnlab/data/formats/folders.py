@@ -90,7 +90,7 @@ def load(root: Path, split: str, /, size: list[int] | None = None, **options) ->
     notes.append(f"{name}: {fit_note(size, opts.fit, opts.keep_aspect)}")
     notes.append(f"{name}: native sizes (HxW): {summarize_sizes(native)}")
     return SegData(concat(images), concat(masks), [p.name for p in pairs], list(enc.class_names),
-                   ignore_index_for(opts, enc), notes)
+                   ignore_index_for(opts, enc), notes, enc.own_encoding())
 
 
 def _decode_pair(pair, channels: int, enc, need_fov: bool) -> tuple[np.ndarray, np.ndarray, int, int]:
