@@ -52,8 +52,9 @@ def _run_evaluate(a: argparse.Namespace) -> int:
 
     from cnnlab.inference.evaluate import evaluate_run
 
+    folders = {"images": a.images, "masks": a.masks, "fov": a.fov} if (a.images or a.masks or a.fov) else None
     result, path = evaluate_run(Path(a.run_dir), a.data, a.split, a.out, device=a.device, batch_size=a.batch_size,
-                                native=a.native)
+                                native=a.native, folders=folders)
     for note in result["notes"]:
         print(f"note: {note}")
     print(f"{result['split']} of {result['data_root']} ({result['n_images']} images, scored at "
@@ -143,7 +144,11 @@ def register(sub) -> None:
 
     p = sub.add_parser("evaluate", help="metrics of a trained run on any split or another data set")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--data", metavar="ROOT", help="another data set of the same format (replaces data.root)")
+    p.add_argument("--data", metavar="ROOT", help="another data set of the same format (replaces data.root; "
+                   "a folders run's image and mask folders keep their places under it)")
+    p.add_argument("--images", metavar="DIR", help="folders runs: evaluate on every pair of these images ...")
+    p.add_argument("--masks", metavar="DIR", help="... and these masks (read with the run's mask values; split 'all')")
+    p.add_argument("--fov", metavar="DIR", help="... and this field of view, if the run had one")
     p.add_argument("--split", help="split to evaluate (default: the recipe's test split, usually 'test')")
     p.add_argument("--out", metavar="DIR", help="folder for evaluate_<split>.json (default RUN_DIR; never "
                                                "overwritten: a second evaluation gets -2, -3 ...)")

@@ -22,6 +22,7 @@ from cnnlab.config import DataConfig
 from cnnlab.data.formats._folders_fit import header
 from cnnlab.data.formats._folders_layout import parse_options, scan_layout, summarize_sizes
 from cnnlab.data.formats._folders_scan import find_split
+from cnnlab.data.formats.folders import pin_encoding, rebase_options, whole_folder_options
 from cnnlab.data.formats.preprocess import Preprocess
 from cnnlab.data.loading import load_run_data, load_split
 from cnnlab.data.types import SegData
@@ -71,32 +72,56 @@ PER_IMAGE = ("per image: each image's foreground Dice 2|P&T|/(|P|+|T|) and IoU |
 GLOBAL = "global (strict): the pixel counts of all images pooled, then one Dice and one IoU for the split"
 
 
+def _other_data(run: TrainedRun, data_root: str | Path | None, folders: dict | None) -> tuple[DataConfig, bool]:
+    """The data config to evaluate on, and whether it is the run's own. data_root replaces data.root (a folders
+    recipe's absolute folders move with it); folders ({images, masks, fov}: folders runs) are read whole as one
+    split, 'all'. Other folders are read with the run's own mask values (pin_encoding)."""
+    r = run.recipe
+    if not folders and data_root is None:
+        return r.data, True
+    if folders and (r.data.format != "folders" or data_root is not None or not (folders.get("images")
+                                                                                 and folders.get("masks"))):
+        raise ConfigError("--images DIR --masks DIR [--fov DIR] evaluate a run trained on image/mask folders "
+                          f"(this one: format {r.data.format}) on other such folders, without --data",
+                          "give both --images and --masks, or --data ROOT alone")
+    if r.data.format != "folders":
+        return replace(r.data, root=str(data_root)), False
+    if folders:
+        root, opts = whole_folder_options(r.data.options, folders["images"], folders["masks"], folders.get("fov"))
+    else:
+        root, opts = Path(data_root), rebase_options(r.data.options, Path(r.data.root), Path(data_root))
+    opts = pin_encoding(opts, run.checkpoint.get("mask_encoding"), run.class_names)
+    return replace(r.data, root=str(root), options=opts, val_fraction=0.0), False
+
+
 def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split: str | None = None,
                  out: str | Path | None = None, device: str = "auto", batch_size: int | None = None,
-                 progress: bool = True, console: Console | None = None, native: bool = False) -> tuple[dict, Path]:
+                 progress: bool = True, console: Console | None = None, native: bool = False,
+                 folders: dict | None = None) -> tuple[dict, Path]:
     """Metrics of a run's best model on any split (default: the recipe's test split), or on another data set of
-    the same format (data_root replaces data.root); writes evaluate_<split>.json into out (default the run dir).
+    the same format (data_root replaces data.root; folders: every pair of {images, masks, fov} folders, split
+    'all'); writes evaluate_<split>.json into out (default the run dir).
     progress: a bar (or plain lines) on `console` (default: stdout) while the images are evaluated.
     native: segmentation scored at the images' own size (see the module docstring); the trained-size metrics
     are kept under "metrics_trained_size"."""
     run = load_run(run_dir, device)
     r = run.recipe
-    split = split or r.data.test
     task_for(r.task).require_inference("evaluate")
     if native and not task_for(r.task).dense:
         raise ConfigError(f"--native applies to segmentation runs; this is a {r.task} run",
                           f"cnnlab evaluate {shlex.quote(str(run_dir))} (without --native)")
-    cfg = replace(r.data, root=str(data_root)) if data_root is not None else r.data
+    cfg, own = _other_data(run, data_root, folders)
+    split = "all" if folders else (split or r.data.test)
     cfg = cfg if cfg.size is not None else replace(cfg, size=list(run.input_size))  # no-op at the trained size
     notes = list(run.notes)
-    data = _load(run, cfg, split, data_root is None, notes)
+    data = _load(run, cfg, split, own, notes)
     task = task_for(data)
     loss_fn = _loss_for(run, task.ignore_index(data), notes)
     bs = batch_size or r.train.eval_batch_size
     binary = task.dense and len(data.class_names) == 2  # binary segmentation: per-image scores need the masks
     scored, at, sink, size = data, "trained", _LabelMaps(binary), tuple(cfg.size)
     if native:
-        scored, sink = _native_data(run, cfg, split, data_root is None, data, binary)
+        scored, sink = _native_data(run, cfg, split, own, data, binary)
         at, size = "native", sink.size
     resolution = f"{at} {size[0]}x{size[1]}"
     with bars(progress, console).bar(f"evaluating '{split}'", len(data)) as bar:

@@ -31,6 +31,7 @@ Mask encodings are discovered over all masks at once (see _folders_masks) and st
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ from cnnlab.data.formats._folders_layout import (
 )
 from cnnlab.data.parallel import chw, concat, ordered_map
 from cnnlab.data.types import SegData
-from cnnlab.errors import DataError
+from cnnlab.errors import ConfigError, DataError
 
 
 def load(root: Path, split: str, /, size: list[int] | None = None, **options) -> SegData:
@@ -130,3 +131,52 @@ def list_splits(root: Path, **options) -> list[str]:
 def check(root: Path, **options) -> str:
     """Counts, sizes, discovered encoding, classes with pixel shares, unmatched files and problems."""
     return check_report(Path(root), **options)
+
+
+# ---------------------------------------------------------------- a trained run on other folders (cnnlab evaluate)
+MOVABLE = ("images", "masks", "fov", "split_file")  # options naming paths
+LAYOUT = (*MOVABLE, "split", "fractions", "seed")    # options saying which files form which split
+
+
+def rebase_options(options: dict, old_root: Path, new_root: Path) -> dict:
+    """A recipe's options on another data root: `cnnlab new` writes absolute folders, which a new root alone
+    would not move (evaluate --data then read the training folders again, under the new root's name). A folder
+    under the old root keeps its place relative to it; one elsewhere cannot be placed: a ConfigError naming it."""
+    out = dict(options)
+    for key in MOVABLE:
+        value = options.get(key)
+        if not isinstance(value, str) or not Path(value).expanduser().is_absolute():
+            continue  # relative: resolved under whichever root is given
+        path = Path(value).expanduser()
+        try:
+            out[key] = str(Path(new_root) / path.resolve().relative_to(Path(old_root).expanduser().resolve()))
+        except ValueError:
+            raise ConfigError(f"data.options.{key} of this run is {path}, outside its data root {old_root}: "
+                              f"--data cannot say where that is under {new_root}",
+                              "name the folders: cnnlab evaluate RUN_DIR --images DIR --masks DIR") from None
+    return out
+
+
+def whole_folder_options(options: dict, images: str | Path, masks: str | Path,
+                         fov: str | Path | None = None) -> tuple[Path, dict]:
+    """(root, options) that read every image/mask pair of these folders as one split, 'all', with the run's other
+    reader options (class names, colours, fit) kept."""
+    paths = [Path(p).expanduser().resolve() for p in (images, masks, fov) if p is not None]
+    kept = {k: v for k, v in options.items() if k not in LAYOUT}
+    new = {"images": str(paths[0]), "masks": str(paths[1]), "split": "random", "fractions": {"all": 1.0}}
+    if fov is not None:
+        new["fov"] = str(paths[2])
+    return Path(os.path.commonpath(paths)), {**kept, **new}
+
+
+def pin_encoding(options: dict, own: dict | None, class_names: list[str]) -> dict:
+    """Read other masks with the run's own mask values, so that class i means what it meant in training: found
+    afresh, a class absent from these masks would renumber every class after it. Binary (and thresholded)
+    masks are left to discovery: any of their encodings gives the same two classes."""
+    kind, values = (own or {}).get("kind"), (own or {}).get("values", [])
+    if len(values) != len(class_names) or kind not in ("grey_levels", "palette", "rgb"):
+        return options
+    rest = {k: v for k, v in options.items() if k not in ("classes", "colors")}
+    if kind == "rgb":
+        return {**rest, "colors": {n: list(v) for n, v in zip(class_names, values)}}
+    return {**rest, "classes": dict(zip(class_names, values))}
