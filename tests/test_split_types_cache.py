@@ -56,6 +56,17 @@ def test_each_split_type_writes_the_cache_layout_and_reads_back_equal(tmp_path, 
     assert getattr(back, "space", None) == getattr(data, "space", None)
 
 
+def test_a_segmentation_split_keeps_its_own_mask_encoding_through_the_cache(tmp_path, monkeypatch):
+    """The folders reader's mask values (what predict writes masks with) come back from a cache hit."""
+    monkeypatch.setattr(cache, "MIN_BYTES", 0)
+    data = _splits()["seg"]
+    data.mask_encoding = {"kind": "grey_levels", "values": [0, 100, 200]}
+    entry, root = tmp_path / "cache" / "entry", tmp_path / "data"
+    root.mkdir()
+    assert cache._store(tmp_path / "cache", entry, "k" * 64, data, "folders", root, "train", ("files", 0)) is None
+    assert cache.read_entry(entry, "k" * 64).mask_encoding == {"kind": "grey_levels", "values": [0, 100, 200]}
+
+
 def _names_split_type(node: ast.AST) -> bool:
     return any(isinstance(n, ast.Name) and n.id in SPLIT_NAMES for n in ast.walk(node))
 

@@ -29,8 +29,8 @@ class SegData:
 
     def cache_fields(self) -> dict:
         """What the cache keeps beside the arrays, names and notes."""
-        return {"class_names": list(self.class_names), "ignore_index": self.ignore_index,
-                "mask_encoding": self.mask_encoding}
+        own = {"mask_encoding": self.mask_encoding} if self.mask_encoding is not None else {}
+        return {"class_names": list(self.class_names), "ignore_index": self.ignore_index, **own}
 
     @classmethod
     def from_cache(cls, arrays: dict[str, torch.Tensor], names: list[str], fields: dict, notes: list[str]
