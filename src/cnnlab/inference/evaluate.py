@@ -114,6 +114,8 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     split = "all" if folders else (split or r.data.test)
     cfg = cfg if cfg.size is not None else replace(cfg, size=list(run.input_size))  # no-op at the trained size
     notes = list(run.notes)
+    if folders and r.data.options.get("fov") and not folders.get("fov"):
+        notes.append("the run was trained with a field of view; none given (--fov DIR): every pixel is scored")
     data = _load(run, cfg, split, own, notes)
     task = task_for(data)
     loss_fn = _loss_for(run, task.ignore_index(data), notes)
