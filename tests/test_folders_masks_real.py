@@ -31,6 +31,12 @@ def test_grey_jpeg_masks_with_colour_noise_are_binary_not_a_photo(tmp_path):
     grey = stored.mean(axis=2).round()
     assert torch.equal(d.masks[0], torch.from_numpy((grey >= 128).astype(np.uint8)))
     assert d.class_names == ["background", "class_1"]
+    # lossless colour codes a few levels apart (a class index kept in the red channel) stay colours
+    coded = np.zeros((32, 32, 3), np.uint8)
+    coded[..., 0] = lab * 3
+    _pairs(tmp_path / "png", [coded])
+    assert folders.load(tmp_path / "png", "train", **ALL).class_names == ["background", "class_1"]
+    assert "RGB colour codes" in folders.check(tmp_path / "png", **ALL)
 
 
 @pytest.mark.parametrize("values, ext", [((0, 1, 2), ".png"), ((0, 1, 2), ".tif")])
