@@ -10,7 +10,7 @@ from PIL import Image
 
 from cnnlab.config import recipe_from_dict
 from cnnlab.engine.run import train
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, DataError
 from cnnlab.inference.evaluate import evaluate_run
 
 
@@ -73,3 +73,31 @@ def test_folders_and_data_root_refuse_what_they_cannot_do(run_dir, tmp_path):
     with pytest.raises(ConfigError, match="give both --images and --masks, or --data ROOT alone"):
         evaluate_run(run_dir, data_root=tmp_path, folders={"images": tmp_path, "masks": tmp_path},
                      out=tmp_path / "o", progress=False)
+
+
+def _class_folders(root: Path, counts: dict[str, int], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for k, (name, n) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray((rng.integers(0, 50, (8, 8)) + 100 * k).astype(np.uint8)).save(root / name / f"{i}.png")
+
+
+def test_a_class_folder_run_scores_every_image_of_another_folder_of_class_folders(tmp_path):
+    """A run on class folders split by `resplit` (what `cnnlab new` writes): --data alone would carve the other
+    folder's 15% test split again; --images DIR scores all of its images."""
+    _class_folders(tmp_path / "mine", {"a": 12, "b": 12}, seed=0)
+    recipe = recipe_from_dict({
+        "name": "cls", "task": "classification", "out": str(tmp_path / "runs"),
+        "data": {"format": "imagefolder", "root": str(tmp_path / "mine"), "train": "train", "val": "val",
+                 "test": "test", "cache": False,
+                 "options": {"resplit": {"from": ".", "seed": 0, "stratify": True, "train": 16, "val": 4,
+                                         "test": 4}}},
+        "model": {"name": "mlp", "params": {"hidden": [8]}}, "loss": {"name": "cross_entropy"},
+        "optim": {"name": "adam", "lr": 0.01}, "train": {"epochs": 1, "batch_size": 4, "progress": False}})
+    run = train(recipe)
+    _class_folders(tmp_path / "ext", {"a": 7, "b": 6}, seed=1)
+    result, path = evaluate_run(run, folders={"images": tmp_path / "ext"}, out=tmp_path / "o", progress=False)
+    assert result["n_images"] == 13 and path.name == "evaluate_all.json"
+    with pytest.raises(DataError, match="not a folder of class folders"):
+        evaluate_run(run, folders={"images": tmp_path / "ext" / "a"}, out=tmp_path / "o", progress=False)

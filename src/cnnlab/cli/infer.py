@@ -146,7 +146,8 @@ def register(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", metavar="ROOT", help="another data set of the same format (replaces data.root; "
                    "a folders run's image and mask folders keep their places under it)")
-    p.add_argument("--images", metavar="DIR", help="folders runs: evaluate on every pair of these images ...")
+    p.add_argument("--images", metavar="DIR", help="folders runs: evaluate on every pair of these images ... "
+                   "(class-folder runs: every image of this folder of class folders)")
     p.add_argument("--masks", metavar="DIR", help="... and these masks (read with the run's mask values; split 'all')")
     p.add_argument("--fov", metavar="DIR", help="... and this field of view, if the run had one")
     p.add_argument("--split", help="split to evaluate (default: the recipe's test split, usually 'test')")

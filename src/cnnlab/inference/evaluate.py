@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from cnnlab.config import DataConfig
+from cnnlab.data.formats import imagefolder
 from cnnlab.data.formats._folders_fit import header
 from cnnlab.data.formats._folders_layout import parse_options, scan_layout, summarize_sizes
 from cnnlab.data.formats._folders_scan import find_split
@@ -79,11 +80,14 @@ def _other_data(run: TrainedRun, data_root: str | Path | None, folders: dict | N
     r = run.recipe
     if not folders and data_root is None:
         return r.data, True
+    if folders and r.data.format == "imagefolder" and data_root is None and not folders.get("masks"):
+        return _class_folders(r.data, Path(folders["images"]).expanduser()), False
     if folders and (r.data.format != "folders" or data_root is not None or not (folders.get("images")
                                                                                  and folders.get("masks"))):
         raise ConfigError("--images DIR --masks DIR [--fov DIR] evaluate a run trained on image/mask folders "
                           f"(this one: format {r.data.format}) on other such folders, without --data",
-                          "give both --images and --masks, or --data ROOT alone")
+                          "give both --images and --masks, or --data ROOT alone (a class-folder run: --images "
+                          "DIR alone)")
     if r.data.format != "folders":
         return replace(r.data, root=str(data_root)), False
     if folders:
@@ -92,6 +96,15 @@ def _other_data(run: TrainedRun, data_root: str | Path | None, folders: dict | N
         root, opts = Path(data_root), rebase_options(r.data.options, Path(r.data.root), Path(data_root))
     opts = pin_encoding(opts, run.checkpoint.get("mask_encoding"), run.class_names)
     return replace(r.data, root=str(root), options=opts, val_fraction=0.0), False
+
+
+def _class_folders(cfg: DataConfig, root: Path) -> DataConfig:
+    """A class-folder run on every image of another folder of class folders (split '.', no resplit)."""
+    if not root.is_dir() or not imagefolder.is_flat(root):
+        raise DataError(f"{root}: not a folder of class folders (e.g. {root / 'cat'}/*.jpg)",
+                        "give --images the folder that holds one folder per class")
+    options = {k: v for k, v in cfg.options.items() if k != "resplit"}
+    return replace(cfg, root=str(root), options=options, val_fraction=0.0)
 
 
 def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split: str | None = None,
@@ -111,7 +124,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
         raise ConfigError(f"--native applies to segmentation runs; this is a {r.task} run",
                           f"cnnlab evaluate {shlex.quote(str(run_dir))} (without --native)")
     cfg, own = _other_data(run, data_root, folders)
-    split = "all" if folders else (split or r.data.test)
+    split = (imagefolder.FLAT if r.data.format == "imagefolder" else "all") if folders else (split or r.data.test)
     cfg = cfg if cfg.size is not None else replace(cfg, size=list(run.input_size))  # no-op at the trained size
     notes = list(run.notes)
     if folders and r.data.options.get("fov") and not folders.get("fov"):
@@ -144,7 +157,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
                                                  data.class_names[1], at=f"{at} size")
     folder = Path(out) if out is not None else Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = _free_path(folder, f"evaluate_{split.replace('/', '_')}")
+    path = _free_path(folder, f"evaluate_{'all' if split == imagefolder.FLAT else split.replace('/', '_')}")
     path.write_text(json.dumps(result, indent=2))
     return result, path
 
