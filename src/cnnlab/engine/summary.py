@@ -42,7 +42,8 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     split_name = r.data.test if has_test else r.data.val
     split = data.test if has_test else data.val
     task = task_for(split)
-    kept, keep = _keeper(task, task.predicted_samples(split))
+    n_kept = task.predicted_samples(split)
+    kept, keep = _keeper(task, n_kept)
     t0 = time.perf_counter()
     final, cm = evaluate(core, split, ctx.rt, ctx.norm, ctx.loss_fn, bs, on_batch,
                          on_logits=keep if world() == 1 else None)
@@ -65,8 +66,7 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     if not is_main():
         return summary
     if world() > 1:  # each process evaluated its shard: rank 0 predicts the kept samples itself
-        n = task.predicted_samples(split)
-        for logits in iter_logits(core, split, ctx.rt, ctx.norm, bs, torch.arange(n)):
+        for logits in iter_logits(core, split, ctx.rt, ctx.norm, bs, torch.arange(n_kept)):
             kept.append(task.prediction_batch(logits))
     pred = torch.cat(kept) if kept else None
     summary.update(task.test_entries(split, cm, pred))

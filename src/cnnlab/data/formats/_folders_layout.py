@@ -206,7 +206,7 @@ def _random_names(names: list[str], nested: bool, opts: Options) -> tuple[dict[s
     by_sub: dict[str, list[str]] = {}
     for n in names:
         by_sub.setdefault(fs.sub_folder(n), []).append(n)
-    if all(fs.canonical_split(sub) in ("train", "val", "test") for sub in by_sub):
+    if fs.are_split_names(by_sub):
         return by_sub, "split by sub-folders: " + ", ".join(by_sub)
     subs = fs.random_split(list(by_sub), opts.fractions, opts.seed, what="sub-folders (one per case)")
     split = {s: [n for sub in chosen for n in by_sub[sub]] for s, chosen in subs.items()}

@@ -87,11 +87,11 @@ def read_mask(path: Path, as_rgb: bool) -> tuple[np.ndarray, str]:
         arr = read_image(path, "RGB")
         if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all():
             return arr[..., 0].copy(), "grey"  # a grey mask saved as RGB
-        wide = arr.astype(np.int16)
-        tint = max(np.abs(wide[..., 0] - wide[..., 1]).max(), np.abs(wide[..., 1] - wide[..., 2]).max())
-        if path.suffix.lower() in LOSSY_EXTS and tint <= GREY_TINT:  # a grey JPEG mask, tinted by compression
-            return wide.mean(axis=2).round().astype(np.uint8), "grey"  # (Kvasir); lossless colours stay colours
-        return arr, "rgb"
+        if path.suffix.lower() in LOSSY_EXTS:  # a grey JPEG mask tinted by compression (Kvasir) is grey
+            wide = arr.astype(np.int16)
+            if max(np.abs(wide[..., 0] - wide[..., 1]).max(), np.abs(wide[..., 1] - wide[..., 2]).max()) <= GREY_TINT:
+                return wide.mean(axis=2).round().astype(np.uint8), "grey"
+        return arr, "rgb"  # lossless colours stay colours, however close
     arr = read_image(path) if mode not in ("LA",) else read_image(path, "L")
     return (arr if arr.ndim == 2 else arr[..., 0]), "grey"
 

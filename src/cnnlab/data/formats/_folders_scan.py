@@ -88,7 +88,12 @@ def split_subfolders(folder: Path) -> list[str]:
         return []
     subs = [p.name for p in sorted(folder.iterdir(), key=lambda q: natural_key(q.name)) if p.is_dir()
             and not is_junk(p)]
-    return subs if subs and all(canonical_split(s) in ("train", "val", "test") for s in subs) else []
+    return subs if subs and are_split_names(subs) else []
+
+
+def are_split_names(names) -> bool:
+    """Whether every name is a split's (train, val, test, or an alias such as validation)."""
+    return all(canonical_split(n) in ("train", "val", "test") for n in names)
 
 
 def sub_folder(name: str) -> str:

@@ -84,7 +84,7 @@ def _upright(im: Image.Image) -> Image.Image:
     """The image as every viewer, OpenCV and annotation tools such as LabelMe show it: phone and camera photos are
     often stored sideways with an EXIF orientation tag, and masks drawn on them match the turned picture (read
     raw, their sizes disagree, or a 180-degree turn silently flips every label). Untagged files are untouched.
-    Only JPEG and TIFF (where cameras write the tag) are asked: Pillow decodes a whole PNG to look for one."""
+    Only JPEG, TIFF and WebP (EXIF_FORMATS, read with the header) are asked: Pillow decodes a whole PNG to look."""
     if im.format not in EXIF_FORMATS:
         return im
     try:
