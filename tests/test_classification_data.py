@@ -343,3 +343,12 @@ def test_stratified_resplit_keeps_every_class_within_one_image_of_its_share(tmp_
     assert worst[True] < 1.0
     assert worst[False] >= 1.5  # the plain shuffle is what the stratified order is against
     assert imagefolder.list_splits(tmp_path, resplit={"from": ".", "stratify": True, **sizes}) == list(sizes)
+
+
+def test_resplit_stratify_must_be_a_boolean(tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(4):
+            Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / c / f"{i}.png")
+    with pytest.raises(DataError, match="resplit stratify must be true or false, got 'yes'"):
+        imagefolder.load(tmp_path, "train", resplit={"from": ".", "stratify": "yes", "train": 6, "test": 2})

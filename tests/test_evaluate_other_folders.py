@@ -101,3 +101,16 @@ def test_a_class_folder_run_scores_every_image_of_another_folder_of_class_folder
     assert result["n_images"] == 13 and path.name == "evaluate_all.json"
     with pytest.raises(DataError, match="not a folder of class folders"):
         evaluate_run(run, folders={"images": tmp_path / "ext" / "a"}, out=tmp_path / "o", progress=False)
+
+
+def test_data_root_refuses_a_folder_it_cannot_place_naming_it(tmp_path):
+    """A recipe whose image folder lies outside its data root: --data cannot say where that folder is under the
+    new root, so it is refused in one line naming the option and the way that works."""
+    from cnnlab.data.formats.folders import rebase_options
+
+    opts = {"images": str(tmp_path / "elsewhere" / "images"), "masks": str(tmp_path / "root" / "masks")}
+    moved = rebase_options({"masks": opts["masks"]}, tmp_path / "root", tmp_path / "new")
+    assert moved == {"masks": str(tmp_path / "new" / "masks")}
+    with pytest.raises(ConfigError, match=r"data.options.images of this run is .*elsewhere/images, outside its data "
+                                          r"root .* — name the folders: cnnlab evaluate RUN_DIR --images DIR"):
+        rebase_options(opts, tmp_path / "root", tmp_path / "new")
