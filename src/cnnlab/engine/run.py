@@ -54,7 +54,7 @@ from cnnlab.engine.steps import Normalizer, evaluate
 from cnnlab.engine.summary import write_summary
 from cnnlab.engine.watch import RunWatch, per_process
 from cnnlab.errors import CnnlabError
-from cnnlab.losses.core import build_loss
+from cnnlab.losses.core import build_loss, loss_entries
 from cnnlab.models import build_model
 from cnnlab.models.weights import load_compatible, load_weights_file
 from cnnlab.tasks import task_for
@@ -138,6 +138,7 @@ def _checkpoint(ctx: RunContext, state: TrainState) -> dict:
     if ctx.scaler is not None and ctx.scaler.is_enabled():  # fp16 loss scale: exact resume needs it
         ck["scaler"] = ctx.scaler.state_dict()
     ck.update(task_for(r.task).checkpoint_entries(r, data.train))
+    ck.update(loss_entries(ctx.loss_fn))  # class weights: evaluate scores with these, never recomputed
     return ck
 
 

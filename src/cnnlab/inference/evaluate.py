@@ -30,8 +30,7 @@ from cnnlab.data.types import SegData
 from cnnlab.engine.steps import evaluate
 from cnnlab.errors import CnnlabError, ConfigError, DataError
 from cnnlab.inference.predict import TrainedRun, bars, load_run
-from cnnlab.losses.class_weights import weights_for
-from cnnlab.losses.core import build_loss
+from cnnlab.losses.core import build_loss, needs_weights
 from cnnlab.metrics.argmax import class_argmax
 from cnnlab.metrics.boundary import dice_per_image
 from cnnlab.metrics.confusion import ConfusionMatrix
@@ -39,18 +38,20 @@ from cnnlab.tasks import task_for
 
 
 def _loss_for(run: TrainedRun, ignore_index: int | None, notes: list[str]):
-    """The run's training loss (class weights recomputed from its training split for weighted_ce)."""
+    """The run's training loss, with the class weights its checkpoint stored; a run saved before weights were
+    stored gets them recomputed from its training split (unweighted cross-entropy, said in a note, without it)."""
     r = run.recipe
-    params = {k: v for k, v in r.loss.params.items() if not (r.loss.name == "weighted_ce" and k == "scheme")}
     weights = run.checkpoint.get("class_weights")
-    if r.loss.name == "weighted_ce" and weights is None:
-        try:
-            weights = weights_for(load_run_data(r.data, r.train.seed, r.out).train,
-                                  r.loss.params.get("scheme", "median"))
-        except DataError:
-            notes.append("training data not found: the loss is unweighted cross-entropy, not weighted_ce")
-            return build_loss("cross_entropy", {}, ignore_index)
-    return build_loss(r.loss.name, params, ignore_index, torch.as_tensor(weights) if weights is not None else None)
+    if weights is not None:
+        return build_loss(r.loss.name, r.loss.params, ignore_index, weights=torch.as_tensor(weights))
+    if not needs_weights(r.loss.name, r.loss.params):
+        return build_loss(r.loss.name, r.loss.params, ignore_index)
+    try:
+        train = load_run_data(r.data, r.train.seed, r.out).train
+    except DataError:
+        notes.append(f"training data not found: the loss is unweighted cross-entropy, not {r.loss.name}")
+        return build_loss("cross_entropy", {}, ignore_index)
+    return build_loss(r.loss.name, r.loss.params, ignore_index, train)
 
 
 def _free_path(folder: Path, stem: str) -> Path:

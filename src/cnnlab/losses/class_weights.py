@@ -121,8 +121,10 @@ class WeightedCrossEntropy(nn.Module):
 LOSS_PARAMS = {"scheme": "median", "max_weight": None, "absent_weight": 1.0}
 
 
-def build_weighted_ce(train: SegData, **params) -> WeightedCrossEntropy:
-    """The 'weighted_ce' loss for a training split; params: scheme (median|inverse|none), max_weight, absent_weight."""
+def build_weighted_ce(train: SegData | None, weights: torch.Tensor | None = None, ignore_index: int | None = None,
+                      **params) -> WeightedCrossEntropy:
+    """The 'weighted_ce' loss for a training split; params: scheme (median|inverse|none), max_weight, absent_weight.
+    weights: stored weights (a run's checkpoint) used as they are instead of counting train's masks."""
     for key in params:
         if key not in LOSS_PARAMS:
             raise ConfigError(f"unknown loss.params key '{key}' for weighted_ce", did_you_mean(key, LOSS_PARAMS))
@@ -131,5 +133,8 @@ def build_weighted_ce(train: SegData, **params) -> WeightedCrossEntropy:
         value = p[key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
             raise ConfigError(f"loss.params.{key} must be a number >= 0, got {value!r}")
-    weights = weights_for(train, p["scheme"], p["max_weight"], float(p["absent_weight"]))
-    return WeightedCrossEntropy(weights, train.ignore_index)
+    if weights is None:
+        weights = weights_for(train, p["scheme"], p["max_weight"], float(p["absent_weight"]))
+    else:
+        weights = torch.as_tensor(weights, dtype=torch.float32)
+    return WeightedCrossEntropy(weights, train.ignore_index if train is not None else ignore_index)

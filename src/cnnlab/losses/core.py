@@ -65,15 +65,19 @@ LOSSES: dict[str, set[str]] = {"dice": {"smooth", "include_background"}, "cross_
                                "mse": set()}
 
 
-def build_loss(name: str, params: dict, ignore_index: int | None = None, train=None) -> Loss:
-    """A loss function of (logits, target) from the recipe's loss section (train: split for class weights)."""
+def build_loss(name: str, params: dict, ignore_index: int | None = None, train=None,
+               weights: torch.Tensor | None = None) -> Loss:
+    """A loss function of (logits, target) from the recipe's loss section.
+
+    train: the training split, whose masks give the class weights of a weighted loss; weights: the weights a run
+    stored in its checkpoint (loss_entries), used as they are, so an evaluation never recomputes them."""
     params = dict(params)
     allowed = LOSSES
     lookup(allowed, name, "loss")
     if name == "weighted_ce":  # weights from the training split's class frequencies (class_weights.py)
-        if train is None:
+        if train is None and weights is None:
             raise ConfigError("loss 'weighted_ce' needs the training split to compute class weights")
-        return build_weighted_ce(train, **params)
+        return build_weighted_ce(train, weights=weights, ignore_index=ignore_index, **params)
     for key in params:
         if key not in allowed[name]:
             raise ConfigError(f"unknown config key 'loss.params.{key}' for loss '{name}'",
@@ -87,3 +91,15 @@ def build_loss(name: str, params: dict, ignore_index: int | None = None, train=N
         return lambda lo, t: dice_loss(lo, t, ignore_index=ignore_index, **params) + w * cross_entropy(
             lo, t, ignore_index)
     return lambda out, t: F.mse_loss(out.float(), t.float())
+
+
+def needs_weights(name: str, params: dict) -> bool:
+    """Whether a loss weighs classes by the training masks' frequencies (its weights are then stored in the run)."""
+    return name == "weighted_ce" and params.get("scheme", "median") != "none"
+
+
+def loss_entries(loss_fn: Loss) -> dict:
+    """What a checkpoint keeps of a loss: its class weights (computed once from the training masks), so that
+    `cnnlab evaluate` scores with the very weights training used, without the training data."""
+    weights = getattr(loss_fn, "weights", None)
+    return {} if weights is None else {"class_weights": [float(w) for w in weights]}
