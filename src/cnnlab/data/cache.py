@@ -16,15 +16,20 @@ Keyed by (any change is a different entry, so a stale one is never read):
 
 Written atomically: arrays and meta.json into a temporary folder beside the entry, each fsynced, then one
 rename. Read defensively: meta.json must name the same key, each array its recorded shape, dtype, file size and
-CRC-32; anything else (a truncated or damaged file) is a note and the split is decoded again, never an error or
-wrong data. Not cached: splits under MIN_BYTES (decoding them is quicker than the files), formats that are not
-folders of image files, files changed in the last RACY_SECONDS (a rewrite within the file system's timestamp
-tick would keep its mtime), and a write that would leave the disk under FREE_MARGIN bytes.
+CRC-32, and every file must be a regular file (a FIFO would block the read); anything else (a truncated, empty or
+damaged file, whatever the damage) is a note and the split is decoded again, and the entry replaced, never an error
+or wrong data. One limit: a hit is memory-mapped, so a cache file truncated in place while a run is using it kills
+that run with SIGBUS (the kernel's rule for mapped files; cnnlab itself never truncates an entry, it writes new
+ones beside and renames); the next run decodes again. Not cached: splits under MIN_BYTES (decoding them is quicker
+than the files), formats that are not folders of image files, files changed in the last RACY_SECONDS (a rewrite
+within the file system's timestamp tick would keep its mtime), and a write that would leave the disk under
+FREE_MARGIN bytes.
 
 Where: data.cache_dir, else $CNNLAB_CACHE_DIR, else $XDG_CACHE_HOME/cnnlab/decoded (~/.cache/cnnlab/decoded).
 Off: data.cache: false, or `cnnlab train --no-cache` (reads and writes nothing). To reclaim space, delete the
 folder; each write also drops entries whose data root is gone, and entries of the same format, root and split
-whose files, cnnlab code or libraries have changed since.
+whose files, cnnlab code or libraries have changed since. Only folders holding cnnlab's marker file (MARKER,
+written first into every entry) are ever deleted: a shared data.cache_dir may hold other folders.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 import zlib
@@ -44,6 +50,7 @@ import numpy as np
 import torch
 
 from cnnlab.data.types import SPLIT_TYPES, Split
+from cnnlab.interrupts import protected
 
 CACHE_FORMAT = 1
 CACHE_DIR_ENV = "CNNLAB_CACHE_DIR"
@@ -57,6 +64,7 @@ MAX_FILES = 200_000          # a data.root this large (a home folder by mistake?
 STALE_TMP_SECONDS = 3600     # temporary folders of writes cut short are removed after an hour
 LIBRARIES = ("pillow", "numpy", "torch", "torchvision", "scikit-image")
 KINDS: dict[str, type] = {t.cache_kind: t for t in SPLIT_TYPES}  # meta.json's "kind" -> split type
+MARKER = "cnnlab-cache-entry"  # in every entry and temporary folder cnnlab writes: the only ones it deletes
 
 
 class _Unusable(Exception):
@@ -207,7 +215,7 @@ def entry_key(fmt: str, root: Path, split: str, size: list[int] | None, options:
 def read_entry(entry: Path, key: str) -> Split:
     """The split stored in entry, checked against key, shapes, dtypes, file sizes and checksums."""
     try:
-        meta = json.loads((entry / "meta.json").read_text())
+        meta = json.loads(_regular(entry / "meta.json").read_text())
         if meta.get("key") != key or meta.get("cache_format") != CACHE_FORMAT:
             raise _Unusable("written for other files or settings")
         kind = KINDS[meta["kind"]]
@@ -219,13 +227,21 @@ def read_entry(entry: Path, key: str) -> Split:
         return kind.from_cache(tensors, meta["names"], meta["fields"], list(meta["notes"]))
     except _Unusable:
         raise
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # damaged meta.json or .npy header
+    except Exception as e:  # noqa: BLE001 (any damage is a miss: EOFError of an empty .npy, a bad header, ...)
         raise _Unusable(f"{type(e).__name__}: {str(e)[:80]}") from None
+
+
+def _regular(path: Path) -> Path:
+    """path, refused unless a non-empty regular file: a FIFO would block the read, an empty file is damage."""
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+        raise _Unusable(f"{path.name} is {'empty' if stat.S_ISREG(st.st_mode) else 'not a regular file'}")
+    return path
 
 
 def _read_array(path: Path, spec: dict) -> np.ndarray:
     """One memory-mapped array (copy-on-write), refused unless shape, dtype, size on disk and CRC-32 match."""
-    arr = np.load(path, mmap_mode="c", allow_pickle=False)
+    arr = np.load(_regular(path), mmap_mode="c", allow_pickle=False)
     if list(arr.shape) != list(spec["shape"]) or str(arr.dtype) != spec["dtype"]:
         raise _Unusable(f"{path.name} holds {arr.dtype} {list(arr.shape)}, expected {spec['dtype']} {spec['shape']}")
     if path.stat().st_size != arr.offset + arr.nbytes:
@@ -256,7 +272,8 @@ def _store(folder: Path, entry: Path, key: str, data: Split, fmt: str, root: Pat
                 "split": split, "files": files[0], "code": code_digest(), "kind": data.cache_kind,
                 "names": list(data.names), "notes": list(data.notes), "fields": data.cache_fields(),
                 "written": time.strftime("%Y-%m-%d %H:%M:%S")}
-        _write_atomically(folder, entry, arrays, meta)
+        with protected():  # Ctrl-C or SIGTERM waits for the entry's rename: no temporary folder is left
+            _write_atomically(folder, entry, arrays, meta)
     except OSError as e:
         return f"decoded-image cache not written to {folder} ({e.strerror or e}); set data.cache_dir or {CACHE_DIR_ENV}"
     _prune(folder, entry, meta)
@@ -274,12 +291,15 @@ def _write_atomically(folder: Path, entry: Path, arrays: dict[str, np.ndarray], 
     """Arrays and meta.json into a temporary folder, fsynced, then renamed to the entry in one step."""
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=folder))
     try:
+        (tmp / MARKER).write_bytes(b"")
         meta["arrays"] = {}
         for name, arr in arrays.items():
             _fsync_write(tmp / f"{name}.npy", lambda f, a=arr: np.save(f, a, allow_pickle=False))
             meta["arrays"][name] = {"shape": list(arr.shape), "dtype": str(arr.dtype), "crc32": zlib.crc32(arr)}
         _fsync_write(tmp / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
-        if entry.exists():  # an unusable entry under this key
+        if entry.is_symlink() or entry.exists() and not entry.is_dir():  # not cnnlab's: a link, a FIFO, a file
+            entry.unlink()
+        elif entry.exists():  # an unusable entry under this key (its name is this key's)
             shutil.rmtree(entry, ignore_errors=True)
         try:
             os.rename(tmp, entry)
@@ -301,6 +321,8 @@ def _prune(folder: Path, entry: Path, meta: dict) -> None:
     now = time.time()
     for other in folder.iterdir():
         try:
+            if other.is_symlink() or not (other / MARKER).is_file():  # not written by cnnlab: never deleted
+                continue
             if other.name.startswith(".tmp-"):
                 if now - other.stat().st_mtime > STALE_TMP_SECONDS:
                     shutil.rmtree(other, ignore_errors=True)

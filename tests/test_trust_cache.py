@@ -1,0 +1,105 @@
+"""Issue 29: the decoded cache treats any damage of an entry as a miss, and deletes only what cnnlab wrote.
+
+Oracles: the split decoded with the cache off (bit for bit), counts of reader calls to tell a hit from a decode."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import pytest
+import yaml
+
+from cnnlab.data import cache
+from cnnlab.data.loading import load_split
+from conftest import tiny_recipe
+from test_data_cache import _age, _cfg, _count_decodes, _endovis, _entry, assert_same_split
+
+
+@pytest.fixture
+def cached(monkeypatch, tmp_path):
+    monkeypatch.setattr(cache, "MIN_BYTES", 0)
+    monkeypatch.setattr(cache, "RACY_SECONDS", 0.0)
+    return tmp_path / "cache"
+
+
+@pytest.mark.parametrize("damage", ["empty", "empty_meta", "header_only", "fifo", "directory"])
+def test_any_damage_of_an_entry_is_a_miss_and_the_entry_is_replaced(tmp_path, cached, monkeypatch, damage):
+    """Before: a 0-byte images.npy raised EOFError out of every run (`: > images.npy`), a FIFO blocked forever."""
+    root = _endovis(tmp_path)
+    _age(root)
+    cfg = _cfg("endovis", root, cached)
+    fresh = load_split(_cfg("endovis", root, None, cache=False), "train")
+    load_split(cfg, "train")
+    images = _entry(cached) / "images.npy"
+    if damage == "empty":
+        images.write_bytes(b"")
+    elif damage == "empty_meta":
+        (_entry(cached) / "meta.json").write_bytes(b"")
+    elif damage == "header_only":
+        images.write_bytes(images.read_bytes()[:128])
+    elif damage == "fifo":
+        images.unlink()
+        os.mkfifo(images)
+    else:
+        images.unlink()
+        images.mkdir()
+    calls = _count_decodes(monkeypatch, "endovis")
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(load_split(cfg, "train")), daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # unblock the FIFO's reader so that the test ends
+        with open(images, "wb"):
+            pass
+        pytest.fail("the cache read blocked")
+    (data,) = result
+    assert calls[0] == 1
+    assert assert_same_split(fresh, data, extra_notes=1) is None
+    assert "decoded the files again" in data.notes[-1]
+    hit = load_split(cfg, "train")  # replaced: the next load is a hit
+    assert calls[0] == 1 and "read from the cache" in hit.notes[-1]
+
+
+def test_evaluate_reads_past_an_empty_test_entry(tmp_path, cached, monkeypatch):
+    """`cnnlab evaluate RUN` decoded the test split through the cache and stopped at EOFError on an empty entry."""
+    from cnnlab.cli import main
+
+    root = _endovis(tmp_path)
+    _age(root)
+    raw = tiny_recipe(root, tmp_path / "runs", train={"epochs": 1, "max_steps_per_epoch": 1},
+                      data={"cache_dir": str(cached)})
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(recipe)]) in (0, None)
+    (run_dir,) = (tmp_path / "runs").glob("tiny-*")
+    tests = [p for p in cached.iterdir() if p.name.startswith("endovis-test-")]
+    assert tests, sorted(p.name for p in cached.iterdir())
+    (tests[0] / "images.npy").write_bytes(b"")
+    assert main(["evaluate", str(run_dir)]) in (0, None)
+    ev = json.loads(sorted(run_dir.glob("evaluate*.json"))[-1].read_text())
+    ref = json.loads((run_dir / "summary.json").read_text())
+    assert ev["metrics"]["dice_mean"] == pytest.approx(ref["metrics"]["dice_mean"], abs=1e-6)
+    assert (tests[0] / "images.npy").stat().st_size > 0  # replaced
+
+
+def test_pruning_deletes_only_folders_cnnlab_wrote(tmp_path, cached, monkeypatch):
+    """A shared data.cache_dir: another tool's folders (one even shaped like an entry whose root is gone, one like
+    an old temporary folder) stay; cnnlab's own outdated entry is dropped."""
+    root = _endovis(tmp_path)
+    _age(root)
+    cfg = _cfg("endovis", root, cached)
+    load_split(cfg, "train")
+    own = _entry(cached)
+    assert (own / cache.MARKER).is_file()
+    foreign = cached / "someone-elses"
+    foreign.mkdir()
+    (foreign / "meta.json").write_text(json.dumps({"root": str(tmp_path / "gone"), "format": "endovis"}))
+    old_tmp = cached / ".tmp-their-work"
+    old_tmp.mkdir()
+    os.utime(old_tmp, (1_000_000_000, 1_000_000_000))
+    monkeypatch.setattr(cache, "code_digest", lambda: "cnnlab upgraded")
+    load_split(cfg, "train")
+    names = sorted(p.name for p in cached.iterdir())
+    assert "someone-elses" in names and ".tmp-their-work" in names
+    assert own.name not in names and len(names) == 3
