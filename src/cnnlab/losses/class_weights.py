@@ -6,6 +6,11 @@ training pixels to weight, and a neutral value keeps them counted normally in va
   and K the number of classes present; the pixel-weighted mean of the weights is then 1.
 - median frequency (Eigen & Fergus 2015): f_c = n_c / (pixels of the images that contain c), and
   w_c = median_c(f_c) / f_c, the median taken over the classes present (mean of the middle two when even).
+- ENet's ('enet_log', Paszke et al. 2016): w_c = 1 / ln(1.02 + p_c), p_c = n_c / N the class's share of all
+  counted pixels; bounded between 1/ln(2.02) = 1.42 and 1/ln(1.02) = 50.5, so a very rare class is not weighted
+  thousands of times (median frequency's weak point) while large classes still weigh less.
+Void/ignored pixels (the split's ignore_index) are never counted; the weights are computed once, from the training
+masks, and stored in the run's checkpoint (losses.core.loss_entries).
 """
 from __future__ import annotations
 
@@ -73,7 +78,17 @@ def median_frequency(counts: torch.Tensor, absent_weight: float = 1.0) -> torch.
     return _fill_absent(weights, present, absent_weight)
 
 
-SCHEMES = {"inverse": inverse_frequency, "median": median_frequency}
+def enet_log(counts: torch.Tensor, absent_weight: float = 1.0, c: float = 1.02) -> torch.Tensor:
+    """w_c = 1 / ln(c + p_c), p_c the class's share of all counted pixels (ENet); counts: C, or N x C per image."""
+    totals = (counts.sum(0) if counts.dim() == 2 else counts).double()
+    present = totals > 0
+    if not present.any():
+        raise DataError("no counted pixels to compute class weights from")
+    weights = 1.0 / torch.log(c + totals / totals.sum())
+    return _fill_absent(weights, present, absent_weight)
+
+
+SCHEMES = {"inverse": inverse_frequency, "median": median_frequency, "enet_log": enet_log}
 
 
 def weights_for(data: SegData, scheme: str = "median", max_weight: float | None = None,
@@ -121,6 +136,22 @@ class WeightedCrossEntropy(nn.Module):
 LOSS_PARAMS = {"scheme": "median", "max_weight": None, "absent_weight": 1.0}
 
 
+def training_weights(train: SegData | None, params: dict, scheme: str = "median") -> torch.Tensor | None:
+    """The class weights a loss's params ask for (scheme, default `scheme`; max_weight; absent_weight), from the
+    training split's masks; None for scheme 'none'. The numbers are checked first (one line each)."""
+    p = {**LOSS_PARAMS, "scheme": scheme, **{k: v for k, v in params.items() if k in LOSS_PARAMS}}
+    for key in ("max_weight", "absent_weight"):
+        value = p[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise ConfigError(f"loss.params.{key} must be a number >= 0, got {value!r}")
+    if p["scheme"] not in SCHEMES and p["scheme"] != "none":
+        raise ConfigError(f"unknown loss.params.scheme '{p['scheme']}'",
+                          did_you_mean(str(p["scheme"]), [*SCHEMES, "none"]))
+    if p["scheme"] != "none" and train is None:
+        raise ConfigError("class weights need the training split (its masks) to be computed from")
+    return weights_for(train, p["scheme"], p["max_weight"], float(p["absent_weight"]))
+
+
 def build_weighted_ce(train: SegData | None, weights: torch.Tensor | None = None, ignore_index: int | None = None,
                       **params) -> WeightedCrossEntropy:
     """The 'weighted_ce' loss for a training split; params: scheme (median|inverse|none), max_weight, absent_weight.
@@ -128,13 +159,8 @@ def build_weighted_ce(train: SegData | None, weights: torch.Tensor | None = None
     for key in params:
         if key not in LOSS_PARAMS:
             raise ConfigError(f"unknown loss.params key '{key}' for weighted_ce", did_you_mean(key, LOSS_PARAMS))
-    p = {**LOSS_PARAMS, **params}
-    for key in ("max_weight", "absent_weight"):
-        value = p[key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-            raise ConfigError(f"loss.params.{key} must be a number >= 0, got {value!r}")
     if weights is None:
-        weights = weights_for(train, p["scheme"], p["max_weight"], float(p["absent_weight"]))
+        weights = training_weights(train, params)
     else:
         weights = torch.as_tensor(weights, dtype=torch.float32)
     return WeightedCrossEntropy(weights, train.ignore_index if train is not None else ignore_index)
