@@ -6,20 +6,38 @@ training (engine/summary.py).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from cnnlab.config import Recipe
+from cnnlab.engine.logs import get_logger
 from cnnlab.figures.run import loss_curves
 from cnnlab.metrics.confusion import ConfusionMatrix
 from cnnlab.tasks import task_for
 
+log = get_logger(__name__)
+
 
 def write_run_figures(run_dir: Path, r: Recipe, split, history: list[dict], pred: torch.Tensor | None = None,
                       cm: ConfusionMatrix | None = None) -> list[Path]:
-    """All figures of a finished run into run_dir/figures (pred: the task's prediction on the tested split)."""
+    """All figures of a finished run into run_dir/figures (pred: the task's prediction on the tested split).
+
+    A figure that cannot be drawn is a one-line warning, never an error: the run has trained and tested, its
+    summary.json is written, and a failed figure must not turn it into a failed run that --resume repeats."""
     fig_dir = run_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
-    paths = [loss_curves(history, fig_dir / "loss_curves.png", r.name)]
-    return paths + task_for(split).figures(fig_dir, split, pred, cm)
+    paths = _drawn("loss curves", lambda: [loss_curves(history, fig_dir / "loss_curves.png", r.name)])
+    return paths + _drawn("task figures", lambda: task_for(split).figures(fig_dir, split, pred, cm))
+
+
+def _drawn(what: str, draw: Callable[[], list[Path]]) -> list[Path]:
+    """draw(), or no figures and one warning line when drawing fails (a name matplotlib cannot lay out, a
+    missing font, a full disk)."""
+    try:
+        return draw()
+    except Exception as e:  # noqa: BLE001 (no figure is worth a finished run)
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+        log.warning(f"warning: the {what} were not drawn ({why}); the run's results and report are complete")
+        return []

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from cnnlab.figures.io import save_figure
 from cnnlab.figures.palette import display_image
+from cnnlab.figures.text import literal
 from cnnlab.metrics.boundary import boundary_band, boundary_dice
 
 BAND_TINT = np.array([255, 220, 0], dtype=np.float64)
@@ -59,7 +60,7 @@ def boundary_figure(images: torch.Tensor, truth: torch.Tensor, preds: dict[str, 
     for r, i in enumerate(rows):
         ti, bi = t[i].cpu().numpy(), band[i].cpu().numpy()
         axes[r, 0].imshow(display_image(images[i]))
-        axes[r, 0].set_title(names[i] if names else f"image {i}", fontsize=8)
+        axes[r, 0].set_title(literal(names[i]) if names else f"image {i}", fontsize=8)
         axes[r, 1].imshow(mask_panel(ti, ti, bi))
         axes[r, 1].set_title("truth + band", fontsize=8)
         for c, (label, p) in enumerate(preds.items(), start=2):

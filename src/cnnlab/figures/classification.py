@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from cnnlab.errors import CnnlabError
 from cnnlab.figures.io import save_figure
+from cnnlab.figures.text import literal
 
 
 def plot_confusion_matrix(cm: torch.Tensor | np.ndarray, class_names: Sequence[str], path: str | Path,
@@ -24,6 +25,7 @@ def plot_confusion_matrix(cm: torch.Tensor | np.ndarray, class_names: Sequence[s
     k = counts.shape[0]
     if counts.shape != (k, k) or len(class_names) != k:
         raise CnnlabError(f"confusion matrix is {counts.shape} but there are {len(class_names)} class names")
+    class_names = [literal(n) for n in class_names]
     rows = counts.sum(1, keepdims=True)
     shares = np.divide(counts, rows, out=np.zeros(counts.shape, float), where=rows > 0)
     side = min(max(4.0, 0.5 * k + 2), 14.0)
@@ -44,7 +46,7 @@ def plot_confusion_matrix(cm: torch.Tensor | np.ndarray, class_names: Sequence[s
                     ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=font,
                             color="white" if shares[i, j] > 0.5 else "black")
     acc = np.trace(counts) / max(counts.sum(), 1)
-    ax.set(xlabel="predicted class", ylabel="true class", title=f"{title} (accuracy {acc:.3f})")
+    ax.set(xlabel="predicted class", ylabel="true class", title=f"{literal(title)} (accuracy {acc:.3f})")
     return save_figure(fig, path)
 
 
@@ -71,6 +73,7 @@ def plot_misclassified(images: torch.Tensor, labels: torch.Tensor, preds: torch.
                        path: str | Path, probs: torch.Tensor | None = None, max_items: int = 24) -> Path:
     """Wrongly classified images titled 'true / predicted'; most confident mistakes first when probs are given."""
     wrong = select_misclassified(labels, preds, probs, max_items)
+    class_names = [literal(n) for n in class_names]
     n = int(wrong.numel())
     cols = min(8, max(n, 1))
     rows = max(1, math.ceil(n / cols))

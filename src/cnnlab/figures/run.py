@@ -11,6 +11,7 @@ from matplotlib.patches import Patch
 from cnnlab.data.types import ColorData, SegData
 from cnnlab.figures.io import save_figure
 from cnnlab.figures.palette import class_colors, display_image, overlay
+from cnnlab.figures.text import literal
 from cnnlab.metrics.boundary import dice_per_image
 from cnnlab.metrics.confusion import ConfusionMatrix
 from cnnlab.metrics.names import CURVE_METRICS, label
@@ -36,7 +37,7 @@ def loss_curves(history: list[dict], path: Path, title: str = "") -> Path:
     # one legend for both axes, below them: inside, the metric's axis drew its curve over the loss legend
     handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    ax.set_title(title or "loss curves")
+    ax.set_title(literal(title) if title else "loss curves")
     ax.grid(alpha=0.3)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return save_figure(fig, path, dpi=110, tight=False)
@@ -93,13 +94,13 @@ def seg_overlays(split: SegData, pred: torch.Tensor, scores: torch.Tensor, path:
         axes[row, 2].imshow(overlay(img, _scored_only(pred[i], split.masks[i], split.ignore_index), n,
                                     ignore_index=split.ignore_index))
         rank = "worst" if i in worst else "best" if i in best else "unscored"
-        axes[row, 0].set_title(f"{split.names[i]} ({rank})")
+        axes[row, 0].set_title(f"{literal(split.names[i])} ({rank})")
         axes[row, 1].set_title("ground truth")
         axes[row, 2].set_title(f"prediction\n{score_name}: {scores[i]:.2f}", fontsize=9)  # two lines: never clipped
         for a in axes[row]:
             a.axis("off")
     cols = class_colors(n) / 255
-    handles = [Patch(color=cols[c], label=name) for c, name in enumerate(split.class_names) if c > 0]
+    handles = [Patch(color=cols[c], label=literal(name)) for c, name in enumerate(split.class_names) if c > 0]
     if split.ignore_index is not None and any(bool((split.masks[i] == split.ignore_index).any()) for i in picks):
         handles.append(Patch(color=(0.25, 0.25, 0.25), label="darkened: not scored (ignored, e.g. outside the "
                                                               "field of view)"))
@@ -137,7 +138,7 @@ def color_samples(split: ColorData, out: torch.Tensor, idx: torch.Tensor, path: 
         axes[row, 0].imshow(split.images[i, 0].numpy(), cmap="gray", vmin=0, vmax=255)
         axes[row, 1].imshow(to_rgb(split, out[row], i, truth=False))
         axes[row, 2].imshow(to_rgb(split, out[row], i, truth=True))
-        for a, title in zip(axes[row], (f"grey input {split.names[i]}", "prediction", "truth")):
+        for a, title in zip(axes[row], (f"grey input {literal(split.names[i])}", "prediction", "truth")):
             a.set_title(title)
             a.axis("off")
     fig.tight_layout()

@@ -18,6 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cnnlab.figures.io import save_figure
 from cnnlab.figures.palette import class_colors
+from cnnlab.figures.text import literal
 from cnnlab.metrics.names import PER_CLASS_LABELS
 
 VARIANT_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
@@ -80,11 +81,12 @@ def study_loss_curves(results: dict, path: Path, metric: str | None = None, metr
     axes = fig.subplots(2 if has_metric else 1, len(labels), squeeze=False)
     for col, label in enumerate(labels):
         _curves_panel(axes[0, col], results, label, (("train_loss", "-", "o"), ("val_loss", "--", "s")))
-        axes[0, col].set(xlabel="epoch", ylabel="loss", title=label.replace("__", ", ") or "all runs")
+        axes[0, col].set(xlabel="epoch", ylabel="loss", title=literal(label.replace("__", ", ")) or "all runs")
         if has_metric:
             _curves_panel(axes[1, col], results, label, ((f"val_{metric}", "--", "s"),))
             axes[1, col].set(xlabel="epoch", ylabel=f"validation {metric_label or metric}")
-    handles = [Line2D([], [], color=variant_color(results["variants"], v), lw=2, label=v) for v in results["variants"]]
+    handles = [Line2D([], [], color=variant_color(results["variants"], v), lw=2, label=literal(v))
+               for v in results["variants"]]
     handles += [Line2D([], [], color="black", ls="-", marker="o", ms=4, label="training"),
                 Line2D([], [], color="black", ls="--", marker="s", ms=4, label="validation")]
     fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8, bbox_to_anchor=(0.5, 1.06))
@@ -111,7 +113,7 @@ def headline_bars(results: dict, metric: str, label: str, path: Path) -> Path:
                    yerr=st["std"] or 0.0, capsize=3, ecolor="black")
             vals = list(st["values"].values())
             ax.scatter([x] * len(vals), vals, s=10, color="black", zorder=3)
-    ax.set_xticks(range(len(groups)), [g.replace("__", "\n") or "all runs" for g in groups])
+    ax.set_xticks(range(len(groups)), [literal(g.replace("__", "\n")) or "all runs" for g in groups])
     ax.set(xlabel="grid point" if any(groups) else "", ylabel=label,
            title=f"{label}: mean ± std over seeds (dots: single seeds)")
     if all(0 <= v <= 1 for r in rows for v in r["stats"].get(metric, {}).get("values", {}).values()):
@@ -136,7 +138,7 @@ def difference_plot(results: dict, metric: str, label: str, path: Path) -> Path:
             ax.plot(d["mean"], y, "o", color=color, mfc="white")
     ax.axvline(0, color="black", lw=1)
     ax.invert_yaxis()  # first row on top, as in the table
-    ax.set_yticks(range(len(rows)), [f"{r['variant']} {r['label'].replace('__', ', ')}" for r in rows])
+    ax.set_yticks(range(len(rows)), [literal(f"{r['variant']} {r['label'].replace('__', ', ')}") for r in rows])
     ax.set(xlabel=f"Δ {label} vs '{results['baseline']}' (paired over seeds)",
            title="difference to the baseline, 95% t-interval (open: one pair, no interval)")
     ax.grid(axis="x", alpha=0.3)
@@ -159,8 +161,8 @@ def per_class_dice_bars(per_class: dict, path: Path, title: str = "strict Dice p
             continue
         ax.bar(i, d, 0.8, color=cols[i], edgecolor="black", linewidth=0.6)
         ax.text(i, d + 0.01, f"{d:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4
-                  else "center")
+    ax.set_xticks(range(len(names)), [literal(n) for n in names], rotation=30 if len(names) > 4 else 0,
+                  ha="right" if len(names) > 4 else "center")
     ax.set(xlabel="class", ylabel=PER_CLASS_LABELS["dice"], ylim=(0, 1.08), title=title)
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path, dpi=STUDY_DPI)
