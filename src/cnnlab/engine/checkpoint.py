@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.interrupts import protected
 
 
 def current_umask() -> int:
@@ -31,6 +32,11 @@ def atomic_save(obj: dict, path: Path) -> None:
     user's umask), so a group that can read the run dir can read its checkpoints too.
     """
     path = Path(path)
+    with protected():  # a Ctrl-C or SIGTERM waits for the rename: no half-written zip, no traceback from it
+        _write_atomically(obj, path)
+
+
+def _write_atomically(obj: dict, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
@@ -63,3 +69,14 @@ def load_checkpoint(path: Path) -> dict:
     except (RuntimeError, EOFError, OSError) as e:
         raise CnnlabError(f"{path}: unreadable checkpoint ({type(e).__name__})",
                           "it may be truncated; the other checkpoint in the run dir may still be good") from None
+
+
+def saved_epoch(path: Path) -> int | None:
+    """The epoch a checkpoint on disk holds (None where there is none or it cannot be read): what an interrupt's
+    line names, so that it says what was written rather than what the loop had reached. Memory-mapped, so reading
+    the number does not read the weights."""
+    try:
+        ck = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+        return int(ck["state"]["epoch"])
+    except Exception:  # noqa: BLE001 - missing, truncated or foreign: the line then says no epoch is held
+        return None

@@ -1,13 +1,10 @@
 """A whole run: set up, fit with checkpoints every epoch, pick the best, test it, write the run dir."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import shlex
 import signal
-import threading
-from collections.abc import Iterator
 from dataclasses import asdict as dc_asdict
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +13,7 @@ import torch
 
 from cnnlab.config import Recipe, asdict, read_yaml, recipe_from_dict
 from cnnlab.data.loading import RunData, load_run_data
-from cnnlab.engine.checkpoint import atomic_save, load_checkpoint
+from cnnlab.engine.checkpoint import atomic_save, load_checkpoint, saved_epoch
 from cnnlab.engine.context import RunContext
 from cnnlab.engine.distributed import (
     barrier,
@@ -50,10 +47,11 @@ from cnnlab.engine.rundir import (
     write_config,
 )
 from cnnlab.engine.runtime import choose_threads, resolve_runtime, seed_everything
-from cnnlab.engine.steps import Normalizer, evaluate
+from cnnlab.engine.steps import Normalizer, evaluate, run_window
 from cnnlab.engine.summary import write_summary
 from cnnlab.engine.watch import RunWatch, per_process
 from cnnlab.errors import CnnlabError
+from cnnlab.interrupts import Terminated, handled, last_signal, protected, was_forced
 from cnnlab.losses.core import build_loss, loss_entries
 from cnnlab.models import build_model
 from cnnlab.models.weights import load_compatible, load_weights_file
@@ -66,31 +64,6 @@ class Interrupted(CnnlabError):
     """Ctrl-C or SIGTERM during training; last.pt holds the last finished epoch."""
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the run is so that it ends like Ctrl-C: last.pt kept, the resume hint printed."""
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (kill, a scheduler's time limit, torchrun stopping its workers) ends the run like Ctrl-C.
-
-    Python's default for SIGTERM is to die on the spot without a word; signal handlers can only be set from the
-    main thread, so elsewhere (a study in a worker thread) the default stays.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_term(signum, frame):
-        raise _Terminated
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _setup(r: Recipe):
     """Data, model, loss, optimizer and runtime for a recipe."""
     seed_everything(r.train.seed)
@@ -100,7 +73,7 @@ def _setup(r: Recipe):
     _check_task(r, data)
     n_out = task_for(r.task).num_outputs(data.class_names)
     in_ch = data.train.images.shape[1]
-    size = tuple(data.train.images.shape[-2:])
+    size = tuple(r.data.patch or data.train.images.shape[-2:])  # the model sees patches where data.patch is set
     model = build_model(r.model.name, in_ch, n_out, size, r.model.params)
     report = None
     if r.model.init:
@@ -134,7 +107,7 @@ def _checkpoint(ctx: RunContext, state: TrainState) -> dict:
     ck = {"model": unwrap(ctx.core).state_dict(), "optimizer": ctx.opt.state_dict(), "state": dc_asdict(state),
           "recipe": asdict(r), "norm": {"mean": list(norm.mean), "std": list(norm.std)},
           "class_names": data.class_names, "in_channels": data.train.images.shape[1],
-          "input_size": list(data.train.images.shape[-2:])}
+          "input_size": list(r.data.patch or data.train.images.shape[-2:])}
     if ctx.scaler is not None and ctx.scaler.is_enabled():  # fp16 loss scale: exact resume needs it
         ck["scaler"] = ctx.scaler.state_dict()
     ck.update(task_for(r.task).checkpoint_entries(r, data.train))
@@ -192,21 +165,33 @@ def train(recipe: Recipe, resume_dir: Path | None = None, overrides: list[str] |
     (to the console and the run dir's train.log). overrides: the --set of a resume, recorded in history.yaml.
     """
     init_from_env()
+    with handled():  # from here on Ctrl-C and SIGTERM end the run with one line; writes are never cut
+        try:
+            return _train(recipe, resume_dir, overrides)
+        except KeyboardInterrupt as e:  # before the run dir was locked: reading the data, building the model
+            what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            if resume_dir is not None:
+                raise _interrupted(e, Path(resume_dir)) from None
+            raise Interrupted(f"{what} before training began (reading the data or building the model); "
+                              "nothing was trained") from None
+
+
+def _train(recipe: Recipe, resume_dir: Path | None, overrides: list[str] | None) -> Path:
     ctx, transfer = _context(recipe, resume_dir)
     run_dir, state = ctx.run_dir, TrainState()
-    with run_dir_lock(run_dir), _sigterm_interrupts(), ctx.watch, run_log(run_dir, enabled=is_main()):
-        if transfer is not None and resume_dir is None and is_main():
-            log.info(_transfer_line(recipe, transfer))
-        if resume_dir is not None:
-            state, norm = _restore(ctx, overrides or [])
-            ctx = replace(ctx, norm=norm)
-        ctx.watch.attach(run_dir, state.epoch)
-        if is_main():
-            check_free_space(run_dir, ctx.core)
-        for note in ctx.data.notes if is_main() else []:
-            log.info(f"note: {note}")
-        ctx = replace(ctx, core=prepare(ctx.core, recipe.train.sync_batchnorm))
+    with run_dir_lock(run_dir), ctx.watch, run_log(run_dir, enabled=is_main()):
         try:
+            if transfer is not None and resume_dir is None and is_main():
+                log.info(_transfer_line(recipe, transfer))
+            if resume_dir is not None:
+                state, norm = _restore(ctx, overrides or [])
+                ctx = replace(ctx, norm=norm)
+            ctx.watch.attach(run_dir, state.epoch)
+            if is_main():
+                check_free_space(run_dir, ctx.core)
+            for note in ctx.data.notes if is_main() else []:
+                log.info(f"note: {note}")
+            ctx = replace(ctx, core=prepare(ctx.core, recipe.train.sync_batchnorm))
             _loop(ctx, state)
             barrier()
             ctx.core.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
@@ -214,14 +199,24 @@ def train(recipe: Recipe, resume_dir: Path | None = None, overrides: list[str] |
                 summary = write_summary(ctx, state, per_process(bar))
             ctx.watch.finish(run_dir, summary, state.epoch)
         except KeyboardInterrupt as e:
-            raise _interrupted(e, run_dir, state) from None
+            raise _interrupted(e, run_dir) from None
+        except Exception as e:
+            if last_signal() is None or isinstance(e, CnnlabError):
+                raise
+            # a second signal cut a library call short (torch.save's zip writer raises its own error then)
+            raise _interrupted(Terminated() if last_signal() == signal.SIGTERM else KeyboardInterrupt(),
+                               run_dir) from None
     return run_dir
 
 
-def _interrupted(e: KeyboardInterrupt, run_dir: Path, state: TrainState) -> Interrupted:
-    """Ctrl-C or SIGTERM as one line saying what last.pt holds, with the resume command."""
-    what = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
-    held = (f"{run_dir / 'last.pt'} holds epoch {state.epoch}" if (run_dir / "last.pt").is_file()
+def _interrupted(e: KeyboardInterrupt, run_dir: Path) -> Interrupted:
+    """Ctrl-C or SIGTERM as one line saying what last.pt holds (read back from the file, not from the loop's
+    state), with the resume command."""
+    what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+    if was_forced():
+        what += " at once by a second signal"
+    epoch = saved_epoch(run_dir / "last.pt")
+    held = (f"{run_dir / 'last.pt'} holds epoch {epoch}" if epoch is not None
             else "no epoch had finished, the resume starts it again")
     return Interrupted(f"{what}; {held}", f"resume with: cnnlab train --resume {shlex.quote(str(run_dir))}")
 
@@ -244,8 +239,9 @@ def _restore(ctx: RunContext, overrides: list[str]) -> tuple[TrainState, Normali
         if is_main():
             log.info(f"resuming {run_dir} at epoch {state.epoch + 1}")
     if is_main():
-        record_resume(run_dir, ctx.recipe, state.epoch, overrides)
-        moved = set_aside_derived(run_dir, state.best_epoch) if _will_train(ctx.recipe, state) else None
+        with protected():
+            record_resume(run_dir, ctx.recipe, state.epoch, overrides)
+            moved = set_aside_derived(run_dir, state.best_epoch) if _will_train(ctx.recipe, state) else None
         if moved is not None:
             log.info(f"note: files made from the earlier best.pt (export/, evaluate_*.json) moved to {moved}")
     return state, norm
@@ -287,14 +283,15 @@ def _loop(ctx: RunContext, state: TrainState) -> None:
         tr_loss, seen, secs, steps = _train_epoch(ctx, model, state)
         with ctx.watch.val_phase(e, len(ctx.data.val)) as vbar:
             val, _ = evaluate(core, ctx.data.val, ctx.rt, ctx.norm, ctx.loss_fn, r.train.eval_batch_size,
-                              per_process(vbar))
+                              per_process(vbar), window=run_window(r))
         row = {"epoch": e + 1, "lr": lr, "train_loss": tr_loss, **{f"val_{k}": v for k, v in val.items()},
                "seconds": round(secs, 3), "images_per_s": seen / max(secs, 1e-9)}
-        improved = _record(r, state, row, task_for(r.task).selection_score(val), seen, secs)
-        ctx.watch.epoch(row, steps, improved)  # events.jsonl and trackers (rank 0)
-        if is_main():
-            _save_epoch(ctx, state, improved)
-            log.info(_epoch_line(r, e, row) + ("  *best" if improved else ""), extra=quiet(r.train.progress))
+        with protected():  # the epoch's state, events, trackers, checkpoints and metrics.csv: one uncut step
+            improved = _record(r, state, row, task_for(r.task).selection_score(val), seen, secs)
+            ctx.watch.epoch(row, steps, improved)  # events.jsonl and trackers (rank 0)
+            if is_main():
+                _save_epoch(ctx, state, improved)
+                log.info(_epoch_line(r, e, row) + ("  *best" if improved else ""), extra=quiet(r.train.progress))
         if r.train.patience and state.bad_epochs >= r.train.patience and is_main():
             log.info(f"early stop: no improvement for {state.bad_epochs} epochs (best epoch {state.best_epoch})")
 
@@ -307,8 +304,9 @@ def _train_epoch(ctx: RunContext, model: torch.nn.Module, state: TrainState) -> 
         with ctx.watch.train_phase(e, epoch_images(len(ctx.data.train), ctx.recipe)) as bar:
             tr_loss, seen, secs = train_one_epoch(ctx, model, e, bar)
     except TrainingDiverged as err:
-        kept = "no checkpoint was written" if not e else f"last.pt keeps epoch {e}" + (
-            f", best.pt epoch {state.best_epoch}" if state.best_epoch > 0 else "")
+        held, best = saved_epoch(ctx.run_dir / "last.pt"), saved_epoch(ctx.run_dir / "best.pt")
+        kept = "no checkpoint was written" if held is None else f"last.pt keeps epoch {held}" + (
+            f", best.pt epoch {best}" if best is not None else "")
         raise TrainingDiverged(f"{err.message}; {kept}", _diverged_hint(ctx.recipe, ctx.run_dir)) from None
     return tr_loss, seen, secs, bar.steps
 

@@ -20,6 +20,7 @@ import yaml
 from cnnlab.config import Recipe, dump_recipe
 from cnnlab.engine.distributed import is_main
 from cnnlab.errors import CnnlabError
+from cnnlab.interrupts import protected
 
 
 def git_hash() -> str:
@@ -69,8 +70,12 @@ def environment() -> dict:
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace a small text file in one step (a kill mid-write leaves the old file, never half a file)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with protected():  # a Ctrl-C or SIGTERM waits for the rename: no temp file is left behind
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def write_config(run_dir: Path, recipe: Recipe, resumes: list[dict] | None = None) -> None:

@@ -11,8 +11,8 @@ from cnnlab.engine.context import RunContext
 from cnnlab.engine.distributed import is_main, world
 from cnnlab.engine.figures import write_run_figures
 from cnnlab.engine.fit import TrainState
-from cnnlab.engine.rundir import environment, git_hash, read_resumes
-from cnnlab.engine.steps import evaluate, iter_logits
+from cnnlab.engine.rundir import environment, git_hash, read_resumes, write_text_atomic
+from cnnlab.engine.steps import evaluate, iter_logits, run_window
 from cnnlab.metrics.names import metric_conventions
 from cnnlab.models.classifiers import count_parameters
 from cnnlab.tasks import Task, task_for
@@ -45,10 +45,12 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     n_kept = task.predicted_samples(split)
     kept, keep = _keeper(task, n_kept)
     t0 = time.perf_counter()
+    window = run_window(r)  # patch-trained runs: whole images by sliding windows
     final, cm = evaluate(core, split, ctx.rt, ctx.norm, ctx.loss_fn, bs, on_batch,
-                         on_logits=keep if world() == 1 else None)
+                         on_logits=keep if world() == 1 else None, window=window)
     eval_s = time.perf_counter() - t0
-    val = evaluate(core, data.val, ctx.rt, ctx.norm, ctx.loss_fn, bs, on_batch)[0] if has_test else final
+    val = evaluate(core, data.val, ctx.rt, ctx.norm, ctx.loss_fn, bs, on_batch, window=window)[0] if has_test \
+        else final
     summary = {
         "name": r.name, "task": r.task, "evaluated_on": split_name, "test_split": has_test, "n_images": len(split),
         "metrics": final, "validation": val, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
@@ -70,6 +72,6 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
             kept.append(task.prediction_batch(logits))
     pred = torch.cat(kept) if kept else None
     summary.update(task.test_entries(split, cm, pred))
-    (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomic(ctx.run_dir / "summary.json", json.dumps(summary, indent=2))
     write_run_figures(ctx.run_dir, r, split, state.history, pred, cm)
     return summary

@@ -17,6 +17,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, lookup
 from cnnlab.inference.predict import TrainedRun, load_run
+from cnnlab.interrupts import protected
 from cnnlab.tasks import task_for
 
 ATOL = 1e-4   # fp32 on CPU: op reordering in the exported graph changes results at the 1e-6 level
@@ -129,7 +130,9 @@ def preprocess_spec(run: TrainedRun, fmt: str, check: dict) -> dict:
         "input": {"layout": "NCHW", "dtype": "float32", "batch": "dynamic", "height": h, "width": w,
                   "channels": run.in_channels, "channel_order": _channel_order(run)},
         "input_size": [h, w],
-        "resize": _resize_words(prep),
+        "resize": (_resize_words(prep) if run.window is None else "trained on height x width patches: whole "
+                   "images through sliding windows (see sliding_window), " + ("at native resolution, no resize"
+                   if prep["native_scale"] else "after resizing to preprocess.size as in training")),
         "preprocess": prep,
         "scale": "pixel / 255 (0..1); 16-bit and float grey images first to 0..255 by their own maximum "
                  "(round(255 * pixel / max)), as cnnlab's readers do",
@@ -141,7 +144,22 @@ def preprocess_spec(run: TrainedRun, fmt: str, check: dict) -> dict:
         "source": {"run_dir": str(run.run_dir), "checkpoint": "best.pt", "best_epoch": run.best_epoch,
                    "model": run.recipe.model.name if run.recipe else None},
         "verification": check,
+        "sliding_window": _window_spec(run),
     }
+
+
+def _window_spec(run: TrainedRun) -> dict | None:
+    """A patch-trained run (data.patch) sees whole images through sliding windows; what an application must do
+    to get the outputs `cnnlab predict` and the run's test got (cnnlab.engine.windows). None: whole images."""
+    w = run.window
+    if w is None:
+        return None
+    return {**w.describe(),
+            "steps": "pad the normalised image with 0 at the bottom and right up to at least height x width; along "
+                     "each side place windows at multiples of the stride int(side_window * (1 - overlap)), the "
+                     "last one flush with the end; add each window's logits times the weight outer(g_h, g_w), "
+                     "g(i) = exp(-0.5 * (((i + 0.5) / n - 0.5) / 0.125) ** 2) / its maximum, floored at 0.001; "
+                     "divide by the summed weights, cut the padding off, then argmax (softmax for probabilities)"}
 
 
 def preprocess_path(model_path: Path) -> Path:
@@ -164,6 +182,12 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     model = run.model.float().to(memory_format=torch.contiguous_format).eval()  # plain NCHW fp32 graph
     inputs = _inputs(run)
-    check = exporter(model, inputs[-1], path, inputs)
-    spec_path.write_text(json.dumps(preprocess_spec(run, fmt, check), indent=2))
+    with protected():  # Ctrl-C waits for the export; a failed or cut one leaves no file that blocks the next try
+        try:
+            check = exporter(model, inputs[-1], path, inputs)
+            spec_path.write_text(json.dumps(preprocess_spec(run, fmt, check), indent=2))
+        except BaseException:
+            for p in (path, spec_path):
+                p.unlink(missing_ok=True)
+            raise
     return path

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cnnlab.engine.rundir import write_text_atomic
 from cnnlab.errors import CnnlabError
 from cnnlab.figures.palette import class_colors
 from cnnlab.figures.run import loss_curves
@@ -130,9 +131,9 @@ def render_html(doc: Doc, folder: Path) -> str:
 
 def write_doc(doc: Doc, folder: Path) -> Path:
     """report.md and report.html into folder; returns the HTML path."""
-    (folder / "report.md").write_text(render_markdown(doc, folder))
+    write_text_atomic(folder / "report.md", render_markdown(doc, folder))
     path = folder / "report.html"
-    path.write_text(render_html(doc, folder))
+    write_text_atomic(path, render_html(doc, folder))
     return path
 
 

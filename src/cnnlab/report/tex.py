@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from cnnlab.engine.rundir import write_text_atomic
 from cnnlab.metrics.names import TASK_CONVENTIONS_TEX, task_conventions
 
 _ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
@@ -101,9 +102,9 @@ def write_pieces(folder: Path, title: str, pieces: dict[str, str]) -> Path:
     """Write each piece as NAME.tex and report.tex that inputs them in order; returns report.tex."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in pieces.items():
-        (folder / f"{name}.tex").write_text(text)
+        write_text_atomic(folder / f"{name}.tex", text)
     path = folder / "report.tex"
-    path.write_text(document_tex(title, list(pieces)))
+    write_text_atomic(path, document_tex(title, list(pieces)))
     return path
 
 

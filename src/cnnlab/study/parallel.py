@@ -32,6 +32,7 @@ import torch
 
 from cnnlab.engine.logs import console, get_logger
 from cnnlab.engine.rundir import write_text_atomic
+from cnnlab.interrupts import last_signal, second_signal_forces
 from cnnlab.study.plan import PlannedRun, StudyPlan, find_run_dir, read_failures
 from cnnlab.study.worker import (
     DIED,
@@ -135,9 +136,11 @@ def _child(study_dir: str, name: str, threads: int, gpu: str | None, conn) -> No
     """
     def interrupt_once(signum, frame):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise KeyboardInterrupt
+        if last_signal() is None:  # else the run already took a signal as its stop, and ended with its line
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, interrupt_once)
+    second_signal_forces(False)  # inside a run's writes too: the scheduler's SIGINT and the terminal's are one stop
     if gpu is not None:  # before anything touches CUDA in this process: the run sees its one GPU as cuda:0
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     conn.send(run_one(study_dir, name, threads))

@@ -11,6 +11,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cnnlab.engine.rundir import write_text_atomic
+from cnnlab.interrupts import protected
 from cnnlab.metrics.names import STUDY_METRICS, label, task_conventions
 from cnnlab.study.plan import StudyPlan, find_run_dir, grid_label, read_failures, read_plan
 from cnnlab.study.stats import excludes_zero, mean, paired_difference, sample_std
@@ -194,9 +196,10 @@ def write_study_table(study_dir: str | Path) -> dict:
     """Collect the results and write table.md, table.csv and study.json into the study folder."""
     study_dir = Path(study_dir)
     results = collect_results(study_dir)
-    (study_dir / "study.json").write_text(json.dumps(results, indent=1))
-    (study_dir / "table.md").write_text(table_markdown(results))
-    _write_csv(results, study_dir / "table.csv")
+    write_text_atomic(study_dir / "study.json", json.dumps(results, indent=1))
+    write_text_atomic(study_dir / "table.md", table_markdown(results))
+    with protected():
+        _write_csv(results, study_dir / "table.csv")
     return results
 
 
