@@ -26,6 +26,9 @@ class DataConfig:
     val: str = "validation"
     test: str = "test"               # a missing test split is a note, not an error
     size: list[int] | None = None    # [H, W] resize on load; None keeps the stored size
+    patch: list[int] | None = None   # [H, W]: train on random patches of this size cut from the images (at their
+    #                                  own size when data.size is unset); validate, test and predict whole images
+    #                                  with Gaussian-weighted sliding windows of it (cnnlab.engine.windows)
     label_fraction: float = 1.0      # seeded subset of the training split (label-scarce studies)
     val_fraction: float = 0.0        # carve validation out of train when the format has no val split
     options: dict = field(default_factory=dict)  # format-specific reader options
@@ -83,6 +86,9 @@ class TrainConfig:
                                      # busy (two 2-thread jobs on 2 cores ran 2-40x slower)
     progress: bool = True            # progress bars (plain lines where stdout is not a terminal), epoch lines
     max_steps_per_epoch: int = 0     # 0 = whole split; >0 caps steps (smoke tests)
+    foreground_oversample: float = 0.0  # data.patch: share of patches centred on a pixel of a class drawn
+    #                                  uniformly among the non-background classes of the image (nnU-Net: 1/3)
+    window_overlap: float = 0.5      # data.patch: overlap of the sliding windows that score whole images
     log_to: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, mlflow (optional extras)
     mlflow_uri: str = ""             # "" = $MLFLOW_TRACKING_URI, else a local sqlite:///<out>/mlflow.db
     size_schedule: list[list[float]] = field(default_factory=list)  # resolution schedule, small first: [[scale,
@@ -238,6 +244,10 @@ def _validate(r: Recipe, check_name: bool = True) -> None:
          "train.device", "must be auto, cpu or cuda"),
         (r.data.size is None or (len(r.data.size) == 2 and min(r.data.size) > 0), "data.size",
          "must be [H, W] with positive sides"),
+        (r.data.patch is None or (len(r.data.patch) == 2 and min(r.data.patch) >= 16), "data.patch",
+         "must be [H, W] with sides of at least 16"),
+        (0 <= r.train.foreground_oversample <= 1, "train.foreground_oversample", "must be in [0, 1]"),
+        (0 <= r.train.window_overlap < 1, "train.window_overlap", "must be in [0, 1)"),
         (_size_schedule_ok(r), "train.size_schedule", "must be [[scale, epochs], ...] with 0 < scale < 1, whole "
          "epochs >= 1 adding up to fewer than train.epochs (the last epochs train at data.size), and data.size set"),
     ]

@@ -41,11 +41,20 @@ def load_split(cfg: DataConfig, split: str, outputs: str | Path | None = None) -
     if not root.exists():
         raise DataError(f"data root not found: {root}", missing_root_hint(cfg.format, root))
     reads = getattr(reader, "data_paths", None)  # a reader that can name its files spares the cache a walk of root
-    return load_or_decode(cfg.format, root, split, cfg.size, cfg.options,
-                          lambda: reader.load(root, split, size=cfg.size, **cfg.options),
+    native = native_size(cfg, reader)  # patch training keeps each image at its own size (one cache entry apart)
+    extra = {"native": True} if native else {}
+    return load_or_decode(cfg.format, root, split, cfg.size, {**cfg.options, **extra},
+                          lambda: reader.load(root, split, size=cfg.size, **extra, **cfg.options),
                           enabled=cfg.cache, cache_dir=cfg.cache_dir,
                           skip=[Path(outputs).expanduser()] if outputs is not None else [],
                           reads=reads(root, **cfg.options) if reads is not None else None)
+
+
+def native_size(cfg: DataConfig, reader) -> bool:
+    """Whether the reader keeps each image at its own size: patch training (data.patch) without data.size, from a
+    reader that can (one taking `native`: folders); the others keep their stored size when data.size is unset."""
+    return (cfg.patch is not None and cfg.size is None
+            and "native" in inspect.signature(reader.load).parameters)
 
 
 # Formats read from another format's synthetic set (the endovis writer also writes colorization/).

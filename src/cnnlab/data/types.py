@@ -13,7 +13,11 @@ import torch
 
 @dataclass
 class SegData:
-    """A segmentation split: images N x C x H x W uint8, masks N x H x W uint8 (class indices)."""
+    """A segmentation split: images N x C x H x W uint8, masks N x H x W uint8 (class indices).
+
+    sizes: N x 2 (height, width) where images of different sizes are kept at their own size (data.patch without
+    data.size): each sits in the top-left corner of the common tensor, padded with image 0 and mask ignore_index
+    (else 0); patches and sliding windows never look beyond an image's own size. None: every image fills it."""
 
     images: torch.Tensor
     masks: torch.Tensor
@@ -24,20 +28,24 @@ class SegData:
     # how the data set's own mask files store each class ({"kind": grey_levels | binary | palette | rgb, "values":
     # one pixel value or [r, g, b] per class}), where the reader learnt it: predict writes masks the same way
     mask_encoding: dict | None = None
+    sizes: torch.Tensor | None = None
     cache_kind: ClassVar[str] = "seg"
     cache_arrays: ClassVar[tuple[str, ...]] = ("images", "masks")
 
     def cache_fields(self) -> dict:
         """What the cache keeps beside the arrays, names and notes."""
         own = {"mask_encoding": self.mask_encoding} if self.mask_encoding is not None else {}
+        if self.sizes is not None:
+            own["sizes"] = self.sizes.tolist()
         return {"class_names": list(self.class_names), "ignore_index": self.ignore_index, **own}
 
     @classmethod
     def from_cache(cls, arrays: dict[str, torch.Tensor], names: list[str], fields: dict, notes: list[str]
                    ) -> "SegData":
         """The split as it was stored (arrays named by cache_arrays, fields from cache_fields)."""
+        sizes = torch.tensor(fields["sizes"], dtype=torch.long) if fields.get("sizes") is not None else None
         return cls(arrays["images"], arrays["masks"], names, fields["class_names"], fields["ignore_index"], notes,
-                   fields.get("mask_encoding"))
+                   fields.get("mask_encoding"), sizes)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -46,7 +54,15 @@ class SegData:
         """A view on some samples (label-fraction runs, train/val splits)."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         return SegData(self.images[idx], self.masks[idx], [self.names[i] for i in idx.tolist()],
-                       self.class_names, self.ignore_index, list(self.notes), self.mask_encoding)
+                       self.class_names, self.ignore_index, list(self.notes), self.mask_encoding,
+                       self.sizes[idx] if self.sizes is not None else None)
+
+    def own_size(self, i: int) -> tuple[int, int]:
+        """Sample i's own height and width (see sizes)."""
+        if self.sizes is None:
+            return int(self.images.shape[-2]), int(self.images.shape[-1])
+        h, w = self.sizes[i].tolist()
+        return int(h), int(w)
 
 
 @dataclass

@@ -143,10 +143,16 @@ def train_one_epoch(ctx: RunContext, model: torch.nn.Module, epoch: int,
     batches = _batches(perm, r)
     size = scheduled_size(r, epoch)
     task = task_for(data.train)
+    patch = tuple(r.data.patch) if r.data.patch else None
+    g_patch = torch.Generator().manual_seed(base * 37 + rank())  # where patches lie: apart from augmentation's
     total, seen, t0 = 0.0, 0, time.perf_counter()
     for step, global_idx in enumerate(batches):
         idx = shard(global_idx)
-        x, y = make_batch(data.train, idx, ctx.rt, ctx.norm, r.augment, g_aug)
+        if patch is not None:  # data.patch: one random patch per sample, then augmented as whole images are
+            cut = task.patches(data.train, idx, patch, r.train.foreground_oversample, g_patch)
+            x, y = make_batch(cut, torch.arange(len(idx)), ctx.rt, ctx.norm, r.augment, g_aug)
+        else:
+            x, y = make_batch(data.train, idx, ctx.rt, ctx.norm, r.augment, g_aug)
         if size is not None:
             x, y = task.shrink_batch(x, y, size)
         with ctx.rt.autocast():

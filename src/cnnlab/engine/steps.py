@@ -10,10 +10,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cnnlab.config import AugmentConfig
+from cnnlab.config import AugmentConfig, Recipe
 from cnnlab.data.types import ClsData, ColorData, SegData
 from cnnlab.engine.distributed import all_sum, shard
 from cnnlab.engine.runtime import Runtime
+from cnnlab.engine.windows import Window, window_logits
 from cnnlab.losses.core import Loss
 from cnnlab.metrics.confusion import ConfusionMatrix
 from cnnlab.tasks import task_for
@@ -73,17 +74,51 @@ def predict_logits(model: nn.Module, data: Split, rt: Runtime, norm: Normalizer,
     return torch.cat(list(iter_logits(model, data, rt, norm, batch_size, idx)))
 
 
+def run_window(r: Recipe) -> Window | None:
+    """The sliding window a run's whole images are scored with: patch-trained runs only (data.patch)."""
+    return Window.of_recipe(r.data.patch, r.train.window_overlap, r.train.eval_batch_size)
+
+
+def whole_image_logits(model: nn.Module, data: SegData, i: int, rt: Runtime, norm: Normalizer, window: Window
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """1 x K x h x w logits (CPU) of sample i at its own size by sliding windows, and its 1 x h x w target."""
+    h, w = data.own_size(i)
+    x, y = task_for(data).make_batch(data, torch.tensor([i]), rt, norm)
+
+    def predict(b: torch.Tensor) -> torch.Tensor:
+        with rt.autocast():
+            return model(rt.to_input(b)).float()
+
+    return window_logits(predict, x[0, :, :h, :w], window)[None], y[:, :h, :w]
+
+
+def _padded(out: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Logits of an image smaller than the split's tensor, padded with 0 to it (kept label maps stack)."""
+    h, w = shape[-2:]
+    return torch.nn.functional.pad(out, [0, w - out.shape[-1], 0, h - out.shape[-2]])
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Split, rt: Runtime, norm: Normalizer, loss_fn: Loss,
              batch_size: int, on_batch: Callable[[int], None] | None = None,
-             on_logits: Callable[[torch.Tensor, torch.Tensor], None] | None = None
+             on_logits: Callable[[torch.Tensor, torch.Tensor], None] | None = None, window: Window | None = None
              ) -> tuple[dict, ConfusionMatrix | None]:
     """The task's metrics over a whole split (each process its shard, summed over processes), and its confusion
     matrix (None for colorization). on_batch: told each batch's size (a progress bar). on_logits: handed each
-    batch's model output and sample indices (evaluate's label maps and native-size scores: one pass of the model)."""
+    batch's model output and sample indices (evaluate's label maps and native-size scores: one pass of the model).
+    window: patch-trained runs score each whole image at its own size by sliding windows (engine/windows.py)."""
     model.eval()
     task = task_for(data)
     tally = task.tally(data, loss_fn)
+    if window is not None:
+        for i in shard(torch.arange(len(data))).tolist():
+            out, y = whole_image_logits(model, data, i, rt, norm, window)
+            tally.add(out.to(y.device), y)
+            if on_logits is not None:
+                on_logits(_padded(out, data.masks.shape), torch.tensor([i]))
+            if on_batch is not None:
+                on_batch(1)
+        return tally.result(all_sum)
     for chunk in shard(torch.arange(len(data))).split(batch_size):
         x, y = task.make_batch(data, chunk, rt, norm)
         with rt.autocast():

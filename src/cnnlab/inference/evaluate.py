@@ -126,7 +126,8 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
                           f"cnnlab evaluate {shlex.quote(str(run_dir))} (without --native)")
     cfg, own = _other_data(run, data_root, folders)
     split = (imagefolder.FLAT if r.data.format == "imagefolder" else "all") if folders else (split or r.data.test)
-    cfg = cfg if cfg.size is not None else replace(cfg, size=list(run.input_size))  # no-op at the trained size
+    if cfg.size is None and run.window is None:  # a patch-trained run's images stay at their own size
+        cfg = replace(cfg, size=list(run.input_size))  # no-op at the trained size
     notes = list(run.notes)
     if folders and r.data.options.get("fov") and not folders.get("fov"):
         notes.append("the run was trained with a field of view; none given (--fov DIR): every pixel is scored")
@@ -135,13 +136,17 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     loss_fn = _loss_for(run, task.ignore_index(data), notes)
     bs = batch_size or r.train.eval_batch_size
     binary = task.dense and len(data.class_names) == 2  # binary segmentation: per-image scores need the masks
-    scored, at, sink, size = data, "trained", _LabelMaps(binary), tuple(cfg.size)
+    scored, at, sink, size = data, "trained", _LabelMaps(binary), tuple(cfg.size or data.masks.shape[-2:])
+    if run.window is not None:  # sliding windows over each whole image, at the size training cut patches from
+        at, native = ("native" if cfg.size is None else "trained"), False
+        notes.append(WINDOWED.format(h=run.window.size[0], w=run.window.size[1], overlap=run.window.overlap))
     if native:
         scored, sink = _native_data(run, cfg, split, own, data, binary)
         at, size = "native", sink.size
     resolution = f"{at} {size[0]}x{size[1]}"
     with bars(progress, console).bar(f"evaluating '{split}'", len(data)) as bar:
-        metrics, cm = evaluate(run.model, data, run.rt, run.norm, loss_fn, bs, bar.advance, sink)
+        metrics, cm = evaluate(run.model, data, run.rt, run.norm, loss_fn, bs, bar.advance, sink,
+                               window=run.window)
     extra = {}
     if native:  # the native counts replace the trained-size ones
         extra, notes = {"metrics_trained_size": metrics}, notes + [NATIVE]
@@ -149,7 +154,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     pred = sink.maps() if binary else None
     result = {"run_dir": str(run.run_dir), "checkpoint": "best.pt", "best_epoch": run.best_epoch,
               "data_format": cfg.format, "data_root": str(cfg.root), "split": split, "n_images": len(data),
-              "input_size": list(cfg.size), "resolution": resolution,
+              "input_size": list(cfg.size or run.input_size), "resolution": resolution,
               "metrics": metrics, **extra, "class_names": run.class_names, "device": str(run.rt.device),
               "precision": run.rt.precision, "notes": notes + list(data.notes)}
     result.update(task.test_entries(scored, cm, pred))  # per-class scores; binary: per-image and boundary scores
@@ -163,6 +168,9 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     return result, path
 
 
+WINDOWED = ("trained on {h}x{w} patches (data.patch): each whole image scored by sliding windows of that size "
+            "(overlap {overlap:g}, Gaussian-weighted logits), as the run's validation and test; --native is implied "
+            "where training kept the images' own size")
 NATIVE = ("scored at each image's own size: the model's logits at the trained size upsampled bilinearly "
           "(align_corners=False) to it, argmax, against the masks (and field of view) as stored; "
           "'metrics_trained_size' holds the scores at the trained size (loss and soft Dice exist only there)")

@@ -23,7 +23,7 @@ from cnnlab.engine.progress import Bars
 from cnnlab.engine.runtime import Runtime, resolve_runtime
 from cnnlab.engine.steps import Normalizer
 from cnnlab.errors import CnnlabError, DataError
-from cnnlab.inference.sliding_window import check_window, sliding_window
+from cnnlab.inference.sliding_window import Window, check_window, sliding_window, window_logits
 from cnnlab.models import build_model
 from cnnlab.tasks import task_for
 
@@ -56,7 +56,19 @@ class TrainedRun:
         if self.recipe is None:
             return Preprocess(self.input_size, native_scale=True, mean=self.norm.mean, std=self.norm.std)
         d = self.recipe.data
-        return Preprocess.for_data(d.format, d.size, d.options, self.input_size, self.norm.mean, self.norm.std)
+        if d.patch is not None and d.size is None:  # patches cut at the images' own size
+            return Preprocess(self.input_size, native_scale=True, mean=self.norm.mean, std=self.norm.std)
+        size = tuple(d.size) if d.patch is not None else self.input_size  # patches cut from images at data.size
+        return Preprocess.for_data(d.format, d.size, d.options, size, self.norm.mean, self.norm.std)
+
+    @property
+    def window(self) -> Window | None:
+        """The sliding window of a patch-trained run (data.patch), the one its validation and test used; None
+        for runs trained on whole images."""
+        if self.recipe is None:
+            return None
+        return Window.of_recipe(self.recipe.data.patch, self.recipe.train.window_overlap,
+                                self.recipe.train.eval_batch_size)
 
 
 def load_run(run_dir: str | Path, device: str = "auto", precision: str | None = None) -> TrainedRun:
@@ -203,10 +215,25 @@ def _tiled(run: TrainedRun, img: torch.Tensor, window: tuple[int, int], overlap:
     h, w = img.shape[-2:]
     scaled = run.preprocess.training_scale(h, w)
     x = _normalised(run, resize_images(_model_channels(run, img[None]), scaled))[0]
-    p = sliding_window(lambda b: class_probabilities(run.model, b, run.rt, tta), x, window, overlap, batch_size)
+    if run.window is not None and window == run.window.size:  # the run's own window, as its test scored it
+        p = window_logits(lambda b: _logits(run, b, tta), x, run.window).softmax(0)
+    else:
+        p = sliding_window(lambda b: class_probabilities(run.model, b, run.rt, tta), x, window, overlap,
+                           batch_size)
     if tuple(p.shape[-2:]) != (h, w):
         p = F.interpolate(p[None], size=(h, w), mode="bilinear", align_corners=False)[0]
     return p
+
+
+@torch.no_grad()
+def _logits(run: TrainedRun, x: torch.Tensor, tta: bool) -> torch.Tensor:
+    """Logits (float32, CPU) of normalised inputs, averaged with the mirrored image's under flip TTA."""
+    run.model.eval()
+    with run.rt.autocast():
+        out = run.model(run.rt.to_input(x)).float().cpu()
+        if tta:
+            out = (out + run.model(run.rt.to_input(x.flip(-1))).float().cpu().flip(-1)) / 2
+    return out
 
 
 def _batched(run: TrainedRun, images: list[torch.Tensor], tta: bool) -> list[torch.Tensor]:
@@ -229,16 +256,23 @@ def _predict_chunks(run: TrainedRun, files: list[Path], batch_size: int, tta: bo
     for i in range(0, len(files), batch_size):
         chunk = files[i: i + batch_size]
         images = [_read(run, f) for f in chunk]
-        tile = [window is not None or (dense and not prep.place(*img.shape[-2:]).whole) for img in images]
+        tile = [window is not None or run.window is not None or (dense and not prep.place(*img.shape[-2:]).whole)
+                for img in images]
         whole = iter(_batched(run, [img for img, t in zip(images, tile) if not t], tta) if not all(tile) else [])
+        size = window or (run.window.size if run.window is not None else prep.size)
         for f, img, t in zip(chunk, images, tile):
-            yield f, img, (_tiled(run, img, window or prep.size, overlap, batch_size, tta) if t else next(whole))
+            yield f, img, (_tiled(run, img, size, overlap, batch_size, tta) if t else next(whole))
 
 
 def _preprocess_notes(run: TrainedRun, window: tuple[int, int] | None) -> list[str]:
     """What predict did to the images, in words (predict.json and the terminal)."""
     prep = run.preprocess
     notes = [f"images prepared as in training: {prep.words()}"]
+    if window is None and run.window is not None:
+        w = run.window
+        notes.append(f"trained on {w.size[0]}x{w.size[1]} patches (data.patch): each whole image is predicted by "
+                     f"sliding windows of that size, overlap {w.overlap:g}, Gaussian-weighted logits, as the run's "
+                     "validation and test scored it")
     if window is not None and not prep.native_scale:
         notes.append(f"--window: each image is first scaled as in training, tiled with {window[0]}x{window[1]} "
                      "windows, and the probabilities resized back to the image's own size")

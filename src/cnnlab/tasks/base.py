@@ -71,6 +71,10 @@ class Task:
         """uint8 samples -> normalised float inputs on the device (augmented when aug is given) and targets."""
         raise NotImplementedError
 
+    def patches(self, data, idx: torch.Tensor, patch: tuple[int, int], foreground: float, g: torch.Generator):
+        """A split of one random patch per sample in idx (data.patch); only dense tasks cut patches."""
+        raise CnnlabError(f"data.patch is for segmentation runs, not '{self.name}'", "remove data.patch")
+
     def shrink_batch(self, x: torch.Tensor, y: torch.Tensor, size: tuple[int, int]
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """A training batch at a smaller size (train.size_schedule): inputs area-averaged (each output pixel the

@@ -10,6 +10,7 @@ from PIL import Image
 
 from cnnlab.config import AugmentConfig, Recipe
 from cnnlab.data.mask_encoding import MaskEncoding, resolve_encoding
+from cnnlab.data.patches import cut_patches, plan_patches
 from cnnlab.data.types import SegData
 from cnnlab.figures.palette import overlay
 from cnnlab.figures.run import overlay_scores, seg_overlays
@@ -54,6 +55,15 @@ class Segmentation(Task):
         """Rotations bring in pixels labelled ignore_index where the data has one (else background)."""
         fill = data.ignore_index if data.ignore_index is not None else 0
         return label_batch(data.images, data.masks, idx, rt, norm, aug, g, True, fill)
+
+    def patches(self, data: SegData, idx: torch.Tensor, patch: tuple[int, int], foreground: float,
+                g: torch.Generator) -> SegData:
+        """One random patch per sample in idx, never leaving its image; `foreground` of them centred on a
+        non-background class drawn uniformly among those present (cnnlab.data.patches)."""
+        plan = plan_patches(data.masks, data.sizes, idx, patch, foreground, g, data.ignore_index)
+        fill = data.ignore_index if data.ignore_index is not None else 0
+        x, m = cut_patches(data.images, data.masks, data.sizes, plan, patch, fill)
+        return SegData(x, m, [data.names[i] for i in idx.tolist()], data.class_names, data.ignore_index)
 
     def shrink_batch(self, x: torch.Tensor, y: torch.Tensor, size: tuple[int, int]
                      ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -57,8 +57,9 @@ from cnnlab.data.types import SegData
 from cnnlab.errors import ConfigError, DataError
 
 
-def load(root: Path, split: str, /, size: list[int] | None = None, **options) -> SegData:
-    """Read one split into memory: images resized/padded/cropped to one size, masks as class indices."""
+def load(root: Path, split: str, /, size: list[int] | None = None, native: bool = False, **options) -> SegData:
+    """Read one split into memory: images resized/padded/cropped to one size, masks as class indices.
+    native (patch training without data.size): every image at its own size (see SegData.sizes)."""
     # root and split are positional-only so that the reader option named `split` (the policy) can reach **options
     opts = parse_options(options)
     layout = scan_layout(Path(root), opts)
@@ -67,6 +68,8 @@ def load(root: Path, split: str, /, size: list[int] | None = None, **options) ->
     everything = layout.all_pairs()
     enc = encoding_for(layout, opts)
     size_note = ""
+    if native:
+        return _load_native(pairs, name, layout, enc, opts, channels_of(everything))
     if size is None:
         size, size_note = default_size([header(p.image)[:2] for p in everything])
     size = list(size)
@@ -92,6 +95,30 @@ def load(root: Path, split: str, /, size: list[int] | None = None, **options) ->
     notes.append(f"{name}: native sizes (HxW): {summarize_sizes(native)}")
     return SegData(concat(images), concat(masks), [p.name for p in pairs], list(enc.class_names),
                    ignore_index_for(opts, enc), notes, enc.own_encoding())
+
+
+def _load_native(pairs, name: str, layout, enc, opts, channels: int) -> SegData:
+    """The split at each image's own size: images of different sizes in the top-left corner of one tensor (image
+    0, mask 255 where there is an ignore value, else 0 beyond them) with their sizes (SegData.sizes)."""
+    decoded = list(ordered_map(lambda pair: _decode_pair(pair, channels, enc, bool(opts.fov)), pairs))
+    ignore = ignore_index_for(opts, enc)
+    hw = [img.shape[1:] for img, _, _, _ in decoded]
+    H, W = max(h for h, _ in hw), max(w for _, w in hw)
+    images = torch.zeros(len(decoded), channels, H, W, dtype=torch.uint8)
+    masks = torch.full((len(decoded), H, W), ignore if ignore is not None else 0, dtype=torch.uint8)
+    for k, (img, mask, _, _) in enumerate(decoded):
+        h, w = mask.shape
+        images[k, :, :h, :w] = torch.from_numpy(img)
+        masks[k, :h, :w] = torch.from_numpy(mask)
+    sizes = torch.tensor(hw, dtype=torch.long) if len(set(hw)) > 1 else None
+    notes = [layout.policy_note, *layout.notes, *group_notes(layout), f"mask encoding: {enc.describe()}",
+             "classes: " + ", ".join(enc.class_names),
+             f"{name}: kept at native size for patch training (data.patch): {summarize_sizes(hw)}"]
+    if opts.fov:
+        notes.append(f"{name}: pixels outside the field of view ({opts.fov}) set to 255 and ignored in loss and "
+                     "metrics")
+    return SegData(images, masks, [p.name for p in pairs], list(enc.class_names), ignore, notes,
+                   enc.own_encoding(), sizes)
 
 
 def _decode_pair(pair, channels: int, enc, need_fov: bool) -> tuple[np.ndarray, np.ndarray, int, int]:
