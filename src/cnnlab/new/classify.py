@@ -27,6 +27,7 @@ from cnnlab.errors import DataError
 from cnnlab.new.budget import SizeChoice, candidate_sizes, choose_size, epoch_floor, median_size
 from cnnlab.new.cls_rows import CLS_MAX_SIDE, CLS_SIDES, ClsPlan, cls_rows, model_choice
 from cnnlab.new.estimate import Estimate, measure_steps, steps_per_epoch, validate_written
+from cnnlab.new.files import create_text, replace_text
 from cnnlab.new.hints import refuse_problems
 from cnnlab.new.rows import lines, y
 
@@ -166,14 +167,13 @@ def make_classification(images: str | Path, out: Path, name: str, minutes: float
         return "\n".join(head) + "\n" + lines(body) + "\n"
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "x") as f:  # 'x': a file that appeared meanwhile is not overwritten either
-        f.write(render(candidates[0], None))
+    create_text(out, render(candidates[0], None))  # whole or nothing; never over a file that appeared meanwhile
     try:
         draft = validate_written(out, s.channels, len(s.classes))
         floor = epoch_floor(steps_per_epoch(plan.n_train, plan.batch), plan.min_epochs)
         choice = choose_size(candidates, lambda size: _estimate(draft, plan, size), 60.0 * minutes,
                              floor=floor, most=plan.max_epochs)
-        out.write_text(render(choice.size, choice))
+        replace_text(out, render(choice.size, choice))
         validate_written(out, s.channels, len(s.classes))
     except BaseException:  # also Ctrl-C while timing: no half-made recipe stays behind
         out.unlink(missing_ok=True)

@@ -26,6 +26,7 @@ from cnnlab.new.budget import (
 )
 from cnnlab.new.classify import make_classification
 from cnnlab.new.estimate import Estimate, measure_steps, steps_per_epoch, validate_written
+from cnnlab.new.files import create_text, replace_text
 from cnnlab.new.hints import check_command, refuse_problems
 from cnnlab.new.rows import UNET_EPOCH_S, Plan, lines, pretrained_model, train_rows, y
 from cnnlab.new.structure import Thinnest, thinnest_class
@@ -50,6 +51,7 @@ class Placement:
     test: str | None
     val: str | None
     policy: str
+    splits: dict | None = None      # policy given: {split: {images, masks[, fov]}} (absolute), new/own.py
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class NewRecipe:
     size: SizeChoice
 
 
-def _place(images: Path, masks: Path, fov: Path | None) -> Placement:
+def _place(images: Path, masks: Path, fov: Path | None, own: OwnData = OwnData()) -> Placement:
     """Common parent as data.root; sibling folders named val/test holding the same sub-folders make split folders.
 
     Every path is written absolute (resolved): a relative one resolves against the directory cnnlab runs from,
@@ -74,14 +76,27 @@ def _place(images: Path, masks: Path, fov: Path | None) -> Placement:
         if not p.expanduser().is_dir():
             raise DataError(f"{p}: folder not found", "check --images, --masks and --fov")
     absolute = [p.expanduser().resolve() for p in given]
+    found = given_splits(images, masks, fov, own) if own.val != (None, None) or own.test != (None, None) else None
+    if found:  # named by hand: those splits
+        return _given_place(*found)
     root = Path(os.path.commonpath(absolute))
     rel = {k: os.path.relpath(a, root) for k, a in zip(("images", "masks", "fov"), absolute)}
     siblings = {canonical_split(d.name): d.name for d in sorted(root.parent.iterdir())
                 if d.is_dir() and d != root and all((d / r).is_dir() for r in rel.values())}
     if rel["images"] != "." and ({"val", "test"} & set(siblings)):
         return Placement(str(root.parent), rel, root.name, siblings.get("test"), siblings.get("val"), "folders")
+    found = given_splits(images, masks, fov, own)
+    if found:  # train + trainannot beside val + valannot, images/train beside images/test, ...
+        return _given_place(*found)
     full = {k: str(a) for k, a in zip(("images", "masks", "fov"), absolute)}
     return Placement(str(root), full, "train", "test", "val", "random")
+
+
+def _given_place(root: Path, opts: dict) -> Placement:
+    """The Placement of given splits (new/own.py writes their rows)."""
+    splits = opts["splits"]
+    train = splits["train"]
+    return Placement(str(root), dict(train), "train", "test" if "test" in splits else None, "val", "given", splits)
 
 
 def _depth(median_hw: tuple[float, float]) -> int:
@@ -130,7 +145,9 @@ def _data_rows(s: fc.Survey, place: Placement, size: list[int], size_why: str) -
     enc = s.encoding
     rows = [("data:", ""), ("  format: folders", "your own image/mask folders (cnnlab.data.formats.folders)"),
             (f"  root: {y(place.root)}", "absolute: the recipe works from any directory")]
-    if place.policy == "folders":
+    if place.policy == "given":
+        rows += given_rows(s, place.splits, _carve(s, place))
+    elif place.policy == "folders":
         n = _n_split(s, place.train)
         rows.append((f"  train: {y(place.train)}", f"{n} pairs"))
         if place.val:
@@ -154,7 +171,10 @@ def _data_rows(s: fc.Survey, place: Placement, size: list[int], size_why: str) -
     rows.append((f"    masks: {y(place.rel['masks'])}", f"matched by {rules}"))
     if place.rel.get("fov"):
         rows.append((f"    fov: {y(place.rel['fov'])}", "field of view: pixels outside are ignored (mask 255)"))
-    if place.policy == "folders":
+    if place.policy == "given":
+        rows = [r for r in rows if not r[0].startswith(("    images:", "    masks:", "    fov:"))]
+        rows += given_option_rows(place.splits, _carve(s, place), s)
+    elif place.policy == "folders":
         rows.append(("    split: folders", "one folder per split (siblings), each holding the folders above"))
     else:
         rows += [("    split: random", "images in sub-folders: each sub-folder stays in one split (named "
@@ -167,9 +187,14 @@ def _data_rows(s: fc.Survey, place: Placement, size: list[int], size_why: str) -
              (f"    keep_aspect: {y(varied)}", "aspect ratios differ: scale to fit and pad (padding ignored)"
               if varied else "all images have about one aspect ratio: plain resize")]
     shares = ", ".join(f"{n} {100 * f:.1f}%" for n, f in zip(enc.class_names, s.shares()))
-    rows.append((f"    classes: {y(list(enc.class_names))}", f"rename freely; {enc.describe()}; "
+    rows.append((f"    classes: {y(list(enc.class_names))}", f"{classes_why(s)}; {enc.describe()}; "
                  f"pixel shares: {shares}"))
-    return rows
+    return rows + data_option_rows(s)
+
+
+def _carve(s: fc.Survey, place: Placement) -> dict[str, float]:
+    """How the given train split is divided (the reader's rule, from the survey's options)."""
+    return carve_fractions(s.opts.fractions, list(place.splits or {}))
 
 
 def write_recipe(task: str, images: str | Path, masks: str | Path | None, out: str | Path,
@@ -179,17 +204,21 @@ def write_recipe(task: str, images: str | Path, masks: str | Path | None, out: s
     return make_recipe(task, images, masks, out, fov, name, encoder, minutes).path
 
 
-def _survey(images: str | Path, masks: str | Path, fov: str | Path | None) -> tuple[Placement, fc.Survey]:
+def _survey(images: str | Path, masks: str | Path, fov: str | Path | None, own: OwnData = OwnData()
+            ) -> tuple[Placement, fc.Survey]:
     """Every pair decoded, not only its header: a truncated JPEG passes the header read, then stops training.
 
     Any problem refuses the recipe, naming the file: the folders reader has no exclude list, so a recipe that
     left a corrupt file out would have to change the split (e.g. a split_file) and would train on other pairs
     than the folders hold; the fix (replace or remove the file) is the user's, and takes one command to verify.
     """
-    place = _place(Path(images), Path(masks), Path(fov) if fov else None)
+    place = _place(Path(images), Path(masks), Path(fov) if fov else None, own)
     opts = {"images": place.rel["images"], "masks": place.rel["masks"], "split": place.policy}
     if fov:
         opts["fov"] = place.rel["fov"]
+    if place.policy == "given":
+        opts = {"split": "given", "splits": place.splits}
+    opts.update(own.reader_options())
     s = fc.survey(Path(place.root), decode=True, **opts)
     refuse_problems(s.problems, check_command(images, masks, fov))
     return place, s
@@ -258,13 +287,12 @@ def _segmentation_recipe(images: str | Path, masks: str | Path | None, out: Path
         return "\n".join(head) + "\n" + lines(body) + "\n"
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "x") as f:  # 'x': a file that appeared meanwhile is not overwritten either
-        f.write(render(candidates[0], None))
+    create_text(out, render(candidates[0], None))  # whole or nothing; never over a file that appeared meanwhile
     try:
         draft = validate_written(out, s.channels, len(classes))
         choice = choose_size(candidates, lambda size: _estimate(_at_size(draft, plan, size), s, plan),
                              60.0 * minutes, floor=epoch_floor(steps_per_epoch(plan.n_train, plan.batch)))
-        out.write_text(render(choice.size, choice))
+        replace_text(out, render(choice.size, choice))
         validate_written(out, s.channels, len(classes))
     except BaseException:  # also Ctrl-C while timing: no half-made recipe stays behind
         out.unlink(missing_ok=True)
