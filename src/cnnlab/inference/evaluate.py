@@ -29,11 +29,12 @@ from cnnlab.data.loading import load_run_data, load_split
 from cnnlab.data.types import SegData
 from cnnlab.engine.steps import evaluate
 from cnnlab.errors import CnnlabError, ConfigError, DataError
-from cnnlab.inference.predict import TrainedRun, bars, load_run
+from cnnlab.inference.predict import TrainedRun, bars, load_run, model_channels
 from cnnlab.losses.core import build_loss, needs_weights
 from cnnlab.metrics.argmax import class_argmax
 from cnnlab.metrics.boundary import dice_per_image
 from cnnlab.metrics.confusion import ConfusionMatrix
+from cnnlab.metrics.per_class import vanished_warnings
 from cnnlab.tasks import task_for
 
 
@@ -158,6 +159,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
               "metrics": metrics, **extra, "class_names": run.class_names, "device": str(run.rt.device),
               "precision": run.rt.precision, "notes": notes + list(data.notes)}
     result.update(task.test_entries(scored, cm, pred))  # per-class scores; binary: per-image and boundary scores
+    result["warnings"] = vanished_warnings(result, split)  # a class in the ground truth never predicted
     if pred is not None:
         result["foreground"] = foreground_scores(pred, scored.masks, scored.ignore_index, result["per_class"],
                                                  data.class_names[1], at=f"{at} size")
@@ -190,6 +192,10 @@ def _load(run: TrainedRun, cfg: DataConfig, split: str, own_root: bool, notes: l
     if list(data.class_names) != run.class_names:
         raise DataError(f"{cfg.root}: classes {data.class_names} differ from the run's {run.class_names}",
                         "evaluate on a data set with the same classes")
+    if data.images.shape[1] != run.in_channels:  # RGB images on a grey run, or the reverse: converted as predict does
+        notes.append(f"images have {data.images.shape[1]} channels, the run takes {run.in_channels}: converted as "
+                     "cnnlab predict converts them")
+        data.images = model_channels(run, data.images)
     return data
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from torch import nn
 
 from cnnlab.config import Recipe, recipe_from_dict
-from cnnlab.data.formats.common import IMAGE_EXTS, is_junk, read_input, resize_images, to_chw
+from cnnlab.data.formats.common import IMAGE_EXTS, convert_channels, is_junk, read_input, resize_images, to_chw
 from cnnlab.data.formats.preprocess import Preprocess
 from cnnlab.data.mask_encoding import MaskEncoding, resolve_encoding
 from cnnlab.data.stain import unmix_he_batch
@@ -194,8 +194,10 @@ def _read(run: TrainedRun, path: Path) -> torch.Tensor:
     return to_chw(read_input(path, 1 if run.in_channels == 1 else 3))
 
 
-def _model_channels(run: TrainedRun, images: torch.Tensor) -> torch.Tensor:
-    """N x C x H x W uint8 in the run's input channels: RGB unmixed to H&E stains for 2-channel runs."""
+def model_channels(run: TrainedRun, images: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W uint8 in the run's input channels, the one conversion of predict and evaluate: grey to RGB or
+    RGB to grey as read_input converts files (convert_channels), RGB unmixed to H&E stains for 2-channel runs."""
+    images = convert_channels(images, run.in_channels)
     if images.shape[1] == run.in_channels:
         return images
     stain = run.recipe.data.options.get("stain") if run.recipe is not None else None
@@ -214,7 +216,7 @@ def _tiled(run: TrainedRun, img: torch.Tensor, window: tuple[int, int], overlap:
     scaled as training scaled it, tiled, and the probabilities resized back to the image's own size."""
     h, w = img.shape[-2:]
     scaled = run.preprocess.training_scale(h, w)
-    x = _normalised(run, resize_images(_model_channels(run, img[None]), scaled))[0]
+    x = _normalised(run, resize_images(model_channels(run, img[None]), scaled))[0]
     if run.window is not None and window == run.window.size:  # the run's own window, as its test scored it
         p = window_logits(lambda b: _logits(run, b, tta), x, run.window).softmax(0)
     else:
@@ -240,7 +242,7 @@ def _batched(run: TrainedRun, images: list[torch.Tensor], tta: bool) -> list[tor
     """Probabilities of images prepared as in training, in one model call; segmentation maps mapped back onto
     each image (padding cut off, resized to its own size)."""
     prep = run.preprocess
-    placed = [prep.apply(_model_channels(run, img[None])[0]) for img in images]
+    placed = [prep.apply(model_channels(run, img[None])[0]) for img in images]
     x = torch.stack([t for t, _, _ in placed])
     probs = class_probabilities(run.model, _normalised(run, x), run.rt, tta)
     return [prep.restore(p, pl) if p.ndim == 3 else p for p, (_, _, pl) in zip(probs, placed)]

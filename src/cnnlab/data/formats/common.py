@@ -161,6 +161,23 @@ def read_input(path: Path, channels: int) -> np.ndarray:
     return arr
 
 
+def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """N x C x H x W uint8 (C 1, 3 or 4) in `channels` (1 or 3), converted as read_input converts a file: grey
+    repeated to RGB, alpha dropped, RGB to grey by Pillow's own fixed-point rule (ITU-R 601-2 luma,
+    (19595 R + 38470 G + 7471 B + 32768) >> 16), so pixels already decoded (evaluate's split) match what predict
+    makes of the same files."""
+    c = images.shape[1]
+    if c == channels or c not in (1, 3, 4) or channels not in (1, 3):
+        return images
+    if c == 1:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    rgb = images[:, :3].to(torch.int64)
+    if channels == 3:
+        return images[:, :3].contiguous()
+    grey = (rgb[:, 0] * 19595 + rgb[:, 1] * 38470 + rgb[:, 2] * 7471 + 0x8000) >> 16
+    return grey.to(torch.uint8)[:, None]
+
+
 def note_decoded() -> None:
     """One model input decoded: the innermost watcher's counter (the decode bar and events.jsonl) advances."""
     if DECODE_HOOKS:
