@@ -152,7 +152,7 @@ def _names(section, where: str) -> dict:
     if not isinstance(section, dict):
         raise ConfigError(f"study key '{where}' must be a mapping of names")
     for name in section:
-        if not isinstance(name, str) or not SAFE_NAME.match(name) or "__" in name:
+        if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or "__" in name:
             raise ConfigError(f"study key '{where}.{name}': names may hold letters, digits, '_', '.', '-' "
                               "(no '__'), as they name run folders")
     return section
@@ -174,7 +174,7 @@ def _check_study_keys(raw: dict, path: Path) -> None:
         raise ConfigError(f"{path}: study key 'evaluate' must be test or validation, got {raw['evaluate']!r}")
     if not raw.get("variants"):
         raise ConfigError(f"{path}: a study needs 'variants'", "e.g. variants: {baseline: [], wider: [...]}")
-    if "name" in raw and not SAFE_NAME.match(str(raw["name"])):
+    if "name" in raw and not SAFE_NAME.fullmatch(str(raw["name"])):
         raise ConfigError(f"{path}: study key 'name' names a folder: letters, digits, '_', '.', '-' only")
 
 
@@ -286,7 +286,7 @@ def read_plan(study_dir: str | Path) -> StudyPlan:
 def find_run_dir(runs_dir: Path, name: str) -> Path | None:
     """The folder of a named run: a finished one first, then one with a last.pt, then the newest."""
     pattern = re.compile(rf"^{re.escape(name)}-\d{{8}}-\d{{6}}(-\d+)?$")
-    found = sorted(d for d in runs_dir.glob(f"{name}-*") if d.is_dir() and pattern.match(d.name)) \
+    found = sorted(d for d in runs_dir.glob(f"{name}-*") if d.is_dir() and pattern.fullmatch(d.name)) \
         if runs_dir.is_dir() else []
     for marker in ("summary.json", "last.pt"):
         done = [d for d in found if (d / marker).is_file()]
