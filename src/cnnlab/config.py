@@ -205,7 +205,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 def _check_name(name: str) -> None:
     """The run name must be one plain folder name (see NAME_PATTERN)."""
-    if len(name) > NAME_MAX or not NAME_PATTERN.match(name):
+    if len(name) > NAME_MAX or not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"config key 'name' must be a plain folder name (letters, digits, '_', '-', '.', '=', "
                           f"starting with a letter or digit, at most {NAME_MAX} characters), got {name!r}",
                           "e.g. --set name=my-run; use 'out' for where run folders go")
