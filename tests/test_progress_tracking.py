@@ -266,3 +266,31 @@ def test_every_file_reader_counts_each_decoded_model_input_for_the_decode_bar(tm
         assert len(endovis_color.load(eroot, "train_cor")) == len(counted) == 3
     finally:
         DECODE_HOOKS.pop()
+
+
+def test_a_run_whose_tracker_is_gone_resumes_without_it_by_the_hinted_command(endovis_root, tmp_path, monkeypatch,
+                                                                               capsys):
+    """Issue 29: trackers are not part of the experiment. A run that logged to TensorBoard, resumed where the
+    extra is missing, is refused with a command that resumes it without the tracker; that command works and
+    history.yaml records the change."""
+    import importlib.util
+    import shlex
+
+    import yaml
+
+    from cnnlab.cli import main
+
+    run = train(recipe_from_dict(tiny_recipe(endovis_root, tmp_path / "runs",
+                                             train={"epochs": 1, "log_to": ["tensorboard"]})))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--set", "train.epochs=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    command = f"cnnlab train --resume {run} --set 'train.log_to=[]'"
+    assert err == ("cnnlab: error: train.log_to: tensorboard needs the 'tensorboard' package, which is not installed "
+                   f"— pip install 'cnnlab[tensorboard]', or resume without it: {command}")
+    assert main([*shlex.split(command)[1:], "--set", "train.epochs=2"]) == 0
+    history = yaml.safe_load((run / "history.yaml").read_text())["resumes"]
+    assert history[-1]["overrides"] == ["train.log_to=[]", "train.epochs=2"]
+    assert json.loads((run / "summary.json").read_text())["epochs_run"] == 2

@@ -53,6 +53,7 @@ from cnnlab.engine.watch import RunWatch, per_process
 from cnnlab.errors import CnnlabError
 from cnnlab.interrupts import Terminated, handled, last_signal, protected, was_forced
 from cnnlab.losses.core import build_loss, loss_entries
+from cnnlab.metrics.per_class import worst_class
 from cnnlab.models import build_model
 from cnnlab.models.weights import load_compatible, load_weights_file
 from cnnlab.tasks import task_for
@@ -116,9 +117,12 @@ def _checkpoint(ctx: RunContext, state: TrainState) -> dict:
 
 
 def _epoch_line(r: Recipe, epoch: int, row: dict) -> str:
-    name = task_for(r.task).headline  # the task's validation metric, if it has one besides the loss
+    # the validation metric that selects best.pt: the task's (its headline), or mean IoU (train.select: miou)
+    name = "iou_mean" if r.train.select == "miou" else task_for(r.task).headline
     value = row.get(f"val_{name}") if name else None
     extra = f"  {name} {value:.4f}" if value is not None else ""
+    worst = worst_class(row) if sum(k.startswith("val_iou/") for k in row) > 2 else None  # multi-class
+    extra += f"  worst {worst[0]} IoU {worst[1]:.2f}" if worst else ""
     size = scheduled_size(r, epoch)  # the resolution schedule's smaller training size, said where it applies
     at = f" at {size[0]}x{size[1]}" if size else ""
     return (f"epoch {epoch + 1:>3}/{r.train.epochs}  train loss {row['train_loss']:.4f}  "
@@ -287,7 +291,7 @@ def _loop(ctx: RunContext, state: TrainState) -> None:
         row = {"epoch": e + 1, "lr": lr, "train_loss": tr_loss, **{f"val_{k}": v for k, v in val.items()},
                "seconds": round(secs, 3), "images_per_s": seen / max(secs, 1e-9)}
         with protected():  # the epoch's state, events, trackers, checkpoints and metrics.csv: one uncut step
-            improved = _record(r, state, row, task_for(r.task).selection_score(val), seen, secs)
+            improved = _record(r, state, row, task_for(r.task).selection_score(val, r.train.select), seen, secs)
             ctx.watch.epoch(row, steps, improved)  # events.jsonl and trackers (rank 0)
             if is_main():
                 _save_epoch(ctx, state, improved)
@@ -336,7 +340,10 @@ def _save_epoch(ctx: RunContext, state: TrainState, improved: bool) -> None:
     _write_metrics_csv(ctx.run_dir, state.history)
 
 
-RESUME_OVERRIDES = ("train.epochs", "train.patience", "train.progress", "data.cache", "data.cache_dir")
+# what may change on resume: how long to train, and what is not part of the experiment (progress, the decoded
+# cache, the trackers: a store that moved or an extra missing on the resuming machine must not strand the run)
+RESUME_OVERRIDES = ("train.epochs", "train.patience", "train.progress", "data.cache", "data.cache_dir",
+                    "train.log_to", "train.mlflow_uri")
 
 
 def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:

@@ -25,6 +25,7 @@ that only get the study folder and a run name (cnnlab.study.worker sets it from 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import math
@@ -39,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from cnnlab.config import Recipe, asdict
-from cnnlab.engine.recipe_check import check_trackers
-from cnnlab.errors import CnnlabError
+from cnnlab.engine.recipe_check import TRACKER_EXTRAS, check_trackers
+from cnnlab.errors import CnnlabError, ConfigError
 
 TRACKING_FILE = "tracking.json"
 TENSORBOARD_DIR = "tensorboard"
@@ -313,7 +314,12 @@ TRACKERS = {"tensorboard": TensorBoardTracker, "mlflow": MlflowTracker}
 
 def open_trackers(r: Recipe, run_dir: Path, first_epoch: int) -> list[Tracker]:
     """The trackers train.log_to asks for; first_epoch: epochs already done (a resume)."""
-    check_trackers(r.train.log_to)  # a resume skips the recipe check: refuse a missing extra here too
+    try:
+        check_trackers(r.train.log_to)  # a resume skips the recipe check: refuse a missing extra here too
+    except ConfigError as e:  # trackers may change on resume: say how to go on without the missing one
+        keep = [n for n in r.train.log_to if importlib.util.find_spec(TRACKER_EXTRAS[n][0]) is not None]
+        command = f"cnnlab train --resume {shlex.quote(str(run_dir))} --set 'train.log_to={json.dumps(keep)}'"
+        raise ConfigError(e.message, f"{e.hint.split(', or ')[0]}, or resume without it: {command}") from None
     return [TRACKERS[name](r, run_dir, first_epoch) for name in dict.fromkeys(r.train.log_to)]
 
 
