@@ -63,7 +63,7 @@ def test_images_and_masks_evaluate_every_pair_with_the_runs_class_values(run_dir
                                 out=tmp_path / "o", progress=False)
     assert path.name == "evaluate_all.json" and result["split"] == "all" and result["n_images"] == 5
     per_class = result["per_class"]
-    assert [per_class[c]["in_ground_truth"] for c in ("background", "class_1", "class_2", "class_3")] == [
+    assert [per_class[c]["in_ground_truth"] for c in ("class_0", "class_1", "class_2", "class_3")] == [
         True, True, False, True]
 
 

@@ -64,7 +64,7 @@ def test_grey_levels_each_value_a_class_in_value_order(tmp_path):
     labs = [_labels(i, 3) for i in range(2)]
     _pairs(tmp_path, [levels[lab] for lab in labs])
     d = folders.load(tmp_path, "train", **ALL)
-    assert d.class_names == ["background", "class_1", "class_2"]
+    assert d.class_names == ["class_0", "class_1", "class_2"]
     assert torch.equal(_by_name(d)["im1"], torch.from_numpy(labs[1]))
     assert any("3 grey levels [0, 50, 200]" in n for n in d.notes)
 
@@ -83,7 +83,7 @@ def test_palette_index_is_the_class_and_255_is_void(tmp_path):
         _save(tmp_path / "images" / f"im{i}.png", _image(i))
         _palette_png(tmp_path / "masks" / f"im{i}.png", m)
     d = folders.load(tmp_path, "train", **ALL)
-    assert d.class_names == ["background", "class_1", "class_2"]
+    assert d.class_names == ["class_0", "class_1", "class_2"]
     assert d.ignore_index == 255
     got = _by_name(d)["im0"]
     assert torch.equal(got, torch.from_numpy(idx[0]))  # index i -> class i, 255 stays 255 (ignored)

@@ -128,7 +128,7 @@ def test_255_beside_small_labels_is_void_unless_it_is_the_foreground(tmp_path):
     voc = [np.where(np.arange(32)[None, :] % 8 == 0, 255, lab).astype(np.uint8) for lab in labs]  # void lines
     _pairs(tmp_path / "voc", voc)
     d = folders.load(tmp_path / "voc", "train", **ALL)
-    assert d.class_names == ["background", "class_1", "class_2"] and d.ignore_index == 255
+    assert d.class_names == ["class_0", "class_1", "class_2"] and d.ignore_index == 255
     assert torch.equal(_by_name(d)["im0"], torch.from_numpy(voc[0]))  # classes 0..2 as they are, 255 kept as void
     assert "mask encoding: 3 grey levels [0, 1, 2], one class each in value order; 255 = void (ignored)" in d.notes
     binary = (labs[0] > 0).astype(np.uint8) * 255

@@ -69,5 +69,5 @@ def test_webp_images_and_masks_are_read(tmp_path):
         Image.fromarray(np.full((16, 32, 3), 60 * i, np.uint8)).save(tmp_path / "images" / f"p{i}.webp", quality=90)
         Image.fromarray(lab).save(tmp_path / "masks" / f"p{i}.webp", lossless=True)
     d = folders.load(tmp_path, "train", fractions={"train": 1.0})
-    assert d.class_names == ["background", "class_1", "class_2"]
+    assert d.class_names == ["class_0", "class_1", "class_2"]
     assert torch.equal(d.masks[0], torch.from_numpy(lab))

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from cnnlab.errors import DataError
-from cnnlab.new.hints import check_command
+from cnnlab.new.hints import check_command, parse_void
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:
@@ -25,7 +25,8 @@ def _cmd_check(a: argparse.Namespace) -> int:
     if a.format == "folders":
         if not (a.images and a.masks):
             raise DataError("data check folders needs --images DIR and --masks DIR")
-        return run_check_folders(a.images, a.masks, a.fov)  # problems found: listed, one error line, exit 2
+        extra = {"void": parse_void(a.void)} if a.void else {}
+        return run_check_folders(a.images, a.masks, a.fov, **extra)  # problems: listed, one error line, exit 2
     if not a.root:
         raise DataError(f"data check {a.format} needs the data set's ROOT folder")
     root = Path(a.root)
@@ -37,9 +38,15 @@ def _cmd_check(a: argparse.Namespace) -> int:
 
 def folders_report(images: str | Path, masks: str | Path, fov: str | Path | None = None,
                    **options) -> tuple[str, list[str]]:
-    """The report and the problems it lists, so that the command can fail when there are any."""
+    """The report and the problems it lists, so that the command can fail when there are any. Given splits beside
+    the two folders (train + trainannot beside val + valannot, images/train beside images/test, ...) are read as
+    those splits (cnnlab.data.formats._folders_given)."""
     from cnnlab.data.formats._folders_check import survey_report
+    from cnnlab.data.formats._folders_given import given_options
 
+    given = given_options(Path(images), Path(masks), Path(fov) if fov is not None else None)
+    if given is not None and "split" not in options:
+        return survey_report(given[0], **given[1], **options)
     paths = [Path(p).expanduser().resolve() for p in (images, masks, fov) if p is not None]
     root = Path(os.path.commonpath(paths))
     opts = {"images": os.path.relpath(paths[0], root), "masks": os.path.relpath(paths[1], root), **options}
@@ -49,9 +56,9 @@ def folders_report(images: str | Path, masks: str | Path, fov: str | Path | None
     return survey_report(root, **opts)
 
 
-def run_check_folders(images: str | Path, masks: str | Path, fov: str | Path | None = None) -> int:
+def run_check_folders(images: str | Path, masks: str | Path, fov: str | Path | None = None, **options) -> int:
     """Print the report; problems make one final error line and exit 2 (a check that lists problems must fail)."""
-    text, problems = folders_report(images, masks, fov)
+    text, problems = folders_report(images, masks, fov, **options)
     print(text, flush=True)
     if problems:
         raise DataError(f"{len(problems)} problem(s) in these folders (listed above); training would stop at them",
@@ -60,10 +67,14 @@ def run_check_folders(images: str | Path, masks: str | Path, fov: str | Path | N
 
 
 def _cmd_new(a: argparse.Namespace) -> int:
+    from cnnlab.new.own import OwnData
     from cnnlab.new.recipe import make_recipe
 
+    own = OwnData(tuple(tuple(v) if isinstance(v, list) else v for v in parse_void(a.void)) if a.void else (),
+                  tuple(n.strip() for n in a.classes.split(",") if n.strip()) if a.classes else None,
+                  (a.val_images, a.val_masks), (a.test_images, a.test_masks), a.scene)
     made = make_recipe(a.task, a.images, a.masks, a.out, fov=a.fov, name=a.name, encoder=a.encoder,
-                       minutes=a.minutes)
+                       minutes=a.minutes, own=own)
     est = made.estimate
     print(f"wrote {made.path}; train it with: cnnlab train {made.path}")
     print(f"model: {made.model.why}")
@@ -89,6 +100,8 @@ def register(sub) -> None:
     c.add_argument("--images", metavar="DIR", help="folders format: the image folder")
     c.add_argument("--masks", metavar="DIR", help="folders format: the mask folder")
     c.add_argument("--fov", metavar="DIR", help="folders format: optional field-of-view masks")
+    c.add_argument("--void", metavar="V[,V...]", help="folders format: mask values ignored in loss and metrics "
+                   "(grey levels or palette indices, or colours R:G:B); the check shows their share")
     c.set_defaults(func=_cmd_check)
     n = sub.add_parser("new", help="write a ready recipe from your image/mask folders (or class folders)")
     n.add_argument("--task", default="segmentation", help="segmentation (image + mask folders) or classification "
@@ -104,4 +117,17 @@ def register(sub) -> None:
     n.add_argument("--minutes", type=float, default=15.0, metavar="M",
                    help="training time to size the recipe for (default 15): the input size and epochs are chosen "
                         "from training steps timed on this machine")
+    n.add_argument("--void", metavar="V[,V...]", help="mask values ignored in loss and metrics like 255: grey levels "
+                   "or palette indices (--void 11), colours as R:G:B (--void 0:0:0)")
+    n.add_argument("--classes", metavar="NAME,...", help="class names in mask-value order (void values left out); "
+                   "without it names come from a class_dict.csv, labelmap.txt, classes.txt, labels.txt or "
+                   "_classes.csv beside the masks, else class_0, class_1, ...")
+    for split in ("val", "test"):
+        for role in ("images", "masks"):
+            n.add_argument(f"--{split}-{role}", metavar="DIR", help=f"the given {split} split's {role} folder "
+                           "(found by itself beside train + trainannot, images/train, ... ; name it when not)")
+    n.add_argument("--scene", choices=["auto", "upright", "any"], default="auto",
+                   help="augmentation: upright = photographs with an up (horizontal flips, small rotations, scale); "
+                        "any = no up (microscopy, aerial: vertical flips and quarter turns too); auto (default) "
+                        "measures it from the masks")
     n.set_defaults(func=_cmd_new)

@@ -7,8 +7,17 @@ Dice 0 in the per-class table. The headline 'strict' mean Dice averages the clas
 from __future__ import annotations
 
 import math
+import re
 
 import torch
+
+BACKGROUND_NAMES = re.compile(r"(?i)^_?(background|bg|backgr|clutter)s?(?:[_\- ].*)?$")  # Background_Tissue too
+
+
+def zero_is_background(class_names: list[str]) -> bool:
+    """Whether class 0 is a background, by its name: binary masks and names files say so; the unnamed value 0 of
+    multi-class masks (class_0) is a class like any other (CamVid's 0 is Sky), so no mean excludes it."""
+    return bool(class_names) and bool(BACKGROUND_NAMES.match(str(class_names[0])))
 
 
 class ConfusionMatrix:
@@ -54,14 +63,17 @@ class ConfusionMatrix:
         return self.mat.diag().sum().item() / total if total else math.nan
 
     def summary(self, class_names: list[str]) -> dict:
-        """Headline and per-class numbers, named by convention."""
+        """Headline and per-class numbers, named by convention. The foreground mean and the background's Dice only
+        where class 0 is a background by its name (zero_is_background): where it is a real class (CamVid's Sky),
+        a mean without it would silently leave that class out."""
         dice, iou, present = self.dice(), self.iou(), self.present()
         fg = present.clone()
         fg[0] = False
+        split = {"dice_mean_foreground": _mean(dice[fg]),      # the same without background (class 0)
+                 "dice_background": _num(dice[0])} if zero_is_background(class_names) else {}
         return {
             "dice_mean": _mean(dice[present]),            # strict: argmax, global counts, classes in GT
-            "dice_mean_foreground": _mean(dice[fg]),      # the same without background (class 0)
-            "dice_background": _num(dice[0]),
+            **split,
             "iou_mean": _mean(iou[present]),
             "pixel_accuracy": self.accuracy(),
             "per_class": {n: {"dice": _num(d), "iou": _num(i), "in_ground_truth": bool(p)}

@@ -11,6 +11,7 @@ import torch
 
 from cnnlab.config import Recipe
 from cnnlab.data.formats import _folders_check as fc
+from cnnlab.data.formats._folders_given import carve_fractions
 from cnnlab.data.formats._folders_scan import canonical_split
 from cnnlab.errors import CnnlabError, ConfigError, DataError
 from cnnlab.new.budget import (
@@ -28,6 +29,9 @@ from cnnlab.new.classify import make_classification
 from cnnlab.new.estimate import Estimate, measure_steps, steps_per_epoch, validate_written
 from cnnlab.new.files import create_text, replace_text
 from cnnlab.new.hints import check_command, refuse_problems
+from cnnlab.new.own import OwnData, classes_why, data_option_rows, given_option_rows, given_rows
+from cnnlab.new.own import given as given_splits
+from cnnlab.new.patching import choose_patch, patch_rows
 from cnnlab.new.rows import UNET_EPOCH_S, Plan, lines, pretrained_model, train_rows, y
 from cnnlab.new.structure import Thinnest, thinnest_class
 
@@ -199,9 +203,10 @@ def _carve(s: fc.Survey, place: Placement) -> dict[str, float]:
 
 def write_recipe(task: str, images: str | Path, masks: str | Path | None, out: str | Path,
                  fov: str | Path | None = None,
-                 name: str | None = None, encoder: str = "auto", minutes: float = DEFAULT_MINUTES) -> Path:
+                 name: str | None = None, encoder: str = "auto", minutes: float = DEFAULT_MINUTES,
+                 own: OwnData = OwnData()) -> Path:
     """Inspect the folders and write a commented, validated recipe to out (never overwriting)."""
-    return make_recipe(task, images, masks, out, fov, name, encoder, minutes).path
+    return make_recipe(task, images, masks, out, fov, name, encoder, minutes, own).path
 
 
 def _survey(images: str | Path, masks: str | Path, fov: str | Path | None, own: OwnData = OwnData()
@@ -226,7 +231,7 @@ def _survey(images: str | Path, masks: str | Path, fov: str | Path | None, own: 
 
 def make_recipe(task: str, images: str | Path, masks: str | Path | None, out: str | Path,
                 fov: str | Path | None = None, name: str | None = None, encoder: str = "auto",
-                minutes: float = DEFAULT_MINUTES) -> NewRecipe:
+                minutes: float = DEFAULT_MINUTES, own: OwnData = OwnData()) -> NewRecipe:
     """write_recipe, with the model chosen (encoder: auto|imagenet|none) and the size and epochs chosen from
     training steps timed on this machine to fit `minutes` (see cnnlab.new.budget). task classification: `images`
     is a folder of class folders (cnnlab.new.classify) and masks must be None."""
@@ -238,11 +243,11 @@ def make_recipe(task: str, images: str | Path, masks: str | Path | None, out: st
         raise ConfigError(f"--minutes {minutes:g}: the training budget must be positive", "e.g. --minutes 15")
     if out.exists():
         raise CnnlabError(f"{out}: recipe already exists", "choose another --out, or delete the file first")
-    return WRITERS[task](images, masks, out, fov, name, encoder, minutes)
+    return WRITERS[task](images, masks, out, fov, name, encoder, minutes, own)
 
 
 def _classification_recipe(images: str | Path, masks: str | Path | None, out: Path, fov: str | Path | None,
-                           name: str | None, encoder: str, minutes: float) -> NewRecipe:
+                           name: str | None, encoder: str, minutes: float, own: OwnData = OwnData()) -> NewRecipe:
     """The course CNN with recipe (t)'s training for a folder of class folders (cnnlab.new.classify)."""
     if masks is not None or fov is not None:
         raise ConfigError("--task classification reads class folders: --masks and --fov are for segmentation",
@@ -255,12 +260,12 @@ def _classification_recipe(images: str | Path, masks: str | Path | None, out: Pa
 
 
 def _segmentation_recipe(images: str | Path, masks: str | Path | None, out: Path, fov: str | Path | None,
-                         name: str | None, encoder: str, minutes: float) -> NewRecipe:
+                         name: str | None, encoder: str, minutes: float, own: OwnData = OwnData()) -> NewRecipe:
     """Image and mask folders: the model, size and epochs chosen by survey and timed steps."""
     if masks is None:
         raise ConfigError("--task segmentation needs --masks (a folder of masks named like the images)",
                           "e.g. cnnlab new --images DIR --masks DIR --out recipe.yaml")
-    place, s = _survey(images, masks, fov)
+    place, s = _survey(images, masks, fov, own)
     median = median_size(s.sizes)
     model = choose_model(encoder, s.channels, median)
     thinnest = thinnest_class([p.mask for p in s.layout.splits.get(place.train, [])], s.encoding,
@@ -276,13 +281,17 @@ def _segmentation_recipe(images: str | Path, masks: str | Path | None, out: Path
                 f"# Model: {model.why}."]
         head += [f"# Decoder: {model.decoder_why}."] if model.decoder_why else []
         est = choice.estimate if choice else None
+        patch = choose_patch(thinnest, size, median) if choice else choose_patch(None, size, median)
+        head += [f"# Resolution: {patch.why}."] if choice else []
         head += [f"# Time: {est.epoch_line()}; {est.total_line()}."] if est else []
         head += [f"# note: {w}" for w in s.warnings]
         body = [(f"name: {y(name or _run_name(out))}", ""), ("task: segmentation", ""), ("", "")]
         size_why = choice.why() if choice else "draft, being timed"
-        body += _data_rows(s, place, size, size_why) + [("", "")]
-        body += train_rows(plan, _params(plan, size), size, classes, s.shares(), s.channels, choice,
+        train = train_rows(plan, _params(plan, size), size, classes, s.shares(), s.channels, choice,
                            cpu=not torch.cuda.is_available())
+        # data.patch instead of data.size where thin structures would shrink away (new/patching.py)
+        data, train = patch_rows(_data_rows(s, place, size, size_why), train, patch)
+        body += data + [("", "")] + train
         body += [("", ""), ("out: runs", "run folders are written here")]
         return "\n".join(head) + "\n" + lines(body) + "\n"
 

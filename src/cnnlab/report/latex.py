@@ -51,9 +51,9 @@ def _run_sentence(s: dict, lab: str, curves: bool) -> str:
             f"{s.get('best_epoch')} of {s.get('epochs_run')}"
     ref = f"(Table~\\ref{{tab:{lab}-metrics}})"
     if m.get("dice_mean") is not None:
-        head = (f"Run {name} reaches a strict mean Dice of {_num(m['dice_mean'])} {where} {ref}; foreground "
-                f"{_num(m.get('dice_mean_foreground'))}, mean IoU {_num(m.get('iou_mean'))}, pixel accuracy "
-                f"{_num(m.get('pixel_accuracy'))}.")
+        fg = f"foreground {_num(m['dice_mean_foreground'])}, " if m.get("dice_mean_foreground") is not None else ""
+        head = (f"Run {name} reaches a strict mean Dice of {_num(m['dice_mean'])} {where} {ref}; {fg}mean IoU "
+                f"{_num(m.get('iou_mean'))}, pixel accuracy {_num(m.get('pixel_accuracy'))}.")
     elif m.get("accuracy") is not None:
         train = f"; training accuracy {_num(s['train_accuracy'])}" if "train_accuracy" in s else ""
         head = f"Run {name} reaches an accuracy of {_num(m['accuracy'])} {where} {ref}{train}."

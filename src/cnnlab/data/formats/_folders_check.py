@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnlab.data.formats import _folders_groups as fgr
 from cnnlab.data.formats import _folders_masks as fm
+from cnnlab.data.formats import _folders_names as fnm
 from cnnlab.data.formats._folders_fit import default_size, header, read_input
 from cnnlab.data.formats._folders_layout import (
     GREY_MODES,
@@ -32,6 +34,8 @@ class Survey:
     channels: int
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    names_file: Path | None = None                        # class names read from this file (_folders_names) ...
+    names_options: dict = field(default_factory=dict)     # ... as reader options: classes or colors, and void
 
     def shares(self) -> list[float]:
         """Pixel share of each class (inside the field of view when one is given)."""
@@ -97,13 +101,62 @@ def survey(root: Path, decode: bool = True, **options) -> Survey:
             enc = encoding_for(layout, opts)
         except CnnlabError as e:
             problems.append(e.line())
-    warnings = _warnings(layout)
+    warnings = _warnings(layout) + _group_warnings(layout, opts)
+    names_file, names_options = None, {}
+    if enc is not None and opts.classes is None and opts.colors is None:
+        enc, names_file, names_options = _named(layout, opts, enc, warnings)
     if enc is not None:
         empty = [n for n, c in zip(enc.class_names, enc.pixel_counts) if c == 0]
         if empty:
             warnings.append(f"class(es) {', '.join(empty)} have no pixels in any mask: nothing can be learnt or "
                             "scored for them (check the mask encoding above, or data.options.classes / colors)")
-    return Survey(opts, layout, enc, sizes, channels, problems, warnings)
+    return Survey(opts, layout, enc, sizes, channels, problems, warnings, names_file, names_options)
+
+
+def _named(layout: Layout, opts: Options, enc: fm.Encoding, warnings: list[str]
+           ) -> tuple[fm.Encoding, Path | None, dict]:
+    """The encoding with the class names of a names file beside the masks (_folders_names), where one names these
+    masks; the file and the reader options it amounts to."""
+    path = fnm.find_names_file([g.masks.folder for g in layout.groups])
+    names = fnm.read_names(path) if path else None
+    if names is None:
+        return enc, None, {}
+    found = fnm.apply(names, enc.kind, enc.values)
+    if not found:
+        warnings.append(f"{path} does not name these masks' values {list(enc.values)[:12]}: its names are not used")
+        return enc, None, {}
+    if opts.void and "void" in found:
+        found["void"] = list(dict.fromkeys([*opts.void, *found["void"]]))
+    try:
+        return encoding_for(layout, parse_options({**_as_options(opts), **found})), path, found
+    except CnnlabError as e:
+        warnings.append(f"{path}: its names were not used ({e.message})")
+        return enc, None, {}
+
+
+def _as_options(opts: Options) -> dict:
+    """Options back as the reader's option mapping (only the keys set)."""
+    return {k: v for k, v in opts.__dict__.items() if v is not None and v != ()}
+
+
+def _group_warnings(layout: Layout, opts: Options) -> list[str]:
+    """Name groups found (a sequence/video/patient/case prefix), and a warning where the random split still puts
+    a group's near-identical neighbours on both sides of the test."""
+    if layout.policy not in ("random", "given") or any(g.images.nested for g in layout.groups):
+        return []
+    train = [p.name for g in layout.groups[:1] for p in g.pairs]
+    groups = fgr.find_groups(train)
+    if not groups:
+        return []
+    out = [fgr.describe(groups)]
+    by_group = "by name group" in layout.policy_note
+    carved = layout.policy == "random" or len(layout.splits) > len(layout.groups)
+    if carved and not by_group:
+        why = "data.options.groups is false" if not opts.groups else "too few groups for every split"
+        out.append(f"the random split is per image ({why}): frames/slices of one group land on both sides, so the "
+                   "test scores memory of near-identical neighbours; split by group (data.options.groups: true) or "
+                   "give the splits")
+    return out
 
 
 def _folder_line(role: str, files) -> str:
@@ -144,6 +197,11 @@ def survey_report(root: Path, **options) -> tuple[str, list[str]]:
     if s.encoding:
         where = " inside the field of view" if s.opts.fov else ""
         lines.append(f"  mask encoding: {s.encoding.describe()}")
+        if s.names_file:
+            lines.append(f"  class names from {s.names_file}")
+        if s.encoding.void_values:
+            share = s.encoding.void_pixels / max(s.encoding.void_pixels + sum(s.encoding.pixel_counts), 1)
+            lines.append(f"  void (ignored in loss and metrics): {100 * share:.1f}% of pixels")
         lines.append(f"  classes (share of pixels{where}): " + ", ".join(
             f"{n} {100 * f:.1f}%" for n, f in zip(s.encoding.class_names, s.shares())))
     lines += [f"  note: {w}" for w in s.warnings]

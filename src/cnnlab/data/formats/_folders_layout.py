@@ -2,19 +2,21 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from cnnlab.data.formats import _folders_given as fg
+from cnnlab.data.formats import _folders_groups as fgr
 from cnnlab.data.formats import _folders_masks as fm
 from cnnlab.data.formats import _folders_scan as fs
 from cnnlab.data.formats._folders_fit import header, read_input
 from cnnlab.errors import ConfigError, DataError, did_you_mean
 
 OPTIONS = ("images", "masks", "fov", "split", "fractions", "seed", "split_file", "classes", "colors", "fit",
-           "keep_aspect")
-POLICIES = ("random", "folders", "list")
+           "keep_aspect", "splits", "void", "groups")
+POLICIES = ("random", "folders", "list", "given")
 FITS = ("resize", "pad", "crop")
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -36,6 +38,9 @@ class Options:
     colors: dict | None = None
     fit: str = "resize"
     keep_aspect: bool = False
+    splits: dict | None = None       # split policy given: {split: {images, masks[, fov]}} (_folders_given)
+    void: tuple = ()                 # mask values (grey, palette index or (r, g, b)) ignored like 255
+    groups: bool = True              # random splits draw whole groups of names (_folders_groups)
 
 
 def parse_options(options: dict) -> Options:
@@ -62,6 +67,14 @@ def parse_options(options: dict) -> Options:
                           "point split_file at a CSV (stem,split) or JSON file relative to data.root")
     if "fractions" in o:
         o["fractions"] = fs.parse_fractions(o["fractions"])
+    o["splits"] = fg.check_splits(o.get("splits"))
+    if o.get("split") == "given" and not o["splits"]:
+        raise ConfigError("data.options.split is 'given' but data.options.splits is not set",
+                          "e.g. splits: {train: {images: train, masks: trainannot}, test: {images: test, "
+                          "masks: testannot}}")
+    o["void"] = fm.check_void(o.get("void"))
+    if not isinstance(o.get("groups", True), bool):
+        raise ConfigError(f"data.options.groups must be true or false, got {o['groups']!r}")
     o["colors"] = fm.check_colors(o.get("colors"))
     classes = o.get("classes")
     if classes is not None and not (isinstance(classes, (list, dict)) and classes):
@@ -139,6 +152,8 @@ def _policy(root: Path, opts: Options) -> str:
     """The split policy asked for, or the one the layout implies."""
     if opts.split:
         return opts.split
+    if opts.splits:
+        return "given"
     if opts.split_file:
         return "list"
     if not _resolve(root, opts.images).is_dir() and fs.split_folders(root, opts.images):
@@ -172,6 +187,8 @@ def scan_layout(root: Path, opts: Options) -> Layout:
         raise DataError(f"data root not found: {root}", "set data.root to the folder holding the images and masks "
                         "folders")
     policy = _policy(root, opts)
+    if policy == "given":
+        return _given_layout(root, opts)
     if policy == "folders":
         groups, notes = _folder_groups(root, opts)
         splits = {g.label: g.pairs for g in groups}
@@ -199,20 +216,51 @@ def scan_layout(root: Path, opts: Options) -> Layout:
 def _random_names(names: list[str], nested: bool, opts: Options) -> tuple[dict[str, list[str]], str]:
     """Split -> pair names, and how. Files from sub-folders (one per patient or case) are split by sub-folder, so
     no case has images on both sides of the test (slices of one patient are near copies: splitting them would
-    score memory, not the model); sub-folders named train/val/test are those splits."""
+    score memory, not the model); sub-folders named train/val/test are those splits. Names carrying a group
+    (a sequence, video, patient or case prefix: _folders_groups) are split by group the same way."""
     frac = ", ".join(f"{s} {f:g}" for s, f in opts.fractions.items())
     if not nested:
+        groups = fgr.find_groups(names) if opts.groups else {}
+        if len(groups) >= sum(1 for f in opts.fractions.values() if f > 0):
+            return _by_group(groups, opts, "name group", "name groups (sequence/video/patient/case prefixes)", frac)
         return fs.random_split(names, opts.fractions, opts.seed), f"random split (seed {opts.seed}; fractions {frac})"
     by_sub: dict[str, list[str]] = {}
     for n in names:
         by_sub.setdefault(fs.sub_folder(n), []).append(n)
     if fs.are_split_names(by_sub):
         return by_sub, "split by sub-folders: " + ", ".join(by_sub)
-    subs = fs.random_split(list(by_sub), opts.fractions, opts.seed, what="sub-folders (one per case)")
-    split = {s: [n for sub in chosen for n in by_sub[sub]] for s, chosen in subs.items()}
+    return _by_group(by_sub, opts, "sub-folder", "sub-folders (one per case)", frac)
+
+
+def _by_group(by: dict[str, list[str]], opts: Options, one: str, many: str, frac: str
+              ) -> tuple[dict[str, list[str]], str]:
+    """A seeded split of whole groups: each group's images in one split."""
+    subs = fs.random_split(list(by), opts.fractions, opts.seed, what=many)
+    split = {s: [n for sub in chosen for n in by[sub]] for s, chosen in subs.items()}
     counts = ", ".join(f"{s} {len(v)}" for s, v in subs.items())
-    return split, (f"random split by sub-folder, each sub-folder's images in one split ({len(by_sub)} sub-folders: "
-                   f"{counts}; seed {opts.seed}; fractions {frac})")
+    return split, (f"random split by {one}, each {one}'s images in one split ({len(by)} {one}s: {counts}; "
+                   f"seed {opts.seed}; fractions {frac})")
+
+
+def _given_layout(root: Path, opts: Options) -> Layout:
+    """split: given: each split's own folders. A split the fractions ask for that is not given is carved from the
+    given train split (whole groups where the names have them, seeded); a given test is never carved."""
+    groups = [_scan_group(root, replace(opts, images=v["images"], masks=v["masks"], fov=v.get("fov")), name)
+              for name, v in opts.splits.items()]
+    splits = {g.label: g.pairs for g in groups}
+    note = fg.describe(opts.splits, {s: len(p) for s, p in splits.items()})
+    train = next(n for n in splits if fs.canonical_split(n) == "train")
+    fractions = fg.carve_fractions(opts.fractions, list(splits))
+    if len(fractions) > 1:
+        by_name = {p.name: p for p in splits[train]}
+        nested = next(g for g in groups if g.label == train).images.nested
+        names, how = _random_names(list(by_name), nested, replace(opts, fractions=fractions))
+        carved = {s if fs.canonical_split(s) != "train" else train: [by_name[n] for n in ns]
+                  for s, ns in names.items()}
+        order = [*carved, *(s for s in splits if s not in carved)]
+        splits = {s: carved.get(s, splits.get(s)) for s in order}
+        note += f"; {', '.join(s for s in carved if s != train)} carved from the given {train}: {how}"
+    return Layout(root, "given", note, groups, splits)
 
 
 def _some(names: list[str], k: int = 5) -> str:
@@ -222,14 +270,15 @@ def _some(names: list[str], k: int = 5) -> str:
 def encoding_for(layout: Layout, opts: Options) -> fm.Encoding:
     """The discovered encoding (over every split's masks) with the user's class names or values applied."""
     pairs = layout.all_pairs()
-    enc = fm.discover([p.mask for p in pairs], [p.fov for p in pairs], opts.colors)
+    enc = fm.discover([p.mask for p in pairs], [p.fov for p in pairs], opts.colors, opts.void)
     return enc if opts.classes is None else fm.with_classes(enc, opts.classes)
 
 
 def ignore_index_for(opts: Options, enc: fm.Encoding) -> int | None:
     """255 where some pixels are excluded (outside the FOV, padding, palette void); same for every split."""
     pads = opts.fit == "pad" or (opts.fit == "resize" and opts.keep_aspect)
-    return IGNORE if (opts.fov or pads or enc.void) else None
+    fovs = opts.fov or any("fov" in v for v in (opts.splits or {}).values())
+    return IGNORE if (fovs or pads or enc.void or enc.void_values) else None
 
 
 def _read_pair(pair: Pair, channels: int, enc: fm.Encoding, need_fov: bool) -> tuple[np.ndarray, np.ndarray, int,
@@ -241,7 +290,7 @@ def _read_pair(pair: Pair, channels: int, enc: fm.Encoding, need_fov: bool) -> t
         raise DataError(f"{pair.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {pair.image.name} is "
                         f"{img.shape[1]}x{img.shape[0]}", "masks must have their image's size")
     outside = 0
-    if need_fov:
+    if need_fov or pair.fov is not None:  # given splits name their field-of-view folders each
         if pair.fov is None:
             raise DataError(f"{pair.image}: no field-of-view file matches this image",
                             "add one to the fov folder or drop data.options.fov")

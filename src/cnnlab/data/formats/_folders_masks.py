@@ -8,7 +8,7 @@ numbered 1..n in each mask: object vs background).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,6 +40,8 @@ class Encoding:
     void: bool = False              # palette index 255 present: mapped to the ignore value
     table: bool = False             # colours from the user's table (rgb)
     value_counts: tuple = ()        # instances: pixels per value in values (data.options.classes may map them)
+    void_values: tuple = ()         # data.options.void: mask values ignored like 255 (grey, index or (r, g, b))
+    void_pixels: int = 0            # pixels holding one of them (inside the field of view)
 
     def own_encoding(self) -> dict:
         """How predicted masks are written to match these files ({kind, values}, as MaskEncoding reads it): the
@@ -53,6 +55,12 @@ class Encoding:
 
     def describe(self) -> str:
         """One line for notes and `data check`."""
+        if self.void_values:
+            listed = ", ".join(str(list(v)) if isinstance(v, tuple) else str(v) for v in self.void_values)
+            return self._describe() + f"; void (ignored in loss and metrics, data.options.void): {listed}"
+        return self._describe()
+
+    def _describe(self) -> str:
         if self.kind == "binary":
             return f"binary {self.values[0]}/{self.values[-1]}"
         if self.kind == "lossy_binary":
@@ -133,7 +141,12 @@ def _add(acc: dict, part: dict) -> None:
 
 
 def _default_names(n: int) -> tuple[str, ...]:
-    return ("background",) + tuple(f"class_{i}" for i in range(1, n))
+    """Two classes: background and class_1 (0 is the background of a binary mask). More: class_0, class_1, ...,
+    since value 0 of a multi-class mask is not always background (CamVid's 0 is Sky; Cityscapes' trainId 0 is road):
+    a names file (_folders_names) or data.options.classes says which it is."""
+    if n <= 2:
+        return ("background",) + tuple(f"class_{i}" for i in range(1, n))
+    return tuple(f"class_{i}" for i in range(n))
 
 
 def _numbered_objects(per_mask: list[frozenset]) -> bool:
@@ -235,8 +248,18 @@ def _histogram(mask: Path, fov_s: str, as_rgb: bool) -> tuple[str, dict, dict]:
     return (kind, *_count(arr, kind, fov))
 
 
+def _drop_void(total: dict, inside: dict, void: tuple) -> int:
+    """Remove the void values (data.options.void) from the histograms keyed (kind, value); returns their pixels
+    inside the field of view. A grey level or palette index is void in grey and palette masks, a colour in RGB."""
+    keys = {("rgb", (v[0] << 16) | (v[1] << 8) | v[2]) if isinstance(v, tuple) else (k, v)
+            for v in void for k in ("grey", "palette")}
+    for k in keys & set(total):
+        total.pop(k)
+    return sum(inside.pop(k) for k in keys & set(inside))
+
+
 @lru_cache(maxsize=16)
-def _discover_cached(files: tuple, colors_items: tuple | None) -> Encoding:
+def _discover_cached(files: tuple, colors_items: tuple | None, void: tuple = ()) -> Encoding:
     """Read every mask once (and its FOV) and decide the encoding; cached on paths, mtimes and the colour table."""
     colors = {k: list(v) for k, v in colors_items} if colors_items is not None else None
     total: dict = {}
@@ -250,22 +273,53 @@ def _discover_cached(files: tuple, colors_items: tuple | None) -> Encoding:
         _add(inside, {(kind, k): v for k, v in i.items()})
     lossy = any(Path(f[0]).suffix.lower() in LOSSY_EXTS for f in files)
     if "rgb" in kinds and len(kinds) > 1:  # some masks in colour, some grey/palette: compare them all as colours
-        return _discover_cached(files, colors_items if colors_items is not None else ())
+        return _discover_cached(files, colors_items if colors_items is not None else (), void)
+    void_pixels = _drop_void(total, inside, void)
+    if void:
+        plain = {v for v in void if not isinstance(v, tuple)}
+        per_mask = [m - plain for m in per_mask]
+    if not total:
+        raise DataError(f"{Path(files[0][0]).parent}: every mask pixel is void (data.options.void)",
+                        "check the void values against the masks' values (cnnlab data check folders)")
     first = Path(files[0][0])
     strip = lambda d: {k[1]: v for k, v in d.items()}  # noqa: E731 - kinds are uniform from here on
     if kinds == {"rgb"}:
-        return _rgb_encoding(strip(total), strip(inside), colors or None, first)
-    if kinds == {"palette"}:
-        return _palette_encoding(strip(total), strip(inside))
-    return _grey_encoding(strip(total), strip(inside), lossy, first, per_mask)
+        enc = _rgb_encoding(strip(total), strip(inside), colors or None, first)
+    elif kinds == {"palette"}:
+        enc = _palette_encoding(strip(total), strip(inside))
+    else:
+        enc = _grey_encoding(strip(total), strip(inside), lossy, first, per_mask)
+    if not void:
+        return enc
+    return replace(enc, void_values=void, void_pixels=void_pixels)
 
 
-def discover(masks: list[Path], fovs: list[Path | None], colors: dict | None) -> Encoding:
-    """The encoding of a whole data set's masks (every split), from their values."""
+def discover(masks: list[Path], fovs: list[Path | None], colors: dict | None, void: tuple = ()) -> Encoding:
+    """The encoding of a whole data set's masks (every split), from their values; void values (data.options.void)
+    are left out of the classes and read as the ignore value."""
     files = tuple((str(m), m.stat().st_mtime_ns, str(f) if f else "", f.stat().st_mtime_ns if f else 0)
                   for m, f in zip(masks, fovs))
     items = tuple((k, tuple(v)) for k, v in colors.items()) if colors is not None else None
-    return _discover_cached(files, items)
+    return _discover_cached(files, items, tuple(void))
+
+
+def check_void(raw) -> tuple:
+    """Validate data.options.void: a value or a list of grey levels / palette indices (0..254) and [r, g, b]
+    colours; returned as ints and (r, g, b) tuples."""
+    if raw is None:
+        return ()
+    items = list(raw) if isinstance(raw, (list, tuple)) else [raw]  # a colour alone is written [[r, g, b]]
+    out = []
+    for v in items:
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255:
+            out.append(v)
+        elif (isinstance(v, (list, tuple)) and len(v) == 3
+              and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 255 for x in v)):
+            out.append(tuple(v))
+        else:
+            raise ConfigError(f"data.options.void: {v!r} is neither a mask value 0..255 nor an [r, g, b] colour",
+                              "e.g. void: [11] (grey level or palette index) or void: [[0, 0, 0]] (colour)")
+    return tuple(dict.fromkeys(out))
 
 
 def check_colors(colors) -> dict[str, list[int]] | None:
@@ -289,8 +343,7 @@ def with_classes(enc: Encoding, classes: list | dict) -> Encoding:
         if len(classes) != len(enc.class_names):
             raise ConfigError(f"data.options.classes names {len(classes)} classes but the masks hold "
                               f"{len(enc.class_names)} ({enc.describe()})", "give one name per class, in order")
-        return Encoding(enc.kind, enc.values, tuple(map(str, classes)), enc.pixel_counts, enc.snapped,
-                           enc.void, enc.table)
+        return replace(enc, class_names=tuple(map(str, classes)))
     if enc.kind in ("rgb", "lossy_binary"):
         raise ConfigError("data.options.classes as {name: value} needs grey or palette masks",
                           "for colour masks use data.options.colors: {name: [r, g, b]}")
@@ -301,15 +354,28 @@ def with_classes(enc: Encoding, classes: list | dict) -> Encoding:
     stray = [v for v in counts if v not in values]
     if stray:
         raise ConfigError(f"masks hold value(s) {stray} that data.options.classes does not name",
-                          f"add them; found {list(enc.values)}")
-    return Encoding(enc.kind if enc.kind not in ("binary", "instances") else "grey", tuple(values),
-                    tuple(map(str, classes)),
-                       tuple(counts.get(v, 0) for v in values), enc.snapped, enc.void)
+                          f"add them (found {list(enc.values)}), or mark them void (ignored in loss and metrics): "
+                          f"cnnlab new ... --void {','.join(map(str, stray))} (data.options.void: {stray})")
+    return replace(enc, kind=enc.kind if enc.kind not in ("binary", "instances") else "grey", values=tuple(values),
+                   class_names=tuple(map(str, classes)), pixel_counts=tuple(counts.get(v, 0) for v in values),
+                   table=False, value_counts=())
 
 
 def to_classes(path: Path, enc: Encoding) -> tuple[np.ndarray, int]:
-    """One mask as class indices (H x W uint8; palette void -> 255) and its number of snapped pixels."""
+    """One mask as class indices (H x W uint8; palette void and data.options.void -> 255) and its number of
+    snapped pixels."""
     arr, _ = read_mask(path, as_rgb=enc.kind == "rgb")
+    classes, snapped = _classes_of(arr, enc)
+    if enc.void_values:
+        colours = [(r << 16) | (g << 8) | b for r, g, b in (v for v in enc.void_values if isinstance(v, tuple))]
+        plain = [v for v in enc.void_values if not isinstance(v, tuple)]
+        void = np.isin(_pack(arr), colours) if arr.ndim == 3 else np.isin(arr, plain)
+        classes = np.where(void, np.uint8(IGNORE), classes).astype(np.uint8)
+    return classes, snapped
+
+
+def _classes_of(arr: np.ndarray, enc: Encoding) -> tuple[np.ndarray, int]:
+    """to_classes before data.options.void is applied."""
     if enc.kind == "rgb":
         packed = _pack(arr)
         keys = np.array([(r << 16) | (g << 8) | b for r, g, b in enc.values], dtype=np.int64)
