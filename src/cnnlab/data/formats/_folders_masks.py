@@ -341,8 +341,11 @@ def with_classes(enc: Encoding, classes: list | dict) -> Encoding:
     """Apply data.options.classes: names in class order (a list), or {name: mask value} fixing values and order."""
     if isinstance(classes, list):
         if len(classes) != len(enc.class_names):
+            extra = enc.values[len(classes):] if enc.kind in ("grey", "palette") else ()
+            void = (f", or mark the unnamed value(s) void (ignored in loss and metrics): cnnlab new ... --void "
+                    f"{','.join(map(str, extra))} (data.options.void: {list(extra)})" if extra else "")
             raise ConfigError(f"data.options.classes names {len(classes)} classes but the masks hold "
-                              f"{len(enc.class_names)} ({enc.describe()})", "give one name per class, in order")
+                              f"{len(enc.class_names)} ({enc.describe()})", f"give one name per class, in order{void}")
         return replace(enc, class_names=tuple(map(str, classes)))
     if enc.kind in ("rgb", "lossy_binary"):
         raise ConfigError("data.options.classes as {name: value} needs grey or palette masks",
