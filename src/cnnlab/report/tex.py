@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 from cnnlab.engine.rundir import write_text_atomic
@@ -18,8 +19,47 @@ FIT_OPEN = "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{
 
 
 def tex_escape(text: object) -> str:
-    """Plain text (class, variant, run names, labels) safe in LaTeX text mode, OT1 or T1 font encoding alike."""
-    return _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group(0)], str(text))
+    """Plain text (class, variant, run names, labels) safe in LaTeX text mode, OT1 or T1 font encoding alike;
+    Greek letters as math letters (greek), which every engine and font typesets."""
+    return greek(_ESCAPE_RE.sub(lambda m: _ESCAPES[m.group(0)], str(text)))
+
+
+# Greek in pdflatex: inputenc stops at "Unicode character not set up" (a class named α-cell); math letters need no
+# package (textgreek needs the LGR fonts, often not installed). Capitals that look Latin are Latin letters.
+_GREEK = dict(zip("αβγδεζηθικλμνξπρςστυφχψωΓΔΘΛΞΠΣΥΦΨΩ", (
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho varsigma sigma tau upsilon phi "
+    "chi psi omega Gamma Delta Theta Lambda Xi Pi Sigma Upsilon Phi Psi Omega").split()))
+_GREEK_LATIN = dict(zip("οΑΒΕΖΗΙΚΜΝΟΡΤΧ", "oABEZHIKMNOPTX"))
+_ACCENTS = {"\u0301": "acute", "\u0300": "grave", "\u0308": "ddot", "\u0342": "tilde", "\u0304": "bar"}
+_GREEK_RE = re.compile("[\u0370-\u03ff\u1f00-\u1fff]")
+
+
+def _greek_letter(ch: str) -> str:
+    base, *marks = unicodedata.normalize("NFD", ch)
+    if base in _GREEK_LATIN:
+        math = f"\\mathrm{{{_GREEK_LATIN[base]}}}"
+    elif base in _GREEK:
+        math = "\\" + _GREEK[base]
+    else:  # a Greek sign with no math letter (a numeral sign, a coronis): its code point
+        return f"[U+{ord(ch):04X}]"
+    for mark in marks:
+        if mark in _ACCENTS:
+            math = f"\\{_ACCENTS[mark]}{{{math}}}"
+    return f"\\ensuremath{{{math}}}"
+
+
+def greek(text: str) -> str:
+    """Greek letters (accented ones too) as math letters: Δέλτα -> \\Delta\\acute{\\epsilon}\\lambda\\tau\\alpha."""
+    return _GREEK_RE.sub(lambda m: _greek_letter(m.group(0)), text)
+
+
+def unicode_fallbacks(text: str) -> list[str]:
+    """\\DeclareUnicodeCharacter lines for pdflatex, for the letters of other scripts in text (CJK, Cyrillic,
+    Arabic ...; emoji): inputenc knows Latin and common punctuation only and would stop at the first of them. Each
+    is typeset as its code point, [U+6F22]; the .tex keeps the real characters for lualatex/xelatex with a font
+    that has them."""
+    chars = sorted({c for c in text if ord(c) >= 0x370 and (unicodedata.category(c)[0] in "LNM" or ord(c) >= 0x1F000)})
+    return [f"\\DeclareUnicodeCharacter{{{ord(c):04X}}}{{\\texttt{{[U+{ord(c):04X}]}}}}" for c in chars]
 
 
 def signed(text: str) -> str:
@@ -84,8 +124,12 @@ def figure_tex(file: str, caption: str, label: str, source: str, width: str = "\
                       f"  \\label{{{label}}}", "\\end{figure}", ""])
 
 
-def document_tex(title: str, pieces: list[str]) -> str:
-    """The standalone report: preamble plus one \\input per piece, compiled with `pdflatex report.tex`."""
+def document_tex(title: str, pieces: list[str], fallbacks: list[str] | None = None) -> str:
+    """The standalone report: preamble plus one \\input per piece, compiled with `pdflatex report.tex` (or lualatex
+    or xelatex, which need no inputenc). fallbacks: unicode_fallbacks of the pieces, for pdflatex only."""
+    unicode = ["% names in other scripts: pdflatex shows them as code points (lines below; copy them into your",
+               "% paper's preamble with the pieces); lualatex with a font that has them shows the characters",
+               "\\ifdefined\\pdftexversion", *fallbacks, "\\fi"] if fallbacks else []
     return "\n".join([
         "% Standalone cnnlab report: run `pdflatex report.tex` in this folder. To use the pieces in a paper, copy",
         "% this folder next to it, add \\usepackage{booktabs,graphicx} and \\graphicspath{{FOLDER/}}, and",
@@ -93,7 +137,7 @@ def document_tex(title: str, pieces: list[str]) -> str:
         "\\documentclass{article}", "\\usepackage[utf8]{inputenc}",
         # T1 only with Latin Modern (vector fonts); the pieces are escaped to work in OT1 and T1 alike
         "\\IfFileExists{lmodern.sty}{\\usepackage[T1]{fontenc}\\usepackage{lmodern}}{}", "\\usepackage{booktabs}",
-        "\\usepackage{graphicx}",
+        "\\usepackage{graphicx}", *unicode,
         f"\\title{{{title}}}", "\\author{}", "\\date{}", "\\begin{document}", "\\maketitle",
         *[f"\\input{{{p}}}" for p in pieces], "\\end{document}", ""])
 
@@ -104,7 +148,7 @@ def write_pieces(folder: Path, title: str, pieces: dict[str, str]) -> Path:
     for name, text in pieces.items():
         write_text_atomic(folder / f"{name}.tex", text)
     path = folder / "report.tex"
-    write_text_atomic(path, document_tex(title, list(pieces)))
+    write_text_atomic(path, document_tex(title, list(pieces), unicode_fallbacks(title + "".join(pieces.values()))))
     return path
 
 

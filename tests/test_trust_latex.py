@@ -1,0 +1,51 @@
+"""Issue 29: LaTeX reports with class names in other scripts compile with the documented `pdflatex report.tex`
+(before: "Unicode character α (U+03B1) not set up for use with LaTeX"), and with lualatex.
+
+Oracles: the TeX engines themselves (skipped cleanly where absent), pdftotext reading the PDF back."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cnnlab.report.latex import write_latex_report
+from cnnlab.report.tex import tex_escape, unicode_fallbacks
+from test_report_latex import run_dir  # noqa: F401 (the module's tiny trained run, a fixture)
+
+NAMES = ["background", "α-cell", "Δέλτα", "漢字", "Жук", "caf\u00e9"]
+
+
+def test_greek_letters_become_math_letters_and_other_scripts_get_fallbacks():
+    assert tex_escape("α-cell") == r"\ensuremath{\alpha}-cell"
+    assert tex_escape("Δέ") == r"\ensuremath{\Delta}\ensuremath{\acute{\epsilon}}"
+    assert tex_escape("ΑΟ") == r"\ensuremath{\mathrm{A}}\ensuremath{\mathrm{O}}"
+    assert unicode_fallbacks("漢 é ’ x") == [r"\DeclareUnicodeCharacter{6F22}{\texttt{[U+6F22]}}"]
+
+
+@pytest.fixture
+def script_run(run_dir: Path, tmp_path: Path) -> Path:  # noqa: F811
+    d = tmp_path / "scripts-run"
+    shutil.copytree(run_dir, d, ignore=shutil.ignore_patterns("*.pt", "latex"))
+    s = json.loads((d / "summary.json").read_text())
+    s["class_names"] = NAMES
+    s["per_class"] = {n: {"dice": 0.1 * (i + 1), "iou": 0.05 * (i + 1), "in_ground_truth": True}
+                      for i, n in enumerate(NAMES)}
+    (d / "summary.json").write_text(json.dumps(s))
+    return d
+
+
+@pytest.mark.parametrize("engine", ["pdflatex", "lualatex"])
+def test_a_report_with_greek_and_cjk_class_names_compiles(script_run: Path, engine: str):
+    if shutil.which(engine) is None:
+        pytest.skip(f"{engine} is not installed")
+    folder = write_latex_report(script_run).parent
+    done = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=folder,
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stdout[-2000:]
+    if shutil.which("pdftotext") and engine == "pdflatex":
+        text = subprocess.run(["pdftotext", str(folder / "report.pdf"), "-"], capture_output=True, text=True,
+                              check=True).stdout
+        assert "[U+6F22]" in text and "café" in text
