@@ -73,20 +73,22 @@ class Doc:
 
 
 def render_markdown(doc: Doc, folder: Path) -> str:
-    """Markdown with figures linked relative to the report's folder."""
-    out = [f"# {doc.title}", ""]
+    """Markdown with figures linked relative to the report's folder; text escaped as report.html escapes it (a
+    class or file named `<script>` is text, never markup in a viewer that renders HTML in markdown)."""
+    esc = lambda text: html.escape(str(text), quote=False)  # noqa: E731
+    out = [f"# {esc(doc.title)}", ""]
     for kind, payload in doc.blocks:
         if kind == "h":
-            out += [f"## {payload}", ""]
+            out += [f"## {esc(payload)}", ""]
         elif kind == "p":
-            out += [str(payload), ""]
+            out += [esc(payload), ""]
         elif kind == "list":
-            out += [f"- {line}" for line in payload] + [""]
+            out += [f"- {esc(line)}" for line in payload] + [""]
         elif kind == "table":
             out += [markdown_table(payload[0], payload[1]), ""]
         elif kind == "img":
             rel = Path(os.path.relpath(payload[0], folder)).as_posix()
-            out += [f"![{payload[1]}]({rel})", "", f"*{payload[1]}*", ""]
+            out += [f"![{esc(payload[1])}]({rel})", "", f"*{esc(payload[1])}*", ""]
         elif kind == "pre":
             out += ["```", str(payload).rstrip(), "```", ""]
     return "\n".join(out)
