@@ -86,6 +86,9 @@ class TrainConfig:
                                      # busy (two 2-thread jobs on 2 cores ran 2-40x slower)
     progress: bool = True            # progress bars (plain lines where stdout is not a terminal), epoch lines
     max_steps_per_epoch: int = 0     # 0 = whole split; >0 caps steps (smoke tests)
+    select: str = "auto"             # the validation score that picks best.pt and early stopping: auto = the
+    #                                  task's (segmentation: strict mean Dice), miou = strict mean IoU over the
+    #                                  classes in the ground truth (multi-class sets: every class weighs the same)
     foreground_oversample: float = 0.0  # data.patch: share of patches centred on a pixel of a class drawn
     #                                  uniformly among the non-background classes of the image (nnU-Net: 1/3)
     window_overlap: float = 0.5      # data.patch: overlap of the sliding windows that score whole images
@@ -129,6 +132,7 @@ TASKS = ("segmentation", "classification", "colorization")
 # Closed lists the engine implements (engine/fit.py); checked here so a typo fails before any data is read.
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "cosine", "plateau", "step")
+SELECTS = ("auto", "miou")  # train.select: the task's headline, or strict mean IoU over classes (tasks: selects)
 TRACKERS = ("tensorboard", "mlflow")  # train.log_to; each an optional extra (engine/recipe_check.py checks it)
 # A run's name becomes a folder name under `out` and appears in printed `cnnlab train --resume DIR` hints:
 # no path separators (a '/' made a missing folder, '../x' escaped `out`), nothing a shell would split or expand.
@@ -223,6 +227,7 @@ def _validate(r: Recipe, check_name: bool = True) -> None:
         _check_name(r.name)
     _check_choice(r.optim.name, OPTIMIZERS, "optim.name")
     _check_choice(r.optim.schedule, SCHEDULES, "optim.schedule")
+    _check_choice(r.train.select, SELECTS, "train.select")  # which task offers which: engine/recipe_check.py
     for tracker in r.train.log_to:
         _check_choice(tracker, TRACKERS, "train.log_to entry")
     checks = [

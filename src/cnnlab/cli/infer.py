@@ -62,6 +62,12 @@ def _run_evaluate(a: argparse.Namespace) -> int:
     if "metrics_trained_size" in result:
         print(f"  at the trained size {'x'.join(map(str, result['input_size']))}: "
               f"{json.dumps(result['metrics_trained_size'])}")
+    if result.get("per_class") and len(result["per_class"]) > 2:  # multi-class: the per-class table
+        from cnnlab.report.tables import per_class_lines
+
+        print("\n".join(per_class_lines(result["per_class"])))
+    for line in result.get("warnings", []):
+        print(line)
     fg = result.get("foreground")
     if fg is not None:  # binary segmentation: both conventions, named
         print(f"foreground '{fg['class']}': Dice global (strict, pooled over {fg['images']} images) "

@@ -17,6 +17,7 @@ from cnnlab.data.formats import FORMATS
 from cnnlab.errors import ConfigError, did_you_mean
 from cnnlab.losses.core import LOSSES
 from cnnlab.models import MODELS, check_model_params
+from cnnlab.tasks import task_for
 
 # Floor on the memory one training sample takes per pixel: 24 float32 values (= 96 bytes), i.e. a 3-channel input,
 # its normalised and augmented copies, and a first layer's outputs and their gradients. The U-Nets here keep
@@ -55,10 +56,12 @@ def _check_one(value: str, registry: Iterable[str], key: str) -> None:
 
 
 def check_names(r: Recipe) -> None:
-    """data.format, model.name (and its model.params keys) and loss.name against their registries."""
+    """data.format, model.name (and its model.params keys), loss.name and train.select (the task's offer) against
+    their registries."""
     _check_one(r.data.format, FORMATS, "data.format")
     _check_one(r.model.name, MODELS, "model.name")
     _check_one(r.loss.name, LOSSES, "loss.name")
+    _check_one(r.train.select, task_for(r.task).selects, f"train.select for a {r.task} run")
     check_model_params(r.model.name, r.model.params)
 
 

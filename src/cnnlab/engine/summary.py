@@ -11,11 +11,15 @@ from cnnlab.engine.context import RunContext
 from cnnlab.engine.distributed import is_main, world
 from cnnlab.engine.figures import write_run_figures
 from cnnlab.engine.fit import TrainState
+from cnnlab.engine.logs import get_logger
 from cnnlab.engine.rundir import environment, git_hash, read_resumes, write_text_atomic
 from cnnlab.engine.steps import evaluate, iter_logits, run_window
 from cnnlab.metrics.names import metric_conventions
+from cnnlab.metrics.per_class import vanished_warnings
 from cnnlab.models.classifiers import count_parameters
 from cnnlab.tasks import Task, task_for
+
+log = get_logger(__name__)
 
 
 def _keeper(task: Task, n: int) -> tuple[list[torch.Tensor], Callable[[torch.Tensor, torch.Tensor], None]]:
@@ -72,6 +76,9 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
             kept.append(task.prediction_batch(logits))
     pred = torch.cat(kept) if kept else None
     summary.update(task.test_entries(split, cm, pred))
+    summary["warnings"] = vanished_warnings(summary, split_name)  # a class never predicted: one line each
+    for line in summary["warnings"]:
+        log.info(line)
     write_text_atomic(ctx.run_dir / "summary.json", json.dumps(summary, indent=2))
     write_run_figures(ctx.run_dir, r, split, state.history, pred, cm)
     return summary

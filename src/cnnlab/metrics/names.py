@@ -45,7 +45,8 @@ METRICS: dict[str, MetricName] = {
 }
 
 # columns of the per-class tables (summary.json's per_class entries)
-PER_CLASS_LABELS = {"dice": "Dice (strict)", "iou": "IoU (strict)", "in_ground_truth": "in ground truth"}
+PER_CLASS_LABELS = {"dice": "Dice (strict)", "iou": "IoU (strict)", "pixel_share": "share of pixels",
+                    "in_ground_truth": "in ground truth"}
 
 # the metrics a study compares for each task, its headline first (the study table and report, the check of a study
 # file's `metric:`); a task not listed (colorization) compares every number its runs' summaries hold

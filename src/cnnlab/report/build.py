@@ -15,6 +15,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.figures.palette import class_colors
 from cnnlab.figures.run import loss_curves
 from cnnlab.metrics.names import METRICS, PER_CLASS_LABELS, label, row_label
+from cnnlab.report.class_figures import per_class_iou_bars
 from cnnlab.report.study_figures import (
     difference_plot,
     headline_bars,
@@ -28,6 +29,8 @@ from cnnlab.study.table import failure_lines, markdown_table, table_sections, wr
 CAPTIONS = {
     "loss_curves.png": "Training and validation loss per epoch (validation metric on the right axis, where shown).",
     "per_class_dice.png": "Strict Dice per class on the evaluated split, each class in its overlay colour.",
+    "per_class_iou.png": "Strict IoU per class on the evaluated split beside each class's share of the ground-truth "
+                         "pixels: a rare class at 0.00 is one the model never predicts.",
     "overlays.png": "Worst (top rows) and best (bottom rows) images by per-image Dice (binary tasks: the foreground "
                     "class's Dice, as in the per-image Dice above; multi-class: the mean over the classes in that "
                     "image's ground truth): input, ground truth and prediction overlays in the class colours of the "
@@ -37,7 +40,8 @@ CAPTIONS = {
                             "true class, numbers = counts.",
     "misclassified.png": "Misclassified images, most confident mistakes first.",
 }
-FIGURE_ORDER = ["loss_curves.png", "per_class_dice.png", "overlays.png", "colorization_samples.png"]
+FIGURE_ORDER = ["loss_curves.png", "per_class_dice.png", "per_class_iou.png", "overlays.png",
+                "colorization_samples.png"]
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
        "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
        "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}figure{margin:1.2em 0}"
@@ -184,6 +188,8 @@ def _results_section(doc: Doc, s: dict) -> None:
         doc.table(["class", *(PER_CLASS_LABELS[k] for k in ("dice", "iou", "in_ground_truth"))],
                   [[n, _fmt(p.get("dice")), _fmt(p.get("iou")), "yes" if p.get("in_ground_truth") else "no"]
                    for n, p in s["per_class"].items()], swatches=[tuple(int(c) for c in col) for col in cols])
+        if s.get("warnings"):  # classes in the ground truth that the model never predicted
+            doc.items(s["warnings"])
 
 
 def _ensure_run_figures(run_dir: Path, s: dict | None) -> None:
@@ -193,6 +199,9 @@ def _ensure_run_figures(run_dir: Path, s: dict | None) -> None:
     if s and "per_class" in s:
         per_class_dice_bars(s["per_class"], fig_dir / "per_class_dice.png",
                             f"strict Dice per class, {s.get('evaluated_on', '?')} split")
+        if any("pixel_share" in p for p in s["per_class"].values()):  # runs saved before the share have none
+            per_class_iou_bars(s["per_class"], fig_dir / "per_class_iou.png",
+                               f"strict IoU per class, {s.get('evaluated_on', '?')} split")
     history = read_history(run_dir)
     if history and not (fig_dir / "loss_curves.png").is_file():
         loss_curves(history, fig_dir / "loss_curves.png", run_dir.name)

@@ -26,12 +26,7 @@ def print_run_table(run_dir: Path, console: Console | None = None) -> None:
             t.add_row(row_label(key), _fmt(m[key]))
     console.print(t)
     if "per_class" in s:
-        pc = Table()
-        for col in ("class", *(PER_CLASS_LABELS[k] for k in ("dice", "iou", "in_ground_truth"))):
-            pc.add_column(col, justify="left" if col == "class" else "right")
-        for name, v in s["per_class"].items():
-            pc.add_row(name, _fmt(v["dice"]), _fmt(v["iou"]), "yes" if v["in_ground_truth"] else "no")
-        console.print(pc)
+        print_per_class(s["per_class"], console)
     if "binary" in s:
         b = s["binary"]
         console.print(f"per-image Dice {b['per_image_dice_mean']:.4f}, "
@@ -44,3 +39,29 @@ def print_run_table(run_dir: Path, console: Console | None = None) -> None:
         console.print(f"learnable parameters: {p['trainable']:,} trainable of {p['total']:,}")
     console.print(f"train {s['train_seconds']:.0f} s at {s['train_images_per_s']:.1f} img/s "
                   f"({s['device']}, {s['precision']}); run dir: {run_dir}")
+
+
+def print_per_class(per_class: dict, console: Console) -> None:
+    """The per-class table: Dice, IoU, share of the ground-truth pixels (where known), in ground truth."""
+    share = any("pixel_share" in v for v in per_class.values())
+    pc = Table()
+    keys = ("dice", "iou", *(("pixel_share",) if share else ()), "in_ground_truth")
+    for col in ("class", *(PER_CLASS_LABELS[k] for k in keys)):
+        pc.add_column(col, justify="left" if col == "class" else "right")
+    for name, v in per_class.items():
+        cells = [_fmt(v["dice"]), _fmt(v["iou"])] + ([f"{v.get('pixel_share', 0):.2%}"] if share else [])
+        pc.add_row(name, *cells, "yes" if v["in_ground_truth"] else "no")
+    console.print(pc)
+
+
+def per_class_lines(per_class: dict) -> list[str]:
+    """The per-class table as plain text lines (`cnnlab evaluate`): IoU, Dice and share of the ground-truth pixels,
+    one class a line, so that no terminal width wraps a column head."""
+    width = max(len("class"), *(len(n) for n in per_class))
+    heads = [PER_CLASS_LABELS[k] for k in ("iou", "dice", "pixel_share")]
+    lines = [f"{'class':<{width}}  " + "  ".join(f"{h:>15}" for h in heads)]
+    for name, v in per_class.items():
+        share = v.get("pixel_share")
+        cells = [_fmt(v.get("iou")), _fmt(v.get("dice")), "n/a" if share is None else f"{share:.2%}"]
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{c:>15}" for c in cells))
+    return lines

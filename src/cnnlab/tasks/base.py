@@ -49,6 +49,7 @@ class Task:
     name: str = ""
     data_type: type = object
     headline: str | None = None  # the validation metric shown on each epoch's line
+    selects: tuple[str, ...] = ("auto",)  # train.select values: auto picks best.pt by the task's own score
     dense: bool = False          # one output per pixel: tiled where training crops leave part of an image unseen
     predicts: bool = True        # predict, evaluate and export handle runs of this task
     ensembles: bool = False      # `cnnlab ensemble` soft-votes its runs: one class-probability row per image, whose
@@ -86,8 +87,9 @@ class Task:
         """A fresh accumulator of this task's metrics over a split."""
         raise NotImplementedError
 
-    def selection_score(self, metrics: dict) -> float:
-        """The validation number that picks the best epoch (higher is better)."""
+    def selection_score(self, metrics: dict, select: str = "auto") -> float:
+        """The validation number that picks the best epoch (higher is better); select: train.select (auto: the
+        task's own; segmentation also takes miou)."""
         return -metrics["loss"]
 
     def checkpoint_entries(self, recipe: Recipe, train) -> dict:

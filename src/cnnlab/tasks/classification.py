@@ -33,7 +33,7 @@ class Classification(Task):
     def tally(self, data: ClsData, loss_fn: Loss) -> LabelTally:
         return LabelTally(loss_fn, data.class_names, len(data))
 
-    def selection_score(self, metrics: dict) -> float:
+    def selection_score(self, metrics: dict, select: str = "auto") -> float:
         return metrics["accuracy"]
 
     def fit_entries(self, val: dict, train_metrics: Callable[[], dict]) -> dict:

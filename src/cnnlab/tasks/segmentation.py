@@ -18,6 +18,7 @@ from cnnlab.losses.core import Loss, soft_dice_per_class
 from cnnlab.metrics.argmax import class_argmax
 from cnnlab.metrics.boundary import binary_summary
 from cnnlab.metrics.confusion import ConfusionMatrix
+from cnnlab.metrics.per_class import class_iou_metrics, never_predicted, pixel_shares
 from cnnlab.tasks.base import LabelTally, Norm, Placement, Task, label_batch, shrink_images
 
 
@@ -32,6 +33,7 @@ class SegTally(LabelTally):
         s = self.cm.summary(self.class_names)
         out = {k: v for k, v in s.items() if k != "per_class"}
         out["soft_dice_batch_mean"] = soft_sum / max(n_batches, 1)
+        out.update(class_iou_metrics(self.cm, self.class_names))  # every validation: a vanished class shows
         return out
 
 
@@ -44,6 +46,7 @@ class Segmentation(Task):
     name = "segmentation"
     data_type = SegData
     headline = "dice_mean"
+    selects = ("auto", "miou")  # miou: strict mean IoU over the classes in the ground truth picks best.pt
     dense = True
 
     def ignore_index(self, data: SegData) -> int | None:
@@ -74,8 +77,9 @@ class Segmentation(Task):
     def tally(self, data: SegData, loss_fn: Loss) -> SegTally:
         return SegTally(loss_fn, data.class_names, len(data), data.ignore_index)
 
-    def selection_score(self, metrics: dict) -> float:
-        v = metrics.get("dice_mean")
+    def selection_score(self, metrics: dict, select: str = "auto") -> float:
+        """Strict mean Dice, or with train.select 'miou' the strict mean IoU over the classes in the ground truth."""
+        v = metrics.get("iou_mean" if select == "miou" else "dice_mean")
         return -float("inf") if v is None else v
 
     def checkpoint_entries(self, recipe: Recipe, train: SegData) -> dict:
@@ -94,8 +98,12 @@ class Segmentation(Task):
         return class_argmax(logits, 1).to(torch.uint8)
 
     def test_entries(self, split: SegData, cm: ConfusionMatrix | None, pred: torch.Tensor | None) -> dict:
-        """Per-class Dice/IoU; binary tasks add per-image and boundary scores of the foreground."""
+        """Per-class Dice/IoU and ground-truth pixel share, the classes in the ground truth but never predicted;
+        binary tasks add per-image and boundary scores of the foreground."""
         out = {"per_class": cm.summary(split.class_names)["per_class"]}
+        for name, share in zip(split.class_names, pixel_shares(cm)):
+            out["per_class"][name]["pixel_share"] = share
+        out["never_predicted"] = never_predicted(cm, split.class_names)  # warned about (metrics.per_class)
         if pred is not None and len(split.class_names) == 2:
             out["binary"] = binary_summary(pred, split.masks, split.ignore_index)
         return out
