@@ -19,23 +19,14 @@ def _cmd_train(a: argparse.Namespace) -> int:
     recipe = load_recipe(a.recipe, overrides + no_cache) if a.recipe and not a.resume else None
     _first_line(recipe, a.resume)
 
-    from cnnlab.engine.distributed import is_main, shutdown
-    from cnnlab.engine.recipe_check import check_recipe
-    from cnnlab.engine.run import resume, train
+    from cnnlab.api.calls import resume_run, train_recipe  # the functions cnnlab.train and cnnlab.resume call
 
     if a.resume:
-        run_dir = resume(Path(a.resume), list(a.set) + no_cache)
+        resume_run(Path(a.resume), list(a.set) + no_cache, echo=True)
     elif recipe is not None:
-        check_recipe(recipe)  # names and memory before any data is read or run dir created
-        run_dir = train(recipe)
+        train_recipe(recipe, echo=True)  # checks names and memory before any data is read or run dir created
     else:
         raise CnnlabError("cnnlab train needs a RECIPE or --resume RUN_DIR")
-    if is_main():
-        from cnnlab.report.tables import print_run_table
-
-        print_run_table(run_dir)
-        _write_report(run_dir)
-    shutdown()
     return 0
 
 
@@ -51,15 +42,6 @@ def _first_line(recipe, resume: str | None) -> None:
         splits = ", ".join(s for s in (d.train, d.val, d.test) if s)
         print(f"training {recipe.name} ({recipe.task}, {recipe.model.name}): reading {d.root} "
               f"(format {d.format}, splits {splits}{size})", flush=True)
-
-
-def _write_report(run_dir: Path) -> None:
-    """report.md/html beside the run's files; a run tracked in MLflow gets them as artifacts too."""
-    from cnnlab.engine.tracking import log_report
-    from cnnlab.report.build import write_run_report
-
-    print(f"report: {write_run_report(run_dir)}")
-    log_report(run_dir)
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:

@@ -254,16 +254,23 @@ def _predict_chunks(run: TrainedRun, files: list[Path], batch_size: int, tta: bo
     """(path, image, probabilities at the image's own size) per file; model calls batched. Images go through the
     run's preprocessing; with --window, or where the training crop would leave part of an image unseen, they are
     tiled at the training pixel size instead."""
-    prep, dense = run.preprocess, task_for(run.task).dense
     for i in range(0, len(files), batch_size):
         chunk = files[i: i + batch_size]
         images = [_read(run, f) for f in chunk]
-        tile = [window is not None or run.window is not None or (dense and not prep.place(*img.shape[-2:]).whole)
-                for img in images]
-        whole = iter(_batched(run, [img for img, t in zip(images, tile) if not t], tta) if not all(tile) else [])
-        size = window or (run.window.size if run.window is not None else prep.size)
-        for f, img, t in zip(chunk, images, tile):
-            yield f, img, (_tiled(run, img, size, overlap, batch_size, tta) if t else next(whole))
+        yield from zip(chunk, images, image_probabilities(run, images, tta, window, overlap, batch_size))
+
+
+def image_probabilities(run: TrainedRun, images: list[torch.Tensor], tta: bool = False,
+                        window: tuple[int, int] | None = None, overlap: float = 0.25,
+                        batch_size: int = 8) -> list[torch.Tensor]:
+    """Probabilities (K x H x W at each image's own size, or K) of C x H x W uint8 images, in one batch: the one
+    path of `cnnlab predict` (files) and cnnlab.Run.predict (arrays), so both give the same masks."""
+    prep, dense = run.preprocess, task_for(run.task).dense
+    tile = [window is not None or run.window is not None or (dense and not prep.place(*img.shape[-2:]).whole)
+            for img in images]
+    whole = iter(_batched(run, [img for img, t in zip(images, tile) if not t], tta) if not all(tile) else [])
+    size = window or (run.window.size if run.window is not None else prep.size)
+    return [_tiled(run, img, size, overlap, batch_size, tta) if t else next(whole) for img, t in zip(images, tile)]
 
 
 def _preprocess_notes(run: TrainedRun, window: tuple[int, int] | None) -> list[str]:

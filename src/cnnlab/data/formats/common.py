@@ -148,17 +148,22 @@ def read_input(path: Path, channels: int) -> np.ndarray:
     grey files are scaled by `scale_wide`, then repeated to RGB when 3 channels are asked for."""
     try:
         with open_image(path) as im:
-            if not im.mode.startswith(WIDE_MODES):
-                im.load()
-                arr = np.asarray(im if im.mode == ("RGB" if channels == 3 else "L")
-                                 else im.convert("RGB" if channels == 3 else "L"))
-            else:
-                arr = scale_wide(np.asarray(im))
-                arr = np.repeat(arr[..., None], 3, axis=2) if channels == 3 else arr
+            arr = image_array(im, channels)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise _decode_error(path, e) from None
     note_decoded()
     return arr
+
+
+def image_array(im: Image.Image, channels: int) -> np.ndarray:
+    """An opened image as read_input makes it (H x W or H x W x 3 uint8): the one conversion of files and of the
+    PIL images given to cnnlab.Run.predict."""
+    if not im.mode.startswith(WIDE_MODES):
+        im.load()
+        return np.asarray(im if im.mode == ("RGB" if channels == 3 else "L")
+                          else im.convert("RGB" if channels == 3 else "L"))
+    arr = scale_wide(np.asarray(im))
+    return np.repeat(arr[..., None], 3, axis=2) if channels == 3 else arr
 
 
 def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
