@@ -168,7 +168,9 @@ def run_study(path: str | Path | None = None, sets: Iterable[str] = (), out: str
     workers: runs at once on this machine; ray: "" (Ray here) or a cluster address; retries: see the CLI."""
     if resume is not None:
         if path is not None or list(sets) or out is not None:
-            raise ConfigError("a study resume takes only the study folder",
+            # the plan (study file and --set values) is frozen in the study folder; changing it mid-way would mix
+            # runs of two different studies in one table
+            raise ConfigError("cnnlab study --resume takes only the study folder",
                               "its plan.json already holds the study file and the --set values; --out is its folder")
         study_dir = resume_study(Path(resume), workers, ray, retries)
     elif path is not None:

@@ -67,22 +67,14 @@ def run_check_folders(images: str | Path, masks: str | Path, fov: str | Path | N
 
 
 def _cmd_new(a: argparse.Namespace) -> int:
+    from cnnlab.api.calls import new_recipe  # the function cnnlab.new_recipe is: the same lines and recipe
     from cnnlab.new.own import OwnData
-    from cnnlab.new.recipe import make_recipe
 
     own = OwnData(tuple(tuple(v) if isinstance(v, list) else v for v in parse_void(a.void)) if a.void else (),
                   tuple(n.strip() for n in a.classes.split(",") if n.strip()) if a.classes else None,
                   (a.val_images, a.val_masks), (a.test_images, a.test_masks), a.scene)
-    made = make_recipe(a.task, a.images, a.masks, a.out, fov=a.fov, name=a.name, encoder=a.encoder,
-                       minutes=a.minutes, own=own)
-    est = made.estimate
-    print(f"wrote {made.path}; train it with: cnnlab train {made.path}")
-    print(f"model: {made.model.why}")
-    if made.model.decoder_why:
-        print(f"decoder: {made.model.decoder_why}")
-    print(f"size {made.size.size[0]}x{made.size.size[1]}: {made.size.why()}")
-    print(f"estimated training time on this machine: {est.total_line()}; {est.epoch_line()}; early stopping may "
-          "end sooner")
+    new_recipe(a.images, a.masks, a.out, task=a.task, fov=a.fov, name=a.name, encoder=a.encoder, minutes=a.minutes,
+               own=own)
     return 0
 
 

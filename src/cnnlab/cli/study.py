@@ -5,29 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cnnlab.errors import CnnlabError
-
 
 def _cmd_study(a: argparse.Namespace) -> int:
-    from cnnlab.report.build import write_study_report
-    from cnnlab.study.mlflow_parent import log_study_report
-    from cnnlab.study.runner import resume_study, run_study
+    from cnnlab.api.calls import run_study  # the function cnnlab.run_study is: the same runs, table and report
 
     if a.ray and a.study is None and a.ray.endswith((".yaml", ".yml")):  # `--ray STUDY.yaml`: argparse took the
         a.study, a.ray = a.ray, ""                                           # file for --ray's optional address
-    if a.resume:
-        if a.study or a.set or a.out:
-            # the plan (study file and --set values) is frozen in the study folder; changing it mid-way
-            # would mix runs of two different studies in one table
-            raise CnnlabError("cnnlab study --resume takes only the study folder",
-                              "its plan.json already holds the study file and the --set values; --out is its folder")
-        study_dir = resume_study(Path(a.resume), a.workers, a.ray, a.retries)
-    elif a.study:
-        study_dir = run_study(Path(a.study), a.set, a.out, a.workers, a.ray, a.retries)
-    else:
-        raise CnnlabError("cnnlab study needs a STUDY_YAML or --resume STUDY_DIR")
-    print(f"report: {write_study_report(study_dir)}")
-    log_study_report(study_dir)  # to the study's MLflow parent run, when it has one
+    run_study(a.study, a.set, a.out, a.workers, a.ray, a.retries, resume=a.resume)
     return 0
 
 
