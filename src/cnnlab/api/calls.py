@@ -19,10 +19,9 @@ from typing import Any
 
 from cnnlab.api.run import Run
 from cnnlab.config import Recipe, apply_overrides, asdict, load_recipe, read_yaml, recipe_from_dict
+from cnnlab.engine import run as engine_run  # called through the module: tests stand in for engine_run.train
 from cnnlab.engine.distributed import is_main, shutdown
 from cnnlab.engine.recipe_check import check_recipe
-from cnnlab.engine.run import resume as resume_engine
-from cnnlab.engine.run import train as train_engine
 from cnnlab.engine.tracking import log_report
 from cnnlab.errors import ConfigError
 from cnnlab.new.own import OwnData
@@ -90,7 +89,7 @@ def train_recipe(r: Recipe, echo: bool, report: bool = True) -> Path:
     """The one way a recipe is trained, by `cnnlab train` and cnnlab.train: check it (names, memory) before any
     data is read, train, then the run's table (echo) and report; returns the run dir."""
     check_recipe(r)
-    return _finish(train_engine(r), echo, report)
+    return _finish(engine_run.train(r), echo, report)
 
 
 def resume(run_dir: str | Path, sets: Iterable[str] = (), progress: bool | None = None, report: bool = True,
@@ -106,7 +105,7 @@ def resume(run_dir: str | Path, sets: Iterable[str] = (), progress: bool | None 
 
 def resume_run(run_dir: Path, overrides: list[str], echo: bool, report: bool = True) -> Path:
     """The one way a run is resumed, by `cnnlab train --resume` and cnnlab.resume; returns the run dir."""
-    return _finish(resume_engine(run_dir, overrides), echo, report)
+    return _finish(engine_run.resume(run_dir, overrides), echo, report)
 
 
 def _finish(run_dir: Path, echo: bool, report: bool) -> Path:

@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from cnnlab.cli import data, exercises, infer, study, train
+from cnnlab.cli.version import VersionAction
 from cnnlab.errors import CnnlabError
 
 COMMAND_GROUPS = (train, data, study, infer, exercises)
@@ -15,6 +16,7 @@ COMMAND_GROUPS = (train, data, study, infer, exercises)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cnnlab", description="Train, compare and explain CNNs on small image sets.")
+    p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.register(sub)
@@ -22,7 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point. Exit codes (README "Exit codes"): 0 done; 2 a usage or input error (argparse's own, and every
+    CnnlabError as one line on stderr: bad recipe or data, a diverged run, and a run stopped by Ctrl-C or SIGTERM
+    with its resume line); 130 a Ctrl-C outside a run. Any other exception is a runtime failure (a bug): it
+    propagates, so Python prints its traceback and exits 1."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

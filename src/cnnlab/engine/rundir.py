@@ -155,25 +155,17 @@ _HELD: dict[str, int] = {}  # run dirs this process holds locked -> lock file de
 def run_dir_lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive flock on run_dir/.lock while training; a second process gets one line and exit 2.
 
-    Re-entrant within a process (resume locks, then train runs inside). Only rank 0 locks under torchrun. The
-    lock dies with the process (kill -9 included), so it never needs cleaning up.
+    The file holds the PID while the run lives and is removed when it ends, so a finished run dir has no .lock
+    (a killed run leaves it, stale: the next run takes it over, as flock died with the killer's victim).
+    Re-entrant within a process (resume locks, then train runs inside). Only rank 0 locks under torchrun.
     """
     key = str(Path(run_dir).resolve())
     if key in _HELD or not is_main():
         yield
         return
-    fd = os.open(Path(run_dir) / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        holder = os.read(fd, 32).decode(errors="replace").strip()
-        os.close(fd)
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            who = f"process {holder}" if holder.isdigit() else "another process"
-            raise CnnlabError(f"run dir is in use by {who}: {run_dir}", "wait for it to end (or stop it), then: "
-                              f"cnnlab train --resume {shlex.quote(str(run_dir))}") from None
-        fd = -1  # a file system without flock: run unlocked rather than not at all
-    if fd < 0:
+    path = Path(run_dir) / LOCK
+    fd = _take_lock(path, run_dir)
+    if fd < 0:  # a file system without flock: run unlocked rather than not at all
         yield
         return
     os.ftruncate(fd, 0)
@@ -183,8 +175,36 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         del _HELD[key]
-        os.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):
+            path.unlink()  # removed while still held: whoever opened this file before sees it gone, and retries
         os.close(fd)
+
+
+def _take_lock(path: Path, run_dir: Path) -> int:
+    """The locked descriptor of path (-1 where flock is not supported), or CnnlabError naming the holder.
+
+    A file locked just after its holder removed it is not the lock any more (another process may create a new
+    one at the path): the inode is checked after locking, and a stale one is let go and the path opened again."""
+    for _ in range(100):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                who = f"process {holder}" if holder.isdigit() else "another process"
+                raise CnnlabError(f"run dir is in use by {who}: {run_dir}", "wait for it to end (or stop it), "
+                                  f"then: cnnlab train --resume {shlex.quote(str(run_dir))}") from None
+            return -1
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the holder removed this file as it finished: open the path again
+    raise CnnlabError(f"could not lock {path}: it keeps being replaced", "is another program removing it?")
 
 
 def check_free_space(run_dir: Path, model: torch.nn.Module) -> None:
