@@ -78,7 +78,8 @@ def test_predict_writes_mapping_grey_levels_equal_to_argmax_of_predict_logits(ru
         counts = np.bincount(exp.reshape(-1), minlength=len(levels))
         assert [areas[n]["pixels"] for n in run.class_names] == counts.tolist()
         assert sum(a["fraction"] for a in areas.values()) == pytest.approx(1.0)
-        assert _png(tmp_path / "pred" / f"{name}_input_overlay.png").shape == (*exp.shape, 3)
+        over = _png(tmp_path / "pred" / f"{name}_input_overlay.png")  # the image, then its legend strip below
+        assert over.shape[1:] == (exp.shape[1], 3) and over.shape[0] > exp.shape[0]
 
 
 def test_predict_without_overlays_writes_the_same_masks_and_no_pictures(run_dir, endovis_root, tmp_path, capsys):
@@ -353,3 +354,17 @@ def test_the_checkpoint_keeps_the_mask_encoding_so_moved_data_do_not_matter(run_
     encoding, notes = resolve_encoding(moved, ck["class_names"], ck)
     assert encoding.values == levels and notes == []
     assert resolve_encoding(moved, ck["class_names"], {})[0].kind == "indices"  # what older checkpoints got
+
+
+def test_summary_evaluate_and_report_give_the_multi_class_per_image_mean(run_dir, tmp_path):
+    """Issue 30: multi-class runs report the mean over images of each image's mean Dice over its classes present
+    (metrics.per_image; its hand-computed example is in test_own_data_per_image.py), named as such."""
+    from cnnlab.report.build import write_run_report
+
+    s = json.loads((run_dir / "summary.json").read_text())
+    per = s["per_image"]
+    assert len(s["class_names"]) > 2 and per["images"] == s["n_images"] and 0 <= per["dice_mean_per_image"] <= 1
+    result, _ = evaluate_run(run_dir, out=tmp_path, progress=False)
+    assert result["per_image"]["dice_mean_per_image"] == pytest.approx(per["dice_mean_per_image"], abs=1e-6)
+    report = write_run_report(run_dir).read_text()
+    assert "per-image mean Dice over the classes present in each image" in report

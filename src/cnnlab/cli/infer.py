@@ -68,6 +68,10 @@ def _run_evaluate(a: argparse.Namespace) -> int:
         print("\n".join(per_class_lines(result["per_class"])))
     for line in result.get("warnings", []):
         print(line)
+    if result.get("per_image"):  # multi-class: the mean over images of each image's mean over its classes
+        from cnnlab.metrics.per_image import per_image_line
+
+        print(per_image_line(result["per_image"]))
     fg = result.get("foreground")
     if fg is not None:  # binary segmentation: both conventions, named
         print(f"foreground '{fg['class']}': Dice global (strict, pooled over {fg['images']} images) "

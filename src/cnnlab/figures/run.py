@@ -100,7 +100,8 @@ def seg_overlays(split: SegData, pred: torch.Tensor, scores: torch.Tensor, path:
         for a in axes[row]:
             a.axis("off")
     cols = class_colors(n) / 255
-    handles = [Patch(color=cols[c], label=literal(name)) for c, name in enumerate(split.class_names) if c > 0]
+    handles = [Patch(facecolor="white", edgecolor="black", label=f"{literal(split.class_names[0])} (untinted)")]
+    handles += [Patch(color=cols[c], label=literal(name)) for c, name in enumerate(split.class_names) if c > 0]
     if split.ignore_index is not None and any(bool((split.masks[i] == split.ignore_index).any()) for i in picks):
         handles.append(Patch(color=(0.25, 0.25, 0.25), label="darkened: not scored (ignored, e.g. outside the "
                                                               "field of view)"))

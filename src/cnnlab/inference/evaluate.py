@@ -137,12 +137,13 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     loss_fn = _loss_for(run, task.ignore_index(data), notes)
     bs = batch_size or r.train.eval_batch_size
     binary = task.dense and len(data.class_names) == 2  # binary segmentation: per-image scores need the masks
-    scored, at, sink, size = data, "trained", _LabelMaps(binary), tuple(cfg.size or data.masks.shape[-2:])
+    keep = task.dense  # label maps for the per-image scores (binary: the foreground's; multi-class: per_image)
+    scored, at, sink, size = data, "trained", _LabelMaps(keep), tuple(cfg.size or data.masks.shape[-2:])
     if run.window is not None:  # sliding windows over each whole image, at the size training cut patches from
         at, native = ("native" if cfg.size is None else "trained"), False
         notes.append(WINDOWED.format(h=run.window.size[0], w=run.window.size[1], overlap=run.window.overlap))
     if native:
-        scored, sink = _native_data(run, cfg, split, own, data, binary)
+        scored, sink = _native_data(run, cfg, split, own, data, keep)
         at, size = "native", sink.size
     resolution = f"{at} {size[0]}x{size[1]}"
     with bars(progress, console).bar(f"evaluating '{split}'", len(data)) as bar:
@@ -152,15 +153,15 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     if native:  # the native counts replace the trained-size ones
         extra, notes = {"metrics_trained_size": metrics}, notes + [NATIVE]
         metrics, cm = _native_metrics(sink), sink.cm
-    pred = sink.maps() if binary else None
+    pred = sink.maps() if keep else None
     result = {"run_dir": str(run.run_dir), "checkpoint": "best.pt", "best_epoch": run.best_epoch,
               "data_format": cfg.format, "data_root": str(cfg.root), "split": split, "n_images": len(data),
               "input_size": list(cfg.size or run.input_size), "resolution": resolution,
               "metrics": metrics, **extra, "class_names": run.class_names, "device": str(run.rt.device),
               "precision": run.rt.precision, "notes": notes + list(data.notes)}
-    result.update(task.test_entries(scored, cm, pred))  # per-class scores; binary: per-image and boundary scores
+    result.update(task.test_entries(scored, cm, pred))  # per-class and per-image scores; binary: boundary scores
     result["warnings"] = vanished_warnings(result, split)  # a class in the ground truth never predicted
-    if pred is not None:
+    if pred is not None and binary:
         result["foreground"] = foreground_scores(pred, scored.masks, scored.ignore_index, result["per_class"],
                                                  data.class_names[1], at=f"{at} size")
     folder = Path(out) if out is not None else Path(run_dir)

@@ -15,6 +15,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.figures.palette import class_colors
 from cnnlab.figures.run import loss_curves
 from cnnlab.metrics.names import METRICS, PER_CLASS_LABELS, label, row_label
+from cnnlab.metrics.per_image import per_image_line
 from cnnlab.report.class_figures import per_class_iou_bars
 from cnnlab.report.study_figures import (
     difference_plot,
@@ -188,6 +189,8 @@ def _results_section(doc: Doc, s: dict) -> None:
         doc.table(["class", *(PER_CLASS_LABELS[k] for k in ("dice", "iou", "in_ground_truth"))],
                   [[n, _fmt(p.get("dice")), _fmt(p.get("iou")), "yes" if p.get("in_ground_truth") else "no"]
                    for n, p in s["per_class"].items()], swatches=[tuple(int(c) for c in col) for col in cols])
+        if s.get("per_image"):  # multi-class: each image's mean over its classes, averaged (metrics.per_image)
+            doc.items([per_image_line(s["per_image"]) + "; " + s["per_image"].get("convention", "")])
         if s.get("warnings"):  # classes in the ground truth that the model never predicted
             doc.items(s["warnings"])
 

@@ -40,6 +40,11 @@ def _run_metric_rows(s: dict) -> list[list[str]]:
             ("per-image Dice (mean over images)", "per_image_dice_mean"),
             (f"boundary-band Dice (band {b.get('boundary_band_width')} px)", "boundary_dice_mean"),
             ("boundary F1", "boundary_f1_mean")) if k in b]
+    p = s.get("per_image")
+    if p:  # multi-class: each image's mean over the classes present in it, averaged over the images
+        rows += [[tex_escape(label), _num(p.get(k)), *(["--"] if both else [])] for label, k in (
+            ("Dice per image (mean over images of the mean over classes present)", "dice_mean_per_image"),
+            ("IoU per image (mean over images of the mean over classes present)", "iou_mean_per_image"))]
     return rows
 
 

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnlab.metrics.names import METRICS, PER_CLASS_LABELS, row_label
+from cnnlab.metrics.per_image import per_image_line
 from cnnlab.report.build import _fmt
 
 
@@ -32,6 +33,8 @@ def print_run_table(run_dir: Path, console: Console | None = None) -> None:
         console.print(f"per-image Dice {b['per_image_dice_mean']:.4f}, "
                       f"boundary-band Dice {b['boundary_dice_mean']:.4f} "
                       f"(band {b['boundary_band_width']} px), boundary F1 {b['boundary_f1_mean']:.4f}")
+    if "per_image" in s:  # multi-class (metrics.per_image)
+        console.print(per_image_line(s["per_image"]))
     if "fit_note" in s:
         console.print(s["fit_note"])
     if "parameters" in s:

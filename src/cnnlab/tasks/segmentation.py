@@ -12,6 +12,7 @@ from cnnlab.config import AugmentConfig, Recipe
 from cnnlab.data.mask_encoding import MaskEncoding, resolve_encoding
 from cnnlab.data.patches import cut_patches, plan_patches
 from cnnlab.data.types import SegData
+from cnnlab.figures.legend import with_legend
 from cnnlab.figures.palette import overlay
 from cnnlab.figures.run import overlay_scores, seg_overlays
 from cnnlab.losses.core import Loss, soft_dice_per_class
@@ -19,6 +20,7 @@ from cnnlab.metrics.argmax import class_argmax
 from cnnlab.metrics.boundary import binary_summary
 from cnnlab.metrics.confusion import ConfusionMatrix
 from cnnlab.metrics.per_class import class_iou_metrics, never_predicted, pixel_shares
+from cnnlab.metrics.per_image import per_image_summary
 from cnnlab.tasks.base import LabelTally, Norm, Placement, Task, label_batch, shrink_images
 
 
@@ -106,6 +108,8 @@ class Segmentation(Task):
         out["never_predicted"] = never_predicted(cm, split.class_names)  # warned about (metrics.per_class)
         if pred is not None and len(split.class_names) == 2:
             out["binary"] = binary_summary(pred, split.masks, split.ignore_index)
+        elif pred is not None:  # multi-class: each image's mean over its classes, averaged (metrics.per_image)
+            out["per_image"] = per_image_summary(pred, split.masks, split.class_names, split.ignore_index)
         return out
 
     def figures(self, fig_dir: Path, split: SegData, pred: torch.Tensor | None,
@@ -136,7 +140,9 @@ class Segmentation(Task):
         if overlay_p is not None:
             # compress_level 1: the overlay is a photograph-like RGB image; zlib's default level took ~100 ms of a
             # ~200 ms prediction per image (benchmarks/predict_speed.py), level 1 about 20 ms for a larger file
-            Image.fromarray(overlay(image, mask, len(class_names))).save(overlay_p, compress_level=1)
+            present = torch.unique(mask).tolist()  # the legend names the classes this prediction holds
+            Image.fromarray(with_legend(overlay(image, mask, len(class_names)), class_names, present)).save(
+                overlay_p, compress_level=1)
         counts = torch.bincount(mask.reshape(-1), minlength=len(class_names)).tolist()
         total = mask.numel()
         areas = {"image": str(path), "height": int(mask.shape[0]), "width": int(mask.shape[1]),

@@ -278,7 +278,7 @@ def _discover_cached(files: tuple, colors_items: tuple | None, void: tuple = ())
     if void:
         plain = {v for v in void if not isinstance(v, tuple)}
         per_mask = [m - plain for m in per_mask]
-    if not total:
+    if not total and files:
         raise DataError(f"{Path(files[0][0]).parent}: every mask pixel is void (data.options.void)",
                         "check the void values against the masks' values (cnnlab data check folders)")
     first = Path(files[0][0])

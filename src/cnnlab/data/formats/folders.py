@@ -7,8 +7,8 @@ relative to data.root (absolute paths work too). Options:
                   _training), or by the numbers in the names; the notes say which rule matched how many pairs.
   fov             optional field-of-view / ignore-mask folder, matched the same way: pixels where it is 0 get
                   mask value 255 (SegData.ignore_index), excluded from loss and metrics.
-  split           random | folders | list (default: list when split_file is set, folders when root/<split>/<images>
-                  exists, else random).
+  split           random | folders | list | given (default: given when splits is set, list when split_file is set,
+                  folders when root/<split>/<images> exists, else random).
                   random:  seeded (seed, default 0) fractions of the sorted names (fractions, default
                            {train: 0.7, val: 0.15, test: 0.15}); the split does not move with the training seed.
                            Image folders holding only sub-folders (one per patient or case) are read one level
@@ -20,6 +20,13 @@ relative to data.root (absolute paths work too). Options:
                            a split folder without the masks folder (unlabelled) is skipped with a note.
                   list:    split_file (relative to root): CSV rows 'stem,split' (header optional) or JSON
                            {stem: split} / {split: [stems]}.
+                  given:   splits: {train: {images: DIR, masks: DIR[, fov: DIR]}, val: {...}, test: {...}}: the
+                           folders a data set ships per split (train+trainannot, images/train+masks/train, ...;
+                           `cnnlab new` finds them, _folders_given). A split the fractions ask for that is not given
+                           is carved from the given train split (whole groups); a given test is never carved.
+  groups          true (default): the random split draws whole name groups where names carry a sequence, video,
+                  patient or case prefix (0001TP_006690, Seq05VD_f00000, patient12_slice4; _folders_groups).
+  void            mask values ignored in loss and metrics like 255: grey levels / palette indices, or [r, g, b].
   classes         class names in class order (a list), or {name: mask value} to fix values and order.
   colors          {name: [r, g, b]} for RGB colour-coded masks (without it the colours are discovered).
   fit             resize (default) | pad | crop: how images of any size become one size (masks always nearest);
@@ -162,7 +169,7 @@ def check(root: Path, **options) -> str:
 
 # ---------------------------------------------------------------- a trained run on other folders (cnnlab evaluate)
 MOVABLE = ("images", "masks", "fov", "split_file")  # options naming paths
-LAYOUT = (*MOVABLE, "split", "fractions", "seed")    # options saying which files form which split
+LAYOUT = (*MOVABLE, "split", "fractions", "seed", "splits", "groups")  # options saying which files form which split
 
 
 def rebase_options(options: dict, old_root: Path, new_root: Path) -> dict:
