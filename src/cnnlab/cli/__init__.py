@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cnnlab.cli import data, exercises, infer, study, train
+from cnnlab.cli import data, exercises, infer, study, train, tune
 from cnnlab.cli.version import VersionAction
 from cnnlab.errors import CnnlabError
 
-COMMAND_GROUPS = (train, data, study, infer, exercises)
+COMMAND_GROUPS = (train, data, study, tune, infer, exercises)
 
 
 def build_parser() -> argparse.ArgumentParser:

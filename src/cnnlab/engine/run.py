@@ -290,14 +290,19 @@ def _loop(ctx: RunContext, state: TrainState) -> None:
                               per_process(vbar), window=run_window(r))
         row = {"epoch": e + 1, "lr": lr, "train_loss": tr_loss, **{f"val_{k}": v for k, v in val.items()},
                "seconds": round(secs, 3), "images_per_s": seen / max(secs, 1e-9)}
+        score = task_for(r.task).selection_score(val, r.train.select)
         with protected():  # the epoch's state, events, trackers, checkpoints and metrics.csv: one uncut step
-            improved = _record(r, state, row, task_for(r.task).selection_score(val, r.train.select), seen, secs)
+            improved = _record(r, state, row, score, seen, secs)
             ctx.watch.epoch(row, steps, improved)  # events.jsonl and trackers (rank 0)
             if is_main():
                 _save_epoch(ctx, state, improved)
                 log.info(_epoch_line(r, e, row) + ("  *best" if improved else ""), extra=quiet(r.train.progress))
         if r.train.patience and state.bad_epochs >= r.train.patience and is_main():
             log.info(f"early stop: no improvement for {state.bad_epochs} epochs (best epoch {state.best_epoch})")
+        stop = ctx.watch.stop_reason(ctx.run_dir, row, score)  # told every epoch, the last one too
+        if stop and _will_train(r, state):
+            log.info(f"stopped after epoch {e + 1}: {stop}")
+            break
 
 
 def _train_epoch(ctx: RunContext, model: torch.nn.Module, state: TrainState) -> tuple[float, int, float, int]:

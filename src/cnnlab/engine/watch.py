@@ -26,6 +26,9 @@ from cnnlab.errors import CnnlabError
 log = get_logger(__name__)
 
 EVENTS_FILE = "events.jsonl"
+# Told each finished epoch (run dir, metrics.csv row, the validation score that picks best.pt); a hook returning a
+# reason ends training there, as early stopping does: the run then tests best.pt and finishes (cnnlab tune's pruner)
+STOP_HOOKS: list[Callable[[Path, dict, float], str | None]] = []
 
 
 def per_process(bar: Bar) -> Callable[[int], None]:
@@ -123,6 +126,13 @@ class RunWatch:
         self.total_steps += steps
         self.events.write("epoch", **row, steps=steps, total_steps=self.total_steps, best=improved)
         self._each_tracker(lambda t: t.epoch(row["epoch"], row))
+
+    def stop_reason(self, run_dir: Path, row: dict, score: float) -> str | None:
+        """The first STOP_HOOKS reason to end training after this epoch (rank 0 of a single process only: a
+        torchrun job would need every rank to agree)."""
+        if not self.main or world() > 1:
+            return None
+        return next((why for hook in list(STOP_HOOKS) if (why := hook(run_dir, row, score))), None)
 
     def finish(self, run_dir: Path, summary: dict, epochs_run: int) -> None:
         """After summary.json and the figures: the final metrics, figures and files to the trackers."""

@@ -171,6 +171,8 @@ class ProcessBackend:
     cores // N for runs whose recipe leaves it at 0), one GPU per worker slot where GPUs exist (round robin when
     there are fewer GPUs than workers)."""
 
+    child = None  # the worker's entry point where not CHILD (cnnlab tune's adds its pruning hook)
+
     def __init__(self, study_dir: Path, workers: int, retries: int = 2) -> None:
         self.study_dir, self.slots, self.retries = Path(study_dir).resolve(), workers, retries
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -187,7 +189,8 @@ class ProcessBackend:
         slot = self.free_slots.pop(0)
         gpu = self.gpus[slot % len(self.gpus)] if self.gpus else None
         receive, send = self.context.Pipe(duplex=False)
-        process = self.context.Process(target=CHILD, args=(str(self.study_dir), name, self.threads, gpu, send),
+        process = self.context.Process(target=self.child or CHILD,
+                                       args=(str(self.study_dir), name, self.threads, gpu, send),
                                        name=f"cnnlab-study-{name}")
         process.start()
         send.close()
