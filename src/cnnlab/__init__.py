@@ -3,7 +3,7 @@
 From Python (docs/python.md)::
 
     import cnnlab
-    run = cnnlab.train("recipes/endovis/a_unet_baseline.yaml", train__epochs=2)
+    run = cnnlab.train("recipes/endovis/a_baseline.yaml", train__epochs=2)
     run.metrics                      # the best checkpoint's test metrics
     pred = run.predict(image_array)  # pred.mask in the data set's own mask encoding
     cnnlab.load_run(run.dir).report()

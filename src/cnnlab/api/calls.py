@@ -75,9 +75,9 @@ def train(recipe: RecipeLike, sets: Iterable[str] = (), progress: bool | None = 
     """Train a recipe (a YAML path, a Recipe or a dict) and return the finished Run: the same run dir as
     `cnnlab train` writes, report.md/html included (report=False leaves the report out).
 
-    progress: None follows the recipe's train.progress; False trains silently (bars and epoch lines off; train.log
-    in the run dir still has every line); True shows them (rich renders them in Jupyter too).
-    Example: `cnnlab.train("recipes/endovis/a_unet_baseline.yaml", train__epochs=2, data__root="data/endovis")`.
+    progress: None follows the recipe's train.progress; False turns the bars and epoch lines off (notes and warnings
+    still show; train.log in the run dir has every line); True shows them (rich renders them in Jupyter too).
+    Example: `cnnlab.train("recipes/endovis/a_baseline.yaml", train__epochs=2, data__root="data/endovis")`.
     """
     if progress is not None:
         settings = {**settings, "train.progress": bool(progress)}
