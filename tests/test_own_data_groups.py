@@ -91,3 +91,20 @@ def test_data_check_names_the_groups_and_warns_of_a_per_image_split(tmp_path):
     assert "random split by name group" in text and "land on both sides" not in text
     text, _ = folders_report(tmp_path / "images", tmp_path / "masks", groups=False)
     assert "land on both sides" in text and "data.options.groups is false" in text
+
+
+def test_a_shared_prefix_without_look_alike_neighbours_is_not_a_group(tmp_path):
+    """Oxford pets' names (Abyssinian_1, Abyssinian_2, beagle_1, ...) group by breed, but neighbouring files are
+    different animals: the split stays per image, and says why."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for b, breed in enumerate(("Abyssinian", "beagle", "Persian", "pug")):
+        for i in range(1, 7):
+            rng = np.random.default_rng(10 * b + i)
+            m = (rng.random((16, 16)) > 0.5).astype(np.uint8) * 255
+            Image.fromarray(m).save(tmp_path / "masks" / f"{breed}_{i}.png")
+            img = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+            Image.fromarray(img).save(tmp_path / "images" / f"{breed}_{i}.png")
+    d = folders.load(tmp_path, "test", [16, 16], split="random")
+    assert "do not look alike" in d.notes[0] and "random split (seed 0" in d.notes[0]
+    assert d.names == _load(tmp_path, "test", False).names  # drawn per image, as with groups: false

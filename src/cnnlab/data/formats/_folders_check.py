@@ -146,7 +146,7 @@ def _group_warnings(layout: Layout, opts: Options) -> list[str]:
         return []
     train = [p.name for g in layout.groups[:1] for p in g.pairs]
     groups = fgr.find_groups(train)
-    if not groups:
+    if not groups or "do not look alike" in layout.policy_note:  # a shared prefix, not neighbours: said there
         return []
     out = [fgr.describe(groups)]
     by_group = "by name group" in layout.policy_note

@@ -197,7 +197,7 @@ def scan_layout(root: Path, opts: Options) -> Layout:
     by_name = {p.name: p for p in group.pairs}
     notes: list[str] = []
     if policy == "random":
-        names, note = _random_names(list(by_name), group.images.nested, opts)
+        names, note = _random_names(list(by_name), group.images.nested, opts, {n: p.image for n, p in by_name.items()})
     else:
         names, unlisted, missing = fs.list_split(list(by_name), fs.read_split_file(_resolve(root, opts.split_file)))
         note = f"split from {opts.split_file}"
@@ -213,7 +213,8 @@ def scan_layout(root: Path, opts: Options) -> Layout:
                   splits, notes)
 
 
-def _random_names(names: list[str], nested: bool, opts: Options) -> tuple[dict[str, list[str]], str]:
+def _random_names(names: list[str], nested: bool, opts: Options, paths: dict[str, Path] | None = None
+                  ) -> tuple[dict[str, list[str]], str]:
     """Split -> pair names, and how. Files from sub-folders (one per patient or case) are split by sub-folder, so
     no case has images on both sides of the test (slices of one patient are near copies: splitting them would
     score memory, not the model); sub-folders named train/val/test are those splits. Names carrying a group
@@ -221,9 +222,17 @@ def _random_names(names: list[str], nested: bool, opts: Options) -> tuple[dict[s
     frac = ", ".join(f"{s} {f:g}" for s, f in opts.fractions.items())
     if not nested:
         groups = fgr.find_groups(names) if opts.groups else {}
+        unlike = ""
+        if groups and paths is not None:
+            near, far, alike = fgr.neighbours_alike(groups, paths)
+            if not alike:  # a shared prefix, not a sequence (a breed, a source): images are independent
+                groups, unlike = {}, (f"; names form {fgr.describe(groups).split(' (')[0]}, but neighbours in a group "
+                                      f"do not look alike (thumbnail distance {near:.2f} against {far:.2f} between "
+                                      "groups): split per image")
         if len(groups) >= sum(1 for f in opts.fractions.values() if f > 0):
             return _by_group(groups, opts, "name group", "name groups (sequence/video/patient/case prefixes)", frac)
-        return fs.random_split(names, opts.fractions, opts.seed), f"random split (seed {opts.seed}; fractions {frac})"
+        return fs.random_split(names, opts.fractions, opts.seed), (f"random split (seed {opts.seed}; fractions "
+                                                                   f"{frac}){unlike}")
     by_sub: dict[str, list[str]] = {}
     for n in names:
         by_sub.setdefault(fs.sub_folder(n), []).append(n)
@@ -254,7 +263,8 @@ def _given_layout(root: Path, opts: Options) -> Layout:
     if len(fractions) > 1:
         by_name = {p.name: p for p in splits[train]}
         nested = next(g for g in groups if g.label == train).images.nested
-        names, how = _random_names(list(by_name), nested, replace(opts, fractions=fractions))
+        names, how = _random_names(list(by_name), nested, replace(opts, fractions=fractions),
+                                   {n: p.image for n, p in by_name.items()})
         carved = {s if fs.canonical_split(s) != "train" else train: [by_name[n] for n in ns]
                   for s, ns in names.items()}
         order = [*carved, *(s for s in splits if s not in carved)]
