@@ -13,6 +13,7 @@ from cnnlab.cli.data import register
 from cnnlab.config import load_recipe
 from cnnlab.data.formats import folders
 from cnnlab.errors import CnnlabError, ConfigError, DataError
+from cnnlab.new.own import OwnData
 from cnnlab.new.recipe import write_recipe
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -62,8 +63,9 @@ def test_balanced_square_data_get_dice_and_quarter_turns(tmp_path):
     _write_set(tmp_path, 6, 512, 512, fg_rows=200)
     # the from-scratch U-Net's rules (the pretrained default: test_new_defaults.py); the fixed step time fits every
     # candidate size in the budget, so the largest, the median 512x512, is chosen
+    # every mask's foreground is its top rows, which the scene rule reads as an up: --scene any keeps the turns
     r = load_recipe(write_recipe("segmentation", tmp_path / "images", tmp_path / "masks", tmp_path / "b.yaml",
-                                 encoder="none"))
+                                 encoder="none", own=OwnData(scene="any")))
     assert r.loss.name == "dice" and r.data.size == [512, 512] and r.augment.rot90
     assert r.model.params["depth"] == 4 and r.train.batch_size == 2  # 4 training pairs: batches of 2
 

@@ -33,6 +33,8 @@ from cnnlab.new.own import OwnData, classes_why, data_option_rows, given_option_
 from cnnlab.new.own import given as given_splits
 from cnnlab.new.patching import choose_patch, patch_rows
 from cnnlab.new.rows import UNET_EPOCH_S, Plan, lines, pretrained_model, train_rows, y
+from cnnlab.new.scene import decide as decide_scene
+from cnnlab.new.scene import with_scene
 from cnnlab.new.structure import Thinnest, thinnest_class
 
 DEFAULT_MINUTES = 15.0       # `--minutes`: the training time the size and epochs are chosen for
@@ -266,6 +268,7 @@ def _segmentation_recipe(images: str | Path, masks: str | Path | None, out: Path
         raise ConfigError("--task segmentation needs --masks (a folder of masks named like the images)",
                           "e.g. cnnlab new --images DIR --masks DIR --out recipe.yaml")
     place, s = _survey(images, masks, fov, own)
+    scene = decide_scene([p.mask for p in s.layout.splits.get(place.train, [])], s.encoding, own.scene)
     median = median_size(s.sizes)
     model = choose_model(encoder, s.channels, median)
     thinnest = thinnest_class([p.mask for p in s.layout.splits.get(place.train, [])], s.encoding,
@@ -289,6 +292,7 @@ def _segmentation_recipe(images: str | Path, masks: str | Path | None, out: Path
         size_why = choice.why() if choice else "draft, being timed"
         train = train_rows(plan, _params(plan, size), size, classes, s.shares(), s.channels, choice,
                            cpu=not torch.cuda.is_available())
+        train = with_scene(train, scene, size[0] == size[1])  # flips and turns by the scene (new/scene.py)
         # data.patch instead of data.size where thin structures would shrink away (new/patching.py)
         data, train = patch_rows(_data_rows(s, place, size, size_why), train, patch)
         body += data + [("", "")] + train
