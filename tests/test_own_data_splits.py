@@ -73,6 +73,17 @@ def test_images_split_sub_folders_beside_masks_split_sub_folders(tmp_path):
     assert opts["splits"]["test"]["masks"] == str((tmp_path / "masks" / "test").resolve())
 
 
+@pytest.mark.parametrize("images,masks", [("{}", "{}annot"), ("{}", "{}_labels"), ("images/{}", "masks/{}"),
+                                          ("imgs/{}", "annotations/{}")])
+def test_the_data_sets_own_folder_named_twice(tmp_path, images, masks):
+    """--images CamVid --masks CamVid: the layouts inside the folder are found."""
+    for s in ("train", "val", "test"):
+        write_split(tmp_path / "d" / images.format(s), tmp_path / "d" / masks.format(s), [0], 2)
+    found = find_given(tmp_path / "d", tmp_path / "d")
+    assert list(found) == ["train", "val", "test"]
+    assert found["test"]["masks"] == (tmp_path / "d" / masks.format("test")).resolve()
+
+
 def test_a_lone_pair_has_no_given_splits(tmp_path):
     write_split(tmp_path / "train", tmp_path / "trainannot", [0], 2)  # no val/test siblings
     assert find_given(tmp_path / "train", tmp_path / "trainannot") == {}

@@ -24,6 +24,9 @@ from cnnlab.errors import ConfigError
 # a split word at the start of a folder name or after a separator, longest spelling first
 SPLIT_WORD = re.compile(r"(?i)(?:^|(?<=[_\-. ]))(training|train|validation|valid|val|testing|test)")
 SPELLINGS = {"val": ("val", "valid", "validation"), "test": ("test", "testing")}
+MASK_WORDS = {"annot", "annots", "annotation", "annotations", "label", "labels", "labelled", "mask", "masks", "gt",
+              "seg", "segmentation", "groundtruth", "ground_truth", "target", "targets"}
+IMAGE_WORDS = {"images", "image", "imgs", "img", "inputs", "input", "rgb", "photos"}
 ROLES = ("images", "masks", "fov")
 
 
@@ -79,8 +82,9 @@ def find_given(images: Path, masks: Path, fov: Path | None = None) -> dict[str, 
     names no training split or no other split exists. Paths are resolved."""
     images, masks = images.expanduser().resolve(), masks.expanduser().resolve()
     fov = fov.expanduser().resolve() if fov is not None else None
-    if images == masks:
-        return {}
+    if images == masks:  # the data set's own folder named twice: look for the layouts inside it
+        pair = _pair_inside(images) if fov is None else None
+        return find_given(*pair) if pair else {}
     nested = fs.split_subfolders(images)
     if nested:  # images/{train,val,test} beside masks/{train,val,test}
         out = {}
@@ -102,6 +106,24 @@ def find_given(images: Path, masks: Path, fov: Path | None = None) -> dict[str, 
                 out[split] = found
                 break
     return out if len(out) > 1 else {}
+
+
+def _pair_inside(root: Path) -> tuple[Path, Path] | None:
+    """The training pair inside a data set's folder: train/ beside trainannot/ (train_labels/, train_masks/, ...),
+    or images/ beside masks/ (labels/, annotations/, ...) holding split sub-folders; None otherwise."""
+    if not root.is_dir():
+        return None
+    subs = [d for d in sorted(root.iterdir()) if d.is_dir()]
+    for d in subs:
+        if fs.canonical_split(d.name) != "train":
+            continue
+        for m in subs:
+            rest = m.name[len(d.name):].strip("_-. ").lower() if m.name.lower().startswith(d.name.lower()) else ""
+            if m != d and rest in MASK_WORDS:
+                return d, m
+    imgs = [d for d in subs if d.name.lower() in IMAGE_WORDS and fs.split_subfolders(d)]
+    msks = [d for d in subs if d.name.lower() in MASK_WORDS and fs.split_subfolders(d)]
+    return (imgs[0], msks[0]) if len(imgs) == 1 and len(msks) == 1 else None
 
 
 def by_hand(images: Path, masks: Path, fov: Path | None, val: tuple, test: tuple) -> dict[str, dict[str, Path]]:
