@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import shlex
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -56,19 +58,30 @@ def _write_atomically(obj: dict, path: Path) -> None:
         raise
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Read a cnnlab checkpoint with weights_only=True (tensors, numbers, strings, containers only)."""
+def load_checkpoint(path: Path, keys: Sequence[str] = ("model",)) -> dict:
+    """Read a cnnlab checkpoint with weights_only=True (tensors, numbers, strings, containers only); refused in one
+    line unless it is a mapping holding `keys` (a bare state_dict, a list or a string saved as last.pt raised
+    KeyError or TypeError on --resume)."""
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"checkpoint not found: {path}", "is this a run directory of a started run?")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ck = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CnnlabError(f"{path}: refused, it needs pickled code to load",
                           "only cnnlab checkpoints and plain state dicts are accepted") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise CnnlabError(f"{path}: unreadable checkpoint ({type(e).__name__})",
                           "it may be truncated; the other checkpoint in the run dir may still be good") from None
+    missing = [k for k in keys if k not in ck] if isinstance(ck, dict) else list(keys)
+    if missing:
+        what = (f"it holds a {type(ck).__name__}" if not isinstance(ck, dict) else
+                f"no {', '.join(missing)}: a bare state_dict?")
+        hint = (f"start the run over from its config.yaml: mv {shlex.quote(str(path))} "
+                f"{shlex.quote(str(path) + '.bad')} && cnnlab train --resume {shlex.quote(str(path.parent))}"
+                if path.name == "last.pt" else "restore the file cnnlab wrote (a bare state_dict is not a run)")
+        raise CnnlabError(f"{path}: not a cnnlab checkpoint ({what})", hint)
+    return ck
 
 
 def saved_epoch(path: Path) -> int | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -220,8 +221,15 @@ def _tiled(run: TrainedRun, img: torch.Tensor, window: tuple[int, int], overlap:
     if run.window is not None and window == run.window.size:  # the run's own window, as its test scored it
         p = window_logits(lambda b: _logits(run, b, tta), x, run.window).softmax(0)
     else:
-        p = sliding_window(lambda b: class_probabilities(run.model, b, run.rt, tta), x, window, overlap,
-                           batch_size)
+        try:
+            p = sliding_window(lambda b: class_probabilities(run.model, b, run.rt, tta), x, window, overlap,
+                               batch_size)
+        except RuntimeError as e:  # the model takes its training size: the window is what it cannot take
+            if "allocate" in str(e) or "out of memory" in str(e) or all(a >= b for a, b in zip(window, run.input_size)):
+                raise
+            raise CnnlabError(f"the model cannot take {window[0]}x{window[1]} windows "
+                              f"({str(e).splitlines()[0][:120]})", "use the training pixel size: --window train") \
+                from None
     if tuple(p.shape[-2:]) != (h, w):
         p = F.interpolate(p[None], size=(h, w), mode="bilinear", align_corners=False)[0]
     return p
@@ -291,6 +299,20 @@ def _preprocess_notes(run: TrainedRun, window: tuple[int, int] | None) -> list[s
     return notes
 
 
+WINDOW_AREA_MAX = 64  # a --window over this many times the training input's area is refused (memory, and pointless)
+
+
+def _check_window_fits(run: TrainedRun, window: tuple[int, int], inputs: list[Path], out: Path) -> None:
+    """Refuse, in one line before any image, a --window over WINDOW_AREA_MAX times the training input (99999x99999
+    asked the allocator for 120 GB). One too small for the model's poolings (1x1: 'Output size is too small') is
+    refused at its first tile (_tiled): a probe here would cost a forward pass of every prediction."""
+    (h, w), (wh, ww) = run.input_size, window
+    hint = "use the training pixel size: " + " ".join(shlex.quote(str(a)) for a in (
+        "cnnlab", "predict", run.run_dir, *inputs, "--out", out, "--window", "train"))
+    if wh * ww > WINDOW_AREA_MAX * h * w:
+        raise CnnlabError(f"--window {wh}x{ww} is over {WINDOW_AREA_MAX} times the training input ({h}x{w})", hint)
+
+
 def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool = False,
                   window: tuple[int, int] | None = None, overlap: float = 0.25, batch_size: int = 8,
                   progress: bool = True, console: Console | None = None, overlays: bool = True) -> dict:
@@ -305,6 +327,7 @@ def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool
         raise CnnlabError(f"batch size {batch_size} must be >= 1")
     if window is not None:
         check_window(window, overlap)
+        _check_window_fits(run, window, inputs, out)
     files, notes = list_inputs(inputs)
     stems = output_stems(files)
     out = Path(out)
