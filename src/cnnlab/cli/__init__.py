@@ -9,6 +9,7 @@ import sys
 
 from cnnlab.cli import data, exercises, infer, study, train, tune
 from cnnlab.cli.version import VersionAction
+from cnnlab.cli.failures import memory_line, os_error_line, out_of_memory
 from cnnlab.errors import CnnlabError
 
 COMMAND_GROUPS = (train, data, study, tune, infer, exercises)
@@ -33,6 +34,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except CnnlabError as e:
         print(f"cnnlab: error: {e.line()}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None:  # not about a file the user named or a folder they gave: a bug, with its traceback
+            raise
+        print(f"cnnlab: error: {os_error_line(e)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
+            raise
+        print(f"cnnlab: error: {memory_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
