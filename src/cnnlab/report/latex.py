@@ -12,8 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-import yaml
-
+from cnnlab.config import read_yaml
 from cnnlab.errors import CnnlabError
 from cnnlab.metrics.names import METRICS, PER_CLASS_LABELS, row_label
 from cnnlab.report.build import _caption, _fmt, folder_kind
@@ -72,7 +71,7 @@ def _run_sentence(s: dict, lab: str, curves: bool) -> str:
 
 def _run_setup(run_dir: Path, s: dict) -> str:
     """One sentence on how the run was trained, from its resolved config.yaml."""
-    c = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    c = read_yaml(run_dir / "config.yaml")  # a bad tag or syntax: one line naming the file, not a traceback
     model, optim, train = c.get("model", {}), c.get("optim", {}), c.get("train", {})
     params = ", ".join(f"{k}={v}" for k, v in (model.get("params") or {}).items())
     return (f"Setup: model \\texttt{{{tex_escape(model.get('name', '?'))}}}"
