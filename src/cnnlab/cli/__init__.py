@@ -8,8 +8,8 @@ import argparse
 import sys
 
 from cnnlab.cli import data, exercises, infer, study, train, tune
-from cnnlab.cli.version import VersionAction
 from cnnlab.cli.failures import memory_line, os_error_line, out_of_memory
+from cnnlab.cli.version import VersionAction
 from cnnlab.errors import CnnlabError
 
 COMMAND_GROUPS = (train, data, study, tune, infer, exercises)
