@@ -39,6 +39,8 @@ def test_predict_overlay_legend_names_the_present_classes_in_their_colours():
     assert out.shape[0] > 20 and np.array_equal(out[:20], rgb)
     has = {c: bool((strip == cols[c]).all(1).any()) for c in (1, 2, 3)}
     assert has == {1: False, 2: True, 3: False}  # Car's swatch, not the absent classes'
+    narrow = with_legend(np.zeros((8, 16, 3), np.uint8), ["Background_Tissue", "Bipolar_Forceps"], [0, 1])
+    assert narrow.shape[1] > 16 and np.array_equal(narrow[:8, :16], np.zeros((8, 16, 3), np.uint8))  # names not cut
 
 
 def test_report_overlay_figure_has_a_legend_with_every_class(monkeypatch, tmp_path):

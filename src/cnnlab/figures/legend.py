@@ -30,13 +30,17 @@ def _entries(class_names: list[str], present: list[int]) -> list[tuple[tuple[int
 
 def with_legend(rgb: np.ndarray, class_names: list[str], present: list[int]) -> np.ndarray:
     """H x W x 3 uint8 overlay -> the same with a white strip below naming the present classes in their colours
-    (rows wrap at the image's width)."""
+    (rows wrap at the image's width; an image narrower than its longest name is padded white on the right, so no
+    name is cut)."""
     entries = _entries(class_names, present)
     if not entries:
         return rgb
     font = ImageFont.load_default()
-    w = rgb.shape[1]
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widest = max(SWATCH + 3 + int(probe.textlength(text, font=font)) + 2 * PAD for _, text in entries)
+    if widest > rgb.shape[1]:
+        rgb = np.pad(rgb, ((0, 0), (0, widest - rgb.shape[1]), (0, 0)), constant_values=255)
+    w = rgb.shape[1]
     rows, x = [[]], PAD
     for col, text in entries:
         width = SWATCH + 3 + int(probe.textlength(text, font=font)) + 2 * PAD
