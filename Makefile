@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test quick lint venv bench clean
+.PHONY: demo test quick lint venv bench clean wheel-smoke
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ quick: lint
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports --no-cache
+
+# the wheel (not the editable install) in a fresh venv: --version, packaged recipes, a tiny training, predict (~90 s)
+wheel-smoke: $(STAMP)
+	scripts/wheel_smoke.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py

@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cnnlab.cli import data, exercises, infer, study, train, tune
+from cnnlab.cli import data, exercises, infer, study, tools, train, tune
+from cnnlab.cli.examples import add_examples
 from cnnlab.cli.failures import memory_line, os_error_line, out_of_memory
 from cnnlab.cli.version import VersionAction
 from cnnlab.errors import CnnlabError
 
-COMMAND_GROUPS = (train, data, study, tune, infer, exercises)
+COMMAND_GROUPS = (train, data, study, tune, infer, exercises, tools)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.register(sub)
+    add_examples(p)  # each command's --help ends with examples
     return p
 
 
