@@ -18,7 +18,7 @@ from cnnlab.cli import main
 from cnnlab.config import read_yaml, recipe_from_dict
 from cnnlab.engine.run import train
 from cnnlab.study.tune import TuneInterrupted, resume_tune, start_tune
-from cnnlab.study.tune_trial import PRUNED_FILE, storage_url
+from cnnlab.study.tune_trial import PRUNED_FILE, storage_url, trial_name
 from conftest import interrupt_in_epoch, tiny_recipe
 
 GOOD, BAD = 0.03, 1.0e-7  # Adam at 1e-7 does not move the weights in a few steps: its Dice stays where it began
@@ -141,13 +141,15 @@ def test_a_trial_below_the_median_at_its_epoch_is_pruned_before_its_last_epoch(s
         assert t.intermediate_values[epochs] < median
 
 
-def test_tune_md_and_the_confirmation_study(searched: Path):
-    text = (searched / "tune.md").read_text() if (searched / "tune.md").is_file() else ""
-    if not text:
-        from cnnlab.report.tune import write_tune_report
-        text = write_tune_report(searched).read_text()
+def test_the_report_and_the_confirmation_study(searched: Path, capsys):
+    assert main(["report", str(searched)]) == 0  # cnnlab report knows a tune folder
+    text = (searched / "tune.md").read_text()
     assert "validation split only" in text and "optuna-dashboard sqlite:///" in text
+    best = max((t for t in _trials(searched) if t.value is not None and t.state.name == "COMPLETE"),
+               key=lambda t: t.value)
+    assert f"{trial_name(best.number)}: validation dice_mean {best.value:.4f}" in text
     assert (searched / "figures" / "tune_history.png").is_file()
+    assert "data:image/png;base64," in (searched / "report.html").read_text()  # self-contained
     confirm = yaml.safe_load((searched / "confirm.yaml").read_text())
     assert confirm["evaluate"] == "test" and confirm["seeds"] == [0, 1, 2]
     from cnnlab.study.plan import load_study
@@ -179,6 +181,7 @@ def test_an_interrupted_tune_resumes_the_same_study_without_repeating_trials(end
     runs = sorted((tune_dir / "runs").iterdir())
     assert len(runs) == 3 and kept == runs[:2]  # trial 1 finished in its own run dir, no duplicate
     assert [t.params for t in trials[:2]] == [t.params for t in first]
+    assert trials[0].params == {"optim.lr": 0.01}  # trial 0 ran the base recipe's own value, inside the space
     events = [json.loads(line)["event"] for line in (runs[0] / "events.jsonl").read_text().splitlines()]
     assert events.count("start") == 1  # trial 0 was not trained again
     assert (runs[1] / "history.yaml").is_file() and len(_rows(runs[1])) == EPOCHS  # resumed at epoch 2

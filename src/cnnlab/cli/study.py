@@ -25,6 +25,11 @@ def _cmd_report(a: argparse.Namespace) -> int:
         return 0
     from cnnlab.report.build import write_report
 
+    if (Path(a.folder) / "tune.json").is_file():  # a cnnlab tune folder
+        from cnnlab.report.tune import write_tune_report
+
+        print(f"wrote {write_tune_report(Path(a.folder))}, report.md and report.html")
+        return 0
     path = write_report(Path(a.folder))
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0

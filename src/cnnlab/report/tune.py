@@ -10,7 +10,9 @@ from pathlib import Path
 
 from matplotlib import pyplot
 
+from cnnlab.engine.rundir import write_text_atomic
 from cnnlab.figures.io import save_figure
+from cnnlab.report.build import Doc, render_markdown, write_doc
 from cnnlab.study.tune import ranked
 from cnnlab.study.tune_space import import_optuna
 from cnnlab.study.tune_trial import open_study, read_meta, trial_name
@@ -35,7 +37,7 @@ def importances(study) -> dict[str, float]:
         return {}
 
 
-def _figures(study, folder: Path, has_importances: bool) -> list[tuple[str, str]]:
+def _figures(study, folder: Path, has_importances: bool) -> list[tuple[str, Path]]:
     """The optimization history and the importances as PNGs (Optuna's matplotlib plots)."""
     optuna = import_optuna()
     folder.mkdir(exist_ok=True)
@@ -52,19 +54,16 @@ def _figures(study, folder: Path, has_importances: bool) -> list[tuple[str, str]
         fig.set_size_inches(7, 4)  # Optuna's plots draw through pyplot: closed once saved
         save_figure(fig, folder / name, dpi=100)
         pyplot.close(fig)
-        out.append((title, f"figures/{name}"))
+        out.append((title, folder / name))
     return out
 
 
-def _table(study, keys: list[str]) -> list[str]:
-    rows = ranked(study)[:TOP_ROWS]
+def _table(study, keys: list[str]) -> tuple[list[str], list[list[str]]]:
     head = ["rank", "trial", "score", "epochs", *keys, "run dir"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for i, t in enumerate(rows, 1):
-        cells = [str(i), trial_name(t.number), f"{t.value:.4f}", str(t.user_attrs.get("epochs", "")),
-                 *(_value(t.params.get(k, "")) for k in keys), f"`runs/{t.user_attrs.get('run_dir', '')}`"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+    rows = [[str(i), trial_name(t.number) + (" (base recipe)" if t.user_attrs.get("from") else ""),
+             f"{t.value:.4f}", str(t.user_attrs.get("epochs", "")), *(_value(t.params.get(k, "")) for k in keys),
+             f"runs/{t.user_attrs.get('run_dir', '')}"] for i, t in enumerate(ranked(study)[:TOP_ROWS], 1)]
+    return head, rows
 
 
 def _counts(study) -> str:
@@ -75,41 +74,47 @@ def _counts(study) -> str:
             f"{states.count(s.FAIL)} failed, {states.count(s.RUNNING) + states.count(s.WAITING)} unfinished")
 
 
-def write_tune_report(tune_dir: Path) -> Path:
-    """TUNE_DIR/tune.md (and its figures); returns its path."""
-    tune_dir = Path(tune_dir)
+def tune_doc(tune_dir: Path) -> Doc:
+    """The report of a tune folder as a Doc (rendered to markdown and self-contained HTML)."""
     meta, study = read_meta(tune_dir), open_study(tune_dir)
     keys = list(dict.fromkeys(k for t in study.get_trials(deepcopy=False) for k in t.params))
-    top, imp = ranked(study), importances(study)
-    q = shlex.quote
-    lines = [f"# Tune {tune_dir.name}", "",
-             f"Recipe `{meta['recipe']}`, space `space.yaml`; sampler {meta['settings']['sampler']} "
-             f"(seed {meta['settings']['seed']}), pruner {meta['settings']['pruner']}; budget "
-             f"{meta['trials'] or 'by minutes'} trials. {_counts(study)}.", "",
-             f"**Honesty.** Every trial was scored on the validation split only: its score is the best epoch's "
-             f"{meta['score']} (the number that picks best.pt), and trials ran without a test split (data.test=\"\"), "
-             "so the search never read the test images. The best score here is optimistic (it is the maximum over "
-             "trials of a noisy number): the confirmation study below retrains the top trials with three seeds and "
-             "is the first and only use of the test split.", ""]
-    if top:
-        best = top[0]
-        lines += ["## Best trial", "",
-                  f"{trial_name(best.number)}: {meta['score']} **{best.value:.4f}** "
-                  f"(run dir `runs/{best.user_attrs.get('run_dir', '')}`)", "",
-                  *[f"- `{k}`: {_value(v)}" for k, v in best.params.items()], "",
-                  f"- train it: `cnnlab train {q(str(tune_dir / 'best.yaml'))}`",
-                  f"- confirm on the test split (top {min(3, len(top))} trials x 3 seeds, paired): "
-                  f"`cnnlab study {q(str(tune_dir / 'confirm.yaml'))}`", "",
-                  f"## Top trials (by {meta['score']})", "", *_table(study, keys), ""]
-    else:
-        lines += ["No trial has finished yet.", ""]
+    top, imp, q, st = ranked(study), importances(study), shlex.quote, meta["settings"]
+    doc = Doc(f"Tune {tune_dir.name}")
+    doc.p(f"Recipe {meta['recipe']} with {' '.join(meta['sets']) or 'no --set'}; space: space.yaml; sampler "
+          f"{st['sampler']} (seed {st['seed']}), pruner {st['pruner']} (after {st['startup_trials']} finished trials "
+          f"and {st['warmup_epochs']} warm-up epochs); budget {meta['trials'] or 'by minutes'} trials. "
+          f"{_counts(study)}.")
+    doc.p(f"Honesty: every trial was scored on the validation split only. Its score is the best epoch's "
+          f"{meta['score']} (the number that picks best.pt), and trials ran without a test split (data.test=\"\"), "
+          "so the search never read the test images. The best score below is optimistic (the maximum over trials "
+          "of a noisy number on the split the search chose by); the confirmation study retrains the top trials "
+          "with three seeds and is the first use of the test split.")
+    if not top:
+        doc.p("No trial has finished yet.")
+        return doc
+    best = top[0]
+    doc.h("Best trial")
+    doc.p(f"{trial_name(best.number)}: {meta['score']} {best.value:.4f} (runs/{best.user_attrs.get('run_dir', '')})")
+    doc.items([f"{k}: {_value(v)}" for k, v in best.params.items()])
+    doc.items([f"train it: cnnlab train {q(str(tune_dir / 'best.yaml'))}",
+               f"confirm on the test split (top {min(3, len(top))} trials x 3 seeds, paired intervals): "
+               f"cnnlab study {q(str(tune_dir / 'confirm.yaml'))}"])
+    doc.h(f"Top trials (by {meta['score']})")
+    doc.table(*_table(study, keys))
     if imp:
-        lines += ["## Parameter importances (fANOVA over the finished trials)", "",
-                  "| parameter | importance |", "|---|---|", *[f"| `{k}` | {v:.3f} |" for k, v in imp.items()], ""]
-    if top:
-        for title, rel in _figures(study, tune_dir / "figures", bool(imp)):
-            lines += [f"![{title}]({rel})", ""]
-    lines += ["Browse every trial and its per-epoch scores: "
-              f"`optuna-dashboard sqlite:///{(tune_dir / 'optuna.db').resolve()}`", ""]
-    (tune_dir / "tune.md").write_text("\n".join(lines))
+        doc.h("Parameter importances (fANOVA over the finished trials)")
+        doc.table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in imp.items()])
+    for title, path in _figures(study, tune_dir / "figures", bool(imp)):
+        doc.figure(path, title)
+    doc.p(f"Every trial and its per-epoch scores: optuna-dashboard sqlite:///{(tune_dir / 'optuna.db').resolve()}")
+    return doc
+
+
+def write_tune_report(tune_dir: Path) -> Path:
+    """TUNE_DIR/tune.md, report.md and a self-contained report.html (figures in TUNE_DIR/figures); returns the
+    tune.md path."""
+    tune_dir = Path(tune_dir)
+    doc = tune_doc(tune_dir)
+    write_doc(doc, tune_dir)
+    write_text_atomic(tune_dir / "tune.md", render_markdown(doc, tune_dir))
     return tune_dir / "tune.md"

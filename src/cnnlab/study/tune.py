@@ -35,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-from cnnlab.config import dump_recipe, read_yaml, recipe_from_dict
+from cnnlab.config import asdict, dump_recipe, read_yaml, recipe_from_dict
 from cnnlab.engine.logs import get_logger
 from cnnlab.engine.recipe_check import check_recipe
 from cnnlab.engine.run import Interrupted
@@ -106,6 +106,30 @@ def recipe_values(space: Space, params: dict) -> dict:
     return out
 
 
+def _encoded(p: Param, value):
+    """A recipe value as Optuna holds it for `p`, or None when the space does not contain it."""
+    if p.kind == "choice":
+        hit = next((c for c in p.choices if (list(c) if isinstance(c, tuple) else c) == value), None)
+        return None if hit is None else json.dumps(list(hit)) if isinstance(hit, tuple) else hit
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and p.low <= value <= p.high
+    return (int(value) if p.kind == "int" else float(value)) if ok else None
+
+
+def base_values(space: Space, base: dict, sets: list[str]) -> dict:
+    """The base recipe's own values of the searched keys that lie in the space (Optuna's encoding): trial 0 runs
+    them, so the search starts from the recipe (e.g. what `cnnlab new` wrote) and the table shows it beside the
+    rest."""
+    resolved, out = asdict(recipe_from_dict(copy.deepcopy(base), sets, check_name=False)), {}
+    for p in space.params:
+        node = resolved
+        for part in p.key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        value = _encoded(p, node) if node is not None else None
+        if value is not None:
+            out[p.key] = value
+    return out
+
+
 def _check_budget(trials: int | None, minutes: float | None) -> None:
     if trials is None and minutes is None:
         raise CnnlabError("cnnlab tune needs a budget", "e.g. cnnlab tune RECIPE.yaml --space SPACE.yaml --trials 12")
@@ -145,8 +169,11 @@ def start_tune(recipe_path: str | Path, space_path: str | Path, trials: int | No
         shutil.copyfile(space_path, tune_dir / "space.yaml")
         (tune_dir / "recipe.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
         write_text_atomic(tune_dir / "plan.json", json.dumps(plan_to_dict(plan), indent=1))
-        optuna.create_study(study_name=tune_dir.name, storage=storage(tune_dir), direction="maximize",
-                            sampler=make_sampler(space.settings, 0), pruner=make_pruner(space.settings))
+        study = optuna.create_study(study_name=tune_dir.name, storage=storage(tune_dir), direction="maximize",
+                                    sampler=make_sampler(space.settings, 0), pruner=make_pruner(space.settings))
+        start = base_values(space, base, sets)
+        if start and space.settings["start_from_recipe"]:
+            study.enqueue_trial(start, user_attrs={"from": "the base recipe"})
         return _run(tune_dir, trials, minutes, workers, ray, retries)
 
 
@@ -255,10 +282,10 @@ def _tell(study, tune_dir: Path, number: int, kind: str, text: str) -> str:
 
 
 def _unfinished(study) -> list[int]:
-    """Trials asked but never told (a tune killed mid-trial): run again, resuming their run dirs."""
+    """Trials started but never told (a tune killed mid-trial): run again, resuming their run dirs. (A trial
+    still waiting in Optuna's queue is what the next ask returns.)"""
     optuna = import_optuna()
-    return sorted(t.number for t in study.get_trials(deepcopy=False)
-                  if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING))
+    return sorted(t.number for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING)
 
 
 def _run(tune_dir: Path, trials: int | None, minutes: float | None, workers: int | None, ray: str | None,

@@ -9,6 +9,11 @@ A space file (YAML) maps dotted recipe keys to what a trial may set them to:
     data.size: [[128, 160], [192, 240]]        # choices may be lists
     tune: {pruner: median, startup_trials: 5, warmup_epochs: 1, seed: 0}   # optional: how to search
 
+The `tune:` settings: sampler tpe | random (seeded by `seed`), pruner median | halving | none, startup_trials
+(random trials before TPE models the scores, and finished trials before the median pruner stops any), warmup_epochs
+(epochs of every trial that are never pruned), start_from_recipe (default true: trial 0 runs the base recipe's own
+values of the searched keys, where the space contains them).
+
 Each key must be a recipe key (the typo gets "did you mean"), each range well ordered (and positive for `log`),
 and every corner of the space (each bound and each choice, one key at a time over the base recipe) must make a
 valid recipe with registered names: one line before any folder exists, not a failed trial an hour in.
@@ -31,7 +36,8 @@ KINDS = ("range", "log", "int")       # the mapping forms of a parameter; a list
 PRUNERS = ("median", "halving", "none")
 SAMPLERS = ("tpe", "random")
 # the optional `tune:` section: how to search (not what to search over)
-SETTINGS = {"pruner": "median", "sampler": "tpe", "seed": 0, "startup_trials": 5, "warmup_epochs": 1}
+SETTINGS = {"pruner": "median", "sampler": "tpe", "seed": 0, "startup_trials": 5, "warmup_epochs": 1,
+            "start_from_recipe": True}
 PLACED = ("name", "out", "data.test")  # set by tune itself: each trial's name and folder, no test split
 
 
@@ -137,6 +143,9 @@ def _settings(value, path: Path) -> dict:
         raise ConfigError(f"{path}: tune.pruner '{out['pruner']}'", did_you_mean(str(out["pruner"]), PRUNERS))
     if out["sampler"] not in SAMPLERS:
         raise ConfigError(f"{path}: tune.sampler '{out['sampler']}'", did_you_mean(str(out["sampler"]), SAMPLERS))
+    if not isinstance(out["start_from_recipe"], bool):
+        raise ConfigError(f"{path}: tune.start_from_recipe must be true or false", "e.g. tune: {start_from_recipe: "
+                          "false}")
     for k in ("seed", "startup_trials", "warmup_epochs"):
         if not isinstance(out[k], int) or isinstance(out[k], bool) or out[k] < 0:
             raise ConfigError(f"{path}: tune.{k} must be an integer >= 0, got {out[k]!r}", f"e.g. tune: {{{k}: 1}}")
