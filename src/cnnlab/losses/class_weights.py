@@ -136,9 +136,9 @@ class WeightedCrossEntropy(nn.Module):
 LOSS_PARAMS = {"scheme": "median", "max_weight": None, "absent_weight": 1.0}
 
 
-def training_weights(train: SegData | None, params: dict, scheme: str = "median") -> torch.Tensor | None:
-    """The class weights a loss's params ask for (scheme, default `scheme`; max_weight; absent_weight), from the
-    training split's masks; None for scheme 'none'. The numbers are checked first (one line each)."""
+def check_weight_params(params: dict, scheme: str = "median") -> dict:
+    """The class-weight params of a loss (scheme, default `scheme`; max_weight; absent_weight) with defaults filled
+    in, each checked (one line each): also where stored weights are used and nothing is computed."""
     p = {**LOSS_PARAMS, "scheme": scheme, **{k: v for k, v in params.items() if k in LOSS_PARAMS}}
     for key in ("max_weight", "absent_weight"):
         value = p[key]
@@ -147,6 +147,13 @@ def training_weights(train: SegData | None, params: dict, scheme: str = "median"
     if p["scheme"] not in SCHEMES and p["scheme"] != "none":
         raise ConfigError(f"unknown loss.params.scheme '{p['scheme']}'",
                           did_you_mean(str(p["scheme"]), [*SCHEMES, "none"]))
+    return p
+
+
+def training_weights(train: SegData | None, params: dict, scheme: str = "median") -> torch.Tensor | None:
+    """The class weights a loss's params ask for (check_weight_params), from the training split's masks; None for
+    scheme 'none'."""
+    p = check_weight_params(params, scheme)
     if p["scheme"] != "none" and train is None:
         raise ConfigError("class weights need the training split (its masks) to be computed from")
     return weights_for(train, p["scheme"], p["max_weight"], float(p["absent_weight"]))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import ConfigError, did_you_mean, lookup
-from cnnlab.losses.class_weights import training_weights, weighted_cross_entropy
+from cnnlab.losses.class_weights import check_weight_params, training_weights, weighted_cross_entropy
 from cnnlab.losses.imbalance import lovasz_softmax, ohem_cross_entropy
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -136,8 +136,11 @@ def build_loss(name: str, params: dict, ignore_index: int | None = None, train=N
         w = params.pop("ce_weight", 1.0)
         return lambda lo, t: dice_loss(lo, t, ignore_index=ignore_index, **params) + w * cross_entropy(
             lo, t, ignore_index)
+    scheme = DEFAULT_SCHEME.get(name, "none")
     if weights is None:
-        weights = training_weights(train, params, DEFAULT_SCHEME.get(name, "none"))
+        weights = training_weights(train, params, scheme)
+    else:  # stored (or stand-in) weights: the params are still checked
+        check_weight_params(params, scheme)
     keep = _share(params, "keep" if name == "ohem_ce" else "ohem_keep", 0.25 if name == "ohem_ce" else 1.0)
     return CombinedLoss(weights, ignore_index, dice=1.0 if name == "dice_ce" else 0.0,
                         ce=_share(params, "ce_weight", 1.0, high=None), ohem_keep=keep,

@@ -67,7 +67,8 @@ def measure_steps(r: Recipe, in_channels: int, num_classes: int, batch: int) -> 
             model = build_model(r.model.name, in_channels, num_classes, size, r.model.params)
             fmt = torch.channels_last if rt.channels_last else torch.preserve_format
             model = model.to(rt.device, memory_format=fmt)
-            loss_fn = build_loss(r.loss.name, r.loss.params)
+            # class weights (a weighted loss) cost the same whatever they are: ones stand in for the training masks
+            loss_fn = build_loss(r.loss.name, r.loss.params, weights=torch.ones(num_classes))
             opt = build_optimizer(model, r)
             x = rt.to_input(torch.rand(batch, in_channels, *size))
             target = (batch, *size) if task_for(r.task).dense else (batch,)  # a label per pixel or per image
@@ -160,5 +161,5 @@ def validate_written(path: Path, in_channels: int, num_classes: int) -> Recipe:
     """A recipe `new` wrote must load, and its model and loss must build (before any step is timed with it)."""
     r = load_recipe(path)
     build_model(r.model.name, in_channels, num_classes, tuple(r.data.size), r.model.params)
-    build_loss(r.loss.name, r.loss.params)
+    build_loss(r.loss.name, r.loss.params, weights=torch.ones(num_classes))  # weights: from the masks in training
     return r

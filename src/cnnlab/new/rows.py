@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 
 from cnnlab.new.budget import MIN_BATCH, MIN_EPOCHS, MIN_STEPS, ModelChoice, SizeChoice
+from cnnlab.new.imbalance import multi_class_loss
 
 RARE_SHARE = 0.05            # a class under 5% of pixels gets cross-entropy beside Dice (U-Net from scratch)
 PATIENCE = 10                # early-stopping epochs (at least; a third of a longer run)
@@ -70,12 +71,20 @@ def _model_rows(plan: Plan, params: dict) -> list[tuple[str, str]]:
              f"{UNET_EPOCH_S:.0f} s on 2 CPU cores")]
 
 
+def _loss_rows(multi: tuple[dict, str] | None, loss: str, why: str) -> list[tuple[str, str]]:
+    """The loss rows: a binary set's loss and reason, or a multi-class set's Dice + CE with class weights."""
+    if multi is None:
+        return [("loss:", ""), (f"  name: {loss}", why), ("  params: {}", "")]
+    return [("loss:", ""), ("  name: dice_ce", multi[1]), (f"  params: {y(multi[0])}", "")]
+
+
 def _loss_optim_rows(plan: Plan, class_names: list[str], shares: list[float]) -> list[tuple[str, str]]:
     rare = [n for n, f in zip(class_names, shares) if f < RARE_SHARE]
+    multi = multi_class_loss(class_names, shares)  # 3+ classes: the measured rule of new/imbalance.py
     if plan.model.pretrained:
         why = ("Dice plus cross-entropy: CE gives every class a gradient from the first step, Dice weighs small "
                "classes" + (f" ({', '.join(rare)} under {RARE_SHARE:.0%} of pixels)" if rare else ""))
-        return [("loss:", ""), ("  name: dice_ce", why), ("  params: {}", ""), ("", ""), ("optim:", ""),
+        return _loss_rows(multi, "dice_ce", why) + [("", ""), ("optim:", ""),
                 ("  name: adamw", "AdamW 2e-3, cosine, 2 warm-up epochs: recipe (f), measured on real data"),
                 ("  lr: 0.002", ""), ("  weight_decay: 0.0001", ""),
                 ("  schedule: cosine", "decays to 0 over the epochs"),
@@ -83,7 +92,7 @@ def _loss_optim_rows(plan: Plan, class_names: list[str], shares: list[float]) ->
     loss = "dice_ce" if rare else "dice"
     why = (f"{', '.join(rare)} under {RARE_SHARE:.0%} of pixels: Dice plus cross-entropy" if rare
            else f"every class covers at least {RARE_SHARE:.0%} of pixels: soft Dice")
-    return [("loss:", ""), (f"  name: {loss}", why), ("  params: {}", ""), ("", ""), ("optim:", ""),
+    return _loss_rows(multi, loss, why) + [("", ""), ("optim:", ""),
             ("  name: adam", ""), ("  lr: 0.001", "Adam's usual start"),
             ("  schedule: cosine", "decays to 0 over the epochs")]
 
