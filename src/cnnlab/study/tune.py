@@ -190,6 +190,9 @@ def resume_tune(tune_dir: str | Path, trials: int | None = None, minutes: float 
         _check_budget(trials, minutes)
         meta["trials"] = trials
         write_text_atomic(tune_dir / TUNE_FILE, json.dumps(meta, indent=1))
+    if meta["trials"] is None and minutes is None:  # a tune budgeted by minutes alone: this session's minutes
+        raise CnnlabError("this tune was budgeted in minutes: say how many for this session (or a trial count)",
+                          f"e.g. cnnlab tune --resume {shlex.quote(str(tune_dir))} --minutes 30")
     with ray_session(ray, read_plan(tune_dir), workers):
         return _run(tune_dir, meta["trials"], minutes, workers, ray, retries)
 
@@ -251,13 +254,21 @@ def _ask(study, tune_dir: Path, space: Space) -> int:
     optuna = import_optuna()
     trial = study.ask({p.key: _distribution(optuna, p) for p in space.params})
     trial.set_user_attr("run", trial_name(trial.number))
-    meta, plan = read_meta(tune_dir), read_plan(tune_dir)
-    values = recipe_values(space, trial.params)
-    run = PlannedRun(trial_name(trial.number), "variant", "trial", values, None, meta["base"],
-                     [*meta["sets"], *overrides(values), 'data.test=""'])
-    plan = StudyPlan(**{**dc_asdict(plan), "runs": [*plan.runs, run]})
-    write_text_atomic(tune_dir / "plan.json", json.dumps(plan_to_dict(plan), indent=1))
+    _plan_trial(tune_dir, space, trial.number, trial.params)
     return trial.number
+
+
+def _plan_trial(tune_dir: Path, space: Space, number: int, params: dict) -> dict:
+    """The trial's run in plan.json (added once: a tune killed between Optuna's ask and this write adds it on
+    resume); returns its recipe values."""
+    meta, plan = read_meta(tune_dir), read_plan(tune_dir)
+    values = recipe_values(space, params)
+    if all(r.name != trial_name(number) for r in plan.runs):
+        run = PlannedRun(trial_name(number), "variant", "trial", values, None, meta["base"],
+                         [*meta["sets"], *overrides(values), 'data.test=""'])
+        plan = StudyPlan(**{**dc_asdict(plan), "runs": [*plan.runs, run]})
+        write_text_atomic(tune_dir / "plan.json", json.dumps(plan_to_dict(plan), indent=1))
+    return values
 
 
 def _tell(study, tune_dir: Path, number: int, kind: str, text: str) -> str:
@@ -308,7 +319,7 @@ def _run(tune_dir: Path, trials: int | None, minutes: float | None, workers: int
                 while len(running) < backend.slots and (pending or can_ask()):
                     number = pending.pop(0) if pending else _ask(study, tune_dir, space)
                     attempts[number] = attempts.get(number, 0) + 1
-                    values = next(r.grid for r in read_plan(tune_dir).runs if r.name == trial_name(number))
+                    values = _plan_trial(tune_dir, space, number, study.trials[number].params)
                     log.info(f"{trial_name(number)} started: " + ", ".join(f"{k}={v}" for k, v in values.items()))
                     running[backend.submit(trial_name(number))] = number
                 if not running:
