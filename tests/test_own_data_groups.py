@@ -108,3 +108,23 @@ def test_a_shared_prefix_without_look_alike_neighbours_is_not_a_group(tmp_path):
     d = folders.load(tmp_path, "test", [16, 16], split="random")
     assert "do not look alike" in d.notes[0] and "random split (seed 0" in d.notes[0]
     assert d.names == _load(tmp_path, "test", False).names  # drawn per image, as with groups: false
+
+
+def test_data_check_warns_of_one_video_split_at_random(tmp_path):
+    """Numbered frames of one sequence (frame_0000, frame_0001, ...) have no group to draw, so the random split
+    puts neighbours on both sides: data check says so; shuffled, unrelated images get no warning."""
+    _video(tmp_path / "one", seqs=2, frames=6)
+    for d in ("images", "masks"):  # rename to one running number: two scenes one after the other
+        for i, p in enumerate(sorted((tmp_path / "one" / d).iterdir(), key=lambda q: q.name)):
+            p.rename(p.with_name(f"frame_{i:04d}.png"))
+    text, _ = folders_report(tmp_path / "one" / "images", tmp_path / "one" / "masks")
+    assert "neighbouring file names hold near-identical images" in text
+    (tmp_path / "cats" / "images").mkdir(parents=True)
+    (tmp_path / "cats" / "masks").mkdir()
+    for i in range(12):
+        rng = np.random.default_rng(i)
+        img, mask = rng.integers(0, 256, (16, 16), dtype=np.uint8), (rng.random((16, 16)) > 0.5).astype(np.uint8) * 255
+        Image.fromarray(img).save(tmp_path / "cats" / "images" / f"{i}.png")
+        Image.fromarray(mask).save(tmp_path / "cats" / "masks" / f"{i}.png")
+    text, _ = folders_report(tmp_path / "cats" / "images", tmp_path / "cats" / "masks")
+    assert "near-identical" not in text

@@ -144,8 +144,17 @@ def _group_warnings(layout: Layout, opts: Options) -> list[str]:
     a group's near-identical neighbours on both sides of the test."""
     if layout.policy not in ("random", "given") or any(g.images.nested for g in layout.groups):
         return []
-    train = [p.name for g in layout.groups[:1] for p in g.pairs]
+    pairs = [p for g in layout.groups[:1] for p in g.pairs]
+    train = [p.name for p in pairs]
     groups = fgr.find_groups(train)
+    if not groups and layout.policy == "random" and len(train) >= 8:  # one sequence? neighbours alike in name order
+        half = len(train) // 2
+        near, far, alike = fgr.neighbours_alike({"a": train[:half], "b": train[half:]},
+                                                {p.name: p.image for p in pairs})
+        return [f"neighbouring file names hold near-identical images (thumbnail distance {near:.2f} against {far:.2f} "
+                "far apart in name order): frames of one video or slices of one stack? A random split puts "
+                "neighbours on both sides of the test; give contiguous ranges as splits (split_file) or the data "
+                "set's own splits"] if alike else []
     if not groups or "do not look alike" in layout.policy_note:  # a shared prefix, not neighbours: said there
         return []
     out = [fgr.describe(groups)]
