@@ -154,3 +154,16 @@ def test_given_test_is_what_summary_and_evaluate_report(tmp_path):
     ev = json.loads((tmp_path / "ev" / "evaluate_test.json").read_text())
     assert ev["split"] == "test" and ev["n_images"] == len(written["test"])
     assert ev["metrics"]["dice_mean"] == pytest.approx(s["metrics"]["dice_mean"], abs=1e-6)
+
+
+def test_given_split_folders_move_with_the_data_root(tmp_path):
+    """evaluate --data NEW_ROOT on a given-split run: each split's absolute folders keep their place under it."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    opts = {"split": "given", "splits": {"train": {"images": str(old / "train"), "masks": str(old / "trainannot")},
+                                         "test": {"images": str(old / "test"), "masks": str(old / "testannot")}}}
+    moved = folders.rebase_options(opts, old, new)
+    assert moved["splits"]["test"] == {"images": str(new / "test"), "masks": str(new / "testannot")}
+    assert set(moved) == set(opts)
+    with pytest.raises(CnnlabError, match=r"splits\.test\.masks"):
+        folders.rebase_options({"splits": {"test": {"images": str(old / "t"), "masks": str(tmp_path / "x")}}}, old,
+                               new)

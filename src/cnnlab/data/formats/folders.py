@@ -175,20 +175,28 @@ LAYOUT = (*MOVABLE, "split", "fractions", "seed", "splits", "groups")  # options
 def rebase_options(options: dict, old_root: Path, new_root: Path) -> dict:
     """A recipe's options on another data root: `cnnlab new` writes absolute folders, which a new root alone
     would not move (evaluate --data then read the training folders again, under the new root's name). A folder
-    under the old root keeps its place relative to it; one elsewhere cannot be placed: a ConfigError naming it."""
+    under the old root keeps its place relative to it, the given splits' folders too; one elsewhere cannot be
+    placed: a ConfigError naming it."""
     out = dict(options)
     for key in MOVABLE:
-        value = options.get(key)
-        if not isinstance(value, str) or not Path(value).expanduser().is_absolute():
-            continue  # relative: resolved under whichever root is given
-        path = Path(value).expanduser()
-        try:
-            out[key] = str(Path(new_root) / path.resolve().relative_to(Path(old_root).expanduser().resolve()))
-        except ValueError:
-            raise ConfigError(f"data.options.{key} of this run is {path}, outside its data root {old_root}: "
-                              f"--data cannot say where that is under {new_root}",
-                              "name the folders: cnnlab evaluate RUN_DIR --images DIR --masks DIR") from None
-    return out
+        out[key] = _rebased(options.get(key), f"data.options.{key}", old_root, new_root)
+    if isinstance(options.get("splits"), dict):
+        out["splits"] = {s: {k: _rebased(v, f"data.options.splits.{s}.{k}", old_root, new_root) for k, v in e.items()}
+                         if isinstance(e, dict) else e for s, e in options["splits"].items()}
+    return {k: v for k, v in out.items() if k in options}
+
+
+def _rebased(value, key: str, old_root: Path, new_root: Path):
+    """One absolute folder under the old root, moved under the new one; anything else unchanged."""
+    if not isinstance(value, str) or not Path(value).expanduser().is_absolute():
+        return value  # relative: resolved under whichever root is given
+    path = Path(value).expanduser()
+    try:
+        return str(Path(new_root) / path.resolve().relative_to(Path(old_root).expanduser().resolve()))
+    except ValueError:
+        raise ConfigError(f"{key} of this run is {path}, outside its data root {old_root}: "
+                          f"--data cannot say where that is under {new_root}",
+                          "name the folders: cnnlab evaluate RUN_DIR --images DIR --masks DIR") from None
 
 
 def whole_folder_options(options: dict, images: str | Path, masks: str | Path,
