@@ -70,7 +70,8 @@ def test_resume_appends_to_train_log_and_the_console_shows_the_same_unwrapped_li
     text = (run / LOG_FILE).read_text()
     assert text.startswith(first)  # appended, the first run's lines kept
     after = text[len(first):].splitlines()
-    assert after[0][20:] == f"resuming {run} at epoch 2"  # the timestamp is 20 characters with its space
+    # the timestamp is 20 characters with its space; the data line (read before the log opened) comes first
+    assert after[0][20:].startswith("data: ") and after[1][20:] == f"resuming {run} at epoch 2"
     assert [e for e, _, _ in _epochs_in_log(run)] == [1, 2] and _epochs_in_log(run) == _epochs_in_csv(run)
     out = capsys.readouterr().out.splitlines()
     assert f"resuming {run} at epoch 2" in out  # longer than 80 columns, yet one line without padding
@@ -84,8 +85,10 @@ def test_two_runs_in_one_process_each_write_only_their_own_train_log(endovis_roo
     b = train(recipe_from_dict(tiny_recipe(endovis_root, tmp_path / "b", name="b", train={"epochs": 2})))
     assert (a / LOG_FILE).read_text() == a_text  # nothing of b's run reached a's file
     # (the end of a run also warns about each class never predicted: such lines are each run's own too)
-    assert [ln[20:31] for ln in _log_lines(a) if "warning: class" not in ln] == ["epoch   1/1"]
-    assert [ln[20:31] for ln in _log_lines(b) if "warning: class" not in ln] == ["epoch   1/2", "epoch   2/2"]
+    own = lambda ln: "warning: class" not in ln and ln[20:25] not in ("data:", "note:")  # noqa: E731
+    assert [ln[20:31] for ln in _log_lines(a) if own(ln)] == ["epoch   1/1"]
+    assert [ln[20:31] for ln in _log_lines(b) if own(ln)] == ["epoch   1/2", "epoch   2/2"]
+    assert sum(ln[20:25] == "data:" for ln in _log_lines(b)) == 1  # b's own data line, not a's
 
 
 def test_an_interrupted_run_says_so_in_train_log_and_still_removes_its_handler(endovis_root, tmp_path,

@@ -13,14 +13,18 @@ once the attribute is a function).
 from __future__ import annotations
 
 import copy
+import io
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
 
 from cnnlab.api.run import Run
 from cnnlab.config import Recipe, apply_overrides, asdict, load_recipe, read_yaml, recipe_from_dict
 from cnnlab.engine import run as engine_run  # called through the module: tests stand in for engine_run.train
 from cnnlab.engine.distributed import is_main, shutdown
+from cnnlab.engine.logs import append_to_run_log, begin_run_log
 from cnnlab.engine.recipe_check import check_recipe
 from cnnlab.engine.tracking import log_report
 from cnnlab.errors import ConfigError
@@ -33,6 +37,7 @@ from cnnlab.study.runner import resume_study
 from cnnlab.study.runner import run_study as run_study_plan
 
 RecipeLike = str | Path | Recipe | dict
+LOG_WIDTH = 120  # train.log's tables: class names whole (a terminal is often narrower)
 
 
 def dotted(key: str) -> str:
@@ -79,6 +84,7 @@ def train(recipe: RecipeLike, sets: Iterable[str] = (), progress: bool | None = 
     still show; train.log in the run dir has every line); True shows them (rich renders them in Jupyter too).
     Example: `cnnlab.train("recipes/endovis/a_baseline.yaml", train__epochs=2, data__root="data/endovis")`.
     """
+    begin_run_log()
     if progress is not None:
         settings = {**settings, "train.progress": bool(progress)}
     r = resolve_recipe(recipe, sets, **settings)
@@ -96,11 +102,22 @@ def resume(run_dir: str | Path, sets: Iterable[str] = (), progress: bool | None 
            **settings: Any) -> Run:
     """Continue an interrupted run from its last.pt (`cnnlab train --resume`); only train.epochs, train.patience,
     train.progress, data.cache, data.cache_dir, train.log_to and train.mlflow_uri may change."""
+    begin_run_log()
     overrides = list(sets) + [f"{dotted(k)}={v}" for k, v in settings.items()]
     if progress is not None:
         overrides.append(f"train.progress={str(bool(progress)).lower()}")
     echo = progress if progress is not None else True
     return Run(resume_run(Path(run_dir), overrides, echo=echo, report=report))
+
+
+def _tables_to_log(run_dir: Path) -> None:
+    """The final tables into the run's train.log too (plain text, wide enough for whole class names): it holds
+    every line of the run, these are printed after its log closed."""
+    if not (run_dir / "summary.json").is_file():
+        return
+    text = Console(file=io.StringIO(), width=LOG_WIDTH, highlight=False, color_system=None, record=True)
+    print_run_table(run_dir, text)
+    append_to_run_log(run_dir, text.export_text())
 
 
 def resume_run(run_dir: Path, overrides: list[str], echo: bool, report: bool = True) -> Path:
@@ -113,6 +130,7 @@ def _finish(run_dir: Path, echo: bool, report: bool) -> Path:
     if is_main():
         if echo:
             print_run_table(run_dir)
+        _tables_to_log(run_dir)
         if report:
             path = write_run_report(run_dir)
             if echo:

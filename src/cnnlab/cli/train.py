@@ -32,16 +32,20 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 def _first_line(recipe, resume: str | None) -> None:
     """What the command is doing, printed before torch is imported (seconds) and the data read (minutes)."""
+    from cnnlab.engine.logs import begin_run_log, get_logger  # light (logging and rich): the line goes to train.log
+
+    begin_run_log()
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 speaks
         return
+    log = get_logger("cnnlab.cli.train")
     if resume:
-        print(f"resuming {resume}: reading its checkpoint and its data", flush=True)
+        log.info(f"resuming {resume}: reading its checkpoint and its data")
     elif recipe is not None and recipe.train.progress:
         d = recipe.data
         size = f", resized to {d.size[0]}x{d.size[1]}" if d.size else ""
         splits = ", ".join(s for s in (d.train, d.val, d.test) if s)
-        print(f"training {recipe.name} ({recipe.task}, {recipe.model.name}): reading {d.root} "
-              f"(format {d.format}, splits {splits}{size})", flush=True)
+        log.info(f"training {recipe.name} ({recipe.task}, {recipe.model.name}): reading {d.root} "
+                 f"(format {d.format}, splits {splits}{size})")
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:

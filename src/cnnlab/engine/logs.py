@@ -5,15 +5,22 @@ attached and removed around exactly that run. The console handler is rich's Rich
 progress bars draw on (so a message printed during a live bar lands above it), rendering each message as the bare
 line cnnlab always printed: no time, level or source column, no wrapping, no highlighting.
 
+train.log holds every line of its run: the lines logged before the run dir exists (what is being read, the
+`data:` line) are kept per thread (_early, at most EARLY_MAX) and written first when the run's train.log opens;
+whatever is logged after it closes is not kept for the next run. The final tables, printed after training, are
+appended by `append_to_run_log`.
+
 Per-record switches (logging's `extra`): {"console": False} keeps a record out of the terminal (an epoch line with
 train.progress off still belongs in train.log); {"markup": True} renders rich markup on the terminal and strips it
 from the file.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +38,8 @@ FILE_FORMAT = "%(asctime)s %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 console = Console(highlight=False, soft_wrap=True)  # the one terminal of a cnnlab process: messages and bars
+EARLY_MAX = 200  # records kept per thread while no train.log is open
+_early = threading.local()  # .records: this thread's records since its last run closed; .open: run logs open
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -59,11 +68,29 @@ def _on_console(record: logging.LogRecord) -> bool:
     return getattr(record, "console", True)
 
 
+def _early_records() -> collections.deque:
+    if not hasattr(_early, "records"):
+        _early.records, _early.open = collections.deque(maxlen=EARLY_MAX), 0
+    return _early.records
+
+
+class _EarlyHandler(logging.Handler):
+    """Keeps this thread's records while none of its runs has a train.log open (see the module docstring)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        records = _early_records()
+        if not _early.open:
+            records.append(record)
+
+
 def _install() -> None:
     """The console handler on the 'cnnlab' logger, once per process (a re-imported module adds no second one)."""
     root = logging.getLogger(ROOT)
     if any(getattr(h, "cnnlab_console", False) for h in root.handlers):
         return
+    early = _EarlyHandler()
+    early.cnnlab_early = True
+    root.addHandler(early)
     handler = _LineHandler(console=console, show_time=False, show_level=False, show_path=False,
                            highlighter=NullHighlighter(), keywords=[], markup=False)
     handler.cnnlab_console = True
@@ -108,6 +135,11 @@ def run_log(run_dir: Path, enabled: bool = True) -> Iterator[None]:
     owner = threading.get_ident()
     handler.addFilter(lambda record: record.thread == owner)
     root = logging.getLogger(ROOT)
+    records = _early_records()
+    for record in records:  # the lines from before the run dir existed
+        handler.handle(record)
+    records.clear()
+    _early.open += 1
     root.addHandler(handler)
     try:
         yield
@@ -117,3 +149,17 @@ def run_log(run_dir: Path, enabled: bool = True) -> Iterator[None]:
     finally:
         root.removeHandler(handler)
         handler.close()
+        _early.open -= 1
+        records.clear()  # what comes after this run is not the next run's
+
+
+def begin_run_log() -> None:
+    """A command that will make or resume a run starts: what this thread logged before is not that run's."""
+    _early_records().clear()
+
+
+def append_to_run_log(run_dir: Path, text: str) -> None:
+    """Lines printed after the run's train.log closed (the final tables) appended to it, timestamped."""
+    stamp = time.strftime(DATE_FORMAT)
+    with open(Path(run_dir) / LOG_FILE, "a", encoding="utf-8") as f:
+        f.writelines(f"{stamp} {line}".rstrip() + "\n" for line in text.rstrip("\n").splitlines())

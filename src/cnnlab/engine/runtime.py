@@ -15,7 +15,10 @@ import numpy as np
 import torch
 
 from cnnlab.engine.distributed import is_main
+from cnnlab.engine.logs import get_logger
 from cnnlab.errors import ConfigError
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -151,8 +154,8 @@ def choose_threads(requested: int) -> int:
         free = max(1, (os.cpu_count() or 1) - busy) if busy is not None else threads
         if free < threads:
             if is_main():
-                print(f"note: {busy} of {os.cpu_count()} cores busy with other work: training with {free} torch "
-                      f"thread(s) instead of {threads} (set train.threads to choose)")
+                log.info(f"note: {busy} of {os.cpu_count()} cores busy with other work: training with {free} torch "
+                         f"thread(s) instead of {threads} (set train.threads to choose)")
             threads = free
     torch.set_num_threads(threads)
     return threads
