@@ -51,8 +51,9 @@ def given_rows(s: fc.Survey, splits: dict[str, dict], carve: dict[str, float]) -
     counts = {k: len(v) for k, v in s.layout.splits.items()}
     rows = [("  train: train", f"{counts.get('train', 0)} pairs"
              + (f" (after carving {', '.join(k for k in carve if k != 'train')})" if len(carve) > 1 else ""))]
-    rows.append(("  val: val", "given" if "val" in splits else f"{counts.get('val', 0)} pairs carved from the given "
-                 "train split (seeded; whole name groups where the names have them)"))
+    rows.append(("  val: val", f"the given validation split: {counts.get('val', 0)} pairs" if "val" in splits else
+                 f"{counts.get('val', 0)} pairs carved from the given train split (seeded; whole name groups where the "
+                 "names have them)"))
     rows.append(("  test: test", f"the given test split: {counts.get('test', 0)} pairs, never re-carved"
                  if "test" in splits else f"no test folder given: {counts.get('test', 0)} pairs carved from train"))
     return rows

@@ -251,6 +251,10 @@ def make_recipe(task: str, images: str | Path, masks: str | Path | None, out: st
 def _classification_recipe(images: str | Path, masks: str | Path | None, out: Path, fov: str | Path | None,
                            name: str | None, encoder: str, minutes: float, own: OwnData = OwnData()) -> NewRecipe:
     """The course CNN with recipe (t)'s training for a folder of class folders (cnnlab.new.classify)."""
+    if own != OwnData():
+        raise ConfigError("--task classification reads class folders: --void, --classes, --val-/--test- folders and "
+                          "--scene are for segmentation", "e.g. cnnlab new --task classification --images DIR "
+                          "--out recipe.yaml")
     if masks is not None or fov is not None:
         raise ConfigError("--task classification reads class folders: --masks and --fov are for segmentation",
                           "e.g. cnnlab new --task classification --images DIR --out recipe.yaml")
