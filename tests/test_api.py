@@ -100,3 +100,21 @@ def test_import_cnnlab_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == cnnlab.__version__ != ""
+
+
+def test_bars_are_live_in_jupyter_where_ipywidgets_is_installed(monkeypatch):
+    """rich draws live bars in a notebook through ipywidgets; without it they are plain lines, as in a log file."""
+    import importlib.util
+
+    from rich.console import Console
+
+    from cnnlab.engine.progress import Bars
+
+    notebook = Console(force_jupyter=True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "ipywidgets" else real(name))
+    assert Bars(notebook, True).terminal is True
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ipywidgets" else real(name))
+    assert Bars(notebook, True).terminal is False
+    assert Bars(Console(force_terminal=True), True).terminal is True
+    assert Bars(Console(force_terminal=False, force_jupyter=False), True).terminal is False

@@ -13,6 +13,7 @@ above each rich bar (run i of N, the study's ETA), EVENT_HOOKS are told every ev
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import threading
@@ -154,12 +155,20 @@ class RichBar(Bar):
         self.progress.stop()
 
 
+def _live(console: Console) -> bool:
+    """Whether rich's live bars can draw here: a terminal, or a Jupyter notebook where ipywidgets (which rich's
+    live display there needs) is installed; elsewhere bars are plain lines at a bounded rate."""
+    if console.is_jupyter:
+        return importlib.util.find_spec("ipywidgets") is not None
+    return console.is_terminal and not console.is_dumb_terminal
+
+
 class Bars:
     """Makes the bars of one run: rich on a terminal, plain lines elsewhere, nothing when show is False."""
 
     def __init__(self, console: Console, show: bool, terminal: bool | None = None) -> None:
         self.console, self.show = console, show
-        self.terminal = (console.is_terminal and not console.is_dumb_terminal) if terminal is None else terminal
+        self.terminal = _live(console) if terminal is None else terminal
 
     @contextlib.contextmanager
     def bar(self, description: str, total: int | None) -> Iterator[Bar]:
