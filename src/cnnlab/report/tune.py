@@ -37,19 +37,25 @@ def importances(study) -> dict[str, float]:
         return {}
 
 
-def _figures(study, folder: Path, has_importances: bool) -> list[tuple[str, Path]]:
+def _figures(study, folder: Path, has_importances: bool, score: str) -> list[tuple[str, Path]]:
     """The optimization history and the importances as PNGs (Optuna's matplotlib plots)."""
     optuna = import_optuna()
     folder.mkdir(exist_ok=True)
-    plots = [("optimization history", "tune_history.png", optuna.visualization.matplotlib.plot_optimization_history)]
+    vis = optuna.visualization.matplotlib
+    plots = [("optimization history: each trial's score and the best so far", "tune_history.png",
+              vis.plot_optimization_history),
+             ("each trial's validation score per epoch (a pruned trial's line ends early)", "tune_epochs.png",
+              vis.plot_intermediate_values)]
     if has_importances:
-        plots.append(("parameter importances", "tune_importances.png",
-                      optuna.visualization.matplotlib.plot_param_importances))
+        plots.append(("parameter importances (fANOVA)", "tune_importances.png", vis.plot_param_importances))
     out = []
     for title, name, plot in plots:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
             ax = plot(study)
+        if name != "tune_importances.png":  # Optuna's generic labels, in the run's words
+            ax.set_ylabel(score)
+            ax.set_xlabel("epoch" if name == "tune_epochs.png" else "trial")
         fig = ax.figure
         fig.set_size_inches(7, 4)  # Optuna's plots draw through pyplot: closed once saved
         save_figure(fig, folder / name, dpi=100)
@@ -104,7 +110,7 @@ def tune_doc(tune_dir: Path) -> Doc:
     if imp:
         doc.h("Parameter importances (fANOVA over the finished trials)")
         doc.table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in imp.items()])
-    for title, path in _figures(study, tune_dir / "figures", bool(imp)):
+    for title, path in _figures(study, tune_dir / "figures", bool(imp), meta["score"]):
         doc.figure(path, title)
     doc.p(f"Every trial and its per-epoch scores: optuna-dashboard sqlite:///{(tune_dir / 'optuna.db').resolve()}")
     return doc
