@@ -167,3 +167,13 @@ def test_given_split_folders_move_with_the_data_root(tmp_path):
     with pytest.raises(CnnlabError, match=r"splits\.test\.masks"):
         folders.rebase_options({"splits": {"test": {"images": str(old / "t"), "masks": str(tmp_path / "x")}}}, old,
                                new)
+
+
+def test_a_split_named_by_hand_keeps_the_others_found(tmp_path):
+    camvid_like(tmp_path / "CamVid")
+    dev = write_split(tmp_path / "extra" / "img", tmp_path / "extra" / "gt", [2], 2)
+    _, opts = given_options(tmp_path / "CamVid" / "train", tmp_path / "CamVid" / "trainannot",
+                            val=(tmp_path / "extra" / "img", tmp_path / "extra" / "gt"))
+    assert list(opts["splits"]) == ["train", "val", "test"] and len(dev) == 2
+    assert opts["splits"]["val"]["masks"] == str((tmp_path / "extra" / "gt").resolve())
+    assert opts["splits"]["test"]["masks"] == str((tmp_path / "CamVid" / "testannot").resolve())

@@ -160,8 +160,12 @@ def given_options(images: Path, masks: Path, fov: Path | None = None, val: tuple
                   test: tuple = (None, None)) -> tuple[Path, dict] | None:
     """(data root, reader options) for the given splits: named by hand (val/test pairs) or found beside the
     training pair; None when there are none. The root is the folders' common parent; paths are absolute."""
-    splits = by_hand(images, masks, fov, val, test) if any(v is not None for v in (*val, *test)) else \
-        find_given(images, masks, fov)
+    found = find_given(images, masks, fov)
+    if any(v is not None for v in (*val, *test)):  # named by hand: those, and the others found beside them
+        hand = by_hand(images, masks, fov, val, test)
+        splits = {s: hand.get(s, found.get(s)) for s in ("train", "val", "test") if s in hand or s in found}
+    else:
+        splits = found
     if not splits:
         return None
     paths = [p for v in splits.values() for p in v.values()]
