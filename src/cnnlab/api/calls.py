@@ -26,6 +26,7 @@ from cnnlab.engine import run as engine_run  # called through the module: tests 
 from cnnlab.engine.distributed import is_main, shutdown
 from cnnlab.engine.logs import append_to_run_log, begin_run_log
 from cnnlab.engine.recipe_check import check_recipe
+from cnnlab.engine.tracker_check import check_tracking_store
 from cnnlab.engine.tracking import log_report
 from cnnlab.errors import ConfigError
 from cnnlab.new.own import OwnData
@@ -95,6 +96,7 @@ def train_recipe(r: Recipe, echo: bool, report: bool = True) -> Path:
     """The one way a recipe is trained, by `cnnlab train` and cnnlab.train: check it (names, memory) before any
     data is read, train, then the run's table (echo) and report; returns the run dir."""
     check_recipe(r)
+    check_tracking_store(r)  # an MLflow server that does not answer, a read-only store: before any run dir
     return _finish(engine_run.train(r), echo, report)
 
 
