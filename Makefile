@@ -31,7 +31,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports --no-cache
 
-# the wheel (not the editable install) in a fresh venv: --version, packaged recipes, a tiny training, predict (~90 s)
+# the wheel (not the editable install) in a fresh venv: --version, packaged recipes, a tiny training, predict
+# (about 15 s of CPU; CI runs it after the tests)
 wheel-smoke: $(STAMP)
 	scripts/wheel_smoke.sh
 
