@@ -128,5 +128,6 @@ def test_evaluate_warns_and_the_report_draws_iou_beside_pixel_share(tiny_run: Pa
     result = json.loads(sorted(tiny_run.glob("evaluate_test*.json"))[-1].read_text())
     assert result["warnings"] and all(w in out for w in result["warnings"])
     assert "share of pixels" in out and all(n in out for n in result["class_names"])
+    assert '"iou/' not in out  # the per-class IoU is in the table, not repeated on the metrics line
     write_run_report(tiny_run)
     assert (tiny_run / "figures" / "per_class_iou.png").is_file()

@@ -58,10 +58,10 @@ def _run_evaluate(a: argparse.Namespace) -> int:
     for note in result["notes"]:
         print(f"note: {note}")
     print(f"{result['split']} of {result['data_root']} ({result['n_images']} images, scored at "
-          f"{result['resolution']} HxW): {json.dumps(result['metrics'])}")
+          f"{result['resolution']} HxW): {json.dumps(_headline(result['metrics']))}")
     if "metrics_trained_size" in result:
         print(f"  at the trained size {'x'.join(map(str, result['input_size']))}: "
-              f"{json.dumps(result['metrics_trained_size'])}")
+              f"{json.dumps(_headline(result['metrics_trained_size']))}")
     if result.get("per_class") and len(result["per_class"]) > 2:  # multi-class: the per-class table
         from cnnlab.report.tables import per_class_lines
 
@@ -82,6 +82,11 @@ def _run_evaluate(a: argparse.Namespace) -> int:
               f"foreground scores 0 ({fg['images_empty_truth'] - fg['images_empty_truth_and_prediction']})")
     print(f"wrote {path}")
     return 0
+
+
+def _headline(metrics: dict) -> dict:
+    """The split's metrics without the per-class IoU keys (iou/<class>): the per-class table shows those."""
+    return {k: v for k, v in metrics.items() if not k.startswith("iou/")}
 
 
 def _num(v: float | None) -> str:
