@@ -1,9 +1,11 @@
 """Checkpoints written atomically (temp file, fsync, rename) and read without executing pickled code."""
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import shlex
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,10 +54,24 @@ def _write_atomically(obj: dict, path: Path) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, (OSError, RuntimeError)) and _disk_full(e, path.parent):
+            folder = shlex.quote(str(path.parent))
+            raise CnnlabError(f"{path}: no space left on the disk while writing it; the previous {path.name} is kept",
+                              f"free some space (df -h {folder}), then: cnnlab train --resume {folder}") from None
         raise
+
+
+def _disk_full(e: BaseException, folder: Path) -> bool:
+    """A write that failed for want of space: ENOSPC/EDQUOT, or torch's zip writer's own error on a full disk."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False
 
 
 def load_checkpoint(path: Path, keys: Sequence[str] = ("model",)) -> dict:

@@ -217,8 +217,11 @@ class EventLog:
             if self.file is None:
                 self.pending.append(line)
             else:
-                self.file.write(line)
-                self.file.flush()
+                try:
+                    self.file.write(line)
+                    self.file.flush()
+                except OSError as e:  # a full disk: named, so that the CLI says it in one line (cli/failures.py)
+                    raise OSError(e.errno, e.strerror, self.file.name) from None
 
     def close(self) -> None:
         if self.file is not None:
