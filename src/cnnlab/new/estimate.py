@@ -160,6 +160,6 @@ def steps_per_epoch(n_train: int, batch: int) -> int:
 def validate_written(path: Path, in_channels: int, num_classes: int) -> Recipe:
     """A recipe `new` wrote must load, and its model and loss must build (before any step is timed with it)."""
     r = load_recipe(path)
-    build_model(r.model.name, in_channels, num_classes, tuple(r.data.size), r.model.params)
+    build_model(r.model.name, in_channels, num_classes, tuple(r.data.patch or r.data.size), r.model.params)
     build_loss(r.loss.name, r.loss.params, weights=torch.ones(num_classes))  # weights: from the masks in training
     return r

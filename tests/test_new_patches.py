@@ -1,0 +1,47 @@
+"""Issue 31: `cnnlab new` trains on patches at the images' own size where the thinnest class would shrink under a
+few pixels at the whole-image size the budget allows, and on whole images otherwise (new/patching.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import cnnlab.new.budget as nb
+from cnnlab.config import load_recipe
+from cnnlab.new.patching import MIN_HALF_WIDTH, choose_patch
+from cnnlab.new.structure import Thinnest
+from test_new_decoder import _vessel_pairs
+from test_new_defaults import _new, timed  # noqa: F401  (the fixture: step times stood in by pixel count)
+
+
+@pytest.mark.skipif(not nb.weights_installed(), reason="the ImageNet weights package is not installed")
+@pytest.mark.slow
+@pytest.mark.parametrize("thin", [True, False])
+def test_new_picks_patches_for_thin_structures_and_whole_images_for_objects(tmp_path: Path, timed,  # noqa: F811
+                                                                            thin: bool):
+    images, masks = _vessel_pairs(tmp_path / "d", 12, 192, 256, thin)  # 2-pixel lines, or one large block
+    code, out = _new(tmp_path, images, masks)
+    assert code == 0
+    r, text = load_recipe(out), out.read_text()
+    assert max(timed[-1]) < 256   # the stand-in step times make the budget shrink the images
+    if thin:   # half-width 1 px at 192x256, under MIN_HALF_WIDTH at any smaller size
+        assert r.data.size is None and r.data.patch is not None and r.data.patch[0] == r.data.patch[1]
+        assert r.data.patch[0] % 32 == 0 and r.data.patch[0] <= 192
+        assert "foreground_oversample: 0.0" in text and r.train.foreground_oversample == 0
+        assert "# Resolution: patches of" in text and "sliding windows" in text
+    else:
+        assert r.data.patch is None and r.data.size is not None and r.train.foreground_oversample == 0
+        assert "# Resolution: whole images at" in text
+
+
+def test_the_patch_rule_by_hand():
+    vessel = Thinnest("vessel", 0.0034, 2.0)   # DRIVE: half-width 2.0 px at 584x565
+    at_512 = choose_patch(vessel, [512, 480], (584, 565))   # 1.75 px at 512x480: measured a tie, whole images
+    assert at_512.patch is None and "1.8 px at 512x480 (not under 1.5 px)" in at_512.why
+    at_256 = choose_patch(vessel, [256, 240], (584, 565))   # 0.88 px
+    assert at_256.patch == [224, 224] and "0.9 px at 256x240" in at_256.why  # sqrt(256 * 240) = 247.9 -> 224
+    assert choose_patch(vessel, [584, 565], (584, 565)).patch is None      # not shrunk: whole images
+    wide = Thinnest("instrument", 0.029, 9.3)  # the course's thinnest instrument class at 320x256
+    assert choose_patch(wide, [160, 128], (256, 320)).patch is None         # 4.6 px >= MIN_HALF_WIDTH
+    assert choose_patch(wide, [32, 32], (256, 320)).patch == [64, 64]        # 0.9 px: patches of at least 64
+    assert MIN_HALF_WIDTH == 1.5
