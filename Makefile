@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test quick lint venv bench clean wheel-smoke
+.PHONY: demo test quick lint venv bench clean wheel-smoke docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,8 +36,13 @@ lint: $(STAMP)
 wheel-smoke: $(STAMP)
 	scripts/wheel_smoke.sh
 
+# the documentation site (mkdocs.yml: README, docs/, the API reference from the docstrings) into site/; --strict:
+# a broken link or anchor fails (tests/test_docs_site.py builds it in make test too)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) runs build site *.egg-info

@@ -63,6 +63,7 @@ class Run:
 
     @property
     def name(self) -> str:
+        """The run dir's name: the recipe's name and the time the run started."""
         return self.dir.name
 
     @property
