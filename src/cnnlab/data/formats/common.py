@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
+import stat
 import threading
 import warnings
 from pathlib import Path
@@ -65,7 +67,9 @@ def bomb_error(path: Path, e: Exception) -> DataError:
 @contextlib.contextmanager
 def open_image(path: Path) -> Iterator[Image.Image]:
     """Image.open for readers: over the decompression-bomb limit (Pillow's warning or error) is a DataError naming
-    the file instead of a traceback or an anonymous warning; other decode errors are left to the caller."""
+    the file instead of a traceback or an anonymous warning; a FIFO or device named like an image is a DataError
+    too (reading one blocked forever); other decode errors are left to the caller."""
+    _regular_file(path)
     with _OPEN_LOCK, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         _pixel_limit()
@@ -78,6 +82,19 @@ def open_image(path: Path) -> Iterator[Image.Image]:
             yield _upright(im)
         except Image.DecompressionBombError as e:  # frames of animated files are checked again when loaded
             raise bomb_error(Path(path), e) from None
+
+
+def _regular_file(path) -> None:
+    """A DataError for a path that exists and is not a regular file or folder (a FIFO, a socket, a device)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing or unreadable: Image.open says so, and the caller names it
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise DataError(f"{path}: not a regular file (a FIFO or device named like an image would block the read)",
+                        f"replace it with the image file: ls -l {shlex.quote(str(path))}")
 
 
 def _upright(im: Image.Image) -> Image.Image:
