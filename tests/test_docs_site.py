@@ -32,7 +32,11 @@ def test_the_site_builds_strictly_and_a_broken_link_fails_it(tmp_path):
     for name in ("new_recipe", "run_study", "load_run", "Prediction"):
         assert name in reference
     assert "masks are the same" in reference  # Run.predict's docstring, generated
-    assert "Use from Python" in (tmp_path / "site" / "index.html").read_text()  # the README is the home page
+    home = (tmp_path / "site" / "index.html").read_text()
+    assert "Use from Python" in home  # the README is the home page
+    # its table's `a\|b` code shows a|b as on GitHub, and [--flag X] [--other] keeps its space
+    assert "auto&#124;imagenet&#124;none" in home and "auto\\|imagenet" not in home
+    assert "&#91;--minutes M&#93; &#91;--encoder" in home
     # the same site with one link to a page that does not exist
     docs = tmp_path / "docs"
     docs.mkdir()
