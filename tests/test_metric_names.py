@@ -84,12 +84,20 @@ def _md_table(text: str, first_header: str) -> list[list[str]]:
 
 
 def _tex_table(path: Path) -> tuple[list[str], list[list[str]]]:
-    """Header cells and body rows of a booktabs table file, as written."""
-    text = path.read_text()
-    head = text.split("\\toprule", 1)[1].split("\\midrule", 1)[0].strip().removesuffix("\\\\").strip()
-    body = text.split("\\midrule", 1)[1].split("\\bottomrule", 1)[0].strip()
-    return [c.strip() for c in head.split(" & ")], [[c.strip() for c in ln.strip().removesuffix("\\\\").split(" & ")]
-                                                  for ln in body.splitlines()]
+    """Header cells and body rows of a booktabs table file, as written; a table split into parts (each repeating
+    the leading columns) joined back."""
+    head, rows = None, None
+    for part in path.read_text().split("\\begin{table}")[1:]:
+        h = part.split("\\toprule", 1)[1].split("\\midrule", 1)[0].strip().removesuffix("\\\\").strip()
+        body = part.split("\\midrule", 1)[1].split("\\bottomrule", 1)[0].strip()
+        h = [c.strip() for c in h.split(" & ")]
+        b = [[c.strip() for c in ln.strip().removesuffix("\\\\").split(" & ")] for ln in body.splitlines()]
+        if head is None:
+            head, rows = h, b
+            continue
+        keep = next(i for i in range(len(h)) if h[i] != head[i])
+        head, rows = head + h[keep:], [r + m[keep:] for r, m in zip(rows, b)]
+    return head, rows
 
 
 def _placeholder(path: Path) -> Path:

@@ -19,7 +19,7 @@ def _cmd_report(a: argparse.Namespace) -> int:
     if a.format == "latex":
         from cnnlab.report.latex import write_latex_report
 
-        path = write_latex_report(Path(a.folder))
+        path = write_latex_report(Path(a.folder), a.template)
         print(f"wrote {path} and its \\input-able pieces (table_*.tex, fig_*.tex); compile: "
               f"cd {path.parent} && pdflatex report.tex")
         return 0
@@ -72,6 +72,10 @@ def register(sub) -> None:
     r.add_argument("--format", choices=["html", "md", "latex"], default="html",
                    help="html or md (default): report.md + report.html; latex: FOLDER/latex/report.tex with "
                         "booktabs tables and PDF figures as separate \\input-able files")
+    r.add_argument("--template", default="article", metavar="article|neurips|STY",
+                   help="latex only: the page of report.tex: article (default, 5.5 in text, Computer Modern), "
+                        "neurips (NeurIPS's page and Times from standard packages) or the path of a downloaded "
+                        "neurips_2024.sty; the \\input-able pieces are the same for all")
     r.set_defaults(func=_cmd_report)
     c = sub.add_parser("compare", help="one table of several runs' headline and per-class metrics (md, csv, latex)")
     c.add_argument("runs", nargs="+", metavar="RUN_DIR")

@@ -115,7 +115,7 @@ def render_latex(names: list[str], rows: list[dict]) -> str:
                "batch is the course's convention, never the headline). Best value per row in bold; -- undefined, "
                f"blank: not in that run. {warn}").strip()
     return table_tex(["metric", "convention", *[f"\\texttt{{{tex_escape(n)}}}" for n in names]], body, caption,
-                     "tab:cnnlab-compare", "cnnlab compare", "lp{0.32\\linewidth}" + "r" * len(names))
+                     "tab:cnnlab-compare", "cnnlab compare", "lp{0.32\\linewidth}" + "r" * len(names), keep=2)
 
 
 def compare(run_dirs: list[str | Path], fmt: str = "md") -> str:

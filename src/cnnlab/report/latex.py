@@ -12,14 +12,28 @@ import json
 import shutil
 from pathlib import Path
 
+import matplotlib
+
 from cnnlab.config import read_yaml
 from cnnlab.errors import CnnlabError
 from cnnlab.metrics.names import METRICS, PER_CLASS_LABELS, row_label
 from cnnlab.report.build import _caption, _fmt, folder_kind
 from cnnlab.report.latex_figures import curve_metric, run_curves_pdf
 from cnnlab.report.latex_study import write_study_latex
+from cnnlab.report.latex_template import Template, template
 from cnnlab.report.study_figures import per_class_dice_bars, read_history
-from cnnlab.report.tex import conventions_tex, figure_tex, signed, slug, table_tex, tex_escape, write_pieces
+from cnnlab.report.tex import (
+    conventions_tex,
+    figure_tex,
+    notes_tex,
+    signed,
+    slug,
+    table_tex,
+    tex_escape,
+    tt,
+    wrapped,
+    write_pieces,
+)
 
 
 def _num(v) -> str:
@@ -35,13 +49,13 @@ def _run_metric_rows(s: dict) -> list[list[str]]:
             for k in METRICS if k in m or (both and k in v)]
     b = s.get("binary")
     if b:
-        rows += [[tex_escape(label), _num(b.get(k)), *(["--"] if both else [])] for label, k in (
+        rows += [[wrapped(label), _num(b.get(k)), *(["--"] if both else [])] for label, k in (
             ("per-image Dice (mean over images)", "per_image_dice_mean"),
             (f"boundary-band Dice (band {b.get('boundary_band_width')} px)", "boundary_dice_mean"),
             ("boundary F1", "boundary_f1_mean")) if k in b]
     p = s.get("per_image")
     if p:  # multi-class: each image's mean over the classes present in it, averaged over the images
-        rows += [[tex_escape(label), _num(p.get(k)), *(["--"] if both else [])] for label, k in (
+        rows += [[wrapped(label), _num(p.get(k)), *(["--"] if both else [])] for label, k in (
             ("Dice per image (mean over images of the mean over classes present)", "dice_mean_per_image"),
             ("IoU per image (mean over images of the mean over classes present)", "iou_mean_per_image"))]
     return rows
@@ -49,7 +63,7 @@ def _run_metric_rows(s: dict) -> list[list[str]]:
 
 def _run_sentence(s: dict, lab: str, curves: bool) -> str:
     """What the run reached, in words, pointing at the tables and figures."""
-    m, name, split = s.get("metrics", {}), f"\\texttt{{{tex_escape(s.get('name', '?'))}}}", tex_escape(
+    m, name, split = s.get("metrics", {}), tt(s.get("name", "?")), tex_escape(
         s.get("evaluated_on", "?"))
     where = f"on the {split} split ({s.get('n_images', '?')} images), with the weights of epoch " \
             f"{s.get('best_epoch')} of {s.get('epochs_run')}"
@@ -64,9 +78,8 @@ def _run_sentence(s: dict, lab: str, curves: bool) -> str:
     else:
         head = f"Run {name} reaches a loss of {_num(m.get('loss'))} {where} {ref}."
     per_class = f" Table~\\ref{{tab:{lab}-per-class}} lists Dice and IoU per class." if "per_class" in s else ""
-    extra = " ".join(tex_escape(n) for n in [s.get("fit_note", ""), *s.get("notes", [])] if n)
     fig = f" Figure~\\ref{{fig:{lab}-curves}} shows the training curves." if curves else ""
-    return f"{head}{per_class}{fig} {extra}".strip()
+    return f"{head}{per_class}{fig}"
 
 
 def _run_setup(run_dir: Path, s: dict) -> str:
@@ -109,9 +122,9 @@ def _run_figures(run_dir: Path, s: dict, out: Path, lab: str) -> dict[str, str]:
     return pieces
 
 
-def write_run_latex(run_dir: str | Path) -> Path:
-    """RUN_DIR/latex/: report.tex and its pieces; returns report.tex."""
-    run_dir = Path(run_dir)
+def write_run_latex(run_dir: str | Path, tpl: Template | None = None) -> Path:
+    """RUN_DIR/latex/: report.tex and its pieces (figures in the template's fonts); returns report.tex."""
+    run_dir, tpl = Path(run_dir), tpl or template("article")
     if not (run_dir / "summary.json").is_file():
         raise CnnlabError(f"{run_dir}: no summary.json, the run has not finished",
                           f"finish it with cnnlab train --resume {run_dir}, or see its progress with "
@@ -120,21 +133,22 @@ def write_run_latex(run_dir: str | Path) -> Path:
     out, lab, src = run_dir / "latex", slug(s.get("name", run_dir.name)), run_dir.name
     split = s.get("evaluated_on", "?")
     out.mkdir(parents=True, exist_ok=True)
-    figures = _run_figures(run_dir, s, out, lab)
+    with matplotlib.rc_context(tpl.figure_rc):
+        figures = _run_figures(run_dir, s, out, lab)
     results = (f"% written by cnnlab (results paragraph of {src}); \\input this file\n"
                f"\\paragraph{{Metric conventions.}} {conventions_tex(s.get('task', ''), split)}\n\n"
-               f"\\paragraph{{Results.}} {_run_sentence(s, lab, 'fig_curves' in figures)} "
-               f"{_run_setup(run_dir, s)}\n")
+               f"{{\\sloppy\\paragraph{{Results.}} {_run_sentence(s, lab, 'fig_curves' in figures)} "
+               f"{_run_setup(run_dir, s)}\\par}}\n")
     both = s.get("test_split", True)
     pieces = {"results": results, "table_metrics": table_tex(
         ["metric (convention)", f"{tex_escape(split)} split", *(["validation"] if both else [])], _run_metric_rows(s),
         f"Headline metrics of run \\texttt{{{tex_escape(s.get('name', '?'))}}} on the {tex_escape(split)} split "
-        f"({s.get('n_images', '?')} images)" + (" and on the validation split" if both else ", the validation split: "
-        "there is no test split") + ". Each row names its convention; the soft "
+        f"({s.get('n_images', '?')} images)" + (" and on the validation split" if both else
+        "; there is no test split") + ". Each row names its convention; the soft "
         "Dice per batch is the course's convention, shown for reference, never the headline.",
         f"tab:{lab}-metrics", src)}
     if s.get("per_class"):
-        rows = [[tex_escape(n), _num(p.get("dice")), _num(p.get("iou")),
+        rows = [[wrapped(n, 30), _num(p.get("dice")), _num(p.get("iou")),
                  "yes" if p.get("in_ground_truth") else "no"] for n, p in s["per_class"].items()]
         pieces["table_per_class"] = table_tex(
             ["class", *(tex_escape(PER_CLASS_LABELS[k]) for k in ("dice", "iou", "in_ground_truth"))], rows,
@@ -142,10 +156,15 @@ def write_run_latex(run_dir: str | Path) -> Path:
             "-- marks a class in neither ground truth nor prediction, whose score is undefined.",
             f"tab:{lab}-per-class", src, "lrrc")
     pieces.update(figures)
-    return write_pieces(out, f"Run {tex_escape(s.get('name', run_dir.name))}", pieces)
+    notes = [n for n in [s.get("fit_note", ""), *s.get("notes", [])] if n]
+    if notes:
+        pieces["run_notes"] = notes_tex(notes, src)
+    tpl.install(out)
+    return write_pieces(out, f"Run {tex_escape(s.get('name', run_dir.name))}", pieces, tpl.preamble)
 
 
-def write_latex_report(path: str | Path) -> Path:
-    """A study folder (plan.json) or a run folder (config.yaml): its LaTeX report; returns report.tex."""
-    path = Path(path)
-    return write_study_latex(path) if folder_kind(path) == "study" else write_run_latex(path)
+def write_latex_report(path: str | Path, template_name: str = "article") -> Path:
+    """A study folder (plan.json) or a run folder (config.yaml): its LaTeX report; returns report.tex.
+    template_name: article, neurips or a .sty path (latex_template)."""
+    path, tpl = Path(path), template(template_name)
+    return write_study_latex(path, tpl) if folder_kind(path) == "study" else write_run_latex(path, tpl)

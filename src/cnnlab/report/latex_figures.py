@@ -31,7 +31,7 @@ def run_curves_pdf(history: list[dict], path: Path) -> Path:
     """Training and validation loss per epoch (left) and the validation headline metric (right, where recorded):
     two panels instead of twin axes, which read better at a paper's column width."""
     metric = curve_metric(history)
-    fig = Figure(figsize=(6.4 if metric else 3.4, 2.5))
+    fig = Figure(figsize=(5.5 if metric else 3.4, 2.3))  # for a 5.5 in text width
     axes = fig.subplots(1, 2 if metric else 1, squeeze=False)[0]
     ax = axes[0]
     for key, style, legend in (("train_loss", "o-", "training"), ("val_loss", "s--", "validation")):

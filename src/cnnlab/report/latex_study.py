@@ -7,8 +7,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import matplotlib
+
 from cnnlab.metrics.names import label, lower_is_better
 from cnnlab.report.build import Doc, _per_class_rows, _study_setup
+from cnnlab.report.latex_template import Template, template
 from cnnlab.report.study_figures import difference_plot, headline_bars, study_loss_curves
 from cnnlab.report.tex import (
     bold_best,
@@ -20,6 +23,7 @@ from cnnlab.report.tex import (
     stacked,
     table_tex,
     tex_escape,
+    tt,
     write_pieces,
 )
 from cnnlab.study.plan import read_plan
@@ -47,7 +51,7 @@ def _results_paragraph(results: dict, lab: str, src: str) -> str:
         st = best["stats"][metric]
         where = f" at {tex_escape(best['label'].replace('__', ', '))}" if best["label"] else ""
         text += ["", f"\\paragraph{{Results.}} The best {tex_escape(label(metric))} is reached by "
-                 f"\\texttt{{{tex_escape(best['variant'])}}}{where}: {st['mean']:.4f} "
+                 f"{tt(best['variant'])}{where}: {st['mean']:.4f} "
                  + (f"$\\pm$ {st['std']:.4f} " if st["std"] is not None else "")
                  + f"over {st['n']} seed{'s' if st['n'] != 1 else ''} (Figure~\\ref{{fig:{lab}-headline}})."]
     return "\n".join(text) + "\n"
@@ -71,14 +75,15 @@ def _study_tables(results: dict, lab: str, src: str) -> dict[str, str]:
     body = bold_best([[tex_escape(c) for c in r] for r in r1], cols, [lower_is_better(m) for m in metrics])
     out = {"table_study": table_tex(
         [header(h) for h in h1], body,
-        f"{tex_escape(t1)}; best mean per column in bold. Seeds: finished/planned runs.", f"tab:{lab}-study", src)}
+        f"{tex_escape(t1)}; best mean per column in bold. Seeds: finished/planned runs.", f"tab:{lab}-study", src,
+        keep=len(h1) - len(metrics))}
     if r2:
         n_fixed = len(h2) - len(metrics)  # variant, grid values, pairs; then one Δ column per metric
         rows = [[tex_escape(c) if i < n_fixed else _difference_cell(c) for i, c in enumerate(r)] for r in r2]
         out["table_differences"] = table_tex(
             [header(h) for h in h2], rows,
             tex_escape(t2.split(";")[0]) + "; $*$: the interval excludes 0.",
-            f"tab:{lab}-differences", src)
+            f"tab:{lab}-differences", src, keep=n_fixed)
     return out
 
 
@@ -91,7 +96,8 @@ def _variants_table(plan, lab: str, src: str) -> str:
     body = [[tex_escape(r[0]), tt(r[1]), tt(r[2])] for r in rows]
     return table_tex([tex_escape(h) for h in headers], body,
                      "Runs of the study: the recipe and the overrides that define each variant (applied in this "
-                     "order; the seed and grid values are set per run).", f"tab:{lab}-variants", src, "lll")
+                     "order; the seed and grid values are set per run).", f"tab:{lab}-variants", src,
+                     "llp{0.5\\linewidth}")
 
 
 def _per_class_table(results: dict, lab: str, src: str) -> str | None:
@@ -133,9 +139,10 @@ def _study_figures(results: dict, out: Path, lab: str, src: str) -> dict[str, st
     return pieces
 
 
-def write_study_latex(study_dir: str | Path) -> Path:
-    """STUDY_DIR/latex/: report.tex and its pieces, from the runs' summary.json files; returns report.tex."""
-    study_dir = Path(study_dir)
+def write_study_latex(study_dir: str | Path, tpl: Template | None = None) -> Path:
+    """STUDY_DIR/latex/: report.tex and its pieces, from the runs' summary.json files (figures in the template's
+    fonts); returns report.tex."""
+    study_dir, tpl = Path(study_dir), tpl or template("article")
     plan, results = read_plan(study_dir), collect_results(study_dir)
     out, lab, src = study_dir / "latex", slug(results["name"]), study_dir.name
     out.mkdir(parents=True, exist_ok=True)
@@ -144,5 +151,7 @@ def write_study_latex(study_dir: str | Path) -> Path:
     per_class = _per_class_table(results, lab, src)
     if per_class:
         pieces["table_per_class"] = per_class
-    pieces.update(_study_figures(results, out, lab, src))
-    return write_pieces(out, f"Study {tex_escape(results['name'])}", pieces)
+    with matplotlib.rc_context(tpl.figure_rc):
+        pieces.update(_study_figures(results, out, lab, src))
+    tpl.install(out)
+    return write_pieces(out, f"Study {tex_escape(results['name'])}", pieces, tpl.preamble)

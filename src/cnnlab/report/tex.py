@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 import unicodedata
 from pathlib import Path
 
@@ -11,17 +12,27 @@ from cnnlab.metrics.names import TASK_CONVENTIONS_TEX, task_conventions
 _ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\ensuremath{<}",
             ">": r"\ensuremath{>}", "|": r"\ensuremath{|}", "±": r"\ensuremath{\pm}", "Δ": r"\ensuremath{\Delta}",
-            "—": "--", "×": r"\ensuremath{\times}"}
-_ESCAPE_RE = re.compile("|".join(re.escape(k) for k in _ESCAPES))
+            "—": "--", "×": r"\ensuremath{\times}", "-": "-{}", '"': "''"}
+# a hyphen before a hyphen ('--no-cache' is no en dash); a quote opening a word as an opening quote (`` ` ``: 'dice_ce'
+# was typeset with two closing quotes), any other double quote closing; the rest of the text as in _ESCAPES
+_ESCAPE_RE = re.compile("(?P<hyphen>-(?=-))|(?:^|(?<=[\\s(\\[]))(?P<open>['\"])|"
+                        + "|".join(re.escape(k) for k in _ESCAPES if k != "-"))
 HEADER = "% written by cnnlab ({what} of {source}); \\input this file; needs \\usepackage{{booktabs,graphicx}}\n"
-# shrink a table to the line width only when it is wider (graphicx's \width is the natural width here)
-FIT_OPEN = "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+TEXT_WIDTH_PT = 397.0  # 5.5 in, NeurIPS's text width and report.tex's: wide tables are set smaller or split to fit
+_CHAR_PT = {"\\small": 4.6, "\\footnotesize": 4.1}  # mean character width of table cells (digits 0.5 em, bold wider)
+_COL_PAD_PT = 12.0  # booktabs/tabular \tabcolsep on both sides
+
+
+def _escape_one(m: re.Match) -> str:
+    if m.group("open"):
+        return "`" if m.group("open") == "'" else "``"
+    return _ESCAPES[m.group(0)]
 
 
 def tex_escape(text: object) -> str:
     """Plain text (class, variant, run names, labels) safe in LaTeX text mode, OT1 or T1 font encoding alike;
     Greek letters as math letters (greek), which every engine and font typesets."""
-    return greek(_ESCAPE_RE.sub(lambda m: _ESCAPES[m.group(0)], str(text)))
+    return greek(_ESCAPE_RE.sub(_escape_one, str(text)))
 
 
 # Greek in pdflatex: inputenc stops at "Unicode character not set up" (a class named α-cell); math letters need no
@@ -77,6 +88,22 @@ def stacked(top: str, bottom: str, align: str = "c", pos: str = "b") -> str:
     return f"\\begin{{tabular}}[{pos}]{{@{{}}{align}@{{}}}}{top}\\\\{bottom}\\end{{tabular}}"
 
 
+def tt(name: object) -> str:
+    """A name in typewriter type that may break after _ / - and spaces: long run and variant names overflowed the
+    line in running text."""
+    return "\\texttt{" + re.sub(r"(\\_|/|-\{\}|-)", r"\1\\allowbreak{}", tex_escape(name)) + "}"
+
+
+def wrapped(text: str, width: int = 42) -> str:
+    """Plain text escaped, in lines of at most `width` characters stacked in one cell (a nested tabular), so a long
+    row label keeps a table narrow instead of splitting it."""
+    lines = textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [""]
+    if len(lines) == 1:
+        return tex_escape(text)
+    body = "\\\\".join(tex_escape(t) for t in lines)
+    return f"\\begin{{tabular}}[t]{{@{{}}l@{{}}}}{body}\\end{{tabular}}"
+
+
 def header(label: str) -> str:
     """A column header, its parenthesised convention on a second line ('Dice fg (strict)')."""
     head, sep, rest = label.partition(" (")
@@ -103,16 +130,71 @@ def bold_best(rows: list[list[str]], columns: list[int], lower: list[bool]) -> l
     return out
 
 
+def visible_chars(cell: str) -> int:
+    """About how many characters a LaTeX cell shows: the longer line of a stacked cell, markup left out."""
+    cell = re.sub(r"\\begin\{tabular\}\[\w\]\{@\{\}\w@\{\}\}|\\end\{tabular\}", "", cell)
+    lines = cell.split("\\\\")
+    strip = lambda t: re.sub(r"\\ensuremath\{\\?\w*.?\}", "x", re.sub(r"\\[a-zA-Z]+\{\}", "x", t))
+    return max(len(re.sub(r"\\[a-zA-Z]+\*?|[{}$^]", "", strip(t)).strip()) for t in lines)
+
+
+def column_specs(align: str) -> list[str]:
+    """'lp{0.3\\linewidth}rr' -> ['l', 'p{0.3\\linewidth}', 'r', 'r']."""
+    return re.findall(r"[lrc]|p\{[^}]*\}", align)
+
+
+def _col_widths(headers: list[str], rows: list[list[str]], size: str, specs: list[str]) -> list[float]:
+    """Estimated widths in pt: a p{F\\linewidth} column is its fraction of the text, any other its longest cell."""
+    out = []
+    for spec, col in zip(specs, zip(headers, *rows)):
+        frac = re.fullmatch(r"p\{([\d.]+)\\linewidth\}", spec)
+        out.append(float(frac.group(1)) * TEXT_WIDTH_PT + _COL_PAD_PT if frac else
+                   max(visible_chars(c) for c in col) * _CHAR_PT[size] + _COL_PAD_PT)
+    return out
+
+
+def _fit(headers: list[str], rows: list[list[str]], keep: int, specs: list[str]) -> tuple[str, list[list[int]]]:
+    """The font size and the column groups of each part: \\small if the table fits TEXT_WIDTH_PT, else
+    \\footnotesize, else split at \\footnotesize into parts that each repeat the first `keep` columns. Never
+    scaled: a \\resizebox shrank a study's tables to 2-6 pt."""
+    for size in _CHAR_PT:
+        widths = _col_widths(headers, rows, size, specs)
+        if sum(widths) <= TEXT_WIDTH_PT or sum(widths[:keep]) > TEXT_WIDTH_PT / 2:  # parts would not help
+            return size, [list(range(len(headers)))]
+    parts, used = [[]], sum(widths[:keep])
+    for i in range(keep, len(headers)):
+        if parts[-1] and used + widths[i] > TEXT_WIDTH_PT:
+            parts.append([])
+            used = sum(widths[:keep])
+        parts[-1].append(i)
+        used += widths[i]
+    return size, [list(range(keep)) + p for p in parts]
+
+
+def _caption_lines(caption: str) -> list[str]:
+    """Caption above the table with space below it (not on the \\toprule): the caption package's top position
+    where the paper loads it, else the skip the standard classes put above a caption."""
+    return ["  \\ifdefined\\captionsetup\\captionsetup{position=top}\\fi", f"  \\caption{{{caption}}}",
+            "  \\ifdefined\\captionsetup\\else\\vspace{\\abovecaptionskip}\\fi"]
+
+
 def table_tex(headers: list[str], rows: list[list[str]], caption: str, label: str, source: str,
-              align: str | None = None) -> str:
-    """A booktabs table float; headers and rows must already be LaTeX (escaped). Caption above, NeurIPS style."""
-    align = align or "l" + "r" * (len(headers) - 1)
-    lines = [HEADER.format(what="table", source=source), "\\begin{table}[t]", "  \\centering",
-             f"  \\caption{{{caption}}}", f"  \\label{{{label}}}", "  \\small", "  " + FIT_OPEN.rstrip("\n"),
-             f"  \\begin{{tabular}}{{{align}}}", "    \\toprule", "    " + " & ".join(headers) + " \\\\",
-             "    \\midrule"]
-    lines += ["    " + " & ".join(r) + " \\\\" for r in rows]
-    lines += ["    \\bottomrule", "  \\end{tabular}}", "\\end{table}", ""]
+              align: str | None = None, keep: int = 1) -> str:
+    """Booktabs table floats; headers and rows must already be LaTeX (escaped). Caption above, NeurIPS style.
+    A table too wide for the text at \\footnotesize is split into parts (see _fit), labelled LABEL, LABEL-2, ..."""
+    specs = column_specs(align or "l" + "r" * (len(headers) - 1))
+    size, parts = _fit(headers, rows, keep, specs)
+    lines = [HEADER.format(what="table", source=source)]
+    for n, cols in enumerate(parts, 1):
+        cap = caption if n == 1 else f"{caption.split('. ')[0].rstrip('.')} (continued)."
+        if len(parts) > 1:
+            cap += f" Part {n} of {len(parts)}."
+        lines += ["\\begin{table}[t]", "  \\centering", *_caption_lines(cap),
+                  f"  \\label{{{label if n == 1 else f'{label}-{n}'}}}", f"  {size}",
+                  f"  \\begin{{tabular}}{{{''.join(specs[i] for i in cols)}}}", "    \\toprule",
+                  "    " + " & ".join(headers[i] for i in cols) + " \\\\", "    \\midrule"]
+        lines += ["    " + " & ".join(r[i] for i in cols) + " \\\\" for r in rows]
+        lines += ["    \\bottomrule", "  \\end{tabular}", "\\end{table}", ""]
     return "\n".join(lines)
 
 
@@ -124,31 +206,44 @@ def figure_tex(file: str, caption: str, label: str, source: str, width: str = "\
                       f"  \\label{{{label}}}", "\\end{figure}", ""])
 
 
-def document_tex(title: str, pieces: list[str], fallbacks: list[str] | None = None) -> str:
-    """The standalone report: preamble plus one \\input per piece, compiled with `pdflatex report.tex` (or lualatex
-    or xelatex, which need no inputenc). fallbacks: unicode_fallbacks of the pieces, for pdflatex only."""
+APPENDIX = ("run_notes",)  # pieces report.tex puts after \\appendix, not among the results
+
+
+def document_tex(title: str, pieces: list[str], fallbacks: list[str] | None = None,
+                 preamble: tuple[str, ...] = ("\\documentclass{article}", "\\usepackage[utf8]{inputenc}",
+                                              "\\usepackage{booktabs}", "\\usepackage{graphicx}")) -> str:
+    """The standalone report: preamble (latex_template's, the class line first) plus one \\input per piece, the
+    run notes in an appendix; compiled with `pdflatex report.tex` (or lualatex or xelatex, which need no
+    inputenc). fallbacks: unicode_fallbacks of the pieces, for pdflatex only."""
     unicode = ["% names in other scripts: pdflatex shows them as code points (lines below; copy them into your",
                "% paper's preamble with the pieces); lualatex with a font that has them shows the characters",
                "\\ifdefined\\pdftexversion", *fallbacks, "\\fi"] if fallbacks else []
+    body = [f"\\input{{{p}}}" for p in pieces if p not in APPENDIX]
+    appendix = [f"\\input{{{p}}}" for p in pieces if p in APPENDIX]
     return "\n".join([
         "% Standalone cnnlab report: run `pdflatex report.tex` in this folder. To use the pieces in a paper, copy",
         "% this folder next to it, add \\usepackage{booktabs,graphicx} and \\graphicspath{{FOLDER/}}, and",
         "% \\input{FOLDER/table_...} or \\input{FOLDER/fig_...} where they belong.",
-        "\\documentclass{article}", "\\usepackage[utf8]{inputenc}",
-        # T1 only with Latin Modern (vector fonts); the pieces are escaped to work in OT1 and T1 alike
-        "\\IfFileExists{lmodern.sty}{\\usepackage[T1]{fontenc}\\usepackage{lmodern}}{}", "\\usepackage{booktabs}",
-        "\\usepackage{graphicx}", *unicode,
-        f"\\title{{{title}}}", "\\author{}", "\\date{}", "\\begin{document}", "\\maketitle",
-        *[f"\\input{{{p}}}" for p in pieces], "\\end{document}", ""])
+        *preamble, *unicode, f"\\title{{{title}}}", "\\author{}", "\\date{}", "\\begin{document}", "\\maketitle",
+        *body, *(["\\clearpage", "\\appendix", *appendix] if appendix else []), "\\end{document}", ""])
 
 
-def write_pieces(folder: Path, title: str, pieces: dict[str, str]) -> Path:
+def notes_tex(notes: list[str], source: str) -> str:
+    """The run's runtime notes (a fallback taken, a cache skipped) as a short list for the appendix: they are not
+    results, and set inside the Results paragraph they overflowed the line."""
+    items = [f"  \\item {tex_escape(n)}".replace("/", "/\\allowbreak{}") for n in notes]  # long paths break
+    return "\n".join([f"% written by cnnlab (run notes of {source}); \\input this file",
+                       "\\section{Run notes}", "\\begin{itemize}", *items, "\\end{itemize}", ""])
+
+
+def write_pieces(folder: Path, title: str, pieces: dict[str, str], preamble: tuple[str, ...] | None = None) -> Path:
     """Write each piece as NAME.tex and report.tex that inputs them in order; returns report.tex."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in pieces.items():
         write_text_atomic(folder / f"{name}.tex", text)
     path = folder / "report.tex"
-    write_text_atomic(path, document_tex(title, list(pieces), unicode_fallbacks(title + "".join(pieces.values()))))
+    fallbacks = unicode_fallbacks(title + "".join(pieces.values()))
+    write_text_atomic(path, document_tex(title, list(pieces), fallbacks, *([preamble] if preamble else [])))
     return path
 
 
