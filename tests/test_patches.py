@@ -14,8 +14,12 @@ from cnnlab.config import DataConfig, recipe_from_dict
 from cnnlab.data import cache
 from cnnlab.data.loading import load_split
 from cnnlab.data.patches import cut_patches, plan_patches
+from cnnlab.engine.run import train
+from cnnlab.engine.steps import whole_image_logits
 from cnnlab.engine.windows import Window, sliding_window, window_logits
 from cnnlab.errors import ConfigError
+from cnnlab.inference.evaluate import evaluate_run
+from cnnlab.inference.predict import _predict_chunks, load_run
 from cnnlab.models import build_model
 from conftest import tiny_recipe
 
@@ -139,8 +143,6 @@ def test_patch_recipe_checks():
 
 @pytest.mark.slow
 def test_a_patch_run_validates_tests_and_evaluates_whole_images_by_one_window(endovis_root, tmp_path):
-    from cnnlab.engine.run import train
-    from cnnlab.inference.evaluate import evaluate_run
 
     r = recipe_from_dict(tiny_recipe(endovis_root, tmp_path, data={"patch": [32, 32]},
                                      train={"epochs": 1, "foreground_oversample": 0.5, "max_steps_per_epoch": 2}))
@@ -151,3 +153,10 @@ def test_a_patch_run_validates_tests_and_evaluates_whole_images_by_one_window(en
     assert result["resolution"] == "native 48x64"   # whole 48x64 images, not the 32x32 patches
     assert result["metrics"]["dice_mean"] == pytest.approx(summary["metrics"]["dice_mean"], abs=1e-9)
     assert result["metrics"]["loss"] == pytest.approx(summary["metrics"]["loss"], rel=1e-6)
+    # predict takes the same windows: its masks are the argmax of the logits the test scored, pixel for pixel
+    run = load_run(run_dir)
+    test = load_split(r.data, "test")
+    files = [endovis_root / "segmentation" / "test" / n / f"{n}_input.jpg" for n in test.names]
+    for i, (_, _, probs) in enumerate(_predict_chunks(run, files, 4, False, None, 0.25)):
+        logits, _ = whole_image_logits(run.model, test, i, run.rt, run.norm, run.window)
+        assert torch.equal(probs.argmax(0), logits[0].argmax(0))
