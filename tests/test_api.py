@@ -118,3 +118,16 @@ def test_bars_are_live_in_jupyter_where_ipywidgets_is_installed(monkeypatch):
     assert Bars(notebook, True).terminal is False
     assert Bars(Console(force_terminal=True), True).terminal is True
     assert Bars(Console(force_terminal=False, force_jupyter=False), True).terminal is False
+
+
+def test_resume_from_python_trains_on_and_follows_the_runs_own_progress(api_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(api_run.dir, run_dir)
+    capsys.readouterr()
+    run = cnnlab.resume(run_dir, train__epochs=2)  # the recipe had progress off: no table printed
+    assert [row["epoch"] for row in run.history] == [1.0, 2.0]
+    out = capsys.readouterr().out  # the run's notes and warnings show; its table and report line do not
+    assert "test split (" not in out and "report: " not in out and (run_dir / "report.html").is_file()
+    assert "train.epochs=2" in (run_dir / "history.yaml").read_text()

@@ -108,7 +108,8 @@ def resume(run_dir: str | Path, sets: Iterable[str] = (), progress: bool | None 
     overrides = list(sets) + [f"{dotted(k)}={v}" for k, v in settings.items()]
     if progress is not None:
         overrides.append(f"train.progress={str(bool(progress)).lower()}")
-    echo = progress if progress is not None else True
+    saved = Path(run_dir) / "config.yaml"  # None: the run's own train.progress, as for a new run
+    echo = progress if progress is not None else (not saved.is_file() or Run(run_dir).recipe.train.progress)
     return Run(resume_run(Path(run_dir), overrides, echo=echo, report=report))
 
 
