@@ -137,6 +137,8 @@ def test_variable_size_images_round_trip_through_the_decoded_cache(tmp_path, mon
 def test_patch_recipe_checks():
     with pytest.raises(ConfigError, match="data.patch"):
         recipe_from_dict({"data": {"patch": [8, 64]}})
+    with pytest.raises(ConfigError, match="data.patch' cuts patches for segmentation runs only"):
+        recipe_from_dict({"task": "classification", "data": {"patch": [32, 32]}})
     with pytest.raises(ConfigError, match="foreground_oversample"):
         recipe_from_dict({"train": {"foreground_oversample": 1.5}})
 
