@@ -15,7 +15,7 @@ from cnnlab.engine.logs import get_logger
 from cnnlab.engine.rundir import environment, git_hash, read_resumes, write_text_atomic
 from cnnlab.engine.steps import evaluate, iter_logits, run_window
 from cnnlab.metrics.names import metric_conventions
-from cnnlab.metrics.per_class import vanished_warnings
+from cnnlab.metrics.per_class import vanished_warnings, without_class_iou
 from cnnlab.models.classifiers import count_parameters
 from cnnlab.tasks import Task, task_for
 
@@ -55,6 +55,7 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     eval_s = time.perf_counter() - t0
     val = evaluate(core, data.val, ctx.rt, ctx.norm, ctx.loss_fn, bs, on_batch, window=window)[0] if has_test \
         else final
+    final, val = without_class_iou(final), without_class_iou(val)  # per-class IoU: in per_class below
     summary = {
         "name": r.name, "task": r.task, "evaluated_on": split_name, "test_split": has_test, "n_images": len(split),
         "metrics": final, "validation": val, "best_epoch": state.best_epoch, "epochs_run": state.epoch,

@@ -34,7 +34,7 @@ from cnnlab.losses.core import build_loss, needs_weights
 from cnnlab.metrics.argmax import class_argmax
 from cnnlab.metrics.boundary import dice_per_image
 from cnnlab.metrics.confusion import ConfusionMatrix
-from cnnlab.metrics.per_class import vanished_warnings
+from cnnlab.metrics.per_class import vanished_warnings, without_class_iou
 from cnnlab.tasks import task_for
 
 
@@ -149,7 +149,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     with bars(progress, console).bar(f"evaluating '{split}'", len(data)) as bar:
         metrics, cm = evaluate(run.model, data, run.rt, run.norm, loss_fn, bs, bar.advance, sink,
                                window=run.window)
-    extra = {}
+    metrics, extra = without_class_iou(metrics), {}  # per-class IoU: in per_class below
     if native:  # the native counts replace the trained-size ones
         extra, notes = {"metrics_trained_size": metrics}, notes + [NATIVE]
         metrics, cm = _native_metrics(sink), sink.cm

@@ -20,6 +20,12 @@ def class_iou_metrics(cm: ConfusionMatrix, class_names: list[str]) -> dict[str, 
     return {f"{IOU_PREFIX}{n}": None if math.isnan(v) else float(v) for n, v in zip(class_names, cm.iou().tolist())}
 
 
+def without_class_iou(metrics: dict) -> dict:
+    """A split's metrics without the per-class IoU keys: summary.json and evaluate keep those in `per_class`, so
+    its `metrics` (tables, study, compare) hold the split's headline numbers only."""
+    return {k: v for k, v in metrics.items() if not k.startswith(IOU_PREFIX)}
+
+
 def pixel_shares(cm: ConfusionMatrix) -> list[float]:
     """Each class's share of the counted ground-truth pixels (rows of the confusion matrix)."""
     rows = cm.mat.sum(1).double()
