@@ -123,3 +123,19 @@ def test_other_errors_keep_their_traceback(run: Path, tmp_path: Path, monkeypatc
         monkeypatch.setattr("cnnlab.inference.evaluate.evaluate", fail)
         with pytest.raises(type(failure)):
             main(["evaluate", str(run), "--out", str(tmp_path)])
+
+
+def test_a_lost_ddp_peer_is_one_line_in_the_surviving_process(run: Path, tmp_path: Path, capsys, monkeypatch):
+    """Probe: torchrun with 2 processes, rank 1 SIGKILLed: rank 0 stopped with gloo's traceback (message as seen)."""
+    def fail(*a, **kw):
+        raise RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error "
+                           "[127.0.0.1]:8380: Connection reset by peer. This is typically caused by a remote worker")
+
+    monkeypatch.setattr("cnnlab.inference.evaluate.evaluate", fail)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    err = _one_line(capsys, "evaluate", str(run), "--out", str(tmp_path))
+    assert "another process of this distributed run stopped (Read error" in err
+    assert "torchrun --nproc_per_node=2 -m cnnlab train --resume" in err
+    monkeypatch.setenv("WORLD_SIZE", "1")  # a single process has no peer: the same error is a bug, with its trace
+    with pytest.raises(RuntimeError):
+        main(["evaluate", str(run), "--out", str(tmp_path)])

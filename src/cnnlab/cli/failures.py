@@ -13,6 +13,9 @@ import re
 import shlex
 
 ALLOCATION = re.compile(r"can't allocate memory|out of memory|Cannot allocate memory", re.IGNORECASE)
+# what gloo and NCCL say in the surviving processes when another process of a torchrun training died
+PEER_LOST = re.compile(r"Connection (?:reset|closed) by peer|Broken pipe|NCCL communicator was aborted",
+                       re.IGNORECASE)
 
 
 def os_error_line(e: OSError) -> str:
@@ -42,3 +45,19 @@ def memory_line(e: BaseException) -> str:
     what = f" (an allocation of {int(asked.group(1)) / 2 ** 30:.1f} GiB failed)" if asked else ""
     return (f"out of memory{what} — smaller batches or images need less: e.g. --set train.batch_size=2 or "
             "--set train.eval_batch_size=2 (train), --batch-size 1 (predict, evaluate); check limits: ulimit -v")
+
+
+def peer_lost(e: BaseException) -> bool:
+    """Under torchrun: the collective failed because another process of the run died (killed, out of memory)."""
+    return isinstance(e, RuntimeError) and int(os.environ.get("WORLD_SIZE", "1")) > 1 and \
+        bool(PEER_LOST.search(str(e)))
+
+
+def peer_line(e: BaseException) -> str:
+    """'another process stopped (what the library said) — how to resume'."""
+    n = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("WORLD_SIZE", "2")
+    said = " ".join(str(e).split())
+    said = said[said.find("]") + 1:].strip() if said.startswith("[") else said
+    return (f"another process of this distributed run stopped ({said[:100]}); the run's last.pt holds every "
+            f"finished epoch — resume it with the same launcher: torchrun --nproc_per_node={n} -m cnnlab train "
+            "--resume RUN_DIR (the run dir this command printed)")
