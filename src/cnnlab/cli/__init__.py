@@ -9,7 +9,7 @@ import sys
 
 from cnnlab.cli import data, exercises, infer, study, tools, train, tune
 from cnnlab.cli.examples import add_examples
-from cnnlab.cli.failures import memory_line, os_error_line, out_of_memory
+from cnnlab.cli.failures import memory_line, os_error_line, out_of_memory, peer_line, peer_lost
 from cnnlab.cli.version import VersionAction
 from cnnlab.errors import CnnlabError
 
@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cnnlab: error: {os_error_line(e)}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as e:
-        if not out_of_memory(e):
+        if not (out_of_memory(e) or peer_lost(e)):
             raise
-        print(f"cnnlab: error: {memory_line(e)}", file=sys.stderr)
+        print(f"cnnlab: error: {memory_line(e) if out_of_memory(e) else peer_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
