@@ -127,8 +127,9 @@ def render(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarra
     return np.clip(img, 0, 255).astype(np.uint8), lab
 
 
-def write(out: Path, seed: int = 0, n: int = 160, height: int = 120, width: int = 160) -> Path:
-    """images/ and masks/ of n frames under out (one generator per frame: n never changes the others)."""
+def write(out: Path, seed: int = 0, n: int = 240, height: int = 120, width: int = 160) -> Path:
+    """images/ and masks/ of n frames under out (one generator per frame: n never changes the others); the 240
+    of docs/results.md by default (`cnnlab data synth street --out DIR`)."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
