@@ -5,12 +5,14 @@ Oracles: the TeX engines themselves (skipped cleanly where absent), pdftotext re
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from cnnlab.report.build import write_report
 from cnnlab.report.latex import write_latex_report
 from cnnlab.report.tex import tex_escape, unicode_fallbacks
 from test_report_latex import run_dir  # noqa: F401 (the module's tiny trained run, a fixture)
@@ -49,3 +51,20 @@ def test_a_report_with_greek_and_cjk_class_names_compiles(script_run: Path, engi
         text = subprocess.run(["pdftotext", str(folder / "report.pdf"), "-"], capture_output=True, text=True,
                               check=True).stdout
         assert "[U+6F22]" in text and "café" in text
+
+
+def test_a_class_name_with_a_non_utf8_byte_reaches_every_report(script_run: Path):
+    """A Latin-1 class folder (caf\\xe9, held as the surrogate escape '\\udce9'): report.md/html and the LaTeX
+    pieces failed with UnicodeEncodeError; now the byte is written as its escape, and the LaTeX compiles."""
+    s = json.loads((script_run / "summary.json").read_text())
+    s["per_class"] = {os.fsdecode(b"caf\xe9"): {"dice": 0.5, "iou": 0.3, "in_ground_truth": True},
+                      "b": {"dice": 0.1, "iou": 0.05, "in_ground_truth": True}}
+    (script_run / "summary.json").write_text(json.dumps(s))
+    write_report(script_run)
+    assert "caf\\udce9" in (script_run / "report.md").read_text()
+    folder = write_latex_report(script_run).parent
+    assert "caf\\textbackslash{}udce9" in (folder / "table_per_class.tex").read_text()
+    if shutil.which("pdflatex"):
+        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=folder,
+                              capture_output=True, text=True, timeout=240, check=False)
+        assert done.returncode == 0, done.stdout[-2000:]

@@ -68,11 +68,13 @@ def environment() -> dict:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Replace a small text file in one step (a kill mid-write leaves the old file, never half a file)."""
+    """Replace a small text file in one step (a kill mid-write leaves the old file, never half a file). UTF-8; a
+    character UTF-8 cannot hold (the surrogate escape of a file or class name's non-UTF-8 byte, caf\\udce9) is
+    written as its \\u escape instead of failing the report that names it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with protected():  # a Ctrl-C or SIGTERM waits for the rename: no temp file is left behind
         try:
-            tmp.write_text(text)
+            tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

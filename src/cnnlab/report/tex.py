@@ -31,8 +31,10 @@ def _escape_one(m: re.Match) -> str:
 
 def tex_escape(text: object) -> str:
     """Plain text (class, variant, run names, labels) safe in LaTeX text mode, OT1 or T1 font encoding alike;
-    Greek letters as math letters (greek), which every engine and font typesets."""
-    return greek(_ESCAPE_RE.sub(_escape_one, str(text)))
+    Greek letters as math letters (greek), which every engine and font typesets; the surrogate escape of a
+    non-UTF-8 byte in a name as its text, \\udce9 (it cannot be written to a UTF-8 file)."""
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return greek(_ESCAPE_RE.sub(_escape_one, text))
 
 
 # Greek in pdflatex: inputenc stops at "Unicode character not set up" (a class named α-cell); math letters need no
