@@ -5,11 +5,13 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from rich.console import Console
 
 from cnnlab.config import asdict, recipe_from_dict
@@ -176,16 +178,28 @@ def test_tensorboard_event_files_hold_metrics_csv_final_metrics_figures_and_hpar
         assert [s.value for s in got] == pytest.approx([v for _, v in logged], rel=1e-6), column
     summary = json.loads((run_dir / "summary.json").read_text())
     assert ea.Scalars("final/dice_mean")[-1].value == pytest.approx(summary["metrics"]["dice_mean"], rel=1e-6)
+    assert ea.Scalars("hp_metric")[-1].value == pytest.approx(summary["metrics"]["dice_mean"], rel=1e-6)
+    # issue 34: per-class finals are one text table, not a single-point scalar card per class and metric
+    assert not [t for t in ea.Tags()["scalars"] if "per_class" in t]
+    (text,) = [t for t in ea.Tags()["tensors"] if t.startswith("final/per_class")]
+    table = ea.Tensors(text)[-1].tensor_proto.string_val[0].decode()
     for name, scores in summary["per_class"].items():
-        if scores["dice"] is not None:
-            got = ea.Scalars(f"final/per_class/dice/{name}")[-1].value
-            assert got == pytest.approx(scores["dice"], rel=1e-6, abs=1e-7), name
-    assert {"figures/loss_curves", "figures/overlays"} <= set(ea.Tags()["images"])
+        row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        assert ("—" if scores["dice"] is None else f"{scores['dice']:.4f}") in row.split(" | ")[1], name
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    total = [e["total_steps"] for e in events if e["event"] == "epoch"][-1]
+    steps = ea.Scalars("train/step_loss")  # every optimiser step's own loss, at the run's step count
+    assert [s.step for s in steps] == list(range(1, total + 1))
+    assert sum(s.value for s in steps[:total // 2]) / (total // 2) == pytest.approx(float(rows[0]["train_loss"]),
+                                                                                      rel=1e-5)
+    assert {"figures/loss_curves", "figures/overlays", "figures/per_class_dice"} <= set(ea.Tags()["images"])
     content = ea.PluginTagToContent("hparams")
     start = next(plugin_data_pb2.HParamsPluginData.FromString(v).session_start_info for v in content.values()
                  if plugin_data_pb2.HParamsPluginData.FromString(v).HasField("session_start_info"))
     assert start.hparams["train.epochs"].number_value == 2
     assert start.hparams["model.name"].string_value == "unet"
+    assert 10 <= len(start.hparams) <= 30 and "train.channels_last" not in start.hparams  # a curated list
+    assert {k for k, v in start.hparams.items() if v.HasField("bool_value")} == set()  # booleans shown as text
 
 
 @pytest.mark.slow  # creating an MLflow sqlite store runs its schema migrations (about 10 s on a busy 2-core CPU)
@@ -195,7 +209,8 @@ def test_mlflow_store_holds_params_metric_history_and_artifacts_across_a_resume(
     from mlflow import MlflowClient
 
     from cnnlab.cli import main
-    from cnnlab.engine.tracking import flatten
+    from cnnlab.engine.tracking import flatten, scalar_tag
+    from cnnlab.inference.predict import load_run
 
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     raw = tiny_recipe(endovis_root, tmp_path / "runs", train={"log_to": ["mlflow"], "mlflow_uri": uri})
@@ -216,7 +231,8 @@ def test_mlflow_store_holds_params_metric_history_and_artifacts_across_a_resume(
     assert run.data.params == {k: str(v) for k, v in flat.items()}
     rows = _csv_rows(run_dir)
     for column in ("train_loss", "val_loss", "val_dice_mean", "lr", "images_per_s"):
-        history = sorted(client.get_metric_history(run.info.run_id, column), key=lambda m: m.step)
+        # TensorBoard's names (val/loss), the same in both trackers
+        history = sorted(client.get_metric_history(run.info.run_id, scalar_tag(column)), key=lambda m: m.step)
         assert [m.step for m in history] == [1, 2]
         assert [m.value for m in history] == pytest.approx([float(row[column]) for row in rows], rel=1e-12)
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -224,7 +240,20 @@ def test_mlflow_store_holds_params_metric_history_and_artifacts_across_a_resume(
     files = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"summary.json", "metrics.csv", "config.yaml", "events.jsonl", "report.html", "report.md",
             "figures"} <= files
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} >= {"figures/loss_curves.png"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} >= {"figures/loss_curves.png",
+                                                                                   "figures/per_class_dice.png"}
+    # issue 34: opens on the runs table, says where it came from, and holds a model that loads back
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    tags = run.data.tags
+    assert tags["mlflow.source.name"] == "cnnlab train" and tags["cnnlab.data.root"] == str(endovis_root.resolve())
+    assert re.fullmatch(r"[0-9a-f]{16}", tags["cnnlab.data.fingerprint"])
+    steps = client.get_metric_history(run.info.run_id, "train/step_loss")
+    assert len(steps) == sum(json.loads(line).get("steps", 0) for line in (run_dir / "events.jsonl").read_text()
+                             .splitlines() if '"event": "epoch"' in line)
+    model = Path(client.download_artifacts(run.info.run_id, "model", str(tmp_path / "dl")))
+    assert {p.name for p in model.iterdir()} >= {"best.pt", "config.yaml"}
+    loaded, own = load_run(model, "cpu").model.state_dict(), load_run(run_dir, "cpu").model.state_dict()
+    assert list(loaded) == list(own) and all(torch.equal(loaded[k], own[k]) for k in own)
 
 
 @pytest.mark.parametrize("tracker", ["tensorboard", "mlflow"])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cnnlab.engine.tracking import scalar_tag
 from cnnlab.errors import ConfigError
 from cnnlab.study.plan import find_run_dir, load_study
 from cnnlab.study.runner import resume_study, run_study
@@ -75,8 +76,11 @@ def _assert_one_parent_with_its_runs(study_dir: Path, store: str) -> None:
         run_dir = Path(child.data.tags["cnnlab.run_dir"])
         assert run_dir == find_run_dir(study_dir / "runs", child.info.run_name.rsplit("-", 2)[0]).resolve()
         rows = _rows(run_dir)
+        name = child.info.run_name.rsplit("-", 2)[0]  # e.g. b__seed1: its variant and seed as tags to group by
+        assert (child.data.tags["cnnlab.variant"], child.data.tags["cnnlab.seed"]) == tuple(name.split("__seed"))
+        assert child.data.tags["cnnlab.grid"] == "-"
         for column in COLUMNS:
-            history = sorted(client.get_metric_history(child.info.run_id, column), key=lambda m: m.step)
+            history = sorted(client.get_metric_history(child.info.run_id, scalar_tag(column)), key=lambda m: m.step)
             assert [m.step for m in history] == [int(r["epoch"]) for r in rows], column
             assert [m.value for m in history] == pytest.approx([float(r[column]) for r in rows], rel=1e-12), column
         summary = json.loads((run_dir / "summary.json").read_text())

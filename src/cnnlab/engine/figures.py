@@ -6,6 +6,7 @@ training (engine/summary.py).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 
 from cnnlab.config import Recipe
 from cnnlab.engine.logs import get_logger
+from cnnlab.figures.per_class import per_class_dice_bars, per_class_iou_bars
 from cnnlab.figures.run import loss_curves
 from cnnlab.metrics.confusion import ConfusionMatrix
 from cnnlab.tasks import task_for
@@ -29,7 +31,23 @@ def write_run_figures(run_dir: Path, r: Recipe, split, history: list[dict], pred
     fig_dir = run_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
     paths = _drawn("loss curves", lambda: [loss_curves(history, fig_dir / "loss_curves.png", r.name)])
+    paths += _drawn("per-class charts", lambda: _per_class_charts(run_dir, fig_dir))
     return paths + _drawn("task figures", lambda: task_for(split).figures(fig_dir, split, pred, cm))
+
+
+def _per_class_charts(run_dir: Path, fig_dir: Path) -> list[Path]:
+    """Per-class Dice (and IoU beside the pixel shares) from the summary.json just written: drawn here, before the
+    trackers get the figures (they were drawn by the report, after TensorBoard and MLflow had closed)."""
+    path = run_dir / "summary.json"
+    s = json.loads(path.read_text()) if path.is_file() else {}
+    if not s.get("per_class"):
+        return []
+    split = s.get("evaluated_on", "?")
+    out = [per_class_dice_bars(s["per_class"], fig_dir / "per_class_dice.png", f"strict Dice per class, {split} split")]
+    if any("pixel_share" in p for p in s["per_class"].values()):
+        out.append(per_class_iou_bars(s["per_class"], fig_dir / "per_class_iou.png",
+                                      f"strict IoU per class, {split} split"))
+    return out
 
 
 def _drawn(what: str, draw: Callable[[], list[Path]]) -> list[Path]:

@@ -168,10 +168,11 @@ def train_one_epoch(ctx: RunContext, model: torch.nn.Module, epoch: int,
         else:
             loss.backward()
             opt.step()
-        total += loss.item() * len(idx)
+        step_loss = loss.item()
+        total += step_loss * len(idx)
         seen += len(idx)
         if bar is not None:
-            bar.advance(len(global_idx), loss=total / max(seen, 1))
+            bar.advance(len(global_idx), step_loss=step_loss, loss=total / max(seen, 1))
     bad = nonfinite_tensors(unwrap(model))
     if bad:
         raise TrainingDiverged(f"training diverged: {len(bad)} weight/statistics tensors became NaN or infinite "

@@ -65,9 +65,12 @@ class Bar:
         self.done = self.steps = 0
         self.start = _now()
         self.fields: dict[str, float] = {}
+        self.step_losses: list[float] = []  # training: each step's own loss, for the trackers (not shown)
 
-    def advance(self, n: int, **fields: float) -> None:
+    def advance(self, n: int, step_loss: float | None = None, **fields: float) -> None:
         """n more samples done in one step; fields (e.g. loss=0.31) are shown beside the count."""
+        if step_loss is not None:
+            self.step_losses.append(step_loss)
         self.done += n
         if self.total is not None:
             self.done = min(self.done, self.total)

@@ -5,22 +5,25 @@ extras (`pip install 'cnnlab[tensorboard]'`, `'cnnlab[mlflow]'`), imported insid
 importing either costs seconds, and a run without `train.log_to` must not pay that or need them installed.
 engine/recipe_check.py refuses a missing one before any data is read.
 
-What each gets, rank 0 only:
+What each gets, rank 0 only, under the same names in both (`train/loss`, `val/dice_mean`, `lr`, `final/...`):
 - TensorBoard (event files in RUN_DIR/tensorboard/): every metrics.csv column per epoch (losses, every validation
-  metric, learning rate, images/s, seconds; tag `train/loss`, `val/dice_mean`, `lr`, ...), the final metrics and
-  per-class scores (`final/...`: Dice/IoU per class for segmentation, accuracy per class for classification), the
-  run's figures as images, and the flattened recipe with the final metrics in the HPARAMS view.
-- MLflow (a run in the experiment named like the recipe): the flattened recipe as params, every metrics.csv column
-  per epoch (step = epoch), the final metrics and per-class scores, and summary.json, metrics.csv, config.yaml,
-  events.jsonl, the figures and report.html as artifacts. Tracking URI: train.mlflow_uri, else
-  $MLFLOW_TRACKING_URI, else a local sqlite file `<out>/mlflow.db` (artifacts in `<out>/mlartifacts/`), so no
-  server is needed.
+  metric, learning rate, images/s, seconds), each optimiser step's training loss (`train/step_loss`, x = the
+  run's step count), the run's figures as images (per-class charts included: drawn before the trackers close),
+  the final per-class scores as one text table, and in the HPARAMS view a short list of recipe keys with the
+  final metrics and `hp_metric` (engine/tracker_views.py).
+- MLflow (a run in the experiment named like the recipe): the flattened recipe as params, the same per-epoch and
+  per-step metrics, the final metrics and per-class scores (`final/per_class/dice/<class>`), summary.json,
+  metrics.csv, config.yaml, events.jsonl, the figures and report.html as artifacts, best.pt as a loadable model
+  folder under model/, and source, git, data and study tags (engine/mlflow_extras.py). Tracking URI:
+  train.mlflow_uri, else $MLFLOW_TRACKING_URI, else a local sqlite file `<out>/mlflow.db` (artifacts in
+  `<out>/mlartifacts/`), so no server is needed.
 RUN_DIR/tracking.json remembers the MLflow run, so a resumed run continues it and the report can join it later.
 
 Nesting (a study, cnnlab.study.mlflow_parent): while $CNNLAB_MLFLOW_PARENT_RUN_ID names a run of the same store, a
 new MLflow run goes into that run's experiment with the tag mlflow.parentRunId, so the MLflow UI shows it under the
 parent. An environment variable, not an argument, because it must reach runs in worker processes and Ray tasks
-that only get the study folder and a run name (cnnlab.study.worker sets it from STUDY_DIR/tracking.json).
+that only get the study folder and a run name (cnnlab.study.worker sets it from STUDY_DIR/tracking.json, with the
+run's variant, seed and grid point in $CNNLAB_MLFLOW_TAGS).
 """
 from __future__ import annotations
 
@@ -40,7 +43,9 @@ from typing import Any
 import numpy as np
 
 from cnnlab.config import Recipe, asdict
+from cnnlab.engine.mlflow_extras import TAGS_ENV, log_model, mark_experiment, run_tags
 from cnnlab.engine.recipe_check import TRACKER_EXTRAS, check_trackers
+from cnnlab.engine.tracker_views import hp_metric, hparams, per_class_markdown
 from cnnlab.errors import CnnlabError, ConfigError
 
 TRACKING_FILE = "tracking.json"
@@ -49,6 +54,7 @@ ARTIFACTS = ("summary.json", "metrics.csv", "config.yaml", "report.html")
 PARENT_ENV = "CNNLAB_MLFLOW_PARENT_RUN_ID"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: its UI nests a run under the run it names
 PARAM_MAX = 6000                   # MLflow's longest param value
+STEP_LOSS_TAG = "train/step_loss"  # each optimiser step's training loss, x = the run's step count
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -97,6 +103,9 @@ class Tracker:
     def epoch(self, epoch: int, row: dict) -> None:
         raise NotImplementedError
 
+    def steps(self, losses: list[tuple[int, float]]) -> None:
+        """The training loss of each optimiser step of an epoch, (global step, loss), told at the epoch's end."""
+
     def finish(self, run_dir: Path, summary: dict, step: int) -> None:
         raise NotImplementedError
 
@@ -113,9 +122,10 @@ class TensorBoardTracker(Tracker):
         from torch.utils.tensorboard import SummaryWriter  # optional extra cnnlab[tensorboard]
 
         super().__init__(run_dir)
-        # a resumed run drops what an earlier attempt logged for the epochs it runs again
-        self.writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR),
-                                    purge_step=first_epoch + 1 if first_epoch else None)
+        # no purge_step on resume: an epoch reaches the trackers in the same uncut step as its checkpoint (run.py),
+        # so a resume repeats no logged epoch, and a purge at the epoch would drop the per-step losses logged at
+        # global steps past it
+        self.writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR))
         self.recipe = r
 
     def epoch(self, epoch: int, row: dict) -> None:
@@ -124,22 +134,27 @@ class TensorBoardTracker(Tracker):
                 self.writer.add_scalar(scalar_tag(k), v, epoch)
         self.writer.flush()  # someone may be watching with `tensorboard --logdir`
 
+    def steps(self, losses: list[tuple[int, float]]) -> None:
+        for step, loss in losses:
+            self.writer.add_scalar(STEP_LOSS_TAG, loss, step)
+        self.writer.flush()
+
     def finish(self, run_dir: Path, summary: dict, step: int) -> None:
         from PIL import Image
 
-        scalars = final_scalars(summary)
-        for tag, v in scalars.items():
-            if "/per_class/" in tag:
-                self.writer.add_scalar(tag, v, step)
         for png in sorted((run_dir / "figures").glob("*.png")):
             with Image.open(png) as im:
                 self.writer.add_image(f"figures/{png.stem}", np.asarray(im.convert("RGB")), step,
                                       dataformats="HWC")
-        hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                   for k, v in flatten(asdict(self.recipe)).items()}
-        headline = {k: v for k, v in scalars.items() if "/per_class/" not in k}
+        table = per_class_markdown(summary)  # one text card, not a single-point scalar card per class and metric
+        if table:
+            self.writer.add_text("final/per_class", table, step)
+        headline = {k: v for k, v in final_scalars(summary).items() if "/per_class/" not in k}
+        score = hp_metric(summary)
+        if score is not None:
+            headline["hp_metric"] = score
         # run_name ".": the hparams and their metrics land in this run's own folder, not a new timestamped one
-        self.writer.add_hparams(hparams, headline, run_name=".", global_step=step)
+        self.writer.add_hparams(hparams(flatten(asdict(self.recipe))), headline, run_name=".", global_step=step)
         self.writer.flush()
 
     def close(self, status: str) -> None:
@@ -198,10 +213,13 @@ def mlflow_client(uri: str):
 
 
 def experiment_id(client, name: str, uri: str) -> str:
-    """The experiment called `name`, created (artifacts beside a local sqlite store) when new."""
+    """The experiment called `name`, created (artifacts beside a local sqlite store) when new, tagged to open on
+    its runs table (mlflow_extras.mark_experiment)."""
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else client.create_experiment(name,
-                                                                              artifact_location=artifact_root(uri))
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(
+        name, artifact_location=artifact_root(uri))
+    mark_experiment(client, exp_id)
+    return exp_id
 
 
 def log_params(client, run_id: str, params: dict[str, Any]) -> None:
@@ -224,20 +242,23 @@ def log_metrics(client, run_id: str, values: dict[str, Any], step: int) -> None:
 
 
 @contextlib.contextmanager
-def nested_under(parent_run_id: str | None) -> Iterator[None]:
-    """MLflow runs started in the block are children of `parent_run_id` (nothing changes for None)."""
+def nested_under(parent_run_id: str | None, tags: dict[str, object] | None = None) -> Iterator[None]:
+    """MLflow runs started in the block are children of `parent_run_id`, tagged with `tags` (a study run's variant,
+    seed and grid point); nothing changes for None."""
     if parent_run_id is None:
         yield
         return
-    before = os.environ.get(PARENT_ENV)
-    os.environ[PARENT_ENV] = parent_run_id
+    values = {PARENT_ENV: parent_run_id, TAGS_ENV: json.dumps({k: str(v) for k, v in (tags or {}).items()})}
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(PARENT_ENV, None)
-        else:
-            os.environ[PARENT_ENV] = before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _parent(client, uri: str) -> tuple[str, str, str] | None:
@@ -265,7 +286,7 @@ class MlflowTracker(Tracker):
             self.run_id, self.experiment = saved["run_id"], saved.get("experiment", r.name)
             self.client.update_run(self.run_id, status="RUNNING")
             return
-        tags = {"cnnlab.run_dir": str(run_dir.resolve()), "cnnlab.task": r.task}
+        tags = {"cnnlab.run_dir": str(run_dir.resolve()), "cnnlab.task": r.task, **run_tags(r)}
         parent = _parent(self.client, uri)
         if parent is not None:  # a run of a study: in the study's experiment, under its parent run
             tags[PARENT_TAG], exp_id, self.experiment = parent
@@ -280,11 +301,20 @@ class MlflowTracker(Tracker):
         log_metrics(self.client, self.run_id, values, step)
 
     def epoch(self, epoch: int, row: dict) -> None:
-        self._log({k: v for k, v in row.items() if k != "epoch"}, epoch)
+        self._log({scalar_tag(k): v for k, v in row.items() if k != "epoch"}, epoch)  # TensorBoard's names
+
+    def steps(self, losses: list[tuple[int, float]]) -> None:
+        from mlflow.entities import Metric  # optional extra cnnlab[mlflow]
+
+        ms = int(time.time() * 1000)
+        metrics = [Metric(STEP_LOSS_TAG, float(v), ms, step) for step, v in losses if _number(v)]
+        for i in range(0, len(metrics), 1000):  # one batch per epoch: a write per step would slow sqlite runs
+            self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
 
     def finish(self, run_dir: Path, summary: dict, step: int) -> None:
         self._log(final_scalars(summary), step)
         log_artifacts(self.client, self.run_id, run_dir)
+        log_model(self.client, self.run_id, run_dir)
 
     def close(self, status: str) -> None:
         state = {"finished": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")

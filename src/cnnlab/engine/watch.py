@@ -47,6 +47,7 @@ class RunWatch:
         self.events = EventLog(enabled=main)
         self.trackers: list[Tracker] = []
         self.total_steps = 0
+        self.step_losses: list[float] = []  # the training steps' losses of the epoch under way
         self.events.write("start", run=r.name, task=r.task, epochs=r.train.epochs, log_to=list(r.train.log_to))
 
     @contextlib.contextmanager
@@ -108,8 +109,13 @@ class RunWatch:
         for t in self.trackers:
             log.info(t.describe(), extra=quiet(self.bars.show))
 
-    def train_phase(self, epoch: int, total: int) -> contextlib.AbstractContextManager[Bar]:
-        return self.phase("train", f"epoch {epoch + 1}/{self.r.train.epochs}", total, epoch=epoch + 1)
+    @contextlib.contextmanager
+    def train_phase(self, epoch: int, total: int) -> Iterator[Bar]:
+        """The epoch's training bar; its steps' losses go to the trackers with the epoch's row (epoch()), so a
+        run stopped before its epoch was recorded logs none of them twice."""
+        with self.phase("train", f"epoch {epoch + 1}/{self.r.train.epochs}", total, epoch=epoch + 1) as bar:
+            yield bar
+        self.step_losses = list(bar.step_losses)
 
     def val_phase(self, epoch: int, total: int) -> contextlib.AbstractContextManager[Bar]:
         return self.phase("validate", "  validation", total, epoch=epoch + 1)
@@ -123,9 +129,13 @@ class RunWatch:
 
     def epoch(self, row: dict, steps: int, improved: bool) -> None:
         """An epoch's metrics.csv row as an event and to every tracker."""
+        losses = [(self.total_steps + i + 1, v) for i, v in enumerate(self.step_losses)]
         self.total_steps += steps
         self.events.write("epoch", **row, steps=steps, total_steps=self.total_steps, best=improved)
         self._each_tracker(lambda t: t.epoch(row["epoch"], row))
+        if losses:
+            self._each_tracker(lambda t: t.steps(losses))
+        self.step_losses = []
 
     def stop_reason(self, run_dir: Path, row: dict, score: float) -> str | None:
         """The first STOP_HOOKS reason to end training after this epoch (rank 0 of a single process only: a

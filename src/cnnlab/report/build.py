@@ -13,10 +13,10 @@ from pathlib import Path
 from cnnlab.engine.rundir import write_text_atomic
 from cnnlab.errors import CnnlabError
 from cnnlab.figures.palette import class_colors
+from cnnlab.figures.per_class import per_class_iou_bars
 from cnnlab.figures.run import loss_curves
 from cnnlab.metrics.names import METRICS, PER_CLASS_LABELS, label, row_label
 from cnnlab.metrics.per_image import per_image_line
-from cnnlab.report.class_figures import per_class_iou_bars
 from cnnlab.report.study_figures import (
     difference_plot,
     headline_bars,

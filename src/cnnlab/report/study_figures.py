@@ -17,9 +17,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.figures.io import save_figure
-from cnnlab.figures.palette import class_colors
+from cnnlab.figures.per_class import per_class_dice_bars  # noqa: F401 (drawn with the run; used here by latex)
 from cnnlab.figures.text import literal
-from cnnlab.metrics.names import PER_CLASS_LABELS
 
 VARIANT_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
                   "tab:gray", "tab:olive", "tab:cyan"]
@@ -144,25 +143,4 @@ def difference_plot(results: dict, metric: str, label: str, path: Path) -> Path:
     ax.grid(axis="x", alpha=0.3)
     if not rows:
         ax.text(0.5, 0.5, "no finished pairs yet", transform=ax.transAxes, ha="center")
-    return save_figure(fig, path, dpi=STUDY_DPI)
-
-
-def per_class_dice_bars(per_class: dict, path: Path, title: str = "strict Dice per class") -> Path:
-    """One bar per class in its palette colour; classes absent from the ground truth are marked 'not in GT'."""
-    names = list(per_class)
-    cols = class_colors(len(names)) / 255
-    fig = Figure(figsize=(max(4.5, 0.7 * len(names) + 1.5), 3.8))
-    ax = fig.add_subplot()
-    for i, name in enumerate(names):
-        d = per_class[name].get("dice")
-        if d is None:
-            ax.text(i, 0.02, "n/a" if per_class[name].get("in_ground_truth") else "not in GT", rotation=90,
-                    ha="center", va="bottom", fontsize=8)
-            continue
-        ax.bar(i, d, 0.8, color=cols[i], edgecolor="black", linewidth=0.6)
-        ax.text(i, d + 0.01, f"{d:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(names)), [literal(n) for n in names], rotation=30 if len(names) > 4 else 0,
-                  ha="right" if len(names) > 4 else "center")
-    ax.set(xlabel="class", ylabel=PER_CLASS_LABELS["dice"], ylim=(0, 1.08), title=title)
-    ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path, dpi=STUDY_DPI)

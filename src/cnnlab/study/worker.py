@@ -56,7 +56,9 @@ def execute_one(run: PlannedRun, study_dir: Path, stage_best: dict[str, Path], t
     if existing is not None and (existing / "summary.json").is_file():
         log.info(f"{run.name}: finished earlier ({existing.name}); skipped")
         return existing
-    with nested_under(read_tracking(study_dir).get("mlflow", {}).get("run_id")):  # the study's parent run
+    tags = {f"cnnlab.{run.kind}": run.group, "cnnlab.seed": run.seed,
+            "cnnlab.grid": ", ".join(f"{k}={v}" for k, v in run.grid.items()) or "-"}
+    with nested_under(read_tracking(study_dir).get("mlflow", {}).get("run_id"), tags):  # the study's parent run
         if existing is not None and (existing / "last.pt").is_file():
             return resume(existing)
         return _start(run, study_dir, stage_best, threads)
