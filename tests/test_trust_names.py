@@ -79,6 +79,9 @@ def test_a_run_on_hostile_class_folders_finishes_with_its_figures_and_report(tmp
     _drawn(run_dir / "figures" / "confusion_matrix.png")
     assert (run_dir / "report.html").is_file() and (run_dir / "report.md").is_file()
     assert json.loads((run_dir / "summary.json").read_text())["epochs_run"] == 1
+    image = os.fsdecode(os.path.join(os.fsencode(tmp_path / "mine"), b"caf\xe9", b"0.png"))
+    assert main(["predict", str(run_dir), image, "--out", str(tmp_path / "p")]) == 0  # UnicodeEncodeError before
+    assert "caf\\udce9" in (tmp_path / "p" / "probabilities.csv").read_text().splitlines()[0]
 
 
 def test_a_figure_that_cannot_be_drawn_is_one_warning_and_the_run_finishes(tmp_path, monkeypatch, capsys):

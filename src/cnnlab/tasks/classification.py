@@ -76,7 +76,8 @@ class Classification(Task):
 
     def finish_predictions(self, out: Path, entries: list[dict], class_names: list[str]) -> None:
         """One row per image: path, predicted class, one probability column per class."""
-        with open(out / PROBABILITIES, "w", newline="") as f:
+        # a non-UTF-8 byte of a file or class name (a Latin-1 caf\xe9) is written as its \u escape, not an error
+        with open(out / PROBABILITIES, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
             w = csv.DictWriter(f, fieldnames=["image", "predicted", *class_names])
             w.writeheader()
             w.writerows(entries)
