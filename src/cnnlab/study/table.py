@@ -180,7 +180,7 @@ def _write_csv(results: dict, path: Path) -> None:
         head += [f"{m}_mean", f"{m}_std"]
     for m in results["metrics"]:
         head += [f"delta_{m}", f"delta_{m}_low", f"delta_{m}_high", f"delta_{m}_n"]
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:  # as write_text_atomic
         w = csv.writer(f)
         w.writerow(head)
         for r in results["rows"]:
