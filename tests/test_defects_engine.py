@@ -203,3 +203,26 @@ def test_checkpoints_get_the_users_umask(tmp_path: Path, umask: int, mode: int):
     finally:
         os.umask(old)
     assert (tmp_path / "c.pt").stat().st_mode & 0o777 == mode
+
+
+def test_a_new_run_refused_before_training_leaves_no_run_dir_but_a_diverged_one_keeps_its_own(
+        endovis_root: Path, tmp_path: Path, monkeypatch, capsys):
+    """A tracker that cannot open (its store gone between the check and the start) is one line and leaves no run
+    dir; a run that diverges in its first epoch keeps its run dir, whose config.yaml the hint names."""
+    from cnnlab.engine import tracking
+
+    def store_gone(self, r, run_dir, first_epoch):
+        raise RuntimeError("store gone")
+
+    monkeypatch.setattr(tracking.TensorBoardTracker, "__init__", store_gone)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(endovis_root, tmp_path / "runs", train={"log_to": ["tensorboard"]})))
+    assert main(["train", str(recipe)]) == 2
+    assert "could not open the tracker: RuntimeError: store gone" in capsys.readouterr().err
+    assert list((tmp_path / "runs").iterdir()) == []
+    recipe.write_text(yaml.safe_dump(tiny_recipe(endovis_root, tmp_path / "runs", optim={"lr": 1e30})))
+    assert main(["train", str(recipe)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    (run,) = (tmp_path / "runs").iterdir()
+    assert "no checkpoint was written" in line and f"cnnlab train {run / 'config.yaml'}" in line
+    assert (run / "config.yaml").is_file()

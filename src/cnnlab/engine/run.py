@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import shlex
+import shutil
 import signal
 from dataclasses import asdict as dc_asdict
 from dataclasses import replace
@@ -182,7 +183,20 @@ def train(recipe: Recipe, resume_dir: Path | None = None, overrides: list[str] |
 
 def _train(recipe: Recipe, resume_dir: Path | None, overrides: list[str] | None) -> Path:
     ctx, transfer = _context(recipe, resume_dir)
-    run_dir, state = ctx.run_dir, TrainState()
+    reached = {"training": False}
+    try:
+        return _train_in(ctx, transfer, resume_dir, overrides, reached)
+    except CnnlabError:
+        # a new run refused before its first epoch began (a tracker that cannot open, no room for checkpoints)
+        # leaves no run dir behind: this call made the folder moments ago and it holds nothing of the user's
+        if resume_dir is None and is_main() and not reached["training"]:
+            shutil.rmtree(ctx.run_dir, ignore_errors=True)
+        raise
+
+
+def _train_in(ctx: RunContext, transfer: dict | None, resume_dir: Path | None, overrides: list[str] | None,
+              reached: dict[str, bool]) -> Path:
+    recipe, run_dir, state = ctx.recipe, ctx.run_dir, TrainState()
     with run_dir_lock(run_dir), ctx.watch, run_log(run_dir, enabled=is_main()):
         try:
             if transfer is not None and resume_dir is None and is_main():
@@ -196,6 +210,7 @@ def _train(recipe: Recipe, resume_dir: Path | None, overrides: list[str] | None)
             for note in ctx.data.notes if is_main() else []:
                 log.info(f"note: {note}")
             ctx = replace(ctx, core=prepare(ctx.core, recipe.train.sync_batchnorm))
+            reached["training"] = True
             _loop(ctx, state)
             barrier()
             ctx.core.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
