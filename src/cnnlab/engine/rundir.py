@@ -215,5 +215,6 @@ def check_free_space(run_dir: Path, model: torch.nn.Module) -> None:
     need = 2 * 3 * n_bytes + 50 * 2**20  # two checkpoints of weights + Adam moments, plus figures and logs
     free = shutil.disk_usage(run_dir).free
     if free < need:
-        raise CnnlabError(f"only {free / 2**20:.0f} MiB free at {run_dir.parent}; this run needs about {need / 2**20:.0f} MiB "
+        raise CnnlabError(f"only {free / 2**20:.0f} MiB free at {run_dir.parent}; this run needs about "
+                          f"{need / 2**20:.0f} MiB "
                           "for its checkpoints", "free some space or choose another 'out'")
