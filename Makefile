@@ -19,12 +19,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cnnlab demo
 
+# one test process per core (tests use one torch thread each); a file's tests stay in one process, in order
+PYTEST := $(BIN)/python -m pytest -q -n auto --dist loadfile
+
 test: lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # the inner loop: lint, then every test not marked slow (make test runs them all)
 quick: lint
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # style and the one direction of dependence between cnnlab's parts (pyproject.toml: tool.ruff, tool.importlinter)
 lint: $(STAMP)
