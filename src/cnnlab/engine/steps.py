@@ -92,7 +92,7 @@ def whole_image_logits(model: nn.Module, data: SegData, i: int, rt: Runtime, nor
     return window_logits(predict, x[0, :, :h, :w], window)[None], y[:, :h, :w]
 
 
-def _padded(out: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+def padded_logits(out: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Logits of an image smaller than the split's tensor, padded with 0 to it (kept label maps stack)."""
     h, w = shape[-2:]
     return torch.nn.functional.pad(out, [0, w - out.shape[-1], 0, h - out.shape[-2]])
@@ -115,7 +115,7 @@ def evaluate(model: nn.Module, data: Split, rt: Runtime, norm: Normalizer, loss_
             out, y = whole_image_logits(model, data, i, rt, norm, window)
             tally.add(out.to(y.device), y)
             if on_logits is not None:
-                on_logits(_padded(out, data.masks.shape), torch.tensor([i]))
+                on_logits(padded_logits(out, data.masks.shape), torch.tensor([i]))
             if on_batch is not None:
                 on_batch(1)
         return tally.result(all_sum)
