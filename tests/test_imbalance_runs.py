@@ -65,14 +65,3 @@ def test_run_saved_before_weights_were_stored_recomputes_them(weighted_run: Path
     result, _ = evaluate_run(copy, progress=False)
     assert result["metrics"]["loss"] == pytest.approx(first["metrics"]["loss"], rel=1e-5)
 
-
-def test_combined_loss_run_trains_and_evaluates(endovis_root: Path, tmp_path: Path):
-    """dice_ce with ENet weights in its CE, a Lovász term and OHEM trains, stores its weights and evaluates."""
-    params = {"scheme": "enet_log", "lovasz_weight": 1.0, "ohem_keep": 0.5}
-    raw = tiny_recipe(endovis_root, tmp_path, loss={"name": "dice_ce", "params": params},
-                      train={"epochs": 1, "threads": 1, "max_steps_per_epoch": 1})
-    run_dir = train(recipe_from_dict(raw))
-    assert len(load_checkpoint(run_dir / "best.pt")["class_weights"]) == len(
-        json.loads((run_dir / "summary.json").read_text())["class_names"])
-    result, _ = evaluate_run(run_dir, progress=False)
-    assert result["metrics"]["loss"] > 0
