@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from rich.console import Console
 
 from cnnlab.config import asdict, recipe_from_dict
@@ -254,6 +255,11 @@ def test_mlflow_store_holds_params_metric_history_and_artifacts_across_a_resume(
     assert {p.name for p in model.iterdir()} >= {"best.pt", "config.yaml"}
     loaded, own = load_run(model, "cpu").model.state_dict(), load_run(run_dir, "cpu").model.state_dict()
     assert list(loaded) == list(own) and all(torch.equal(loaded[k], own[k]) for k in own)
+    # the experiment is the recipe file's, not the run's name: --set name=... makes no new experiment
+    (tmp_path / "seg.yaml").write_text(yaml.safe_dump({**raw, "train": {**raw["train"], "epochs": 1}}))
+    assert main(["train", str(tmp_path / "seg.yaml"), "--set", "name=other"]) == 0
+    (other,) = client.search_runs([client.get_experiment_by_name("seg").experiment_id])
+    assert other.info.run_name.startswith("other-") and client.get_experiment_by_name("other") is None
 
 
 @pytest.mark.parametrize("tracker", ["tensorboard", "mlflow"])

@@ -94,6 +94,8 @@ class TrainConfig:
     window_overlap: float = 0.5      # data.patch: overlap of the sliding windows that score whole images
     log_to: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, mlflow (optional extras)
     mlflow_uri: str = ""             # "" = $MLFLOW_TRACKING_URI, else a local sqlite:///<out>/mlflow.db
+    mlflow_experiment: str = ""      # "" = the recipe file's name (load_recipe fills it in), else the run's name;
+    #                                  not the run's name, so `--set name=x` makes no new experiment each time
     size_schedule: list[list[float]] = field(default_factory=list)  # resolution schedule, small first: [[scale,
     #                                  epochs], ...] trains the first epochs at scale x data.size (sides rounded to
     #                                  multiples of 16); later epochs, validation and test at data.size
@@ -323,8 +325,11 @@ def recipe_from_dict(raw: dict, overrides: list[str] | None = None, check_name: 
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read a recipe YAML; 'base: other.yaml' inherits from another recipe beside it."""
-    raw = read_yaml(path)
+    """Read a recipe YAML; 'base: other.yaml' inherits from another recipe beside it. train.mlflow_experiment
+    defaults to the file's name (its stem), before the overrides."""
+    raw = dict(read_yaml(path))
+    if isinstance(raw.get("train", {}), dict) and not (raw.get("train") or {}).get("mlflow_experiment"):
+        raw["train"] = {**(raw.get("train") or {}), "mlflow_experiment": Path(path).stem}
     return recipe_from_dict(raw, overrides)
 
 

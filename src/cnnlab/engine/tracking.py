@@ -11,12 +11,13 @@ What each gets, rank 0 only, under the same names in both (`train/loss`, `val/di
   run's step count), the run's figures as images (per-class charts included: drawn before the trackers close),
   the final per-class scores as one text table, and in the HPARAMS view a short list of recipe keys with the
   final metrics and `hp_metric` (engine/tracker_views.py).
-- MLflow (a run in the experiment named like the recipe): the flattened recipe as params, the same per-epoch and
-  per-step metrics, the final metrics and per-class scores (`final/per_class/dice/<class>`), summary.json,
-  metrics.csv, config.yaml, events.jsonl, the figures and report.html as artifacts, best.pt as a loadable model
-  folder under model/, and source, git, data and study tags (engine/mlflow_extras.py). Tracking URI:
-  train.mlflow_uri, else $MLFLOW_TRACKING_URI, else a local sqlite file `<out>/mlflow.db` (artifacts in
-  `<out>/mlartifacts/`), so no server is needed.
+- MLflow (a run in the experiment train.mlflow_experiment, by default the recipe file's name, so `--set name=x`
+  makes no new experiment): the flattened recipe as params, the same per-epoch and per-step metrics, the final
+  metrics and per-class scores (`final/per_class/dice/<class>`), summary.json, metrics.csv, config.yaml,
+  events.jsonl, the figures and report.html as artifacts, best.pt as a loadable model folder under model/, and
+  source, git, data and study tags (engine/mlflow_extras.py). Tracking URI: train.mlflow_uri, else
+  $MLFLOW_TRACKING_URI, else a local sqlite file `<out>/mlflow.db` (artifacts in `<out>/mlartifacts/`), so no
+  server is needed.
 RUN_DIR/tracking.json remembers the MLflow run, so a resumed run continues it and the report can join it later.
 
 Nesting (a study, cnnlab.study.mlflow_parent): while $CNNLAB_MLFLOW_PARENT_RUN_ID names a run of the same store, a
@@ -279,11 +280,11 @@ class MlflowTracker(Tracker):
     def __init__(self, r: Recipe, run_dir: Path, first_epoch: int) -> None:
         super().__init__(run_dir)
         uri = mlflow_uri(r)
-        self.uri, self.experiment = uri, r.name
+        self.uri, self.experiment = uri, r.train.mlflow_experiment or r.name
         self.client = mlflow_client(uri)
         saved = read_tracking(run_dir).get("mlflow", {})
         if saved.get("tracking_uri") == uri and saved.get("run_id"):  # a resume continues its MLflow run
-            self.run_id, self.experiment = saved["run_id"], saved.get("experiment", r.name)
+            self.run_id, self.experiment = saved["run_id"], saved.get("experiment", self.experiment)
             self.client.update_run(self.run_id, status="RUNNING")
             return
         tags = {"cnnlab.run_dir": str(run_dir.resolve()), "cnnlab.task": r.task, **run_tags(r)}
@@ -291,7 +292,7 @@ class MlflowTracker(Tracker):
         if parent is not None:  # a run of a study: in the study's experiment, under its parent run
             tags[PARENT_TAG], exp_id, self.experiment = parent
         else:
-            exp_id = experiment_id(self.client, r.name, uri)
+            exp_id = experiment_id(self.client, self.experiment, uri)
         self.run_id = self.client.create_run(exp_id, run_name=run_dir.name, tags=tags).info.run_id
         log_params(self.client, self.run_id, flatten(asdict(r)))
         write_tracking(run_dir, {"tracking_uri": uri, "run_id": self.run_id, "experiment_id": exp_id,
