@@ -42,8 +42,8 @@ def never_predicted(cm: ConfusionMatrix, class_names: list[str]) -> list[str]:
 def vanished_warning(name: str, share: float, split: str) -> str:
     """The one line that says a class is in the ground truth but never predicted."""
     return (f"warning: class '{name}' is in the ground truth of '{split}' ({share:.2%} of its pixels) but never "
-            "predicted (IoU 0.00); class weights bring rare classes back: --set loss.params.scheme=enet_log "
-            "(docs/results.md, rare classes)")
+            "predicted (IoU 0.00); class weights bring rare classes back: cnnlab train RECIPE --set loss.name=dice_ce "
+            "--set loss.params.scheme=enet_log (docs/results.md, rare classes)")
 
 
 def vanished_warnings(entries: dict, split: str) -> list[str]:
