@@ -55,11 +55,19 @@ def make_batch(data: Split, idx: torch.Tensor, rt: Runtime, norm: Normalizer,
 
 
 def iter_logits(model: nn.Module, data: Split, rt: Runtime, norm: Normalizer,
-                batch_size: int, idx: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+                batch_size: int, idx: torch.Tensor | None = None, window: Window | None = None
+                ) -> Iterator[torch.Tensor]:
     """Logits (float32, CPU) for the chosen samples, in order, one batch at a time: a caller that keeps only what
-    it derives (label maps) never holds N x K x H x W floats for a whole split."""
+    it derives (label maps) never holds N x K x H x W floats for a whole split. window: patch-trained runs, one
+    image at a time by sliding windows (padded to the split's tensor where images are smaller)."""
     model.eval()
     idx = torch.arange(len(data)) if idx is None else idx
+    if window is not None:
+        for i in idx.tolist():
+            with torch.no_grad():
+                out = whole_image_logits(model, data, i, rt, norm, window)[0]
+            yield padded_logits(out, data.masks.shape)
+        return
     for chunk in idx.split(batch_size):
         with torch.no_grad():
             x, _ = make_batch(data, chunk, rt, norm)

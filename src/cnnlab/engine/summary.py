@@ -13,7 +13,7 @@ from cnnlab.engine.figures import write_run_figures
 from cnnlab.engine.fit import TrainState
 from cnnlab.engine.logs import get_logger
 from cnnlab.engine.rundir import environment, git_hash, read_resumes, write_text_atomic
-from cnnlab.engine.steps import evaluate, iter_logits, padded_logits, run_window, whole_image_logits
+from cnnlab.engine.steps import evaluate, iter_logits, run_window
 from cnnlab.metrics.names import metric_conventions
 from cnnlab.metrics.per_class import vanished_warnings, without_class_iou
 from cnnlab.models.classifiers import count_parameters
@@ -74,13 +74,8 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     if not is_main():
         return summary
     if world() > 1:  # each process evaluated its shard: rank 0 predicts the kept samples itself
-        if window is not None:  # patch-trained: each kept image through the same windows as the test
-            batches = (padded_logits(whole_image_logits(core, split, i, ctx.rt, ctx.norm, window)[0], split.masks.shape)
-                       for i in range(n_kept))
-        else:
-            batches = iter_logits(core, split, ctx.rt, ctx.norm, bs, torch.arange(n_kept))
-        for logits in batches:
-            kept.append(task.prediction_batch(logits))
+        for logits in iter_logits(core, split, ctx.rt, ctx.norm, bs, torch.arange(n_kept), window):
+            kept.append(task.prediction_batch(logits))  # patch-trained: through the same windows as the test
     pred = torch.cat(kept) if kept else None
     summary.update(task.test_entries(split, cm, pred))
     summary["warnings"] = vanished_warnings(summary, split_name)  # a class never predicted: one line each
