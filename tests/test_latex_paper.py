@@ -95,6 +95,10 @@ def test_study_tables_fit_unscaled(study_report: Path):  # noqa: F811
     assert "resizebox" not in tables and "\\caption" in tables
     caption = (study_report.parent / "table_study.tex").read_text().split("\\caption{")[1].split("}\n")[0]
     assert caption.count("split") == 1
+    fonts = subprocess.run(["pdffonts", str(study_report.parent / "fig_headline.pdf")], capture_output=True,
+                           text=True, check=True).stdout
+    # a serif with every glyph (Latin Modern where TeX has it): matplotlib's cmr10 typeset '±' as 'ffi'
+    assert ("LMRoman10" in fonts or "DejaVuSerif" in fonts) and "Cmr10" not in fonts and "DejaVuSans" not in fonts
 
 
 @pytest.mark.slow

@@ -1,11 +1,12 @@
 """The page layout of the standalone LaTeX report (`cnnlab report FOLDER --format latex --template ...`) and the
 matplotlib settings that give its figures the document's fonts.
 
-article: the standard article class with a 5.5 in text width (NeurIPS's), Latin Modern (Computer Modern) text;
-figures in Computer Modern (matplotlib's bundled cmr10 and its cm mathtext). neurips: NeurIPS's page (5.5 x 9 in
-text, 10 pt Times) rebuilt from standard packages, since neurips_2024.sty cannot be installed offline; figures in
-STIX, matplotlib's bundled Times-like serif. A path to a .sty file (a downloaded neurips_2024.sty) is copied
-beside report.tex and loaded with [preprint], with the neurips figure fonts.
+article: the standard article class with a 5.5 in text width (NeurIPS's) and Latin Modern (Computer Modern)
+text; figures in Latin Modern too where TeX installed its OpenType files (else DejaVu Serif), maths in
+matplotlib's cm. neurips: NeurIPS's page (5.5 x 9 in text, 10 pt Times) rebuilt from standard packages, since
+neurips_2024.sty cannot be installed offline; figures in STIX, matplotlib's bundled Times-like serif. A path to a
+.sty file (a downloaded neurips_2024.sty) is copied beside report.tex and loaded with [preprint], with the
+neurips figure fonts.
 
 Figures are drawn at sizes meant for a 5.5 in text width (the caller's figsize), so 8-9 pt figure text stays 8-9 pt
 in the paper; the pieces are the same for every template, only report.tex's preamble differs."""
@@ -13,15 +14,23 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+
+from matplotlib import font_manager
 
 from cnnlab.errors import CnnlabError
 
 TEXT_WIDTH_IN = 5.5
 _COMMON = ["\\usepackage[utf8]{inputenc}", "\\usepackage{booktabs}", "\\usepackage{graphicx}",
            "\\usepackage[tableposition=top,font=small,labelfont=bf]{caption}", "\\usepackage{url}"]
-_CM_RC = {"font.family": "serif", "font.serif": ["cmr10", "Computer Modern Roman", "DejaVu Serif"],
-          "mathtext.fontset": "cm", "axes.formatter.use_mathtext": True, "axes.unicode_minus": False}
+# Latin Modern (the article's font) where TeX installed it, else DejaVu Serif: matplotlib's bundled cmr10 has TeX's
+# own encoding, so '_', '±' and 'Δ' came out as blanks, 'ffi' and boxes
+_CM_RC = {"font.family": "serif", "font.serif": ["Latin Modern Roman", "DejaVu Serif"], "mathtext.fontset": "cm",
+          "axes.formatter.use_mathtext": True}
+_LM_FILES = ("lmroman10-regular.otf", "lmroman10-bold.otf", "lmroman10-italic.otf")
+_LM_DIRS = ("/usr/share/texmf/fonts/opentype/public/lm", "/usr/share/texlive/texmf-dist/fonts/opentype/public/lm",
+            "/usr/local/texlive/texmf-dist/fonts/opentype/public/lm", "/usr/share/fonts/opentype/lmodern")
 _TIMES_RC = {"font.family": "serif", "font.serif": ["STIXGeneral", "Times New Roman", "DejaVu Serif"],
              "mathtext.fontset": "stix", "axes.formatter.use_mathtext": True}
 _SIZES_RC = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
@@ -68,6 +77,21 @@ def _style_file(path: str) -> Template:
                              "\\usepackage[T1]{fontenc}"), {**_TIMES_RC, **_SIZES_RC})
 
 
+@lru_cache(maxsize=1)
+def latin_modern() -> bool:
+    """Make TeX's Latin Modern Roman OpenType files known to matplotlib (it does not look in TeX's folders);
+    False where they are not installed (the figures then use DejaVu Serif)."""
+    found = False
+    for folder in _LM_DIRS:
+        for name in _LM_FILES:
+            if (Path(folder) / name).is_file():
+                font_manager.fontManager.addfont(str(Path(folder) / name))
+                found = True
+        if found:
+            return True
+    return False
+
+
 TEMPLATES = {"article": _article, "neurips": _neurips}
 
 
@@ -75,6 +99,7 @@ def template(name: str) -> Template:
     """article, neurips, or the path of a .sty file."""
     if name.endswith(".sty"):
         return _style_file(name)
+    latin_modern()
     if name not in TEMPLATES:
         raise CnnlabError(f"unknown LaTeX template {name!r}; valid: {', '.join(TEMPLATES)} or a path to a .sty file",
                           "cnnlab report RUN_DIR --format latex --template neurips")
