@@ -145,6 +145,7 @@ def test_the_report_and_the_confirmation_study(searched: Path, capsys):
     assert main(["report", str(searched)]) == 0  # cnnlab report knows a tune folder
     text = (searched / "tune.md").read_text()
     assert "validation split only" in text and "optuna-dashboard sqlite:///" in text
+    assert "first use of the test split ('test')" in text
     best = max((t for t in _trials(searched) if t.value is not None and t.state.name == "COMPLETE"),
                key=lambda t: t.value)
     assert f"{trial_name(best.number)}: validation dice_mean {best.value:.4f}" in text
@@ -196,3 +197,10 @@ def test_two_workers_give_the_sequential_trials(endovis_root, tmp_path):
     a, b = _trials(sequential), _trials(parallel)
     assert [(t.number, t.params, t.value) for t in a] == [(t.number, t.params, t.value) for t in b]
     assert all(t.state.name == "COMPLETE" for t in b)
+
+
+def test_the_confirmation_split_is_the_test_split_only_where_the_data_has_one(endovis_root, tmp_path):
+    from cnnlab.study.tune import held_out_test
+    raw = tiny_recipe(endovis_root, tmp_path)
+    assert held_out_test(raw, []) == "test"
+    assert held_out_test(raw, ['data.test="holdout"']) is None  # no such split: the report says validation again

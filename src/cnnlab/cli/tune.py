@@ -30,7 +30,7 @@ def _cmd_tune(a: argparse.Namespace) -> int:
     print(f"report: {report}")
     if (tune_dir / "best.yaml").is_file():
         print(f"best recipe: cnnlab train {shlex.quote(str(tune_dir / 'best.yaml'))}")
-        print(f"confirm on the test split (top 3 trials x 3 seeds): cnnlab study "
+        print(f"confirm (top 3 trials x 3 seeds, see tune.md): cnnlab study "
               f"{shlex.quote(str(tune_dir / 'confirm.yaml'))}")
     return 0
 

@@ -80,6 +80,21 @@ def _counts(study) -> str:
             f"{states.count(s.FAIL)} failed, {states.count(s.RUNNING) + states.count(s.WAITING)} unfinished")
 
 
+def _honesty(meta: dict) -> str:
+    """What the scores are, and what the confirmation can and cannot say on this data."""
+    said = (f"Honesty: every trial was scored on the validation split only. Its score is the best epoch's "
+            f"{meta['score']} (the number that picks best.pt), and trials ran without a test split "
+            "(data.test=\"\"), so the search never read test images. The best score below is optimistic (the "
+            "maximum over trials of a noisy number on the split the search chose by). ")
+    if meta.get("test_split"):
+        return said + (f"The confirmation study retrains the top trials with three seeds and is the first use of "
+                       f"the test split ('{meta['test_split']}').")
+    return said + ("This data has no test split: the confirmation study can only score validation again, with "
+                   "three seeds, which tells whether the ranking survives seed noise but not how the winner does "
+                   "on images the search never saw. Hold out a test split for that (e.g. data.val_fraction carves "
+                   "validation from train, freeing the given validation split to serve as the test).")
+
+
 def tune_doc(tune_dir: Path) -> Doc:
     """The report of a tune folder as a Doc (rendered to markdown and self-contained HTML)."""
     meta, study = read_meta(tune_dir), open_study(tune_dir)
@@ -90,11 +105,7 @@ def tune_doc(tune_dir: Path) -> Doc:
           f"{st['sampler']} (seed {st['seed']}), pruner {st['pruner']} (after {st['startup_trials']} finished trials "
           f"and {st['warmup_epochs']} warm-up epochs); budget {meta['trials'] or 'by minutes'} trials. "
           f"{_counts(study)}.")
-    doc.p(f"Honesty: every trial was scored on the validation split only. Its score is the best epoch's "
-          f"{meta['score']} (the number that picks best.pt), and trials ran without a test split (data.test=\"\"), "
-          "so the search never read the test images. The best score below is optimistic (the maximum over trials "
-          "of a noisy number on the split the search chose by); the confirmation study retrains the top trials "
-          "with three seeds and is the first use of the test split.")
+    doc.p(_honesty(meta))
     if not top:
         doc.p("No trial has finished yet.")
         return doc
@@ -103,7 +114,8 @@ def tune_doc(tune_dir: Path) -> Doc:
     doc.p(f"{trial_name(best.number)}: {meta['score']} {best.value:.4f} (runs/{best.user_attrs.get('run_dir', '')})")
     doc.items([f"{k}: {_value(v)}" for k, v in best.params.items()])
     doc.items([f"train it: cnnlab train {q(str(tune_dir / 'best.yaml'))}",
-               f"confirm on the test split (top {min(3, len(top))} trials x 3 seeds, paired intervals): "
+               f"confirm (top {min(3, len(top))} trials x 3 seeds, paired intervals, on "
+               f"{'the test split' if meta.get('test_split') else 'validation again: no test split'}): "
                f"cnnlab study {q(str(tune_dir / 'confirm.yaml'))}"])
     doc.h(f"Top trials (by {meta['score']})")
     doc.table(*_table(study, keys))

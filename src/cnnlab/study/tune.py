@@ -36,6 +36,8 @@ from pathlib import Path
 import yaml
 
 from cnnlab.config import asdict, dump_recipe, read_yaml, recipe_from_dict
+from cnnlab.data.formats import FORMATS
+from cnnlab.data.loading import list_splits
 from cnnlab.engine.logs import get_logger
 from cnnlab.engine.recipe_check import check_recipe
 from cnnlab.engine.run import Interrupted
@@ -130,6 +132,17 @@ def base_values(space: Space, base: dict, sets: list[str]) -> dict:
     return out
 
 
+def held_out_test(raw: dict, sets: list[str]) -> str | None:
+    """The base recipe's test split where the data has one (the confirmation's split), else None: then the
+    confirmation can only score validation again, and the report says so."""
+    r = recipe_from_dict(copy.deepcopy(raw), sets, check_name=False)
+    try:
+        present = list_splits(FORMATS[r.data.format], Path(r.data.root).expanduser(), r.data.options)
+    except (CnnlabError, OSError):
+        return None
+    return r.data.test if r.data.test and r.data.test in present else None
+
+
 def _check_budget(trials: int | None, minutes: float | None) -> None:
     if trials is None and minutes is None:
         raise CnnlabError("cnnlab tune needs a budget", "e.g. cnnlab tune RECIPE.yaml --space SPACE.yaml --trials 12")
@@ -164,7 +177,8 @@ def start_tune(recipe_path: str | Path, space_path: str | Path, trials: int | No
     with ray_session(ray, plan, workers):
         tune_dir = new_run_dir(out or "tunes", name)
         meta = {"recipe": str(Path(recipe_path).resolve()), "base": base, "sets": sets, "settings": space.settings,
-                "study_name": tune_dir.name, "trials": trials, "score": score_name(base)}
+                "study_name": tune_dir.name, "trials": trials, "score": score_name(base),
+                "test_split": held_out_test(base, sets)}
         write_text_atomic(tune_dir / TUNE_FILE, json.dumps(meta, indent=1))
         shutil.copyfile(space_path, tune_dir / "space.yaml")
         (tune_dir / "recipe.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
@@ -375,7 +389,8 @@ def write_answer(tune_dir: Path) -> tuple[Path, Path] | None:
     study = {"name": f"{tune_dir.name}-confirm", "base": "recipe.yaml", "seeds": CONFIRM_SEEDS, "common": sets,
              "evaluate": "test", "out": str(tune_dir.parent),
              "description": f"the top {len(top)} trials of {tune_dir.name}, retrained with {len(CONFIRM_SEEDS)} seeds "
-                            "and scored on the test split, which the search never read",
+                            + ("and scored on the test split, which the search never read" if meta.get("test_split")
+                               else "and scored on validation again: the data has no test split"),
              "variants": {trial_name(t.number): overrides(recipe_values(space, t.params)) for t in top}}
     write_text_atomic(tune_dir / "confirm.yaml", yaml.safe_dump(study, sort_keys=False))
     return tune_dir / "best.yaml", tune_dir / "confirm.yaml"
