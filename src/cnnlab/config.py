@@ -92,7 +92,7 @@ class TrainConfig:
     foreground_oversample: float = 0.0  # data.patch: share of patches centred on a pixel of a class drawn
     #                                  uniformly among the non-background classes of the image (nnU-Net: 1/3)
     window_overlap: float = 0.5      # data.patch: overlap of the sliding windows that score whole images
-    log_to: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, mlflow (optional extras)
+    log_to: list[str] = field(default_factory=list)  # trackers: tensorboard, mlflow, wandb (optional extras)
     mlflow_uri: str = ""             # "" = $MLFLOW_TRACKING_URI, else a local sqlite:///<out>/mlflow.db
     mlflow_experiment: str = ""      # "" = the recipe file's name (load_recipe fills it in), else the run's name;
     #                                  not the run's name, so `--set name=x` makes no new experiment each time
@@ -135,7 +135,7 @@ TASKS = ("segmentation", "classification", "colorization")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "cosine", "plateau", "step")
 SELECTS = ("auto", "miou")  # train.select: the task's headline, or strict mean IoU over classes (tasks: selects)
-TRACKERS = ("tensorboard", "mlflow")  # train.log_to; each an optional extra (engine/recipe_check.py checks it)
+TRACKERS = ("tensorboard", "mlflow", "wandb")  # train.log_to; each an optional extra (engine/recipe_check.py)
 # A run's name becomes a folder name under `out` and appears in printed `cnnlab train --resume DIR` hints:
 # no path separators (a '/' made a missing folder, '../x' escaped `out`), nothing a shell would split or expand.
 # '=' stays allowed: study run names carry grid points ('base__label_fraction=0.1__seed0').

@@ -35,7 +35,8 @@ def check_recipe(r: Recipe) -> None:
 
 
 # train.log_to name -> (the module it imports, the cnnlab extra that installs it)
-TRACKER_EXTRAS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
+TRACKER_EXTRAS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow"),
+                  "wandb": ("wandb", "wandb")}
 
 
 def check_trackers(names: Iterable[str]) -> None:

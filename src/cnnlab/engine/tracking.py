@@ -32,7 +32,6 @@ import contextlib
 import importlib.util
 import json
 import logging
-import math
 import os
 import re
 import shlex
@@ -46,7 +45,9 @@ import numpy as np
 from cnnlab.config import Recipe, asdict
 from cnnlab.engine.mlflow_extras import TAGS_ENV, log_model, mark_experiment, run_tags
 from cnnlab.engine.recipe_check import TRACKER_EXTRAS, check_trackers
+from cnnlab.engine.tracker_base import STEP_LOSS_TAG, Tracker, final_scalars, flatten, number, scalar_tag
 from cnnlab.engine.tracker_views import hp_metric, hparams, per_class_markdown
+from cnnlab.engine.tracking_wandb import WandbTracker
 from cnnlab.errors import CnnlabError, ConfigError
 
 TRACKING_FILE = "tracking.json"
@@ -55,67 +56,6 @@ ARTIFACTS = ("summary.json", "metrics.csv", "config.yaml", "report.html")
 PARENT_ENV = "CNNLAB_MLFLOW_PARENT_RUN_ID"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: its UI nests a run under the run it names
 PARAM_MAX = 6000                   # MLflow's longest param value
-STEP_LOSS_TAG = "train/step_loss"  # each optimiser step's training loss, x = the run's step count
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    """{'train': {'epochs': 3}} -> {'train.epochs': 3}; lists and empty mappings become JSON text."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        elif isinstance(v, (list, tuple, dict)):
-            out[key] = json.dumps(v)
-        else:
-            out[key] = v
-    return out
-
-
-def scalar_tag(column: str) -> str:
-    """TensorBoard tag of a metrics.csv column: 'train_loss' -> 'train/loss', 'val_dice_mean' -> 'val/dice_mean'
-    (TensorBoard groups by the part before '/'); other columns ('lr', 'images_per_s', 'seconds') stay as they are."""
-    head, _, rest = column.partition("_")
-    return f"{head}/{rest}" if head in ("train", "val") and rest else column
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def final_scalars(summary: dict) -> dict[str, float]:
-    """The tested split's metrics and per-class scores as flat names: final/dice_mean, final/per_class/dice/<class>
-    (segmentation: Dice and IoU), final/per_class/accuracy/<class> (classification)."""
-    out = {f"final/{k}": float(v) for k, v in summary.get("metrics", {}).items() if _number(v)}
-    for block in ("per_class", "per_class_accuracy"):
-        for name, scores in (summary.get(block) or {}).items():
-            for metric, v in scores.items():
-                if _number(v) and metric != "images":
-                    out[f"final/per_class/{metric}/{name}"] = float(v)
-    return out
-
-
-class Tracker:
-    """What the run tells a tracker: each epoch's metrics.csv row, the end, and how it stopped."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-
-    def epoch(self, epoch: int, row: dict) -> None:
-        raise NotImplementedError
-
-    def steps(self, losses: list[tuple[int, float]]) -> None:
-        """The training loss of each optimiser step of an epoch, (global step, loss), told at the epoch's end."""
-
-    def finish(self, run_dir: Path, summary: dict, step: int) -> None:
-        raise NotImplementedError
-
-    def close(self, status: str) -> None:
-        """status: finished, interrupted or failed."""
-
-    def describe(self) -> str:
-        """One line: where the run is logged and the command that shows it."""
-        raise NotImplementedError
 
 
 class TensorBoardTracker(Tracker):
@@ -131,7 +71,7 @@ class TensorBoardTracker(Tracker):
 
     def epoch(self, epoch: int, row: dict) -> None:
         for k, v in row.items():
-            if k != "epoch" and _number(v):
+            if k != "epoch" and number(v):
                 self.writer.add_scalar(scalar_tag(k), v, epoch)
         self.writer.flush()  # someone may be watching with `tensorboard --logdir`
 
@@ -237,7 +177,7 @@ def log_metrics(client, run_id: str, values: dict[str, Any], step: int) -> None:
     from mlflow.entities import Metric  # optional extra cnnlab[mlflow]
 
     ms = int(time.time() * 1000)
-    metrics = [Metric(_mlflow_key(k), float(v), ms, step) for k, v in values.items() if _number(v)]
+    metrics = [Metric(_mlflow_key(k), float(v), ms, step) for k, v in values.items() if number(v)]
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i:i + 1000])
 
@@ -308,7 +248,7 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Metric  # optional extra cnnlab[mlflow]
 
         ms = int(time.time() * 1000)
-        metrics = [Metric(STEP_LOSS_TAG, float(v), ms, step) for step, v in losses if _number(v)]
+        metrics = [Metric(STEP_LOSS_TAG, float(v), ms, step) for step, v in losses if number(v)]
         for i in range(0, len(metrics), 1000):  # one batch per epoch: a write per step would slow sqlite runs
             self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
 
@@ -340,7 +280,7 @@ def log_artifacts(client, run_id: str, run_dir: Path) -> None:
         client.log_artifacts(run_id, str(run_dir / "figures"), "figures")
 
 
-TRACKERS = {"tensorboard": TensorBoardTracker, "mlflow": MlflowTracker}
+TRACKERS = {"tensorboard": TensorBoardTracker, "mlflow": MlflowTracker, "wandb": WandbTracker}
 
 
 def open_trackers(r: Recipe, run_dir: Path, first_epoch: int) -> list[Tracker]:
