@@ -204,3 +204,21 @@ def test_the_confirmation_split_is_the_test_split_only_where_the_data_has_one(en
     raw = tiny_recipe(endovis_root, tmp_path)
     assert held_out_test(raw, []) == "test"
     assert held_out_test(raw, ['data.test="holdout"']) is None  # no such split: the report says validation again
+
+
+@pytest.mark.parametrize("pruner", ["median", "halving"])
+def test_warmup_epochs_are_never_pruned_and_the_next_one_may_be(pruner):
+    from cnnlab.study.tune_trial import make_pruner
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(
+        {"pruner": pruner, "startup_trials": 0, "warmup_epochs": 2}))
+    for _ in range(3):  # good trials: 1.0 at every epoch
+        good = study.ask()
+        for epoch in (1, 2, 3):
+            good.report(1.0, epoch)
+            good.should_prune()  # as every trial asks (successive halving records its rungs then)
+        study.tell(good, 1.0)
+    bad, said = study.ask(), []
+    for epoch in (1, 2, 3):
+        bad.report(0.0, epoch)
+        said.append(bad.should_prune())
+    assert said == [False, False, True]

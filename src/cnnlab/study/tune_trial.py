@@ -60,12 +60,11 @@ def make_pruner(settings: dict):
     """The pruner of tune.json's settings: median (stop a trial below the median of earlier trials at the same
     epoch), halving (successive halving: keep the top third at each rung) or none."""
     optuna = import_optuna()
+    first = settings["warmup_epochs"] + 1  # steps are epoch numbers from 1; Optuna may prune at step == its warmup
     if settings["pruner"] == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=settings["startup_trials"],
-                                           n_warmup_steps=settings["warmup_epochs"])
+        return optuna.pruners.MedianPruner(n_startup_trials=settings["startup_trials"], n_warmup_steps=first)
     if settings["pruner"] == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, settings["warmup_epochs"]),
-                                                      reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
