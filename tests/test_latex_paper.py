@@ -22,7 +22,7 @@ from test_report_latex import run_dir, study_dir, study_report, tex_rows  # noqa
 HOSTILE = "x\\input{/etc/hostname}\\write18{touch pwned} #$%&_{}~^ 'q' --z"
 NOTES = ["mapping.json is not valid JSON; classes named class_0..class_2",
          "decoded cache skipped (--no-cache): /very/long/path/to/a/cache/folder/that/has/no/spaces/in/it/at/all/x"]
-needs_tex = pytest.mark.skipif(not all(shutil.which(t) for t in ("pdflatex", "pdftotext", "pdffonts")),
+needs_tex = pytest.mark.skipif(not all(shutil.which(t) for t in ("pdflatex", "pdftotext", "pdffonts", "pdfinfo")),
                                reason="pdflatex and poppler-utils not installed")
 
 
@@ -91,6 +91,9 @@ def test_hostile_names_typeset_as_text_and_notes_go_to_the_appendix(hostile_run:
 @needs_tex
 def test_study_tables_fit_unscaled(study_report: Path):  # noqa: F811
     text, _ = _compile(study_report.parent)
+    info = subprocess.run(["pdfinfo", str(study_report.parent / "report.pdf")], capture_output=True, text=True,
+                          check=True).stdout
+    assert 3 <= int(re.search(r"Pages:\s+(\d+)", info).group(1)) <= 6  # text, 6 tables, 3 figures: none blown up
     tables = " ".join((study_report.parent / f).read_text() for f in ("table_study.tex", "table_differences.tex"))
     assert "resizebox" not in tables and "\\caption" in tables
     caption = (study_report.parent / "table_study.tex").read_text().split("\\caption{")[1].split("}\n")[0]
