@@ -15,7 +15,7 @@ from cnnlab.data import cache
 from cnnlab.data.loading import load_split
 from cnnlab.data.patches import cut_patches, plan_patches
 from cnnlab.engine.run import train
-from cnnlab.engine.steps import whole_image_logits
+from cnnlab.engine.steps import Normalizer, whole_image_logits
 from cnnlab.engine.windows import Window, sliding_window, window_logits
 from cnnlab.errors import ConfigError
 from cnnlab.inference.evaluate import evaluate_run
@@ -162,3 +162,18 @@ def test_a_patch_run_validates_tests_and_evaluates_whole_images_by_one_window(en
     for i, (_, _, probs) in enumerate(_predict_chunks(run, files, 4, False, None, 0.25)):
         logits, _ = whole_image_logits(run.model, test, i, run.rt, run.norm, run.window)
         assert torch.equal(probs.argmax(0), logits[0].argmax(0))
+
+
+def test_the_normaliser_of_images_of_different_sizes_counts_their_own_pixels_only():
+    torch.manual_seed(0)
+    sizes = torch.tensor([[20, 30], [12, 40], [25, 25]])
+    images = torch.zeros(3, 2, 25, 40, dtype=torch.uint8)  # padding 0 around the smaller images
+    own = []
+    for k, (h, w) in enumerate(sizes.tolist()):
+        images[k, :, :h, :w] = torch.randint(50, 250, (2, h, w), dtype=torch.uint8)
+        own.append(images[k, :, :h, :w].flatten(1))
+    pixels = torch.cat(own, 1).double() / 255  # the oracle: torch's mean and std over the own pixels alone
+    norm = Normalizer.fit(images, sizes)
+    torch.testing.assert_close(torch.tensor(norm.mean), pixels.mean(1).float())
+    torch.testing.assert_close(torch.tensor(norm.std), pixels.std(1).float())
+    assert Normalizer.fit(images).mean[0] < norm.mean[0] - 0.05  # the padding would pull the mean down

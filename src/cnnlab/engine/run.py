@@ -156,7 +156,7 @@ def _context(r: Recipe, resume_dir: Path | None) -> tuple[RunContext, dict | Non
     watch.data_read(data, bar.seconds)
     opt = build_optimizer(model, r)
     scaler = rt.grad_scaler()  # one for the whole run: its loss scale is state, checkpointed like the weights
-    norm = Normalizer.fit(data.train.images)
+    norm = Normalizer.fit(data.train.images, getattr(data.train, "sizes", None))  # own pixels, not padding
     if getattr(model, "normalizes_input", False):  # transfer nets apply their weights' own mean/std
         norm = Normalizer.identity(data.train.images.shape[1])
     run_dir = _start(r, transfer) if resume_dir is None else Path(resume_dir)

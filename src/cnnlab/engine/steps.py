@@ -28,11 +28,27 @@ class Normalizer:
     std: tuple[float, ...]
 
     @staticmethod
-    def fit(images: torch.Tensor) -> "Normalizer":
+    def fit(images: torch.Tensor, sizes: torch.Tensor | None = None) -> "Normalizer":
+        """Over every pixel; with sizes (images of different sizes kept at their own, SegData.sizes) over each
+        image's own pixels only, not the padding around the smaller ones."""
+        if sizes is not None:
+            return Normalizer._fit_own(images, sizes)
         x = images.float().div_(255)
         mean = x.mean(dim=(0, 2, 3))
         std = x.std(dim=(0, 2, 3)).clamp(min=1e-3)
         return Normalizer(tuple(mean.tolist()), tuple(std.tolist()))
+
+    @staticmethod
+    def _fit_own(images: torch.Tensor, sizes: torch.Tensor) -> "Normalizer":
+        total = torch.zeros(3, images.shape[1], dtype=torch.float64)  # pixel count, sum, sum of squares
+        for img, (h, w) in zip(images, sizes.tolist()):
+            x = img[:, :h, :w].double().div_(255).flatten(1)
+            total += torch.stack([torch.full((x.shape[0],), float(x.shape[1]), dtype=torch.float64), x.sum(1),
+                                  x.square().sum(1)])
+        n, s1, s2 = total
+        mean = s1 / n
+        std = ((s2 - n * mean.square()) / (n - 1).clamp(min=1)).clamp(min=0).sqrt().clamp(min=1e-3)
+        return Normalizer(tuple(mean.float().tolist()), tuple(std.float().tolist()))
 
     @staticmethod
     def identity(channels: int) -> "Normalizer":
