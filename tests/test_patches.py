@@ -14,6 +14,7 @@ from cnnlab.config import DataConfig, recipe_from_dict
 from cnnlab.data import cache
 from cnnlab.data.loading import load_split
 from cnnlab.data.patches import cut_patches, plan_patches
+from cnnlab.engine.recipe_check import check_recipe
 from cnnlab.engine.run import train
 from cnnlab.engine.steps import Normalizer, whole_image_logits
 from cnnlab.engine.windows import Window, sliding_window, window_logits
@@ -137,8 +138,9 @@ def test_variable_size_images_round_trip_through_the_decoded_cache(tmp_path, mon
 def test_patch_recipe_checks():
     with pytest.raises(ConfigError, match="data.patch"):
         recipe_from_dict({"data": {"patch": [8, 64]}})
-    with pytest.raises(ConfigError, match="data.patch' cuts patches for segmentation runs only"):
-        recipe_from_dict({"task": "classification", "data": {"patch": [32, 32]}})
+    with pytest.raises(ConfigError, match="data.patch' cuts patches for per-pixel tasks"):
+        check_recipe(recipe_from_dict({"task": "classification", "data": {"format": "digits", "patch": [32, 32]},
+                                       "model": {"name": "course_cnn"}, "loss": {"name": "cross_entropy"}}))
     with pytest.raises(ConfigError, match="foreground_oversample"):
         recipe_from_dict({"train": {"foreground_oversample": 1.5}})
 

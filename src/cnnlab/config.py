@@ -253,8 +253,6 @@ def _validate(r: Recipe, check_name: bool = True) -> None:
          "must be [H, W] with positive sides"),
         (r.data.patch is None or (len(r.data.patch) == 2 and min(r.data.patch) >= 16), "data.patch",
          "must be [H, W] with sides of at least 16"),
-        (r.data.patch is None or r.task == "segmentation", "data.patch",
-         "cuts patches for segmentation runs only (classification and colorization see whole images)"),
         (0 <= r.train.foreground_oversample <= 1, "train.foreground_oversample", "must be in [0, 1]"),
         (0 <= r.train.window_overlap < 1, "train.window_overlap", "must be in [0, 1)"),
         (_size_schedule_ok(r), "train.size_schedule", "must be [[scale, epochs], ...] with 0 < scale < 1, whole "

@@ -30,6 +30,7 @@ GIB = 2**30
 def check_recipe(r: Recipe) -> None:
     """Every check below; raises ConfigError with one line and a hint."""
     check_names(r)
+    check_patch(r)
     check_trackers(r.train.log_to)
     check_memory(r)
 
@@ -64,6 +65,13 @@ def check_names(r: Recipe) -> None:
     _check_one(r.loss.name, LOSSES, "loss.name")
     _check_one(r.train.select, task_for(r.task).selects, f"train.select for a {r.task} run")
     check_model_params(r.model.name, r.model.params)
+
+
+def check_patch(r: Recipe) -> None:
+    """data.patch only where the task's outputs are per pixel (patches of a classified image have no label)."""
+    if r.data.patch is not None and not task_for(r.task).dense:
+        raise ConfigError(f"config key 'data.patch' cuts patches for per-pixel tasks (segmentation), not a {r.task} "
+                          "run", "remove data.patch; set data.size for the input size")
 
 
 def machine_memory_bytes() -> int | None:
