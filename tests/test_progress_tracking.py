@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -213,6 +214,7 @@ def test_mlflow_store_holds_params_metric_history_and_artifacts_across_a_resume(
     from cnnlab.engine.tracking import flatten, scalar_tag
     from cnnlab.inference.predict import load_run
 
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     raw = tiny_recipe(endovis_root, tmp_path / "runs", train={"log_to": ["mlflow"], "mlflow_uri": uri})
     real_save = interrupt_after_first_last_pt(monkeypatch)
@@ -248,6 +250,8 @@ def test_mlflow_store_holds_params_metric_history_and_artifacts_across_a_resume(
     tags = run.data.tags
     assert tags["mlflow.source.name"] == "cnnlab train" and tags["cnnlab.data.root"] == str(endovis_root.resolve())
     assert re.fullmatch(r"[0-9a-f]{16}", tags["cnnlab.data.fingerprint"])
+    if importlib.util.find_spec("psutil"):  # MLflow's system metrics, sampled while the run trained
+        assert 0 <= run.data.metrics["system/cpu_utilization_percentage"] <= 100
     steps = client.get_metric_history(run.info.run_id, "train/step_loss")
     assert len(steps) == sum(json.loads(line).get("steps", 0) for line in (run_dir / "events.jsonl").read_text()
                              .splitlines() if '"event": "epoch"' in line)

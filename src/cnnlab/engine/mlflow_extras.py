@@ -7,12 +7,15 @@ shows it as its users expect:
   checkout), the data (cnnlab.data.root, and cnnlab.data.fingerprint: the digest of every data file's path, size
   and times, the decoded cache's key, so two runs on changed data differ), and for a run of a study its variant,
   seed and grid point (cnnlab.variant, cnnlab.seed, cnnlab.grid; $CNNLAB_MLFLOW_TAGS, set by the study worker);
+- system metrics (CPU, memory, disk, network; GPU where present) every 10 s as `system/...`, MLflow's own
+  monitor, where psutil is installed (the mlflow extra brings it); no server needed;
 - the model: best.pt with config.yaml (and summary.json) under the artifact path model/, which cnnlab.load_run
   reads back as a run folder once downloaded. Not mlflow.pytorch.log_model: its pickled module needs cnnlab's
   classes importable at load time anyway, and best.pt is what every cnnlab command reads.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -67,3 +70,14 @@ def log_model(client, run_id: str, run_dir: Path) -> None:
     for name in MODEL_FILES:
         if (run_dir / name).is_file():
             client.log_artifact(run_id, str(run_dir / name), MODEL_PATH)
+
+
+def system_monitor(run_id: str, uri: str, resumed: bool):
+    """MLflow's system-metrics monitor of the run, started; None where psutil is missing (it samples with it)."""
+    if importlib.util.find_spec("psutil") is None:
+        return None
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor  # optional extra cnnlab[mlflow]
+
+    monitor = SystemMetricsMonitor(run_id, resume_logging=resumed, tracking_uri=uri)
+    monitor.start()
+    return monitor

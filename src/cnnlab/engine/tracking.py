@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from cnnlab.config import Recipe, asdict
-from cnnlab.engine.mlflow_extras import TAGS_ENV, log_model, mark_experiment, run_tags
+from cnnlab.engine.mlflow_extras import TAGS_ENV, log_model, mark_experiment, run_tags, system_monitor
 from cnnlab.engine.recipe_check import TRACKER_EXTRAS, check_trackers
 from cnnlab.engine.tracker_base import STEP_LOSS_TAG, Tracker, final_scalars, flatten, number, scalar_tag
 from cnnlab.engine.tracker_views import hp_metric, hparams, per_class_markdown
@@ -226,6 +226,7 @@ class MlflowTracker(Tracker):
         if saved.get("tracking_uri") == uri and saved.get("run_id"):  # a resume continues its MLflow run
             self.run_id, self.experiment = saved["run_id"], saved.get("experiment", self.experiment)
             self.client.update_run(self.run_id, status="RUNNING")
+            self.monitor = system_monitor(self.run_id, uri, resumed=True)
             return
         tags = {"cnnlab.run_dir": str(run_dir.resolve()), "cnnlab.task": r.task, **run_tags(r)}
         parent = _parent(self.client, uri)
@@ -237,6 +238,7 @@ class MlflowTracker(Tracker):
         log_params(self.client, self.run_id, flatten(asdict(r)))
         write_tracking(run_dir, {"tracking_uri": uri, "run_id": self.run_id, "experiment_id": exp_id,
                                  "experiment": self.experiment, "parent_run_id": tags.get(PARENT_TAG)})
+        self.monitor = system_monitor(self.run_id, uri, resumed=False)
 
     def _log(self, values: dict[str, float], step: int) -> None:
         log_metrics(self.client, self.run_id, values, step)
@@ -258,6 +260,8 @@ class MlflowTracker(Tracker):
         log_model(self.client, self.run_id, run_dir)
 
     def close(self, status: str) -> None:
+        if self.monitor is not None:  # its last samples are written before the run ends
+            self.monitor.finish()
         state = {"finished": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
         # events.jsonl is complete only now (its "end" line); a stopped run also keeps the epochs it finished
         for name in ("events.jsonl",) if status == "finished" else ("events.jsonl", "metrics.csv"):
