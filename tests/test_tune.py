@@ -222,3 +222,18 @@ def test_warmup_epochs_are_never_pruned_and_the_next_one_may_be(pruner):
         bad.report(0.0, epoch)
         said.append(bad.should_prune())
     assert said == [False, False, True]
+
+
+def test_a_tune_killed_between_optunas_ask_and_the_plan_runs_that_trial_on_resume(endovis_root, tmp_path):
+    recipe, space = _files(tmp_path, endovis_root, {"optim.lr": [0.01, 0.02], "tune": {"pruner": "none"}})
+    tune_dir = start_tune(recipe, space, trials=1, out=tmp_path / "tunes", sets=["train.epochs=1"])
+    first = _trials(tune_dir)  # the one trial of the budget: the recipe's own value, queued, then run
+    assert [(t.state.name, t.params) for t in first] == [("COMPLETE", {"optim.lr": 0.01})]
+    name = json.loads((tune_dir / "tune.json").read_text())["study_name"]
+    asked = optuna.load_study(study_name=name, storage=storage_url(tune_dir)).ask(
+        {"optim.lr": optuna.distributions.CategoricalDistribution([0.01, 0.02])})  # the kill came here
+    resume_tune(tune_dir, trials=2)
+    trials = _trials(tune_dir)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    config = yaml.safe_load((_run_dir(tune_dir, trials[1]) / "config.yaml").read_text())
+    assert config["optim"]["lr"] == asked.params["optim.lr"] and config["name"] == "trial0001"

@@ -324,8 +324,10 @@ def _run(tune_dir: Path, trials: int | None, minutes: float | None, workers: int
     log.info(f"tune {tune_dir.name}: {trials or 'unlimited'} trials{f', {minutes:g} minutes' if minutes else ''}, "
              f"{backend.description}; storage {tune_dir / 'optuna.db'}")
 
-    def can_ask() -> bool:
-        return (trials is None or len(study.get_trials(deepcopy=False)) < trials) and time.time() < deadline
+    def can_ask() -> bool:  # a trial waiting in Optuna's queue (trial 0: the recipe's values) is in the count
+        made = study.get_trials(deepcopy=False)
+        waiting = any(t.state == import_optuna().trial.TrialState.WAITING for t in made)
+        return time.time() < deadline and (waiting or trials is None or len(made) < trials)
 
     with pruning():
         try:
