@@ -140,7 +140,8 @@ def test_an_impossible_size_is_refused_before_the_data_are_read(tmp_path: Path, 
 def test_no_shipped_recipe_is_refused_by_names_or_a_2_gib_memory_floor():
     from cnnlab.engine.recipe_check import check_memory, check_names
 
-    files = [p for p in sorted((REPO / "recipes").rglob("*.yaml")) if "variants" not in yaml.safe_load(p.read_text())]
+    files = [p for p in sorted((REPO / "recipes").rglob("*.yaml"))
+             if "variants" not in yaml.safe_load(p.read_text()) and not p.name.endswith("_space.yaml")]
     assert len(files) > 50
     for path in files:
         r = load_recipe(path)

@@ -11,7 +11,7 @@ from PIL import Image
 from cnnlab.config import load_recipe
 from cnnlab.data.synthetic import street
 from cnnlab.losses.core import build_loss, needs_weights
-from cnnlab.new.imbalance import MULTI_CLASS_PARAMS, multi_class_loss
+from cnnlab.new.imbalance import MULTI_CLASS_PARAMS, dominant, multi_class_loss
 from cnnlab.new.recipe import write_recipe
 
 
@@ -31,6 +31,12 @@ def test_rule_names_the_smallest_shares_and_leaves_binary_sets_alone():
     assert params == MULTI_CLASS_PARAMS and needs_weights("dice_ce", params)
     assert "sign 0.3%, pole 1.0%, sky 40.0%, road 58.7%" in why and "ENet" in why
     assert multi_class_loss(["background", "polyp"], [0.9, 0.1]) is None
+    # a multi-class set on a dominant background (the course data: 85%) keeps Dice + CE unweighted, and says why
+    course = [0.854, 0.017, 0.035, 0.056, 0.011, 0.002, 0.005, 0.019]
+    names = [f"class_{i}" for i in range(8)]
+    assert multi_class_loss(names, course) is None
+    assert dominant(names, course).startswith("; no class weights: class_0 covers 85% of pixels")
+    assert dominant(names, shares) == "" and dominant(["background", "polyp"], [0.9, 0.1]) == ""
 
 
 def test_street_stand_in_has_large_regions_and_small_classes():

@@ -1,4 +1,5 @@
-"""Every shipped recipe loads and builds its model; every shipped study plans all its runs."""
+"""Every shipped recipe loads and builds its model; every shipped study plans all its runs; every shipped tune space
+(`*_space.yaml`) is checked against the recipe its header names."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,8 @@ from cnnlab.models import build_model, check_model_params
 from cnnlab.study.plan import load_study
 
 ROOT = Path(__file__).resolve().parents[1] / "recipes"
-FILES = sorted(ROOT.rglob("*.yaml"))
+SPACES = sorted(ROOT.rglob("*_space.yaml"))  # cnnlab tune --space files: recipe keys with ranges
+FILES = [p for p in sorted(ROOT.rglob("*.yaml")) if p not in SPACES]
 STUDIES = [p for p in FILES if "variants" in (yaml.safe_load(p.read_text()) or {})]
 RECIPES = [p for p in FILES if p not in STUDIES]
 GREY = {"mnist", "fashion_mnist", "digits", "endovis_colorization"}
@@ -46,3 +48,14 @@ def test_study_plans_every_run(path: Path):
         grid *= len(values)
     expected = len(raw.get("stages") or {}) + len(raw["variants"]) * len(raw.get("seeds", [0])) * grid
     assert len(plan.runs) == expected and plan.baseline in plan.variants
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_tune_space_is_checked_against_its_recipe(path: Path):
+    from cnnlab.config import read_yaml
+    from cnnlab.study.tune_space import load_space
+
+    recipe = ROOT.parent / path.read_text().split("cnnlab tune ", 1)[1].split()[0]  # the command in its header
+    keys = [line.split(":", 1)[0] for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    space = load_space(path, read_yaml(recipe))
+    assert [p.key for p in space.params] == [k for k in keys if k != "tune"]

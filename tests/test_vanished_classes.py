@@ -42,7 +42,7 @@ def test_warning_fires_once_per_class_in_the_truth_never_predicted():
     assert never_predicted(cm, NAMES) == ["pole", "sign"]
     assert pixel_shares(cm) == pytest.approx([5 / 8, 2 / 8, 1 / 8, 0.0])  # the void pixel is not counted
     entries = Segmentation().test_entries(_split(), cm, None)
-    lines = vanished_warnings(entries, "test")
+    lines = vanished_warnings(entries, "test", "runs/r")
     assert len(lines) == 2
     assert lines[0].startswith("warning: class 'pole' is in the ground truth of 'test' (25.00% of its pixels) but "
                                "never predicted") and "'sign'" in lines[1] and "12.50%" in lines[1]
@@ -53,8 +53,8 @@ def test_warning_stays_silent_when_every_class_in_the_truth_is_predicted():
     # pole predicted once (wrongly placed: IoU 0, but predicted); sign absent from both truth and prediction
     cm = _cm([0, 0, 1, 1, 3], [0, 1, 0, 0, 3])
     assert never_predicted(cm, NAMES) == []
-    assert vanished_warnings(Segmentation().test_entries(_split(), cm, None), "val") == []
-    assert vanished_warnings({"metrics": {"accuracy": 1.0}}, "test") == []  # classification summaries: nothing
+    assert vanished_warnings(Segmentation().test_entries(_split(), cm, None), "val", "r") == []
+    assert vanished_warnings({"metrics": {"accuracy": 1.0}}, "test", "r") == []  # classification summaries: nothing
 
 
 def _split():
@@ -131,3 +131,21 @@ def test_evaluate_warns_and_the_report_draws_iou_beside_pixel_share(tiny_run: Pa
     assert '"iou/' not in out  # the per-class IoU is in the table, not repeated on the metrics line
     write_run_report(tiny_run)
     assert (tiny_run / "figures" / "per_class_iou.png").is_file()
+
+
+def test_the_warnings_command_trains_the_runs_recipe_with_class_weights(tiny_run: Path, capsys):
+    """The hint in the warning is a command that works: the run's own config.yaml, trained again with ENet class
+    weights in dice_ce's cross-entropy, as a new run dir beside the first."""
+    import shlex
+
+    from cnnlab.cli import main
+    from cnnlab.engine.checkpoint import load_checkpoint
+
+    warning = json.loads((tiny_run / "summary.json").read_text())["warnings"][0]
+    command = shlex.split(warning.split("class weights bring rare classes back: ", 1)[1].split(" (docs/", 1)[0])
+    assert command[:3] == ["cnnlab", "train", str(tiny_run / "config.yaml")]
+    assert main([*command[1:], "--set", "name=weighted", "--set", "train.epochs=1"]) == 0
+    (again,) = tiny_run.parent.glob("weighted-*")
+    ck = load_checkpoint(again / "best.pt")
+    assert ck["recipe"]["loss"] == {"name": "dice_ce", "params": {"scheme": "enet_log"}}
+    assert len(ck["class_weights"]) == len(ck["class_names"])

@@ -78,7 +78,7 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
             kept.append(task.prediction_batch(logits))  # patch-trained: through the same windows as the test
     pred = torch.cat(kept) if kept else None
     summary.update(task.test_entries(split, cm, pred))
-    summary["warnings"] = vanished_warnings(summary, split_name)  # a class never predicted: one line each
+    summary["warnings"] = vanished_warnings(summary, split_name, ctx.run_dir)  # a class never predicted: one line each
     for line in summary["warnings"]:
         log.info(line)
     write_text_atomic(ctx.run_dir / "summary.json", json.dumps(summary, indent=2))

@@ -160,7 +160,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
               "metrics": metrics, **extra, "class_names": run.class_names, "device": str(run.rt.device),
               "precision": run.rt.precision, "notes": notes + list(data.notes)}
     result.update(task.test_entries(scored, cm, pred))  # per-class and per-image scores; binary: boundary scores
-    result["warnings"] = vanished_warnings(result, split)  # a class in the ground truth never predicted
+    result["warnings"] = vanished_warnings(result, split, run.run_dir)  # a class in the ground truth never predicted
     if pred is not None and binary:
         result["foreground"] = foreground_scores(pred, scored.masks, scored.ignore_index, result["per_class"],
                                                  data.class_names[1], at=f"{at} size")

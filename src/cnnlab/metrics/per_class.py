@@ -9,6 +9,8 @@ about at the end of a run and by `cnnlab evaluate`, says so the first epoch it h
 from __future__ import annotations
 
 import math
+import shlex
+from pathlib import Path
 
 from cnnlab.metrics.confusion import ConfusionMatrix
 
@@ -39,18 +41,20 @@ def never_predicted(cm: ConfusionMatrix, class_names: list[str]) -> list[str]:
     return [n for n, m in zip(class_names, missing.tolist()) if m]
 
 
-def vanished_warning(name: str, share: float, split: str) -> str:
-    """The one line that says a class is in the ground truth but never predicted."""
+def vanished_warning(name: str, share: float, split: str, run_dir: str | Path) -> str:
+    """The one line that says a class is in the ground truth but never predicted, with a command that trains the
+    run's own recipe again with class weights (a new run dir; the recipe file is the run's config.yaml)."""
+    recipe = shlex.quote(str(Path(run_dir) / "config.yaml"))
     return (f"warning: class '{name}' is in the ground truth of '{split}' ({share:.2%} of its pixels) but never "
-            "predicted (IoU 0.00); class weights bring rare classes back: cnnlab train RECIPE --set loss.name=dice_ce "
-            "--set loss.params.scheme=enet_log (docs/results.md, rare classes)")
+            f"predicted (IoU 0.00); class weights bring rare classes back: cnnlab train {recipe} --set "
+            "loss.name=dice_ce --set loss.params.scheme=enet_log (docs/results.md, rare classes)")
 
 
-def vanished_warnings(entries: dict, split: str) -> list[str]:
+def vanished_warnings(entries: dict, split: str, run_dir: str | Path) -> list[str]:
     """One warning line per class in the ground truth of `split` but never predicted, from a summary's (or an
     evaluation's) `never_predicted` and `per_class` entries; none where they are absent (classification)."""
     per_class = entries.get("per_class") or {}
-    return [vanished_warning(n, per_class.get(n, {}).get("pixel_share", 0.0), split)
+    return [vanished_warning(n, per_class.get(n, {}).get("pixel_share", 0.0), split, run_dir)
             for n in entries.get("never_predicted") or []]
 
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 
 from cnnlab.new.budget import MIN_BATCH, MIN_EPOCHS, MIN_STEPS, ModelChoice, SizeChoice
-from cnnlab.new.imbalance import multi_class_loss
+from cnnlab.new.imbalance import dominant, multi_class_loss
 
 RARE_SHARE = 0.05            # a class under 5% of pixels gets cross-entropy beside Dice (U-Net from scratch)
 PATIENCE = 10                # early-stopping epochs (at least; a third of a longer run)
@@ -83,7 +83,8 @@ def _loss_optim_rows(plan: Plan, class_names: list[str], shares: list[float]) ->
     multi = multi_class_loss(class_names, shares)  # 3+ classes: the measured rule of new/imbalance.py
     if plan.model.pretrained:
         why = ("Dice plus cross-entropy: CE gives every class a gradient from the first step, Dice weighs small "
-               "classes" + (f" ({', '.join(rare)} under {RARE_SHARE:.0%} of pixels)" if rare else ""))
+               "classes" + (f" ({', '.join(rare)} under {RARE_SHARE:.0%} of pixels)" if rare else "")
+               + dominant(class_names, shares))
         return _loss_rows(multi, "dice_ce", why) + [("", ""), ("optim:", ""),
                 ("  name: adamw", "AdamW 2e-3, cosine, 2 warm-up epochs: recipe (f), measured on real data"),
                 ("  lr: 0.002", ""), ("  weight_decay: 0.0001", ""),
@@ -91,7 +92,7 @@ def _loss_optim_rows(plan: Plan, class_names: list[str], shares: list[float]) ->
                 ("  warmup_epochs: 2", "the rate ramps up while the encoder is frozen")]
     loss = "dice_ce" if rare else "dice"
     why = (f"{', '.join(rare)} under {RARE_SHARE:.0%} of pixels: Dice plus cross-entropy" if rare
-           else f"every class covers at least {RARE_SHARE:.0%} of pixels: soft Dice")
+           else f"every class covers at least {RARE_SHARE:.0%} of pixels: soft Dice") + dominant(class_names, shares)
     return _loss_rows(multi, loss, why) + [("", ""), ("optim:", ""),
             ("  name: adam", ""), ("  lr: 0.001", "Adam's usual start"),
             ("  schedule: cosine", "decays to 0 over the epochs")]

@@ -25,7 +25,7 @@ from cnnlab.report.study_figures import (
     study_loss_curves,
 )
 from cnnlab.study.plan import read_plan
-from cnnlab.study.table import failure_lines, markdown_table, table_sections, write_study_table
+from cnnlab.study.table import failure_lines, markdown_table, markdown_text, table_sections, write_study_table
 
 CAPTIONS = {
     "loss_curves.png": "Training and validation loss per epoch (validation metric on the right axis, where shown).",
@@ -80,7 +80,7 @@ class Doc:
 def render_markdown(doc: Doc, folder: Path) -> str:
     """Markdown with figures linked relative to the report's folder; text escaped as report.html escapes it (a
     class or file named `<script>` is text, never markup in a viewer that renders HTML in markdown)."""
-    esc = lambda text: html.escape(str(text), quote=False)  # noqa: E731
+    esc = markdown_text
     out = [f"# {esc(doc.title)}", ""]
     for kind, payload in doc.blocks:
         if kind == "h":

@@ -3,7 +3,6 @@ baseline with 95% t-intervals; written as table.md, table.csv and study.json, pr
 from __future__ import annotations
 
 import csv
-import html
 import json
 import math
 import sys
@@ -154,10 +153,16 @@ def failure_lines(results: dict) -> list[str]:
     return lines
 
 
+def markdown_text(text) -> str:
+    """Text for markdown that no viewer turns into markup: `<` and `>` as entities, so a class named `<script>` is
+    text; `&` stays as written (a bare `&` renders as itself, and `R&D` reads as R&D in the raw file too)."""
+    return str(text).replace("<", "&lt;").replace(">", "&gt;")
+
+
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    """A GitHub-flavoured markdown table (pipes in cells escaped, and HTML as report.html escapes it: a class named
-    `<script>` is text, not markup): the one markdown table of cnnlab (table.md, report.md, `cnnlab compare`)."""
-    esc = lambda c: html.escape(str(c), quote=False).replace("|", "\\|")  # noqa: E731
+    """A GitHub-flavoured markdown table (pipes in cells escaped, markup made text by markdown_text): the one markdown
+    table of cnnlab (table.md, report.md, `cnnlab compare`)."""
+    esc = lambda c: markdown_text(c).replace("|", "\\|")  # noqa: E731
     out = ["| " + " | ".join(map(esc, headers)) + " |", "|" + "|".join(["---"] * len(headers)) + "|"]
     return "\n".join(out + ["| " + " | ".join(map(esc, r)) + " |" for r in rows])
 
