@@ -18,6 +18,7 @@ import yaml
 import cnnlab.engine.run as engine_run
 import cnnlab.engine.summary as engine_summary
 from cnnlab.engine.checkpoint import load_checkpoint
+from cnnlab.engine.tracking import scalar_tag
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.study import parallel
 from cnnlab.study.parallel import eta_seconds, schedule
@@ -191,7 +192,8 @@ def _assert_nested_in_mlflow(study: Path, store: str) -> None:
             assert by_name[name].info.status == "FAILED", name
             continue
         rows = _metrics_rows(_run_dir(study, name))
-        history = sorted(client.get_metric_history(by_name[name].info.run_id, "val_loss"), key=lambda m: m.step)
+        history = client.get_metric_history(by_name[name].info.run_id, scalar_tag("val_loss"))
+        history = sorted(history, key=lambda m: m.step)
         assert [m.value for m in history] == pytest.approx([float(r["val_loss"]) for r in rows], rel=1e-12), name
 
 
