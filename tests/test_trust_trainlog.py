@@ -32,6 +32,7 @@ def test_train_log_has_the_first_line_the_data_line_and_the_final_tables(endovis
     dice = next(line for line in shown if line.startswith("│ Dice (strict"))
     assert dice in kept  # the metrics table, row for row
     assert any(line.startswith("learnable parameters:") for line in kept)
+    assert kept[-1] == shown[-1] == f"report: {run_dir / 'report.html'}"  # the last line printed, last in the log
     assert not any("earlier command" in line for line in kept)
 
 

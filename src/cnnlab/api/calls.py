@@ -138,6 +138,7 @@ def _finish(run_dir: Path, echo: bool, report: bool) -> Path:
             path = write_run_report(run_dir)
             if echo:
                 print(f"report: {path}")
+            append_to_run_log(run_dir, f"report: {path}")  # train.log holds every line the run printed
             log_report(run_dir)
     shutdown()
     return run_dir
