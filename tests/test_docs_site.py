@@ -34,9 +34,10 @@ def test_the_site_builds_strictly_and_a_broken_link_fails_it(tmp_path):
     assert "masks are the same" in reference  # Run.predict's docstring, generated
     home = (tmp_path / "site" / "index.html").read_text()
     assert "Use from Python" in home  # the README is the home page
+    guide = (tmp_path / "site" / "guide" / "index.html").read_text()  # the commands in full, moved from the README
     # its table's `a\|b` code shows a|b as on GitHub, and [--flag X] [--other] keeps its space
-    assert "auto&#124;imagenet&#124;none" in home and "auto\\|imagenet" not in home
-    assert "&#91;--minutes M&#93; &#91;--encoder" in home
+    assert "auto&#124;imagenet&#124;none" in guide and "auto\\|imagenet" not in guide
+    assert "&#91;--minutes M&#93; &#91;--encoder" in guide
     # the same site with one link to a page that does not exist
     docs = tmp_path / "docs"
     docs.mkdir()
