@@ -69,6 +69,9 @@ def _curves_panel(ax, results: dict, label: str, series: tuple) -> None:
     ax.grid(alpha=0.3)
 
 
+PAPER_WIDTH = 5.5  # inches: the text width of an article or NeurIPS page
+
+
 def study_loss_curves(results: dict, path: Path, metric: str | None = None, metric_label: str = "") -> Path:
     """Training (solid) and validation (dashed) loss per epoch, one column per grid point, one colour per variant,
     thin lines single seeds, thick lines their mean; a second row shows the validation `metric` per epoch, which
@@ -76,14 +79,21 @@ def study_loss_curves(results: dict, path: Path, metric: str | None = None, metr
     labels = list(dict.fromkeys(r["label"] for r in results["rows"]))
     first_rows = [h[0] for r in results["rows"] for d in r["run_dirs"].values() if (h := read_history(Path(d)))]
     has_metric = metric is not None and any(f"val_{metric}" in row for row in first_rows)
-    fig = Figure(figsize=(5.2 * len(labels), 7.6 if has_metric else 4.0))
-    axes = fig.subplots(2 if has_metric else 1, len(labels), squeeze=False)
-    for col, label in enumerate(labels):
-        _curves_panel(axes[0, col], results, label, (("train_loss", "-", "o"), ("val_loss", "--", "s")))
-        axes[0, col].set(xlabel="epoch", ylabel="loss", title=literal(label.replace("__", ", ")) or "all runs")
+    # a paper's 5.5 in text width, whatever the number of grid points: with a metric, one row per grid point (loss,
+    # metric); without, two grid points per row. Wider figures were shrunk to the column and their text with them.
+    cols = 2 if has_metric or len(labels) > 1 else 1
+    rows = len(labels) if has_metric else -(-len(labels) // cols)
+    fig = Figure(figsize=(PAPER_WIDTH, 2.6 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, label in enumerate(labels):
+        loss_ax = axes[i, 0] if has_metric else axes[i // cols, i % cols]
+        _curves_panel(loss_ax, results, label, (("train_loss", "-", "o"), ("val_loss", "--", "s")))
+        loss_ax.set(xlabel="epoch", ylabel="loss", title=literal(label.replace("__", ", ")) or "all runs")
         if has_metric:
-            _curves_panel(axes[1, col], results, label, ((f"val_{metric}", "--", "s"),))
-            axes[1, col].set(xlabel="epoch", ylabel=f"validation {metric_label or metric}")
+            _curves_panel(axes[i, 1], results, label, ((f"val_{metric}", "--", "s"),))
+            axes[i, 1].set(xlabel="epoch", ylabel=f"validation {metric_label or metric}")
+    for ax in axes.flat[len(labels) * (2 if has_metric else 1):]:
+        ax.set_visible(False)  # the empty cell of an odd number of grid points
     handles = [Line2D([], [], color=variant_color(results["variants"], v), lw=2, label=literal(v))
                for v in results["variants"]]
     handles += [Line2D([], [], color="black", ls="-", marker="o", ms=4, label="training"),
@@ -99,7 +109,7 @@ def headline_bars(results: dict, metric: str, label: str, path: Path) -> Path:
     groups = list(dict.fromkeys(r["label"] for r in rows))
     variants = results["variants"]
     width = 0.8 / len(variants)
-    fig = Figure(figsize=(max(5.0, 1.2 * len(groups) * len(variants) + 1.5), 4.0))
+    fig = Figure(figsize=(PAPER_WIDTH, 3.6))  # the text width: more bars are narrower, the text keeps its size
     ax = fig.add_subplot()
     for j, v in enumerate(variants):
         for i, g in enumerate(groups):
