@@ -290,23 +290,30 @@ def _entry(folder: Path) -> Path:
     return entry
 
 
-@pytest.mark.parametrize("damage", ["truncated", "flipped", "meta", "missing"])
-def test_a_damaged_entry_is_decoded_again_with_a_note(tmp_path, cached, monkeypatch, damage):
+def filled_entry(tmp_path: Path, cached: Path) -> tuple:
+    """An aged EndoVis stand-in whose train split is decoded once with the cache off (the oracle) and once into
+    `cached`: its config, the oracle split and the cache entry the second load wrote."""
     root = _endovis(tmp_path)
     _age(root)
     cfg = _cfg("endovis", root, cached)
     fresh = load_split(_cfg("endovis", root, None, cache=False), "train")
     load_split(cfg, "train")
-    images = _entry(cached) / "images.npy"
+    return cfg, fresh, _entry(cached)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "meta", "missing"])
+def test_a_damaged_entry_is_decoded_again_with_a_note(tmp_path, cached, monkeypatch, damage):
+    cfg, fresh, entry = filled_entry(tmp_path, cached)
+    images = entry / "images.npy"
     raw = images.read_bytes()
     if damage == "truncated":
         images.write_bytes(raw[: len(raw) // 2])
     elif damage == "flipped":  # same size, same header: only the checksum can tell
         images.write_bytes(raw[:-10] + bytes(b ^ 0xFF for b in raw[-10:]))
     elif damage == "meta":
-        (_entry(cached) / "meta.json").write_text('{"key": ')
+        (entry / "meta.json").write_text('{"key": ')
     else:
-        (_entry(cached) / "masks.npy").unlink()
+        (entry / "masks.npy").unlink()
     calls = _count_decodes(monkeypatch, "endovis")
     data = load_split(cfg, "train")
     assert calls[0] == 1

@@ -13,7 +13,7 @@ import yaml
 from cnnlab.data import cache
 from cnnlab.data.loading import load_split
 from conftest import tiny_recipe
-from test_data_cache import _age, _cfg, _count_decodes, _endovis, _entry, assert_same_split
+from test_data_cache import _age, _cfg, _count_decodes, _endovis, _entry, assert_same_split, filled_entry
 
 
 @pytest.fixture
@@ -26,16 +26,12 @@ def cached(monkeypatch, tmp_path):
 @pytest.mark.parametrize("damage", ["empty", "empty_meta", "header_only", "fifo", "directory"])
 def test_any_damage_of_an_entry_is_a_miss_and_the_entry_is_replaced(tmp_path, cached, monkeypatch, damage):
     """Before: a 0-byte images.npy raised EOFError out of every run (`: > images.npy`), a FIFO blocked forever."""
-    root = _endovis(tmp_path)
-    _age(root)
-    cfg = _cfg("endovis", root, cached)
-    fresh = load_split(_cfg("endovis", root, None, cache=False), "train")
-    load_split(cfg, "train")
-    images = _entry(cached) / "images.npy"
+    cfg, fresh, entry = filled_entry(tmp_path, cached)
+    images = entry / "images.npy"
     if damage == "empty":
         images.write_bytes(b"")
     elif damage == "empty_meta":
-        (_entry(cached) / "meta.json").write_bytes(b"")
+        (entry / "meta.json").write_bytes(b"")
     elif damage == "header_only":
         images.write_bytes(images.read_bytes()[:128])
     elif damage == "fifo":
