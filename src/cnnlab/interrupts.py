@@ -35,7 +35,7 @@ class _State:
     depth = 0                      # how many protected() steps are open
     pending: int | None = None     # a signal that arrived inside a step, raised when the step ends
     handling = False               # our handlers are installed
-    seconds_force = True           # a second signal inside a step stops at once
+    second_forces = True           # a second signal inside a step stops at once
     received: int | None = None    # the last signal seen while our handlers were installed
     forced = False                 # a second signal cut a step short
 
@@ -48,13 +48,13 @@ def _on_signal(signum: int, frame) -> None:
     first = _State.received is None
     _State.received = signum
     if _State.depth == 0:
-        if first or _State.seconds_force:
+        if first or _State.second_forces:
             _raise(signum)
         return  # a worker told not to force: later signals add nothing
     if _State.pending is None and first:
         _State.pending = signum  # the step completes, then the signal is raised
         return
-    if _State.seconds_force:
+    if _State.second_forces:
         _State.pending, _State.forced = None, True
         _raise(signum)
 
@@ -124,7 +124,7 @@ def protected() -> Iterator[None]:
 def second_signal_forces(forces: bool) -> None:
     """Whether a second signal inside a protected step stops at once (the default) or is ignored (a study
     worker, whose first signal already means 'stop cleanly')."""
-    _State.seconds_force = forces
+    _State.second_forces = forces
 
 
 def last_signal() -> int | None:

@@ -174,11 +174,10 @@ def train(recipe: Recipe, resume_dir: Path | None = None, overrides: list[str] |
         try:
             return _train(recipe, resume_dir, overrides)
         except KeyboardInterrupt as e:  # before the run dir was locked: reading the data, building the model
-            what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
             if resume_dir is not None:
-                raise _interrupted(e, Path(resume_dir)) from None
-            raise Interrupted(f"{what} before training began (reading the data or building the model); "
-                              "nothing was trained") from None
+                raise _interrupted(isinstance(e, Terminated), Path(resume_dir)) from None
+            raise Interrupted(f"{_stopped_by(isinstance(e, Terminated))} before training began (reading the data "
+                              "or building the model); nothing was trained") from None
 
 
 def _train(recipe: Recipe, resume_dir: Path | None, overrides: list[str] | None) -> Path:
@@ -218,20 +217,23 @@ def _train_in(ctx: RunContext, transfer: dict | None, resume_dir: Path | None, o
                 summary = write_summary(ctx, state, per_process(bar))
             ctx.watch.finish(run_dir, summary, state.epoch)
         except KeyboardInterrupt as e:
-            raise _interrupted(e, run_dir) from None
+            raise _interrupted(isinstance(e, Terminated), run_dir) from None
         except Exception as e:
             if last_signal() is None or isinstance(e, CnnlabError):
                 raise
             # a second signal cut a library call short (torch.save's zip writer raises its own error then)
-            raise _interrupted(Terminated() if last_signal() == signal.SIGTERM else KeyboardInterrupt(),
-                               run_dir) from None
+            raise _interrupted(last_signal() == signal.SIGTERM, run_dir) from None
     return run_dir
 
 
-def _interrupted(e: KeyboardInterrupt, run_dir: Path) -> Interrupted:
-    """Ctrl-C or SIGTERM as one line saying what last.pt holds (read back from the file, not from the loop's
-    state), with the resume command."""
-    what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+def _stopped_by(terminated: bool) -> str:
+    return "terminated (SIGTERM)" if terminated else "interrupted"
+
+
+def _interrupted(terminated: bool, run_dir: Path) -> Interrupted:
+    """Ctrl-C (or SIGTERM, terminated) as one line saying what last.pt holds (read back from the file, not from
+    the loop's state), with the resume command."""
+    what = _stopped_by(terminated)
     if was_forced():
         what += " at once by a second signal"
     epoch = saved_epoch(run_dir / "last.pt")
