@@ -22,6 +22,7 @@ from cnnlab.engine.logs import get_logger, quiet
 from cnnlab.engine.progress import Bar, Bars, EventLog, read_events
 from cnnlab.engine.tracking import Tracker, open_trackers
 from cnnlab.errors import CnnlabError
+from cnnlab.interrupts import last_signal
 
 log = get_logger(__name__)
 
@@ -164,9 +165,12 @@ class RunWatch:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        # Ctrl-C and SIGTERM reach here as run.py's Interrupted, raised while handling the KeyboardInterrupt
-        stopped = isinstance(exc, KeyboardInterrupt) or isinstance(getattr(exc, "__context__", None),
-                                                                   KeyboardInterrupt)
+        # Ctrl-C and SIGTERM reach here as run.py's Interrupted, raised while handling the KeyboardInterrupt, or
+        # while handling the error a library raised when a second signal cut its call short (torch.save's zip
+        # writer): any error after a signal is the signal's doing, as run.py's line says
+        stopped = (isinstance(exc, KeyboardInterrupt)
+                   or isinstance(getattr(exc, "__context__", None), KeyboardInterrupt)
+                   or (exc is not None and last_signal() is not None))
         status = "finished" if kind is None else "interrupted" if stopped else "failed"
         self.events.write("end", status=status, total_steps=self.total_steps,
                           error=None if exc is None else f"{type(exc).__name__}: {exc}")
