@@ -24,13 +24,13 @@ AUG = {"any": {"hflip": True, "vflip": True, "rot90": True},
 
 
 def layout() -> None:
-    from cnnlab.data.formats import _folders_masks as fm
+    from cnnlab.data.formats import folders
     from cnnlab.new.scene import decide
 
     for name, pattern in SETS.items():
         paths = [Path(p) for p in sorted(glob.glob(str(SHARED / pattern)))]
         if paths:
-            s = decide(paths, fm.discover(paths, [None] * len(paths), None))
+            s = decide(paths, folders.discover(paths, [None] * len(paths), None))
             print(f"{name}: up {s.up:.3f}, side {s.side:.3f}, upright {s.upright}")
 
 

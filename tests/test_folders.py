@@ -12,7 +12,7 @@ from PIL import Image
 
 from cnnlab.cli.data import folders_report
 from cnnlab.data.formats import folders
-from cnnlab.data.formats._folders_scan import match_stems
+from cnnlab.data.formats.folders._scan import match_stems
 from cnnlab.errors import ConfigError, DataError
 
 ALL = {"fractions": {"train": 1.0}}  # every pair in one split: encoding tests do not depend on a random split

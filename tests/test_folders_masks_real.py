@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from cnnlab.data.formats import folders
-from cnnlab.data.formats._folders_scan import match_stems
+from cnnlab.data.formats.folders._scan import match_stems
 from cnnlab.errors import DataError
 from test_folders import ALL, COLORS, _by_name, _labels, _pairs, _rgb_masks
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 import cnnlab.new.budget as nb
 from cnnlab.config import load_recipe
-from cnnlab.data.formats._folders_masks import Encoding
+from cnnlab.data.formats.folders import Encoding
 from cnnlab.new.structure import THIN_FRACTION, boundary_pixels, thinnest_class
 from test_new_defaults import _new, timed  # noqa: F401  (the fixture: step times stood in by pixel count)
 

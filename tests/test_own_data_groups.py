@@ -11,7 +11,7 @@ from PIL import Image
 
 from cnnlab.cli.data import folders_report
 from cnnlab.data.formats import folders
-from cnnlab.data.formats._folders_groups import find_groups, group_of
+from cnnlab.data.formats.folders._groups import find_groups, group_of
 
 SEQS = ("0001TP", "0006R0", "0016E5", "Seq05VD", "video3", "patient12", "case7", "Seq01")
 

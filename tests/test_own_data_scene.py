@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from cnnlab.config import load_recipe
-from cnnlab.data.formats import _folders_masks as fm
+from cnnlab.data.formats import folders
 from cnnlab.new.own import OwnData
 from cnnlab.new.recipe import write_recipe
 from cnnlab.new.scene import UP_MIN, decide, measure_layout
@@ -83,5 +83,5 @@ def test_real_imagery_without_an_up_is_measured_so(name, pattern):
     paths = paths[:: max(1, len(paths) // 30)]  # about 30 masks: the encoding and the layout, quickly
     if not paths:
         pytest.skip(f"shared {name} data absent")
-    scene = decide(paths, fm.discover(paths, [None] * len(paths), None))
+    scene = decide(paths, folders.discover(paths, [None] * len(paths), None))
     assert not scene.upright and scene.up < UP_MIN / 2  # measured: DRIVE 0.001, ISBI 0.010, EndoVis 0.024

@@ -13,7 +13,7 @@ from cnnlab.cli import main
 from cnnlab.cli.data import folders_report
 from cnnlab.config import load_recipe
 from cnnlab.data.formats import folders
-from cnnlab.data.formats._folders_given import find_given, given_options
+from cnnlab.data.formats.folders._given import find_given, given_options
 from cnnlab.errors import CnnlabError
 from cnnlab.new.own import OwnData
 from cnnlab.new.recipe import write_recipe

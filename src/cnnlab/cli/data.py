@@ -40,9 +40,8 @@ def folders_report(images: str | Path, masks: str | Path, fov: str | Path | None
                    **options) -> tuple[str, list[str]]:
     """The report and the problems it lists, so that the command can fail when there are any. Given splits beside
     the two folders (train + trainannot beside val + valannot, images/train beside images/test, ...) are read as
-    those splits (cnnlab.data.formats._folders_given)."""
-    from cnnlab.data.formats._folders_check import survey_report
-    from cnnlab.data.formats._folders_given import given_options
+    those splits (cnnlab.data.formats.folders)."""
+    from cnnlab.data.formats.folders import given_options, survey_report
 
     given = given_options(Path(images), Path(masks), Path(fov) if fov is not None else None)
     if given is not None and "split" not in options:

@@ -20,10 +20,16 @@ from rich.console import Console
 
 from cnnlab.config import DataConfig
 from cnnlab.data.formats import imagefolder
-from cnnlab.data.formats._folders_fit import header
-from cnnlab.data.formats._folders_layout import parse_options, scan_layout, summarize_sizes
-from cnnlab.data.formats._folders_scan import find_split
-from cnnlab.data.formats.folders import pin_encoding, rebase_options, whole_folder_options
+from cnnlab.data.formats.folders import (
+    find_split,
+    header,
+    parse_options,
+    pin_encoding,
+    rebase_options,
+    scan_layout,
+    summarize_sizes,
+    whole_folder_options,
+)
 from cnnlab.data.formats.preprocess import Preprocess
 from cnnlab.data.loading import load_run_data, load_split
 from cnnlab.data.types import SegData

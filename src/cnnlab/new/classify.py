@@ -20,8 +20,8 @@ from pathlib import Path
 
 from cnnlab.config import Recipe
 from cnnlab.data.formats import imagefolder as imf
-from cnnlab.data.formats._folders_scan import canonical_split
 from cnnlab.data.formats.common import open_image
+from cnnlab.data.formats.folders import canonical_split
 from cnnlab.data.parallel import ordered_map
 from cnnlab.errors import DataError
 from cnnlab.new.budget import SizeChoice, candidate_sizes, choose_size, epoch_floor, median_size

@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnlab.data.formats import _folders_check as fc
-from cnnlab.data.formats import _folders_given as fg
+from cnnlab.data.formats import folders
 from cnnlab.errors import ConfigError
 from cnnlab.new.rows import y
 
@@ -43,10 +42,10 @@ class OwnData:
 
 def given(images: Path, masks: Path, fov: Path | None, own: OwnData) -> tuple[Path, dict] | None:
     """(root, reader options) of the given splits: by hand, or found beside the training pair."""
-    return fg.given_options(images, masks, fov, own.val, own.test)
+    return folders.given_options(images, masks, fov, own.val, own.test)
 
 
-def given_rows(s: fc.Survey, splits: dict[str, dict], carve: dict[str, float]) -> list[tuple[str, str]]:
+def given_rows(s: folders.Survey, splits: dict[str, dict], carve: dict[str, float]) -> list[tuple[str, str]]:
     """The data section's split rows for given splits: the recipe's split names and each split's folders."""
     counts = {k: len(v) for k, v in s.layout.splits.items()}
     rows = [("  train: train", f"{counts.get('train', 0)} pairs"
@@ -59,13 +58,13 @@ def given_rows(s: fc.Survey, splits: dict[str, dict], carve: dict[str, float]) -
     return rows
 
 
-def given_option_rows(splits: dict[str, dict], carve: dict[str, float], s: fc.Survey) -> list[tuple[str, str]]:
+def given_option_rows(splits: dict[str, dict], carve: dict[str, float], s: folders.Survey) -> list[tuple[str, str]]:
     """data.options rows naming each given split's folders (absolute) and the carve fractions."""
     counts = {k: len(v) for k, v in s.layout.splits.items()}
     rows = [("    split: given", "the splits the data set ships (found beside the folders named, or named by hand)"),
             ("    splits:", "")]
-    for name, folders in splits.items():
-        rows.append((f"      {name}: {y(folders)}", f"{counts.get(name, 0)} pairs"))
+    for name, pair in splits.items():
+        rows.append((f"      {name}: {y(pair)}", f"{counts.get(name, 0)} pairs"))
     if len(carve) > 1:
         rows.append((f"    fractions: {y({k: round(v, 4) for k, v in carve.items()})}",
                      "how the given train split is divided among train and the splits not given"))
@@ -73,7 +72,7 @@ def given_option_rows(splits: dict[str, dict], carve: dict[str, float], s: fc.Su
     return rows
 
 
-def data_option_rows(s: fc.Survey) -> list[tuple[str, str]]:
+def data_option_rows(s: folders.Survey) -> list[tuple[str, str]]:
     """Rows for void values and class names read from a names file (data.options.void / colors)."""
     enc, rows = s.encoding, []
     colors = s.names_options.get("colors")
@@ -88,7 +87,7 @@ def data_option_rows(s: fc.Survey) -> list[tuple[str, str]]:
     return rows
 
 
-def classes_why(s: fc.Survey) -> str:
+def classes_why(s: folders.Survey) -> str:
     """Where the class names came from, for the classes row's comment."""
     if s.names_file:
         return f"names from {s.names_file}"

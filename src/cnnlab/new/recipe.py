@@ -10,9 +10,8 @@ from pathlib import Path
 import torch
 
 from cnnlab.config import Recipe
-from cnnlab.data.formats import _folders_check as fc
-from cnnlab.data.formats._folders_given import carve_fractions
-from cnnlab.data.formats._folders_scan import canonical_split
+from cnnlab.data.formats import folders
+from cnnlab.data.formats.folders import canonical_split, carve_fractions
 from cnnlab.errors import CnnlabError, ConfigError, DataError
 from cnnlab.new.budget import (
     MAX_SIDE,
@@ -121,7 +120,7 @@ def _width(n_train: int, size: list[int]) -> int:
     return 8
 
 
-def _plan(s: fc.Survey, place: Placement, model: ModelChoice, depth: int) -> Plan:
+def _plan(s: folders.Survey, place: Placement, model: ModelChoice, depth: int) -> Plan:
     """Training and validation images per epoch (a carved validation set comes out of train), and the batch:
     8 for the pretrained network on 64+ images (recipe (f)), else 4 (2 under 8 images) for more steps, halved
     further where 12 epochs would be under MIN_STEPS optimizer steps (budget.batch_for_steps)."""
@@ -142,11 +141,11 @@ def _params(plan: Plan, size: list[int]) -> dict:
     return {"width": _width(plan.n_train, size), "depth": plan.depth}
 
 
-def _n_split(s: fc.Survey, split: str | None) -> int:
+def _n_split(s: folders.Survey, split: str | None) -> int:
     return len(s.layout.splits.get(split, [])) if split else 0
 
 
-def _data_rows(s: fc.Survey, place: Placement, size: list[int], size_why: str) -> list[tuple[str, str]]:
+def _data_rows(s: folders.Survey, place: Placement, size: list[int], size_why: str) -> list[tuple[str, str]]:
     """The data section: where, which splits, the size and the reader options."""
     enc = s.encoding
     rows = [("data:", ""), ("  format: folders", "your own image/mask folders (cnnlab.data.formats.folders)"),
@@ -198,7 +197,7 @@ def _data_rows(s: fc.Survey, place: Placement, size: list[int], size_why: str) -
     return rows + data_option_rows(s)
 
 
-def _carve(s: fc.Survey, place: Placement) -> dict[str, float]:
+def _carve(s: folders.Survey, place: Placement) -> dict[str, float]:
     """How the given train split is divided (the reader's rule, from the survey's options)."""
     return carve_fractions(s.opts.fractions, list(place.splits or {}))
 
@@ -212,7 +211,7 @@ def write_recipe(task: str, images: str | Path, masks: str | Path | None, out: s
 
 
 def _survey(images: str | Path, masks: str | Path, fov: str | Path | None, own: OwnData = OwnData()
-            ) -> tuple[Placement, fc.Survey]:
+            ) -> tuple[Placement, folders.Survey]:
     """Every pair decoded, not only its header: a truncated JPEG passes the header read, then stops training.
 
     Any problem refuses the recipe, naming the file: the folders reader has no exclude list, so a recipe that
@@ -226,7 +225,7 @@ def _survey(images: str | Path, masks: str | Path, fov: str | Path | None, own: 
     if place.policy == "given":
         opts = {"split": "given", "splits": place.splits}
     opts.update(own.reader_options())
-    s = fc.survey(Path(place.root), decode=True, **opts)
+    s = folders.survey(Path(place.root), decode=True, **opts)
     refuse_problems(s.problems, check_command(images, masks, fov))
     return place, s
 
@@ -346,7 +345,7 @@ def _at_size(r: Recipe, plan: Plan, size: list[int]) -> Recipe:
                                model=dataclasses.replace(r.model, params=_params(plan, size)))
 
 
-def _estimate(r: Recipe, s: fc.Survey, plan: Plan) -> Estimate:
+def _estimate(r: Recipe, s: folders.Survey, plan: Plan) -> Estimate:
     """Time the recipe's model at its size (the epochs are set by budget.choose_size)."""
     times = measure_steps(r, s.channels, len(s.encoding.class_names), min(plan.batch, max(plan.n_train, 1)))
     return Estimate(times, steps_per_epoch(plan.n_train, plan.batch), plan.n_val, 1)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnlab.data.formats import _folders_masks as fm
+from cnnlab.data.formats import folders
 
 UP_MIN = 0.3        # top/bottom class histograms this far apart (total variation): the scene has an up
 SIDE_RATIO = 2.0    # ... and at least twice as far apart as left/right
@@ -53,7 +53,7 @@ class Scene:
                 f"--scene upright|any overrides")
 
 
-def _thirds(mask: np.ndarray, k: int, ignore: int = fm.IGNORE) -> tuple[np.ndarray, ...]:
+def _thirds(mask: np.ndarray, k: int, ignore: int = folders.IGNORE) -> tuple[np.ndarray, ...]:
     """Class histograms (normalised) of the top, bottom, left and right thirds of one mask."""
     h, w = mask.shape
     parts = (mask[: h // 3], mask[h - h // 3:], mask[:, : w // 3], mask[:, w - w // 3:])
@@ -77,14 +77,14 @@ def measure_layout(masks: list[np.ndarray], k: int) -> tuple[float, float]:
     return float(0.5 * np.abs(sums[0] - sums[1]).sum()), float(0.5 * np.abs(sums[2] - sums[3]).sum())
 
 
-def decide(mask_paths: list, enc: fm.Encoding, override: str = "auto") -> Scene:
+def decide(mask_paths: list, enc: folders.Encoding, override: str = "auto") -> Scene:
     """The scene rule for these masks, or the user's --scene."""
     if override in ("upright", "any"):
         return Scene(0.0, 0.0, override == "upright", f"--scene {override}")
     if not mask_paths:
         return Scene(0.0, 0.0, False, "no masks")
     picks = np.unique(np.linspace(0, len(mask_paths) - 1, min(SAMPLED, len(mask_paths))).round().astype(int))
-    masks = [fm.to_classes(mask_paths[i], enc)[0] for i in picks]
+    masks = [folders.to_classes(mask_paths[i], enc)[0] for i in picks]
     up, side = measure_layout(masks, len(enc.class_names))
     return Scene(up, side, up >= UP_MIN and up >= SIDE_RATIO * side, "measured")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnlab.data.formats import _folders_masks as fm
+from cnnlab.data.formats import folders
 
 THIN_FRACTION = 0.015   # half-width under 1.5% of the long side: thin structures (DRIVE 0.34%, ISBI membranes
 #                         0.76%; EndoVis instruments 2.9%, their background 22%)
@@ -49,7 +49,7 @@ def boundary_pixels(region: np.ndarray) -> int:
     return int(np.count_nonzero(region & ~inner))
 
 
-def thinnest_class(mask_paths: list, enc: fm.Encoding, class_names: list[str],
+def thinnest_class(mask_paths: list, enc: folders.Encoding, class_names: list[str],
                    ignore: int = 255) -> Thinnest | None:
     """Half-width (area / boundary pixels, summed over the sampled masks) of each class; the smallest, or None
     without masks. Ignored pixels (outside a field of view) belong to no class."""
@@ -60,7 +60,7 @@ def thinnest_class(mask_paths: list, enc: fm.Encoding, class_names: list[str],
     edge: dict[int, int] = {}
     sides = []
     for i in picks:
-        mask, _ = fm.to_classes(mask_paths[i], enc)
+        mask, _ = folders.to_classes(mask_paths[i], enc)
         sides.append(max(mask.shape))
         for c in np.unique(mask):
             if c == ignore:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.data.formats import _folders_given as fg
-from cnnlab.data.formats import _folders_groups as fgr
-from cnnlab.data.formats import _folders_masks as fm
-from cnnlab.data.formats import _folders_scan as fs
-from cnnlab.data.formats._folders_fit import header, read_input
+from cnnlab.data.formats.folders import _given as fg
+from cnnlab.data.formats.folders import _groups as fgr
+from cnnlab.data.formats.folders import _masks as fm
+from cnnlab.data.formats.folders import _scan as fs
+from cnnlab.data.formats.folders._fit import header, read_input
 from cnnlab.errors import ConfigError, DataError, did_you_mean
 
 OPTIONS = ("images", "masks", "fov", "split", "fractions", "seed", "split_file", "classes", "colors", "fit",
@@ -38,9 +38,9 @@ class Options:
     colors: dict | None = None
     fit: str = "resize"
     keep_aspect: bool = False
-    splits: dict | None = None       # split policy given: {split: {images, masks[, fov]}} (_folders_given)
+    splits: dict | None = None       # split policy given: {split: {images, masks[, fov]}} (_given)
     void: tuple = ()                 # mask values (grey, palette index or (r, g, b)) ignored like 255
-    groups: bool = True              # random splits draw whole groups of names (_folders_groups)
+    groups: bool = True              # random splits draw whole groups of names (_groups)
 
 
 def parse_options(options: dict) -> Options:
@@ -218,7 +218,7 @@ def _random_names(names: list[str], nested: bool, opts: Options, paths: dict[str
     """Split -> pair names, and how. Files from sub-folders (one per patient or case) are split by sub-folder, so
     no case has images on both sides of the test (slices of one patient are near copies: splitting them would
     score memory, not the model); sub-folders named train/val/test are those splits. Names carrying a group
-    (a sequence, video, patient or case prefix: _folders_groups) are split by group the same way."""
+    (a sequence, video, patient or case prefix: _groups) are split by group the same way."""
     frac = ", ".join(f"{s} {f:g}" for s, f in opts.fractions.items())
     if not nested:
         groups = fgr.find_groups(names) if opts.groups else {}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.data.formats._folders_fit import header
 from cnnlab.data.formats.common import read_image
+from cnnlab.data.formats.folders._fit import header
 from cnnlab.data.parallel import ordered_map
 from cnnlab.errors import ConfigError, DataError
 
@@ -143,7 +143,7 @@ def _add(acc: dict, part: dict) -> None:
 def _default_names(n: int) -> tuple[str, ...]:
     """Two classes: background and class_1 (0 is the background of a binary mask). More: class_0, class_1, ...,
     since value 0 of a multi-class mask is not always background (CamVid's 0 is Sky; Cityscapes' trainId 0 is road):
-    a names file (_folders_names) or data.options.classes says which it is."""
+    a names file (_names) or data.options.classes says which it is."""
     if n <= 2:
         return ("background",) + tuple(f"class_{i}" for i in range(1, n))
     return tuple(f"class_{i}" for i in range(n))

@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 
-from cnnlab.data.formats import _folders_scan as fs
+from cnnlab.data.formats.folders import _scan as fs
 from cnnlab.errors import ConfigError
 
 # a split word at the start of a folder name or after a separator, longest spelling first

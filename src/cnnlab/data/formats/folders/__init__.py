@@ -22,10 +22,10 @@ relative to data.root (absolute paths work too). Options:
                            {stem: split} / {split: [stems]}.
                   given:   splits: {train: {images: DIR, masks: DIR[, fov: DIR]}, val: {...}, test: {...}}: the
                            folders a data set ships per split (train+trainannot, images/train+masks/train, ...;
-                           `cnnlab new` finds them, _folders_given). A split the fractions ask for that is not given
+                           `cnnlab new` finds them, _given). A split the fractions ask for that is not given
                            is carved from the given train split (whole groups); a given test is never carved.
   groups          true (default): the random split draws whole name groups where names carry a sequence, video,
-                  patient or case prefix (0001TP_006690, Seq05VD_f00000, patient12_slice4; _folders_groups).
+                  patient or case prefix (0001TP_006690, Seq05VD_f00000, patient12_slice4; _groups).
   void            mask values ignored in loss and metrics like 255: grey levels / palette indices, or [r, g, b].
   classes         class names in class order (a list), or {name: mask value} to fix values and order.
   colors          {name: [r, g, b]} for RGB colour-coded masks (without it the colours are discovered).
@@ -34,7 +34,13 @@ relative to data.root (absolute paths work too). Options:
                   resolution (pad scales down only images larger than the size, crop scales up only smaller
                   ones); padded pixels get mask 255 (ignored).
 Size: data.size [H, W]; without it, the median image size rounded to a multiple of 16 (long side at most 1024).
-Mask encodings are discovered over all masks at once (see _folders_masks) and stated in the notes.
+Mask encodings are discovered over all masks at once (see _masks) and stated in the notes.
+
+This package is the folders format's one public face: the reader above (`load`, `list_splits`, `check`,
+`data_paths`, as every entry of `FORMATS`) and, in `__all__`, the names other parts use (`cnnlab new`'s survey and
+given splits, `cnnlab evaluate`'s scan of other folders, `cnnlab data check folders`). The modules inside
+(`_scan` pairs and split policies, `_layout` options and layout, `_masks` mask encodings, `_check` the survey,
+`_given` given splits, `_groups` name groups, `_names` class-name files, `_fit` sizes) are private to it.
 """
 from __future__ import annotations
 
@@ -44,10 +50,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab.data.formats import _folders_scan as fs
-from cnnlab.data.formats._folders_check import check_report
-from cnnlab.data.formats._folders_fit import default_size, fit_note, fit_one, header
-from cnnlab.data.formats._folders_layout import (
+from cnnlab.data.formats.folders import _scan as fs
+from cnnlab.data.formats.folders._check import Survey, check_report, survey, survey_report
+from cnnlab.data.formats.folders._fit import default_size, fit_note, fit_one, header
+from cnnlab.data.formats.folders._given import carve_fractions, given_options
+from cnnlab.data.formats.folders._layout import (
     _policy,
     _read_pair,
     _resolve,
@@ -59,9 +66,17 @@ from cnnlab.data.formats._folders_layout import (
     scan_layout,
     summarize_sizes,
 )
+from cnnlab.data.formats.folders._masks import IGNORE, Encoding, discover, to_classes
+from cnnlab.data.formats.folders._scan import canonical_split, find_split
 from cnnlab.data.parallel import chw, concat, ordered_map
 from cnnlab.data.types import SegData
 from cnnlab.errors import ConfigError, DataError
+
+# What other parts use (new/, inference/evaluate.py, cli/data.py): import these from here, never from the modules
+__all__ = ["IGNORE", "LAYOUT", "MOVABLE", "Encoding", "Survey", "canonical_split", "carve_fractions", "check",
+           "data_paths", "discover", "find_split", "given_options", "header", "list_splits", "load",
+           "parse_options", "pin_encoding", "rebase_options", "scan_layout", "summarize_sizes", "survey",
+           "survey_report", "to_classes", "whole_folder_options"]
 
 
 def load(root: Path, split: str, /, size: list[int] | None = None, native: bool = False, **options) -> SegData:

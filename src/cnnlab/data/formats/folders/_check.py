@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.data.formats import _folders_groups as fgr
-from cnnlab.data.formats import _folders_masks as fm
-from cnnlab.data.formats import _folders_names as fnm
-from cnnlab.data.formats._folders_fit import default_size, header, read_input
-from cnnlab.data.formats._folders_layout import (
+from cnnlab.data.formats.common import read_image
+from cnnlab.data.formats.folders import _groups as fgr
+from cnnlab.data.formats.folders import _masks as fm
+from cnnlab.data.formats.folders import _names as fnm
+from cnnlab.data.formats.folders._fit import default_size, header, read_input
+from cnnlab.data.formats.folders._layout import (
     GREY_MODES,
     Layout,
     Options,
@@ -19,7 +20,6 @@ from cnnlab.data.formats._folders_layout import (
     scan_layout,
     summarize_sizes,
 )
-from cnnlab.data.formats.common import read_image
 from cnnlab.errors import CnnlabError
 
 
@@ -34,7 +34,7 @@ class Survey:
     channels: int
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    names_file: Path | None = None                        # class names read from this file (_folders_names) ...
+    names_file: Path | None = None                        # class names read from this file (_names) ...
     names_options: dict = field(default_factory=dict)     # ... as reader options: classes or colors, and void
 
     def shares(self) -> list[float]:
@@ -115,7 +115,7 @@ def survey(root: Path, decode: bool = True, **options) -> Survey:
 
 def _named(layout: Layout, opts: Options, enc: fm.Encoding, warnings: list[str]
            ) -> tuple[fm.Encoding, Path | None, dict]:
-    """The encoding with the class names of a names file beside the masks (_folders_names), where one names these
+    """The encoding with the class names of a names file beside the masks (_names), where one names these
     masks; the file and the reader options it amounts to."""
     path = fnm.find_names_file([g.masks.folder for g in layout.groups])
     names = fnm.read_names(path) if path else None
