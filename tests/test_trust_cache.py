@@ -3,9 +3,14 @@
 Oracles: the split decoded with the cache off (bit for bit), counts of reader calls to tell a hit from a decode."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import stat
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -21,6 +26,38 @@ def cached(monkeypatch, tmp_path):
     monkeypatch.setattr(cache, "MIN_BYTES", 0)
     monkeypatch.setattr(cache, "RACY_SECONDS", 0.0)
     return tmp_path / "cache"
+
+
+@contextlib.contextmanager
+def _fifo_readers(fifo: Path | None) -> Iterator[list[str]]:
+    """Watch a FIFO for a reader while the body runs; yields the list of readers seen (one entry each). A reader
+    blocked in open() is seen by a non-blocking open for writing (which fails with ENXIO while nobody reads), then
+    released by closing it: the body never hangs and the test needs no time limit."""
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as e:
+                if e.errno not in (errno.ENXIO, errno.ENOENT):  # nobody reads it; the entry was replaced
+                    raise
+            else:
+                if stat.S_ISFIFO(os.fstat(fd).st_mode):  # not the regular file that replaced it
+                    seen.append("reader")
+                os.close(fd)
+            done.wait(0.001)
+
+    t = threading.Thread(target=watch, daemon=True) if fifo is not None else None
+    if t is not None:
+        t.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        if t is not None:
+            t.join()
 
 
 @pytest.mark.parametrize("damage", ["empty", "empty_meta", "header_only", "fifo", "directory"])
@@ -41,15 +78,9 @@ def test_any_damage_of_an_entry_is_a_miss_and_the_entry_is_replaced(tmp_path, ca
         images.unlink()
         images.mkdir()
     calls = _count_decodes(monkeypatch, "endovis")
-    result: list = []
-    t = threading.Thread(target=lambda: result.append(load_split(cfg, "train")), daemon=True)
-    t.start()
-    t.join(10)
-    if t.is_alive():  # unblock the FIFO's reader so that the test ends
-        with open(images, "wb"):
-            pass
-        pytest.fail("the cache read blocked")
-    (data,) = result
+    with _fifo_readers(images if damage == "fifo" else None) as readers:
+        data = load_split(cfg, "train")
+    assert readers == [], "the cache opened the FIFO (a read that blocks until someone writes)"
     assert calls[0] == 1
     assert assert_same_split(fresh, data, extra_notes=1) is None
     assert "decoded the files again" in data.notes[-1]
