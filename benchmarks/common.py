@@ -175,12 +175,11 @@ def mem_cell(m: dict) -> str:
 # ---------------------------------------------------------------- cnnlab side
 
 @contextlib.contextmanager
-def timed_make_batch(device: torch.device) -> Iterator[list[float]]:
-    """Time every make_batch call inside cnnlab.engine.fit.train_one_epoch (data loading + augmentation)."""
-    from cnnlab.engine import fit
-
+def timed_make_batch(device: torch.device, task) -> Iterator[list[float]]:
+    """Time every make_batch call of the run's task (a cnnlab.tasks.Task) inside cnnlab.engine.fit.train_one_epoch
+    (data loading + augmentation)."""
     spent: list[float] = []
-    original = fit.make_batch
+    original = task.make_batch
 
     def wrapper(*args, **kwargs):
         sync(device)
@@ -190,11 +189,11 @@ def timed_make_batch(device: torch.device) -> Iterator[list[float]]:
         spent.append(time.perf_counter() - t0)
         return out
 
-    fit.make_batch = wrapper
+    task.make_batch = wrapper  # on this object only (the registry's one instance), removed again below
     try:
         yield spent
     finally:
-        fit.make_batch = original
+        del task.make_batch
 
 
 @dataclasses.dataclass
@@ -213,8 +212,10 @@ class EngineSide:
     def context(self, r) -> object:
         """The RunContext train_one_epoch takes: this side's parts with recipe r (no fp16 scaler, no run dir)."""
         from cnnlab.engine.context import RunContext
+        from cnnlab.tasks import task_for
 
-        return RunContext(r, self.rt, self.data, self.model, self.loss_fn, self.opt, None, self.norm)
+        return RunContext(r, task_for(r.task), self.rt, self.data, self.model, self.loss_fn, self.opt, None,
+                          self.norm)
 
     def run(self, steps: int) -> dict:
         """One repetition: `steps` optimizer steps; returns seconds, images and seconds spent in make_batch."""
@@ -223,9 +224,10 @@ class EngineSide:
 
         reuse_freed_memory(self.rt.device.type == "cpu")  # as resolve_runtime set it (plain sides reset it)
         r = dataclasses.replace(self.recipe, train=dataclasses.replace(self.recipe.train, max_steps_per_epoch=steps))
-        with timed_make_batch(self.rt.device) as spent:
+        ctx = self.context(r)
+        with timed_make_batch(self.rt.device, ctx.task) as spent:
             t0 = time.perf_counter()
-            _, seen, _ = train_one_epoch(self.context(r), self.model, self.epoch)
+            _, seen, _ = train_one_epoch(ctx, self.model, self.epoch)
             sync(self.rt.device)
             secs = time.perf_counter() - t0
         self.epoch += 1

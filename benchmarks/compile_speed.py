@@ -31,8 +31,9 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from cnnlab.data.loading import load_run_data  # noqa: E402
-from cnnlab.engine.steps import evaluate  # noqa: E402
+from cnnlab.engine.steps import Scorer, evaluate  # noqa: E402
 from cnnlab.models import build_model  # noqa: E402
+from cnnlab.tasks import task_for  # noqa: E402
 from train_speed import recipe_for  # noqa: E402
 
 
@@ -61,7 +62,7 @@ def first_calls(name: str, eng: common.EngineSide, data, rt_batch: int) -> dict:
     evals = []
     for _ in range(2):
         t0 = time.perf_counter()
-        evaluate(eng.model, data.val, eng.rt, eng.norm, eng.loss_fn, rt_batch)
+        evaluate(Scorer(task_for(eng.recipe.task), eng.model, eng.rt, eng.norm, rt_batch, eng.loss_fn), data.val)
         common.sync(eng.rt.device)
         evals.append(time.perf_counter() - t0)
     second = eng.run(1)["seconds"]

@@ -126,10 +126,11 @@ class BarSide(common.EngineSide):
         r = dataclasses.replace(self.recipe, train=dataclasses.replace(self.recipe.train, max_steps_per_epoch=steps))
         rich = self.style == "rich"
         bars = Bars(Console(file=io.StringIO(), force_terminal=rich, width=120), show=True, terminal=rich)
-        with common.timed_make_batch(self.rt.device) as spent:
+        ctx = self.context(r)
+        with common.timed_make_batch(self.rt.device, ctx.task) as spent:
             t0 = time.perf_counter()
             with bars.bar(f"epoch {self.epoch + 1}/30", steps * r.train.batch_size) as bar:
-                _, seen, _ = train_one_epoch(self.context(r), self.model, self.epoch, bar=bar)
+                _, seen, _ = train_one_epoch(ctx, self.model, self.epoch, bar=bar)
             common.sync(self.rt.device)
             secs = time.perf_counter() - t0
         self.epoch += 1

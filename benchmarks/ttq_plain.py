@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnnlab.config import AugmentConfig, Recipe, load_recipe  # noqa: E402
 from cnnlab.data.loading import RunData, load_run_data  # noqa: E402
 from cnnlab.engine.runtime import Runtime, choose_threads, seed_everything  # noqa: E402
-from cnnlab.engine.steps import Normalizer, evaluate  # noqa: E402
+from cnnlab.engine.steps import Normalizer, Scorer, evaluate  # noqa: E402
 from cnnlab.losses.core import build_loss  # noqa: E402
 from cnnlab.models import build_model  # noqa: E402
 from cnnlab.tasks import task_for  # noqa: E402
@@ -140,9 +140,10 @@ def train_epoch(p: PlainRun, epoch: int, freeze_epochs: int, max_steps: int) -> 
 
 def judge(p: PlainRun, r: Recipe) -> float:
     """Strict validation Dice by cnnlab's own evaluate (fp32 NCHW on CPU, the plain side's precision)."""
-    loss = build_loss(r.loss.name, r.loss.params, task_for(p.data.val).ignore_index(p.data.val))
-    metrics, _ = evaluate(p.model, p.data.val, Runtime(torch.device("cpu"), "fp32", False), p.norm, loss,
-                          r.train.eval_batch_size)
+    task = task_for(r.task)
+    loss = build_loss(r.loss.name, r.loss.params, task.ignore_index(p.data.val))
+    metrics, _ = evaluate(Scorer(task, p.model, Runtime(torch.device("cpu"), "fp32", False), p.norm,
+                                 r.train.eval_batch_size, loss), p.data.val)
     return metrics["dice_mean"]
 
 

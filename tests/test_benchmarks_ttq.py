@@ -19,6 +19,7 @@ from cnnlab.config import load_recipe  # noqa: E402
 from cnnlab.data.synthetic.endovis import write  # noqa: E402
 from cnnlab.engine.fit import TrainState, lr_at  # noqa: E402
 from cnnlab.engine.run import _setup  # noqa: E402
+from cnnlab.tasks import task_for  # noqa: E402
 
 HISTORY = [(10.0, 0.50), (20.0, None), (30.0, 0.81), (40.0, 0.79), (50.0, 0.85), (60.0, 0.90)]
 
@@ -77,7 +78,7 @@ def synth(tmp_path_factory) -> Path:
 def test_plain_side_starts_from_the_engines_initial_weights(synth):
     r = _recipe(synth, ["model.params={weights: none, imagenet_norm: true, decoder_width: 8}"])
     plain, _ = ttq_plain.seeded_model_and_data(r)
-    engine_model = _setup(r)[2]
+    engine_model = _setup(r, task_for(r.task))[2]
     a, b = plain.state_dict(), engine_model.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k].to(a[k].device).contiguous()) for k in a)

@@ -33,7 +33,7 @@ def test_ensemble_is_the_mean_of_member_probabilities(digit_runs, capsys):
     report = ensemble_runs(digit_runs)
     runs = [load_run(d) for d in digit_runs]
     data = load_split(runs[0].recipe.data, "test")
-    by_hand = sum(predict_logits(r.model, data, r.rt, r.norm, 64).softmax(1) for r in runs) / 2
+    by_hand = sum(predict_logits(r.scorer(64), data).softmax(1) for r in runs) / 2
     assert torch.allclose(report.probs, by_hand, atol=1e-6)
     assert report.ensemble_accuracy == pytest.approx(float((by_hand.argmax(1) == data.labels).float().mean()))
     assert main(["ensemble", *map(str, digit_runs)]) == 0

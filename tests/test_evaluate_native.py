@@ -71,7 +71,7 @@ def _oracle_counts(run_dir: Path, root: Path) -> tuple[np.ndarray, list[float]]:
     evaluate: trained-size logits upsampled bilinearly, argmax, against the PNG masks inside the PNG FOVs."""
     run = load_run(run_dir, "cpu")
     data = load_split(run.recipe.data, "test")  # the model's inputs: the training preprocessing
-    logits = predict_logits(run.model, data, run.rt, run.norm, 8)
+    logits = predict_logits(run.scorer(8), data)
     up = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False).argmax(1).numpy()
     cm, per_image = np.zeros((2, 2), np.int64), []
     for i, name in enumerate(data.names):

@@ -68,7 +68,7 @@ def test_predict_writes_mapping_grey_levels_equal_to_argmax_of_predict_logits(ru
     result = predict_paths(run, [endovis_root / "segmentation" / "test"], tmp_path / "pred")
     mapping = json.loads((endovis_root / "mapping.json").read_text())
     levels = np.array([mapping[name] for name in run.class_names])
-    expected = predict_logits(run.model, test_split, run.rt, run.norm, 4).argmax(1).numpy()
+    expected = predict_logits(run.scorer(4), test_split).argmax(1).numpy()
     assert len(result["images"]) == len(test_split)  # the *_mask.png files beside the inputs are not inputs
     for name, exp in zip(test_split.names, expected):
         mask = _png(tmp_path / "pred" / f"{name}_input_mask.png")
@@ -104,7 +104,7 @@ def test_predict_resizes_to_training_size_and_back(run_dir, endovis_root, test_s
     predict_paths(run, [src], tmp_path / "pred")
     mask = _png(tmp_path / "pred" / "big_mask.png")
     assert mask.shape == (96, 128)
-    small = predict_logits(run.model, test_split, run.rt, run.norm, 1, torch.tensor([0])).argmax(1)[0].numpy()
+    small = predict_logits(run.scorer(1), test_split, torch.tensor([0])).argmax(1)[0].numpy()
     levels = np.array(run.encoding.values)
     agree = (mask == np.kron(levels[small], np.ones((2, 2), dtype=levels.dtype))).mean()
     assert agree > 0.9
@@ -156,7 +156,7 @@ def test_evaluate_on_another_data_set_of_the_same_format(run_dir, tmp_path):
     result, _ = evaluate_run(run_dir, data_root=other, split="test", out=tmp_path / "eval")
     data = load_split(DataConfig(format="endovis", root=str(other)), "test")
     run = load_run(run_dir)
-    pred = predict_logits(run.model, data, run.rt, run.norm, 4).argmax(1)
+    pred = predict_logits(run.scorer(4), data).argmax(1)
     assert result["n_images"] == 5 and result["data_root"] == str(other)
     assert result["metrics"]["pixel_accuracy"] == pytest.approx((pred == data.masks.long()).double().mean().item())
 

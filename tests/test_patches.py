@@ -162,7 +162,7 @@ def test_a_patch_run_validates_tests_and_evaluates_whole_images_by_one_window(en
     test = load_split(r.data, "test")
     files = [endovis_root / "segmentation" / "test" / n / f"{n}_input.jpg" for n in test.names]
     for i, (_, _, probs) in enumerate(_predict_chunks(run, files, 4, False, None, 0.25)):
-        logits, _ = whole_image_logits(run.model, test, i, run.rt, run.norm, run.window)
+        logits, _ = whole_image_logits(run.scorer(1), test, i)
         assert torch.equal(probs.argmax(0), logits[0].argmax(0))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,14 +35,15 @@ def seg_split(masks: torch.Tensor, ignore: int | None = None) -> SegData:
                    ["bg", "fg"], ignore)
 
 
-def test_task_for_finds_each_task_by_recipe_name_and_by_split_type() -> None:
+def test_task_for_finds_each_task_by_name_and_each_task_fits_its_own_split_type_only() -> None:
     img = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
     splits = {"segmentation": seg_split(torch.zeros(2, 4, 4)),
               "classification": ClsData(img, torch.tensor([0, 1]), ["a", "b"], ["x", "y"]),
               "colorization": ColorData(img, torch.zeros(2, 3, 4, 4, dtype=torch.uint8), ["a", "b"])}
     for name, split in splits.items():
-        assert task_for(name) is task_for(split) is TASKS[name]
+        assert task_for(name) is TASKS[name]
         assert task_for(name).name == name
+        assert [t for t in TASKS if TASKS[t].fits(split)] == [name]  # the check of a recipe's task against its data
     assert set(TASKS) == set(RECIPE_TASKS)  # the recipe check and the registry list the same tasks
 
 
@@ -55,7 +57,7 @@ def test_classification_tally_sums_loss_and_counts_over_batches_and_processes() 
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
     labels = torch.tensor([0, 0, 0])
     split = ClsData(torch.zeros(3, 1, 2, 2), labels, list("abc"), ["p", "q"])
-    tally = task_for(split).tally(split, F.cross_entropy)
+    tally = TASKS["classification"].tally(split, F.cross_entropy)
     tally.add(logits[:2], labels[:2])  # two batches: mean loss of each weighted by its size
     tally.add(logits[2:], labels[2:])
     per_sample = F.cross_entropy(logits, labels, reduction="none")
@@ -64,7 +66,7 @@ def test_classification_tally_sums_loss_and_counts_over_batches_and_processes() 
     assert metrics["loss"] == pytest.approx(float(per_sample.mean()))
     assert cm.mat.tolist() == [[2, 1], [0, 0]]
     # two processes holding the same shard: every count doubles, the split size does not
-    doubled = task_for(split).tally(split, F.cross_entropy)
+    doubled = TASKS["classification"].tally(split, F.cross_entropy)
     doubled.add(logits, labels)
     metrics2, cm2 = doubled.result(lambda t: 2 * t)
     assert metrics2["accuracy"] == pytest.approx(2 / 3)
@@ -77,7 +79,7 @@ def test_segmentation_tally_gives_strict_dice_from_counts_and_the_soft_dice_per_
     pred = torch.tensor([[[0, 1], [0, 1]]])
     logits = F.one_hot(pred, 2).permute(0, 3, 1, 2).float() * 10
     split = seg_split(truth)
-    tally = task_for(split).tally(split, lambda out, y: torch.tensor(0.5))
+    tally = TASKS["segmentation"].tally(split, lambda out, y: torch.tensor(0.5))
     tally.add(logits, truth)
     metrics, _ = tally.result(lambda t: t)
     # class 0: tp 1, fp 1, fn 0 -> 2/3; class 1: tp 2, fp 0, fn 1 -> 4/5
@@ -95,7 +97,7 @@ def test_segmentation_batches_flip_each_mask_with_its_image() -> None:
     masks = torch.tensor([0, 0, 1, 1], dtype=torch.uint8).view(1, 1, 4).expand(8, 4, 4).contiguous()
     split = SegData(cols * 60, masks, [str(i) for i in range(8)], ["bg", "fg"])
     g = torch.Generator().manual_seed(0)
-    x, y = task_for(split).make_batch(split, torch.arange(8), RT, identity, AugmentConfig(hflip=True), g)
+    x, y = TASKS["segmentation"].make_batch(split, torch.arange(8), RT, identity, AugmentConfig(hflip=True), g)
     flipped = x[:, 0, 0, 0] > x[:, 0, 0, -1]
     assert 0 < int(flipped.sum()) < 8  # both outcomes occur, so the check below sees both
     assert torch.equal(y[flipped], masks[flipped].flip(-1).long())
@@ -106,8 +108,8 @@ def test_segmentation_batches_flip_each_mask_with_its_image() -> None:
 def test_classification_batches_keep_their_labels_under_augmentation() -> None:
     split = ClsData(torch.randint(0, 255, (6, 1, 4, 4), dtype=torch.uint8), torch.tensor([5, 4, 3, 2, 1, 0]),
                     list("abcdef"), [str(i) for i in range(6)])
-    x, y = task_for(split).make_batch(split, torch.tensor([4, 0]), RT, identity, AugmentConfig(hflip=True, vflip=True),
-                                      torch.Generator().manual_seed(1))
+    x, y = TASKS["classification"].make_batch(split, torch.tensor([4, 0]), RT, identity,
+                                              AugmentConfig(hflip=True, vflip=True), torch.Generator().manual_seed(1))
     assert y.tolist() == [1, 5]
     assert x.shape == (2, 1, 4, 4)
 
@@ -116,7 +118,7 @@ def test_colorization_outputs_one_channel_per_target_channel_and_predict_refuses
     grey = torch.zeros(1, 1, 4, 4, dtype=torch.uint8)
     for space, k in (("rgb", 3), ("lab", 2)):
         split = ColorData(grey, torch.zeros(1, k, 4, 4, dtype=torch.uint8), ["a"], space)
-        assert task_for(split).num_outputs(split.class_names) == k
+        assert TASKS["colorization"].num_outputs(split.class_names) == k
     with pytest.raises(CnnlabError, match="predict handles segmentation and classification runs, not 'colorization'"):
         task_for("colorization").require_inference("predict")
     task_for("segmentation").require_inference("predict")  # no error
@@ -187,12 +189,12 @@ def test_end_of_run_passes_the_model_once_over_the_tested_split_and_keeps_its_la
             out = real_summary(ctx, state, on_batch)
         finally:
             hook.remove()
-        kept["expected"] = predict_logits(ctx.core, ctx.data.test, ctx.rt, ctx.norm, 3).argmax(1).to(torch.uint8)
+        kept["expected"] = predict_logits(replace(ctx.scorer(), batch_size=3), ctx.data.test).argmax(1).to(torch.uint8)
         return out
 
-    def figures(run_dir, r, split, history, pred=None, cm=None):
+    def figures(run_dir, r, task, split, history, pred=None, cm=None):
         kept["pred"] = pred
-        return real_figures(run_dir, r, split, history, pred, cm)
+        return real_figures(run_dir, r, task, split, history, pred, cm)
 
     monkeypatch.setattr(run_mod, "write_summary", counted)
     monkeypatch.setattr(summary_mod, "write_run_figures", figures)
@@ -208,14 +210,14 @@ def test_each_task_keeps_what_its_summary_and_figures_need_of_a_batch_of_logits(
     the colours of the samples its figure shows; a task keeps nothing of samples it does not report."""
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 3, 5, 6, generator=g)
-    seg = task_for(seg_split(torch.zeros(10, 5, 6)))
+    seg = TASKS["segmentation"]
     assert seg.predicted_samples(seg_split(torch.zeros(10, 5, 6))) == 10
     assert torch.equal(seg.prediction_batch(logits), logits.argmax(1).to(torch.uint8))
     cls_split = ClsData(torch.zeros(7, 1, 4, 4, dtype=torch.uint8), torch.zeros(7, dtype=torch.long),
                         [str(i) for i in range(7)], ["a", "b", "c"])
-    cls = task_for(cls_split)
+    cls = TASKS["classification"]
     assert cls.predicted_samples(cls_split) == 7
     assert torch.allclose(cls.prediction_batch(logits[:, :, 0, 0]), F.softmax(logits[:, :, 0, 0], dim=1))
     color_split = ColorData(torch.zeros(9, 1, 4, 4, dtype=torch.uint8), torch.zeros(9, 3, 4, 4, dtype=torch.uint8),
                             [str(i) for i in range(9)])
-    assert task_for(color_split).predicted_samples(color_split) == 4
+    assert TASKS["colorization"].predicted_samples(color_split) == 4

@@ -40,7 +40,7 @@ def test_per_class_accuracy_reaches_tensorboard_and_mlflow(tmp_path: Path):
 
     run = load_run(run_dir)   # the oracle: best.pt's own predictions on the tested split, class by class
     data = load_split(run.recipe.data, "test")
-    pred = predict_logits(run.model, data, run.rt, run.norm, 64).argmax(1)
+    pred = predict_logits(run.scorer(64), data).argmax(1)
     expected = {}
     for k, name in enumerate(data.class_names):
         mine = data.labels == k

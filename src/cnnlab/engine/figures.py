@@ -17,14 +17,14 @@ from cnnlab.engine.logs import get_logger
 from cnnlab.figures.per_class import per_class_dice_bars, per_class_iou_bars
 from cnnlab.figures.run import loss_curves
 from cnnlab.metrics.confusion import ConfusionMatrix
-from cnnlab.tasks import task_for
+from cnnlab.tasks import Task
 
 log = get_logger(__name__)
 
 
-def write_run_figures(run_dir: Path, r: Recipe, split, history: list[dict], pred: torch.Tensor | None = None,
-                      cm: ConfusionMatrix | None = None) -> list[Path]:
-    """All figures of a finished run into run_dir/figures (pred: the task's prediction on the tested split).
+def write_run_figures(run_dir: Path, r: Recipe, task: Task, split, history: list[dict],
+                      pred: torch.Tensor | None = None, cm: ConfusionMatrix | None = None) -> list[Path]:
+    """All figures of a finished run into run_dir/figures (pred: the run's task's prediction on the tested split).
 
     A figure that cannot be drawn is a one-line warning, never an error: the run has trained and tested, its
     summary.json is written, and a failed figure must not turn it into a failed run that --resume repeats."""
@@ -32,7 +32,7 @@ def write_run_figures(run_dir: Path, r: Recipe, split, history: list[dict], pred
     fig_dir.mkdir(exist_ok=True)
     paths = _drawn("loss curves", lambda: [loss_curves(history, fig_dir / "loss_curves.png", r.name)])
     paths += _drawn("per-class charts", lambda: _per_class_charts(run_dir, fig_dir))
-    return paths + _drawn("task figures", lambda: task_for(split).figures(fig_dir, split, pred, cm))
+    return paths + _drawn("task figures", lambda: task.figures(fig_dir, split, pred, cm))
 
 
 def _per_class_charts(run_dir: Path, fig_dir: Path) -> list[Path]:

@@ -12,10 +12,8 @@ from cnnlab.config import Recipe
 from cnnlab.engine.context import RunContext
 from cnnlab.engine.distributed import all_sum, rank, shard, unwrap, world
 from cnnlab.engine.progress import Bar
-from cnnlab.engine.steps import make_batch
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.models.classifiers import param_groups
-from cnnlab.tasks import task_for
 
 
 class TrainingDiverged(CnnlabError):
@@ -142,7 +140,7 @@ def train_one_epoch(ctx: RunContext, model: torch.nn.Module, epoch: int,
                           f"number of processes ({world()})")
     batches = _batches(perm, r)
     size = scheduled_size(r, epoch)
-    task = task_for(data.train)
+    task = ctx.task
     patch = tuple(r.data.patch) if r.data.patch else None
     g_patch = torch.Generator().manual_seed(base * 37 + rank())  # where patches lie: apart from augmentation's
     total, seen, t0 = 0.0, 0, time.perf_counter()
@@ -150,9 +148,9 @@ def train_one_epoch(ctx: RunContext, model: torch.nn.Module, epoch: int,
         idx = shard(global_idx)
         if patch is not None:  # data.patch: one random patch per sample, then augmented as whole images are
             cut = task.patches(data.train, idx, patch, r.train.foreground_oversample, g_patch)
-            x, y = make_batch(cut, torch.arange(len(idx)), ctx.rt, ctx.norm, r.augment, g_aug)
+            x, y = task.make_batch(cut, torch.arange(len(idx)), ctx.rt, ctx.norm, r.augment, g_aug)
         else:
-            x, y = make_batch(data.train, idx, ctx.rt, ctx.norm, r.augment, g_aug)
+            x, y = task.make_batch(data.train, idx, ctx.rt, ctx.norm, r.augment, g_aug)
         if size is not None:
             x, y = task.shrink_batch(x, y, size)
         with ctx.rt.autocast():

@@ -48,7 +48,7 @@ from cnnlab.engine.rundir import (
     write_config,
 )
 from cnnlab.engine.runtime import choose_threads, resolve_runtime, seed_everything
-from cnnlab.engine.steps import Normalizer, evaluate, run_window
+from cnnlab.engine.steps import Normalizer, evaluate
 from cnnlab.engine.summary import write_summary
 from cnnlab.engine.watch import RunWatch, per_process
 from cnnlab.errors import CnnlabError
@@ -57,7 +57,7 @@ from cnnlab.losses.core import build_loss, loss_entries
 from cnnlab.metrics.per_class import worst_class
 from cnnlab.models import build_model
 from cnnlab.models.weights import load_compatible, load_weights_file
-from cnnlab.tasks import task_for
+from cnnlab.tasks import Task, task_for
 
 log = get_logger(__name__)
 
@@ -66,14 +66,14 @@ class Interrupted(CnnlabError):
     """Ctrl-C or SIGTERM during training; last.pt holds the last finished epoch."""
 
 
-def _setup(r: Recipe):
+def _setup(r: Recipe, task: Task):
     """Data, model, loss, optimizer and runtime for a recipe."""
     seed_everything(r.train.seed)
     choose_threads(r.train.threads)
     rt = resolve_runtime(local_device() or r.train.device, r.train.precision, r.train.channels_last)
     data = load_run_data(r.data, r.train.seed, r.out)
-    _check_task(r, data)
-    n_out = task_for(r.task).num_outputs(data.class_names)
+    _check_task(r, task, data)
+    n_out = task.num_outputs(data.class_names)
     in_ch = data.train.images.shape[1]
     size = tuple(r.data.patch or data.train.images.shape[-2:])  # the model sees patches where data.patch is set
     model = build_model(r.model.name, in_ch, n_out, size, r.model.params)
@@ -81,16 +81,16 @@ def _setup(r: Recipe):
     if r.model.init:
         report = load_compatible(model, load_weights_file(r.model.init))
     model = model.to(rt.device, memory_format=torch.channels_last if rt.channels_last else torch.preserve_format)
-    ignore = task_for(data.train).ignore_index(data.train)
+    ignore = task.ignore_index(data.train)
     loss_fn = build_loss(r.loss.name, r.loss.params, ignore, data.train)
     if isinstance(loss_fn, torch.nn.Module):
         loss_fn = loss_fn.to(rt.device)
     return rt, data, model, loss_fn, report
 
 
-def _check_task(r: Recipe, data: RunData) -> None:
+def _check_task(r: Recipe, task: Task, data: RunData) -> None:
     """The recipe's task must match what the data format yields."""
-    if not task_for(r.task).fits(data.train):
+    if not task.fits(data.train):
         raise CnnlabError(f"task '{r.task}' does not fit data.format '{r.data.format}' "
                           f"(it yields {type(data.train).__name__})", "change task or data.format")
 
@@ -112,14 +112,15 @@ def _checkpoint(ctx: RunContext, state: TrainState) -> dict:
           "input_size": list(r.data.patch or data.train.images.shape[-2:])}
     if ctx.scaler is not None and ctx.scaler.is_enabled():  # fp16 loss scale: exact resume needs it
         ck["scaler"] = ctx.scaler.state_dict()
-    ck.update(task_for(r.task).checkpoint_entries(r, data.train))
+    ck.update(ctx.task.checkpoint_entries(r, data.train))
     ck.update(loss_entries(ctx.loss_fn))  # class weights: evaluate scores with these, never recomputed
     return ck
 
 
-def _epoch_line(r: Recipe, epoch: int, row: dict) -> str:
+def _epoch_line(ctx: RunContext, epoch: int, row: dict) -> str:
     # the validation metric that selects best.pt: the task's (its headline), or mean IoU (train.select: miou)
-    name = "iou_mean" if r.train.select == "miou" else task_for(r.task).headline
+    r = ctx.recipe
+    name = "iou_mean" if r.train.select == "miou" else ctx.task.headline
     value = row.get(f"val_{name}") if name else None
     extra = f"  {name} {value:.4f}" if value is not None else ""
     worst = worst_class(row) if sum(k.startswith("val_iou/") for k in row) > 2 else None  # multi-class
@@ -150,9 +151,10 @@ def _transfer_line(r: Recipe, transfer: dict) -> str:
 def _context(r: Recipe, resume_dir: Path | None) -> tuple[RunContext, dict | None]:
     """Data, model, loss, optimizer, loss scaler and normaliser of a recipe, and the run dir (new unless resumed);
     with the transfer report of model.init (None without one)."""
+    task = task_for(r.task)  # the one lookup of a run's task: everything below takes it from the context
     watch = RunWatch(r, console, is_main())  # progress bars, events.jsonl, train.log_to trackers
     with watch.decoding() as bar:
-        rt, data, model, loss_fn, transfer = _setup(r)
+        rt, data, model, loss_fn, transfer = _setup(r, task)
     watch.data_read(data, bar.seconds)
     opt = build_optimizer(model, r)
     scaler = rt.grad_scaler()  # one for the whole run: its loss scale is state, checkpointed like the weights
@@ -160,7 +162,7 @@ def _context(r: Recipe, resume_dir: Path | None) -> tuple[RunContext, dict | Non
     if getattr(model, "normalizes_input", False):  # transfer nets apply their weights' own mean/std
         norm = Normalizer.identity(data.train.images.shape[1])
     run_dir = _start(r, transfer) if resume_dir is None else Path(resume_dir)
-    return RunContext(r, rt, data, model, loss_fn, opt, scaler, norm, run_dir, watch), transfer
+    return RunContext(r, task, rt, data, model, loss_fn, opt, scaler, norm, run_dir, watch), transfer
 
 
 def train(recipe: Recipe, resume_dir: Path | None = None, overrides: list[str] | None = None) -> Path:
@@ -303,17 +305,16 @@ def _loop(ctx: RunContext, state: TrainState) -> None:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         tr_loss, seen, secs, steps = _train_epoch(ctx, model, state)
         with ctx.watch.val_phase(e, len(ctx.data.val)) as vbar:
-            val, _ = evaluate(core, ctx.data.val, ctx.rt, ctx.norm, ctx.loss_fn, r.train.eval_batch_size,
-                              per_process(vbar), window=run_window(r))
+            val, _ = evaluate(ctx.scorer(), ctx.data.val, per_process(vbar))
         row = {"epoch": e + 1, "lr": lr, "train_loss": tr_loss, **{f"val_{k}": v for k, v in val.items()},
                "seconds": round(secs, 3), "images_per_s": seen / max(secs, 1e-9)}
-        score = task_for(r.task).selection_score(val, r.train.select)
+        score = ctx.task.selection_score(val, r.train.select)
         with protected():  # the epoch's state, events, trackers, checkpoints and metrics.csv: one uncut step
             improved = _record(r, state, row, score, seen, secs)
             ctx.watch.epoch(row, steps, improved)  # events.jsonl and trackers (rank 0)
             if is_main():
                 _save_epoch(ctx, state, improved)
-                log.info(_epoch_line(r, e, row) + ("  *best" if improved else ""), extra=quiet(r.train.progress))
+                log.info(_epoch_line(ctx, e, row) + ("  *best" if improved else ""), extra=quiet(r.train.progress))
         if r.train.patience and state.bad_epochs >= r.train.patience and is_main():
             log.info(f"early stop: no improvement for {state.bad_epochs} epochs (best epoch {state.best_epoch})")
         stop = ctx.watch.stop_reason(ctx.run_dir, row, score)  # told every epoch, the last one too

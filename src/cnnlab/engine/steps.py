@@ -1,6 +1,8 @@
 """The engine's side of a batch: normalise inputs, run the model over a split, sum metrics over processes.
 
 What a batch and a metric mean per task is the task's (cnnlab.tasks); here are the loops, devices and processes.
+A Scorer holds what a pass of a model over a split needs (the task among them), so the loops take one object: a run
+makes it from its context (RunContext.scorer), inference from the trained run.
 """
 from __future__ import annotations
 
@@ -10,14 +12,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cnnlab.config import AugmentConfig, Recipe
+from cnnlab.config import Recipe
 from cnnlab.data.types import ClsData, ColorData, SegData
 from cnnlab.engine.distributed import all_sum, shard
 from cnnlab.engine.runtime import Runtime
 from cnnlab.engine.windows import Window, window_logits
 from cnnlab.losses.core import Loss
 from cnnlab.metrics.confusion import ConfusionMatrix
-from cnnlab.tasks import task_for
+from cnnlab.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -64,38 +66,44 @@ class Normalizer:
 Split = SegData | ClsData | ColorData
 
 
-def make_batch(data: Split, idx: torch.Tensor, rt: Runtime, norm: Normalizer,
-               aug: AugmentConfig | None = None, g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 samples -> normalised float inputs on the device (augmented when aug is given) and targets."""
-    return task_for(data).make_batch(data, idx, rt, norm, aug, g)
+@dataclass(frozen=True)
+class Scorer:
+    """A model as the engine passes it over a split: its task (what a batch and a metric are), the model, where it
+    runs, its input normaliser, the batch size, the loss that scores it (evaluate) and, for patch-trained runs, the
+    sliding window whole images are seen through."""
+
+    task: Task
+    model: nn.Module
+    rt: Runtime
+    norm: Normalizer
+    batch_size: int
+    loss_fn: Loss | None = None
+    window: Window | None = None
 
 
-def iter_logits(model: nn.Module, data: Split, rt: Runtime, norm: Normalizer,
-                batch_size: int, idx: torch.Tensor | None = None, window: Window | None = None
-                ) -> Iterator[torch.Tensor]:
+def iter_logits(s: Scorer, data: Split, idx: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Logits (float32, CPU) for the chosen samples, in order, one batch at a time: a caller that keeps only what
-    it derives (label maps) never holds N x K x H x W floats for a whole split. window: patch-trained runs, one
+    it derives (label maps) never holds N x K x H x W floats for a whole split. s.window: patch-trained runs, one
     image at a time by sliding windows (padded to the split's tensor where images are smaller)."""
-    model.eval()
+    s.model.eval()
     idx = torch.arange(len(data)) if idx is None else idx
-    if window is not None:
+    if s.window is not None:
         for i in idx.tolist():
             with torch.no_grad():
-                out = whole_image_logits(model, data, i, rt, norm, window)[0]
+                out = whole_image_logits(s, data, i)[0]
             yield padded_logits(out, data.masks.shape)
         return
-    for chunk in idx.split(batch_size):
+    for chunk in idx.split(s.batch_size):
         with torch.no_grad():
-            x, _ = make_batch(data, chunk, rt, norm)
-            with rt.autocast():
-                out = model(x).float().cpu()
+            x, _ = s.task.make_batch(data, chunk, s.rt, s.norm)
+            with s.rt.autocast():
+                out = s.model(x).float().cpu()
         yield out
 
 
-def predict_logits(model: nn.Module, data: Split, rt: Runtime, norm: Normalizer,
-                   batch_size: int, idx: torch.Tensor | None = None) -> torch.Tensor:
-    """Logits (float32, CPU) for the chosen samples, in order."""
-    return torch.cat(list(iter_logits(model, data, rt, norm, batch_size, idx)))
+def predict_logits(s: Scorer, data: Split, idx: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits (float32, CPU) for the chosen samples, in order (through s.window where it is set)."""
+    return torch.cat(list(iter_logits(s, data, idx)))
 
 
 def run_window(r: Recipe) -> Window | None:
@@ -103,17 +111,17 @@ def run_window(r: Recipe) -> Window | None:
     return Window.of_recipe(r.data.patch, r.train.window_overlap, r.train.eval_batch_size)
 
 
-def whole_image_logits(model: nn.Module, data: SegData, i: int, rt: Runtime, norm: Normalizer, window: Window
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """1 x K x h x w logits (CPU) of sample i at its own size by sliding windows, and its 1 x h x w target."""
+def whole_image_logits(s: Scorer, data: SegData, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """1 x K x h x w logits (CPU) of sample i at its own size by sliding windows (s.window), and its 1 x h x w
+    target."""
     h, w = data.own_size(i)
-    x, y = task_for(data).make_batch(data, torch.tensor([i]), rt, norm)
+    x, y = s.task.make_batch(data, torch.tensor([i]), s.rt, s.norm)
 
     def predict(b: torch.Tensor) -> torch.Tensor:
-        with rt.autocast():
-            return model(rt.to_input(b)).float()
+        with s.rt.autocast():
+            return s.model(s.rt.to_input(b)).float()
 
-    return window_logits(predict, x[0, :, :h, :w], window)[None], y[:, :h, :w]
+    return window_logits(predict, x[0, :, :h, :w], s.window)[None], y[:, :h, :w]
 
 
 def padded_logits(out: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -123,30 +131,28 @@ def padded_logits(out: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Split, rt: Runtime, norm: Normalizer, loss_fn: Loss,
-             batch_size: int, on_batch: Callable[[int], None] | None = None,
-             on_logits: Callable[[torch.Tensor, torch.Tensor], None] | None = None, window: Window | None = None
+def evaluate(s: Scorer, data: Split, on_batch: Callable[[int], None] | None = None,
+             on_logits: Callable[[torch.Tensor, torch.Tensor], None] | None = None
              ) -> tuple[dict, ConfusionMatrix | None]:
     """The task's metrics over a whole split (each process its shard, summed over processes), and its confusion
     matrix (None for colorization). on_batch: told each batch's size (a progress bar). on_logits: handed each
     batch's model output and sample indices (evaluate's label maps and native-size scores: one pass of the model).
-    window: patch-trained runs score each whole image at its own size by sliding windows (engine/windows.py)."""
-    model.eval()
-    task = task_for(data)
-    tally = task.tally(data, loss_fn)
-    if window is not None:
+    s.window: patch-trained runs score each whole image at its own size by sliding windows (engine/windows.py)."""
+    s.model.eval()
+    tally = s.task.tally(data, s.loss_fn)
+    if s.window is not None:
         for i in shard(torch.arange(len(data))).tolist():
-            out, y = whole_image_logits(model, data, i, rt, norm, window)
+            out, y = whole_image_logits(s, data, i)
             tally.add(out.to(y.device), y)
             if on_logits is not None:
                 on_logits(padded_logits(out, data.masks.shape), torch.tensor([i]))
             if on_batch is not None:
                 on_batch(1)
         return tally.result(all_sum)
-    for chunk in shard(torch.arange(len(data))).split(batch_size):
-        x, y = task.make_batch(data, chunk, rt, norm)
-        with rt.autocast():
-            out = model(x)
+    for chunk in shard(torch.arange(len(data))).split(s.batch_size):
+        x, y = s.task.make_batch(data, chunk, s.rt, s.norm)
+        with s.rt.autocast():
+            out = s.model(x)
         tally.add(out, y)
         if on_logits is not None:
             on_logits(out, chunk)

@@ -13,11 +13,11 @@ from cnnlab.engine.figures import write_run_figures
 from cnnlab.engine.fit import TrainState
 from cnnlab.engine.logs import get_logger
 from cnnlab.engine.rundir import environment, git_hash, read_resumes, write_text_atomic
-from cnnlab.engine.steps import evaluate, iter_logits, run_window
+from cnnlab.engine.steps import evaluate, iter_logits
 from cnnlab.metrics.names import metric_conventions
 from cnnlab.metrics.per_class import vanished_warnings, without_class_iou
 from cnnlab.models.classifiers import count_parameters
-from cnnlab.tasks import Task, task_for
+from cnnlab.tasks import Task
 
 log = get_logger(__name__)
 
@@ -41,20 +41,17 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     on_batch: told each evaluated batch's size, of the tested split and then of validation (a progress bar).
     Without a test split validation is evaluated once and summary.json says so (`test_split: false`): the report
     then shows one column, not the same numbers twice."""
-    r, data, core, bs = ctx.recipe, ctx.data, ctx.core, ctx.recipe.train.eval_batch_size
+    r, data, core, task, scorer = ctx.recipe, ctx.data, ctx.core, ctx.task, ctx.scorer()
     has_test = data.test is not None
     split_name = r.data.test if has_test else r.data.val
     split = data.test if has_test else data.val
-    task = task_for(split)
     n_kept = task.predicted_samples(split)
     kept, keep = _keeper(task, n_kept)
     t0 = time.perf_counter()
-    window = run_window(r)  # patch-trained runs: whole images by sliding windows
-    final, cm = evaluate(core, split, ctx.rt, ctx.norm, ctx.loss_fn, bs, on_batch,
-                         on_logits=keep if world() == 1 else None, window=window)
+    window = scorer.window  # patch-trained runs: whole images by sliding windows
+    final, cm = evaluate(scorer, split, on_batch, on_logits=keep if world() == 1 else None)
     eval_s = time.perf_counter() - t0
-    val = evaluate(core, data.val, ctx.rt, ctx.norm, ctx.loss_fn, bs, on_batch, window=window)[0] if has_test \
-        else final
+    val = evaluate(scorer, data.val, on_batch)[0] if has_test else final
     final, val = without_class_iou(final), without_class_iou(val)  # per-class IoU: in per_class below
     summary = {
         "name": r.name, "task": r.task, "evaluated_on": split_name, "test_split": has_test, "n_images": len(split),
@@ -70,11 +67,11 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     }
     trainable, total = count_parameters(core)
     summary["parameters"] = {"trainable": trainable, "total": total}
-    summary.update(task.fit_entries(val, lambda: evaluate(core, data.train, ctx.rt, ctx.norm, ctx.loss_fn, bs)[0]))
+    summary.update(task.fit_entries(val, lambda: evaluate(scorer, data.train)[0]))
     if not is_main():
         return summary
     if world() > 1:  # each process evaluated its shard: rank 0 predicts the kept samples itself
-        for logits in iter_logits(core, split, ctx.rt, ctx.norm, bs, torch.arange(n_kept), window):
+        for logits in iter_logits(scorer, split, torch.arange(n_kept)):
             kept.append(task.prediction_batch(logits))  # patch-trained: through the same windows as the test
     pred = torch.cat(kept) if kept else None
     summary.update(task.test_entries(split, cm, pred))
@@ -82,5 +79,5 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     for line in summary["warnings"]:
         log.info(line)
     write_text_atomic(ctx.run_dir / "summary.json", json.dumps(summary, indent=2))
-    write_run_figures(ctx.run_dir, r, split, state.history, pred, cm)
+    write_run_figures(ctx.run_dir, r, task, split, state.history, pred, cm)
     return summary

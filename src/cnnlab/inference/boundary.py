@@ -25,7 +25,7 @@ def compare_boundaries(run_dirs: Sequence[str | Path], out: str | Path, split: s
     preds, metrics = {}, {}
     for d, r in zip(run_dirs, runs):
         label = Path(d).name.split("-20")[0]  # run name without its timestamp
-        logits = iter_logits(r.model, data, r.rt, r.norm, 16, window=r.window)  # patch runs: sliding windows
+        logits = iter_logits(r.scorer(16), data)  # patch runs: sliding windows
         preds[label] = torch.cat([class_argmax(b, 1) for b in logits])
         metrics[label] = binary_summary(preds[label], data.masks, data.ignore_index, band_width=width)
     path = boundary_figure(data.images, data.masks == 1, preds, out, names=data.names, width=width)

@@ -76,5 +76,5 @@ def ensemble_runs(run_dirs: Sequence[str | Path], split: str | None = None) -> E
         raise CnnlabError("ensemble members disagree on the classes", "combine runs trained on the same data set")
     cfg = runs[0].recipe.data
     data = load_split(cfg, split or cfg.test, runs[0].recipe.out)
-    probs = [predict_logits(r.model, data, r.rt, r.norm, 256).softmax(1) for r in runs]
+    probs = [predict_logits(r.scorer(256), data).softmax(1) for r in runs]
     return EnsembleReport.of([Path(d).name for d in run_dirs], probs, data.labels)

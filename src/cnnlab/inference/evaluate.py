@@ -33,7 +33,7 @@ from cnnlab.data.formats.folders import (
 from cnnlab.data.formats.preprocess import Preprocess
 from cnnlab.data.loading import load_run_data, load_split
 from cnnlab.data.types import SegData
-from cnnlab.engine.steps import evaluate
+from cnnlab.engine.steps import Scorer, evaluate
 from cnnlab.errors import CnnlabError, ConfigError, DataError
 from cnnlab.inference.predict import TrainedRun, bars, load_run, model_channels
 from cnnlab.losses.core import build_loss, needs_weights
@@ -127,8 +127,9 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     are kept under "metrics_trained_size"."""
     run = load_run(run_dir, device)
     r = run.recipe
-    task_for(r.task).require_inference("evaluate")
-    if native and not task_for(r.task).dense:
+    task = task_for(r.task)  # the run's task, by its name: everything below asks it
+    task.require_inference("evaluate")
+    if native and not task.dense:
         raise ConfigError(f"--native applies to segmentation runs; this is a {r.task} run",
                           f"cnnlab evaluate {shlex.quote(str(run_dir))} (without --native)")
     cfg, own = _other_data(run, data_root, folders)
@@ -139,7 +140,6 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     if folders and r.data.options.get("fov") and not folders.get("fov"):
         notes.append("the run was trained with a field of view; none given (--fov DIR): every pixel is scored")
     data = _load(run, cfg, split, own, notes)
-    task = task_for(data)
     loss_fn = _loss_for(run, task.ignore_index(data), notes)
     bs = batch_size or r.train.eval_batch_size
     binary = task.dense and len(data.class_names) == 2  # binary segmentation: per-image scores need the masks
@@ -153,8 +153,8 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
         at, size = "native", sink.size
     resolution = f"{at} {size[0]}x{size[1]}"
     with bars(progress, console).bar(f"evaluating '{split}'", len(data)) as bar:
-        metrics, cm = evaluate(run.model, data, run.rt, run.norm, loss_fn, bs, bar.advance, sink,
-                               window=run.window)
+        metrics, cm = evaluate(Scorer(task, run.model, run.rt, run.norm, bs, loss_fn, run.window), data,
+                               bar.advance, sink)
     metrics, extra = without_class_iou(metrics), {}  # per-class IoU: in per_class below
     if native:  # the native counts replace the trained-size ones
         extra, notes = {"metrics_trained_size": metrics}, notes + [NATIVE]

@@ -22,9 +22,10 @@ from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.logs import console as default_console  # the process's one terminal: messages and bars
 from cnnlab.engine.progress import Bars
 from cnnlab.engine.runtime import Runtime, resolve_runtime
-from cnnlab.engine.steps import Normalizer
+from cnnlab.engine.steps import Normalizer, Scorer
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.inference.sliding_window import Window, check_window, sliding_window, window_logits
+from cnnlab.losses.core import Loss
 from cnnlab.models import build_model
 from cnnlab.tasks import task_for
 
@@ -70,6 +71,11 @@ class TrainedRun:
             return None
         return Window.of_recipe(self.recipe.data.patch, self.recipe.train.window_overlap,
                                 self.recipe.train.eval_batch_size)
+
+    def scorer(self, batch_size: int, loss_fn: Loss | None = None) -> Scorer:
+        """The model as the engine passes it over a split (engine.steps): the run's task, looked up by its name,
+        and its sliding window."""
+        return Scorer(task_for(self.task), self.model, self.rt, self.norm, batch_size, loss_fn, self.window)
 
 
 def load_run(run_dir: str | Path, device: str = "auto", precision: str | None = None) -> TrainedRun:
