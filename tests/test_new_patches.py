@@ -8,7 +8,9 @@ import pytest
 
 import cnnlab.new.budget as nb
 from cnnlab.config import load_recipe
-from cnnlab.new.patching import MIN_HALF_WIDTH, choose_patch
+from cnnlab.engine.windows import window_starts
+from cnnlab.new.estimate import Estimate, StepTimes
+from cnnlab.new.patching import MIN_HALF_WIDTH, PatchChoice, choose_patch, windows_per_image
 from cnnlab.new.structure import Thinnest
 from test_new_decoder import _vessel_pairs
 from test_new_defaults import _new, timed  # noqa: F401  (the fixture: step times stood in by pixel count)
@@ -29,6 +31,9 @@ def test_new_picks_patches_for_thin_structures_and_whole_images_for_objects(tmp_
         assert r.data.patch[0] % 32 == 0 and r.data.patch[0] <= 192
         assert "foreground_oversample: 0.0" in text and r.train.foreground_oversample == 0
         assert "# Resolution: patches of" in text and "sliding windows" in text
+        side = r.data.patch[0]  # validation scores whole 192x256 images tile by tile: the Time line counts them
+        tiles = len(window_starts(192, side, 0.5)) * len(window_starts(256, side, 0.5))
+        assert tiles > 1 and f"image(s) x {tiles} sliding windows x" in text
     else:
         assert r.data.patch is None and r.data.size is not None and r.train.foreground_oversample == 0
         assert "# Resolution: whole images at" in text
@@ -45,3 +50,13 @@ def test_the_patch_rule_by_hand():
     assert choose_patch(wide, [160, 128], (256, 320)).patch is None         # 4.6 px >= MIN_HALF_WIDTH
     assert choose_patch(wide, [32, 32], (256, 320)).patch == [64, 64]        # 0.9 px: patches of at least 64
     assert MIN_HALF_WIDTH == 1.5
+
+
+def test_validation_of_a_patch_run_counts_its_sliding_windows():
+    """DRIVE's 584x565 images by 384x384 windows at overlap 0.5: rows at 0, 192, 200 and columns at 0, 181 (the
+    last flush with the edge), 6 windows; whole images are one forward pass each."""
+    assert windows_per_image(PatchChoice([384, 384], ""), (584, 565), 0.5) == 6
+    assert windows_per_image(PatchChoice(None, ""), (584, 565), 0.5) == 1
+    est = Estimate(StepTimes(1.0, 0.5, 2, 2, "cpu"), steps=2, n_val=3, epochs=4, windows=6)
+    assert (est.train_s, est.val_s, est.epoch_s, est.total_s) == (2.0, 9.0, 11.0, 44.0)  # 3 images x 6 x 0.5 s
+    assert est.epoch_line().endswith("validation 3 image(s) x 6 sliding windows x 0.5 s")

@@ -108,6 +108,8 @@ class Estimate:
     steps: int            # training steps per epoch
     n_val: int            # validation images per epoch
     epochs: int
+    windows: int = 1      # forward passes per validation image: the sliding windows of a patch-trained run (each
+    #                       has the pixels of the timed size), 1 where whole images are resized to it
 
     @property
     def train_s(self) -> float:
@@ -115,7 +117,7 @@ class Estimate:
 
     @property
     def val_s(self) -> float:
-        return self.n_val * self.times.eval_image_s
+        return self.n_val * self.windows * self.times.eval_image_s
 
     @property
     def epoch_s(self) -> float:
@@ -131,7 +133,8 @@ class Estimate:
         t = self.times
         return (f"~{self.epoch_s:g} s per epoch = {self.steps} step(s) x {_round(t.train_step_s):g} s (measured: "
                 f"batch of {t.batch}, {t.where}) + validation {self.n_val} image(s) x "
-                f"{_round(t.eval_image_s):g} s")
+                + (f"{self.windows} sliding windows x " if self.windows > 1 else "")
+                + f"{_round(t.eval_image_s):g} s")
 
     def total_line(self) -> str:
         """The whole run's seconds, in minutes or hours too when long."""

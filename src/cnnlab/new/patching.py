@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cnnlab.engine.windows import window_starts
 from cnnlab.new.structure import Thinnest
 
 MIN_HALF_WIDTH = 1.5        # px at the training size: under it (a strip under ~3 px wide) patches keep the detail.
@@ -55,6 +56,15 @@ def choose_patch(thinnest: Thinnest | None, size: list[int], median_hw: tuple[fl
                                      f"{int(median_hw[1])} median), whole images scored by sliding windows: "
                                      f"{measured}, under {MIN_HALF_WIDTH:g} px; a patch has about the pixels of "
                                      f"{size[0]}x{size[1]}, so a step costs what the budget timed")
+
+
+def windows_per_image(choice: PatchChoice, median_hw: tuple[float, float], overlap: float) -> int:
+    """Sliding windows over an image of the median size (1 for whole images), as engine.windows tiles it: what a
+    validation image costs in forward passes of the timed size, so that the budget counts it."""
+    if choice.patch is None:
+        return 1
+    (ph, pw), (h, w) = choice.patch, (int(median_hw[0]), int(median_hw[1]))
+    return len(window_starts(h, ph, overlap)) * len(window_starts(w, pw, overlap))
 
 
 def patch_rows(data_rows: list[tuple[str, str]], train_rows: list[tuple[str, str]], choice: PatchChoice

@@ -30,7 +30,7 @@ from cnnlab.new.files import create_text, replace_text
 from cnnlab.new.hints import check_command, refuse_problems
 from cnnlab.new.own import OwnData, classes_why, data_option_rows, given_option_rows, given_rows
 from cnnlab.new.own import given as given_splits
-from cnnlab.new.patching import choose_patch, patch_rows
+from cnnlab.new.patching import choose_patch, patch_rows, windows_per_image
 from cnnlab.new.rows import UNET_EPOCH_S, Plan, lines, pretrained_model, train_rows, y
 from cnnlab.new.scene import decide as decide_scene
 from cnnlab.new.scene import with_scene
@@ -306,7 +306,9 @@ def _segmentation_recipe(images: str | Path, masks: str | Path | None, out: Path
     create_text(out, render(candidates[0], None))  # whole or nothing; never over a file that appeared meanwhile
     try:
         draft = validate_written(out, s.channels, len(classes))
-        choice = choose_size(candidates, lambda size: _estimate(_at_size(draft, plan, size), s, plan),
+        choice = choose_size(candidates, lambda size: _estimate(_at_size(draft, plan, size), s, plan,
+                                                                windows_per_image(choose_patch(thinnest, size, median),
+                                                                                  median, draft.train.window_overlap)),
                              60.0 * minutes, floor=epoch_floor(steps_per_epoch(plan.n_train, plan.batch)))
         replace_text(out, render(choice.size, choice))
         validate_written(out, s.channels, len(classes))
@@ -345,10 +347,11 @@ def _at_size(r: Recipe, plan: Plan, size: list[int]) -> Recipe:
                                model=dataclasses.replace(r.model, params=_params(plan, size)))
 
 
-def _estimate(r: Recipe, s: folders.Survey, plan: Plan) -> Estimate:
-    """Time the recipe's model at its size (the epochs are set by budget.choose_size)."""
+def _estimate(r: Recipe, s: folders.Survey, plan: Plan, windows: int = 1) -> Estimate:
+    """Time the recipe's model at its size (the epochs are set by budget.choose_size); `windows` forward passes
+    per validation image where patches are chosen at that size (the whole images are scored tile by tile)."""
     times = measure_steps(r, s.channels, len(s.encoding.class_names), min(plan.batch, max(plan.n_train, 1)))
-    return Estimate(times, steps_per_epoch(plan.n_train, plan.batch), plan.n_val, 1)
+    return Estimate(times, steps_per_epoch(plan.n_train, plan.batch), plan.n_val, 1, windows)
 
 
 def _run_name(out: Path) -> str:
