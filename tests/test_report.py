@@ -16,7 +16,8 @@ from PIL import Image
 from cnnlab.config import recipe_from_dict
 from cnnlab.engine.run import train
 from cnnlab.figures.palette import class_colors
-from cnnlab.report.build import Doc, render_html, write_report, write_run_report
+from cnnlab.report.build import write_report, write_run_report
+from cnnlab.report.common import Doc, render_html
 from cnnlab.report.study_figures import _mean_curve, headline_bars, per_class_dice_bars
 from conftest import tiny_recipe
 

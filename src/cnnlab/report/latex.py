@@ -5,7 +5,7 @@ figures. Each piece can be \\input on its own into a NeurIPS-style paper (needs 
 same numbers as the md/html report go into the paper without retyping.
 
 Only the run folder is read (summary.json, metrics.csv, config.yaml, figures/); the numbers come from the same
-functions as the markdown report (build._fmt, study.table.table_sections) and the labels from metrics.names."""
+functions as the markdown report (common.fmt, study.table.table_sections) and the labels from metrics.names."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ import matplotlib
 from cnnlab.config import read_yaml
 from cnnlab.errors import CnnlabError
 from cnnlab.metrics.names import METRICS, PER_CLASS_LABELS, row_label
-from cnnlab.report.build import _caption, _fmt, folder_kind
+from cnnlab.report.common import caption, fmt, folder_kind
 from cnnlab.report.latex_figures import curve_metric, run_curves_pdf
 from cnnlab.report.latex_study import write_study_latex
 from cnnlab.report.latex_template import Template, template
@@ -38,7 +38,7 @@ from cnnlab.report.tex import (
 
 def _num(v) -> str:
     """The markdown report's number format (4 decimals, — for undefined), typeset for LaTeX."""
-    return signed(tex_escape(_fmt(v)))
+    return signed(tex_escape(fmt(v)))
 
 
 def _run_metric_rows(s: dict) -> list[list[str]]:
@@ -109,7 +109,7 @@ def _run_figures(run_dir: Path, s: dict, out: Path, lab: str) -> dict[str, str]:
     if s.get("per_class"):
         per_class_dice_bars(s["per_class"], out / "fig_per_class.pdf", f"strict Dice per class, "
                             f"{s.get('evaluated_on', '?')} split")
-        pieces["fig_per_class"] = figure_tex("fig_per_class.pdf", tex_escape(_caption("per_class_dice.png")),
+        pieces["fig_per_class"] = figure_tex("fig_per_class.pdf", tex_escape(caption("per_class_dice.png")),
                                              f"fig:{lab}-per-class", src, "0.8\\linewidth")
     skip = {"loss_curves.png", "per_class_dice.png"}  # re-drawn above as PDF
     for png in sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []:
@@ -117,7 +117,7 @@ def _run_figures(run_dir: Path, s: dict, out: Path, lab: str) -> dict[str, str]:
             continue
         shutil.copy2(png, out / png.name)
         stem = slug(png.stem).replace("-", "_")
-        pieces[f"fig_{stem}"] = figure_tex(png.name, tex_escape(_caption(png.name)), f"fig:{lab}-{slug(png.stem)}",
+        pieces[f"fig_{stem}"] = figure_tex(png.name, tex_escape(caption(png.name)), f"fig:{lab}-{slug(png.stem)}",
                                            src)
     return pieces
 

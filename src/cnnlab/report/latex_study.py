@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib
 
 from cnnlab.metrics.names import label, lower_is_better
-from cnnlab.report.build import Doc, _per_class_rows, _study_setup
+from cnnlab.report.common import Doc, per_class_rows, study_setup
 from cnnlab.report.latex_template import Template, template
 from cnnlab.report.study_figures import difference_plot, headline_bars, study_loss_curves
 from cnnlab.report.tex import (
@@ -90,7 +90,7 @@ def _study_tables(results: dict, lab: str, src: str) -> dict[str, str]:
 def _variants_table(plan, lab: str, src: str) -> str:
     """What each row of the study table is: its recipe and overrides (the markdown report's setup table)."""
     doc = Doc("")
-    _study_setup(doc, plan)
+    study_setup(doc, plan)
     headers, rows, _ = next(p for k, p in doc.blocks if k == "table")
     tt = lambda c: "--" if c == "—" else f"\\texttt{{{tex_escape(c)}}}"
     body = [[tex_escape(r[0]), tt(r[1]), tt(r[2])] for r in rows]
@@ -103,7 +103,7 @@ def _variants_table(plan, lab: str, src: str) -> str:
 def _per_class_table(results: dict, lab: str, src: str) -> str | None:
     """Mean strict Dice per class over seeds: one row per class (class names are long, so they go down the
     side), one column per variant and grid point, the best of each class in bold."""
-    names, rows = _per_class_rows(results)
+    names, rows = per_class_rows(results)
     if not names:
         return None
     bolded = bold_best([[tex_escape(c) for c in r] for r in rows], list(range(2, 2 + len(names))),

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from cnnlab.metrics.names import METRICS, PER_CLASS_LABELS, row_label
 from cnnlab.metrics.per_image import per_image_line
-from cnnlab.report.build import _fmt
+from cnnlab.report.common import fmt
 
 
 def print_run_table(run_dir: Path, console: Console | None = None) -> None:
@@ -24,7 +24,7 @@ def print_run_table(run_dir: Path, console: Console | None = None) -> None:
     t.add_column("value", justify="right")
     for key in METRICS:  # the report's rows, labelled as in report.md (metrics.names)
         if key in m:
-            t.add_row(row_label(key), _fmt(m[key]))
+            t.add_row(row_label(key), fmt(m[key]))
     console.print(t)
     if "per_class" in s:
         print_per_class(s["per_class"], console)
@@ -52,7 +52,7 @@ def print_per_class(per_class: dict, console: Console) -> None:
     for col in ("class", *(PER_CLASS_LABELS[k] for k in keys)):
         pc.add_column(col, justify="left" if col == "class" else "right")
     for name, v in per_class.items():
-        cells = [_fmt(v["dice"]), _fmt(v["iou"])] + ([f"{v.get('pixel_share', 0):.2%}"] if share else [])
+        cells = [fmt(v["dice"]), fmt(v["iou"])] + ([f"{v.get('pixel_share', 0):.2%}"] if share else [])
         pc.add_row(name, *cells, "yes" if v["in_ground_truth"] else "no")
     console.print(pc)
 
@@ -65,6 +65,6 @@ def per_class_lines(per_class: dict) -> list[str]:
     lines = [f"{'class':<{width}}  " + "  ".join(f"{h:>15}" for h in heads)]
     for name, v in per_class.items():
         share = v.get("pixel_share")
-        cells = [_fmt(v.get("iou")), _fmt(v.get("dice")), "n/a" if share is None else f"{share:.2%}"]
+        cells = [fmt(v.get("iou")), fmt(v.get("dice")), "n/a" if share is None else f"{share:.2%}"]
         lines.append(f"{name:<{width}}  " + "  ".join(f"{c:>15}" for c in cells))
     return lines

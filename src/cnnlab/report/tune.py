@@ -12,7 +12,7 @@ from matplotlib import pyplot
 
 from cnnlab.engine.rundir import write_text_atomic
 from cnnlab.figures.io import save_figure
-from cnnlab.report.build import Doc, render_markdown, write_doc
+from cnnlab.report.common import Doc, render_markdown, write_doc
 from cnnlab.study.tune import ranked
 from cnnlab.study.tune_space import import_optuna
 from cnnlab.study.tune_trial import open_study, read_meta, trial_name
