@@ -66,7 +66,7 @@ def _kill_once_after_epoch_1() -> None:
 
 def _child_killed_once(study_dir, name, threads, gpu, conn) -> None:
     _kill_once_after_epoch_1()
-    parallel._child(study_dir, name, threads, gpu, conn)
+    parallel.worker_process(study_dir, name, threads, gpu, conn)
 
 
 @pytest.fixture(scope="module")
@@ -342,10 +342,10 @@ def test_cli_takes_workers_ray_and_retries(study_file: Path, tmp_path: Path):
 
 
 def _child_reports_its_gpus(study_dir, name, threads, gpu, conn) -> None:
-    """A worker whose 'run' reports the CUDA devices it was given: the real _child sets them, then run_one (here a
+    """A worker whose 'run' reports the CUDA devices it was given: the real worker_process sets them, then run_one (a
     stand-in, no training) reads them back from the environment, as torch would on a GPU machine."""
     parallel.run_one = lambda folder, run, n: (DONE, f"{run}:{os.environ.get('CUDA_VISIBLE_DEVICES')}:{n}")
-    parallel._child(study_dir, name, threads, gpu, conn)
+    parallel.worker_process(study_dir, name, threads, gpu, conn)
 
 
 @pytest.mark.parametrize("visible, workers, distinct", [

@@ -86,7 +86,10 @@ def lr_at(epoch: int, r: Recipe, state: TrainState) -> float:
     return o.lr * state.lr_factor
 
 
-def _set_encoder_trainable(model: torch.nn.Module, trainable: bool) -> None:
+def set_encoder_requires_grad(model: torch.nn.Module, trainable: bool) -> None:
+    """The epoch schedule's freeze (model.freeze_encoder_epochs): requires_grad of the modules the model names as
+    its encoder (`encoder_modules`), nothing for a model without. Only requires_grad: unlike
+    models.encoders.set_encoder_trainable, it leaves BatchNorm's mode alone."""
     for m in getattr(model, "encoder_modules", lambda: [])():
         for p in m.parameters():
             p.requires_grad_(trainable)

@@ -31,11 +31,11 @@ from cnnlab.engine.distributed import (
 from cnnlab.engine.fit import (
     TrainingDiverged,
     TrainState,
-    _set_encoder_trainable,
     build_optimizer,
     epoch_images,
     lr_at,
     scheduled_size,
+    set_encoder_requires_grad,
     train_one_epoch,
 )
 from cnnlab.engine.logs import console, get_logger, quiet, run_log
@@ -297,7 +297,7 @@ def _loop(ctx: RunContext, state: TrainState) -> None:
     while _will_train(r, state):
         e = state.epoch
         if r.model.freeze_encoder_epochs:  # else leave the model's own freezing policy alone
-            _set_encoder_trainable(core, e >= r.model.freeze_encoder_epochs)
+            set_encoder_requires_grad(core, e >= r.model.freeze_encoder_epochs)
         if key is None or (world() > 1 and trainable_key(core) != key):
             model, key = _wrapped(core, r), trainable_key(core)
         lr = lr_at(e, r, state)

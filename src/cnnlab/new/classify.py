@@ -63,10 +63,10 @@ def _layout(images: Path) -> tuple[Path, dict[str, str], dict | None]:
     """data.root, the split folders by canonical name, and the resplit (class folders without split folders)."""
     if not images.is_dir():
         raise DataError(f"{images}: folder not found", "give --images the folder that holds the class folders")
-    subs = imf._subdirs(images)
+    subs = imf.subdirs(images)
     if imf.is_flat(images):                                # --images/<class>/<image>: the folder is the one split
         return images, {"train": "train", "val": "val", "test": "test"}, {"from": imf.FLAT}
-    found = {canonical_split(s.name): s.name for s in subs if imf._subdirs(s)}
+    found = {canonical_split(s.name): s.name for s in subs if imf.subdirs(s)}
     if "train" not in found:
         raise DataError(f"{images}: no class folders with images, and no split folder named train",
                         f"expected {imf.EXPECTED}, or one folder per class holding the images")
@@ -76,9 +76,9 @@ def _layout(images: Path) -> tuple[Path, dict[str, str], dict | None]:
 def survey(images: str | Path) -> ClassSurvey:
     """Scan and decode every image; any problem refuses the recipe, naming the file."""
     root, splits, resplit = _layout(Path(images).expanduser().resolve())
-    classes = imf._all_classes(root) if resplit is None else [c.name for c in imf._subdirs(root / resplit["from"])]
+    classes = imf.all_classes(root) if resplit is None else [c.name for c in imf.subdirs(root / resplit["from"])]
     folders = [resplit["from"]] if resplit else list(splits.values())
-    items: dict[str, list[tuple[Path, int]]] = {f: imf._scan(root / f, classes)[0] for f in folders}
+    items: dict[str, list[tuple[Path, int]]] = {f: imf.scan_split(root / f, classes)[0] for f in folders}
     paths = [p for f in folders for p, _ in items[f]]
     found = list(ordered_map(_decode, paths))
     refuse_problems([r for r in found if isinstance(r, str)],

@@ -128,7 +128,7 @@ class Progress:
             self.status.update(self.line(time.time(), n_pending))
 
 
-def _child(study_dir: str, name: str, threads: int, gpu: str | None, conn) -> None:
+def worker_process(study_dir: str, name: str, threads: int, gpu: str | None, conn) -> None:
     """A worker process: one run, its outcome sent back through `conn` (nothing sent means the worker died).
 
     The first SIGINT (Ctrl-C reaches every process of the terminal's group, and the scheduler sends one too) ends
@@ -147,7 +147,7 @@ def _child(study_dir: str, name: str, threads: int, gpu: str | None, conn) -> No
     conn.close()
 
 
-CHILD = _child  # the worker's entry point, looked up at each start
+CHILD = worker_process  # the worker's entry point, looked up at each start
 
 
 def visible_gpus() -> list[str]:

@@ -124,7 +124,7 @@ def pruning() -> Iterator[None]:
 def tune_child(study_dir: str, name: str, threads: int, gpu: str | None, conn) -> None:
     """A `--workers` process of a tune: the study worker's, with the pruning hook."""
     with pruning():
-        parallel._child(study_dir, name, threads, gpu, conn)
+        parallel.worker_process(study_dir, name, threads, gpu, conn)
 
 
 def tune_ray_task(study_dir: str, name: str, threads: int) -> tuple[str, str]:

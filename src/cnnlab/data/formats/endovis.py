@@ -66,7 +66,7 @@ def list_splits(root: Path) -> list[str]:
     return [s for s in SEG_SPLITS if (seg / s).is_dir()]
 
 
-def _sample_dirs(split_dir: Path) -> tuple[list[Path], int]:
+def sample_dirs(split_dir: Path) -> tuple[list[Path], int]:
     """Sample folders sorted numerically where names are numbers, plus the count of skipped junk entries."""
     dirs, junk = [], 0
     for p in split_dir.iterdir():
@@ -126,7 +126,7 @@ def load(root: Path, split: str, size: list[int] | None = None, **options) -> Se
     lut = np.full(256, 255, dtype=np.uint8)
     for i, level in enumerate(mapping.values()):
         lut[level] = i
-    dirs, junk = _sample_dirs(split_dir)
+    dirs, junk = sample_dirs(split_dir)
     if junk:
         notes.append(f"{split}: skipped {junk} non-sample entries (system files)")
     if not dirs:

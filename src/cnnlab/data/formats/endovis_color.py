@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from cnnlab.data.formats.common import note_decoded, read_image, resize_images
-from cnnlab.data.formats.endovis import _sample_dirs
+from cnnlab.data.formats.endovis import sample_dirs
 from cnnlab.data.parallel import chw, concat, ordered_map
 from cnnlab.data.types import ColorData
 from cnnlab.errors import DataError
@@ -59,7 +59,7 @@ def load(root: Path, split: str, size: list[int] | None = None, color_space: str
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: colorization split not found",
                         f"expected ROOT/colorization/{{{','.join(SPLITS[:2])}}}/<i>/<i>_input.jpg")
-    dirs, junk = _sample_dirs(split_dir)
+    dirs, junk = sample_dirs(split_dir)
     notes = [f"{split}: skipped {junk} non-sample entries"] if junk else []
     greys, targets, made = [], [], 0
     for grey, target, computed in ordered_map(lambda d: _read_sample(d, color_space), dirs):

@@ -32,7 +32,7 @@ def _natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def _subdirs(folder: Path) -> list[Path]:
+def subdirs(folder: Path) -> list[Path]:
     """Sub-folders, minus hidden ones and the __MACOSX litter of zips made on a Mac."""
     return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"),
                   key=lambda p: _natural_key(p.name))
@@ -47,13 +47,13 @@ def _has_images(folder: Path) -> bool:
 
 def _is_split_folder(folder: Path) -> bool:
     """No images of its own, and sub-folders (classes) that hold some."""
-    return not _has_images(folder) and any(_has_images(c) for c in _subdirs(folder))
+    return not _has_images(folder) and any(_has_images(c) for c in subdirs(folder))
 
 
 def is_flat(root: Path) -> bool:
     """True for root/<class>/<image>: some sub-folder holds images and none is a split folder (a class folder may
     hold folders of its own, which are not read, as before)."""
-    subs = _subdirs(root)
+    subs = subdirs(root)
     return any(_has_images(s) for s in subs) and not any(_is_split_folder(s) for s in subs)
 
 
@@ -61,7 +61,7 @@ def _check_root(root: Path) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: folder not found", f"expected {EXPECTED}")
-    if not is_flat(root) and not [s for s in _subdirs(root) if _subdirs(s)]:
+    if not is_flat(root) and not [s for s in subdirs(root) if subdirs(s)]:
         raise DataError(f"{root}: no split/class folders found", f"expected {EXPECTED}")
     return root
 
@@ -71,23 +71,23 @@ def _split_dir(root: Path, split: str) -> Path:
     exact = root / split
     if exact.is_dir():
         return exact
-    matches = [p for p in _subdirs(root) if p.name.lower() == split.lower()]
+    matches = [p for p in subdirs(root) if p.name.lower() == split.lower()]
     if len(matches) == 1:
         return matches[0]
     raise DataError(f"{root}: no split folder '{split}'", f"splits here: {', '.join(list_splits(root)) or 'none'}")
 
 
-def _all_classes(root: Path) -> list[str]:
+def all_classes(root: Path) -> list[str]:
     if is_flat(root):
-        return [c.name for c in _subdirs(root)]
-    names = {c.name for s in _subdirs(root) for c in _subdirs(s)}
+        return [c.name for c in subdirs(root)]
+    names = {c.name for s in subdirs(root) for c in subdirs(s)}
     return sorted(names, key=_natural_key)
 
 
-def _scan(split_dir: Path, classes: list[str]) -> tuple[list[tuple[Path, int]], int, int]:
+def scan_split(split_dir: Path, classes: list[str]) -> tuple[list[tuple[Path, int]], int, int]:
     """(image path, label) pairs, plus counts of skipped junk and non-image files."""
     items, junk, other = [], 0, 0
-    for cdir in _subdirs(split_dir):
+    for cdir in subdirs(split_dir):
         label = classes.index(cdir.name)
         for p in sorted(cdir.iterdir(), key=lambda q: _natural_key(q.name)):
             if is_junk(p.name):
@@ -125,8 +125,8 @@ def _decode(path: Path, grey: bool | None, size: list[int] | None) -> np.ndarray
 def _load_disk_split(root: Path, split: str, size: list[int] | None, channels: str) -> ClsData:
     root = _check_root(root)
     sdir = _split_dir(root, split)
-    classes = _all_classes(root)
-    items, junk, other = _scan(sdir, classes)
+    classes = all_classes(root)
+    items, junk, other = scan_split(sdir, classes)
     if not items:
         raise DataError(f"{sdir}: no images in its class folders", f"expected {EXPECTED}")
     grey = {"auto": None, "1": True, "3": False}[channels]
@@ -170,14 +170,14 @@ def list_splits(root: Path, **options) -> list[str]:
     if isinstance(spec, dict):
         return resplit_names(spec)
     root = _check_root(Path(root))
-    return [FLAT] if is_flat(root) else [s.name for s in _subdirs(root) if _subdirs(s)]
+    return [FLAT] if is_flat(root) else [s.name for s in subdirs(root) if subdirs(s)]
 
 
 def _check_size(root: Path, split: str) -> tuple[list[int] | None, str | None]:
     """None when the split's images share one size; else the median size to show them at, and a note saying
     that training needs data.size (loading at native size refuses mixed sizes, and a check must not)."""
     sizes = []
-    for p, _ in _scan(_split_dir(root, split), _all_classes(root))[0]:
+    for p, _ in scan_split(_split_dir(root, split), all_classes(root))[0]:
         try:
             sizes.append(header(p)[:2])
         except DataError:  # an unreadable file: the decode names it as training would
@@ -194,7 +194,7 @@ def _check_size(root: Path, split: str) -> tuple[list[int] | None, str | None]:
 def check(root: Path) -> str:
     """Counts, class shares, image sizes and skipped files per split."""
     root = _check_root(Path(root))
-    lines = [f"image folders in {root}: classes {', '.join(_all_classes(root))}"]
+    lines = [f"image folders in {root}: classes {', '.join(all_classes(root))}"]
     for split in list_splits(root):
         size, note = _check_size(root, split)
         data = _load_disk_split(root, split, size, "auto")
