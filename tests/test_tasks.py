@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -144,13 +145,43 @@ def test_classification_predictions_are_probability_rows_in_one_csv(tmp_path: Pa
                                                                              ("b.png", "cat", 0.875)]
 
 
+# a part telling the tasks apart: by the kind of split, by a task's name in any spelling of the lookup (a recipe's
+# r.task, a summary's s["task"] or s.get("task"), a result's result["task"]), or by comparing anything to a task name
+TASK_BRANCH = re.compile(
+    r"isinstance\([^)]*(SegData|ClsData|ColorData)"
+    r"|task [!=]="
+    r"|\[[\"']task[\"']\] *[!=]="
+    r"|\.get\([\"']task[\"'][^)]*\) *[!=]="
+    r"|[!=]= *[\"'](segmentation|classification|colorization)[\"']"
+    r"|[\"'](segmentation|classification|colorization)[\"'] *[!=]=")
+
+
+def task_branches(src: Path) -> list[str]:
+    """file:line of each line outside tasks/ and data/ (which defines the split types, below the tasks) that tells
+    the tasks apart."""
+    return [f"{p.relative_to(src)}:{i}" for p in sorted(src.rglob("*.py")) if p.parts[len(src.parts)] not in
+            ("tasks", "data") for i, line in enumerate(p.read_text().splitlines(), 1) if TASK_BRANCH.search(line)]
+
+
 def test_no_part_outside_tasks_asks_which_kind_of_split_or_task_it_holds() -> None:
-    """Issue 19: per-task code lives in cnnlab.tasks. data/ (which defines the split types, below the tasks) is
-    the one other place that may tell them apart."""
-    branch = re.compile(r"isinstance\([^)]*(SegData|ClsData|ColorData)|task [!=]=")
-    found = [f"{p.relative_to(SRC)}:{i}" for p in SRC.rglob("*.py") if p.parts[len(SRC.parts)] not in ("tasks", "data")
-             for i, line in enumerate(p.read_text().splitlines(), 1) if branch.search(line)]
-    assert found == []
+    """Issue 19: per-task code lives in cnnlab.tasks; a new task then needs no change anywhere else."""
+    assert task_branches(SRC) == []
+
+
+def test_the_task_branch_check_catches_every_form_of_asking(tmp_path: Path) -> None:
+    """Each way of asking which task or split a part holds, planted in a copy of the tree, is reported at its line
+    (issue 32: `result["task"] == ...` in cli/infer.py had passed unseen); the same lines in tasks/ are allowed."""
+    shutil.copytree(SRC, tmp_path / "cnnlab", ignore=shutil.ignore_patterns("__pycache__"))
+    forms = ['if isinstance(split, SegData):', 'if r.task == "segmentation":', 'if task != name:',
+             'if result["task"] == "classification":', "if s['task'] != 'colorization':",
+             'if s.get("task") == "segmentation":', 'if s.get("task", "") != kind:', 'if kind == "classification":',
+             'if "colorization" != kind:']
+    for part in ("cli", "report", "tasks"):
+        with open(tmp_path / "cnnlab" / part / "__init__.py", "a") as f:
+            f.write("".join(f"\n{form}\n    pass\n" for form in forms))
+    lines = {part: len((SRC / part / "__init__.py").read_text().splitlines()) for part in ("cli", "report")}
+    planted = [f"{part}/__init__.py:{lines[part] + 2 + 3 * i}" for part in ("cli", "report") for i in range(len(forms))]
+    assert [f for f in task_branches(tmp_path / "cnnlab") if f not in task_branches(SRC)] == planted
 
 
 def test_a_colorization_run_loads_with_one_output_per_colour_channel(tmp_path: Path) -> None:
@@ -221,3 +252,17 @@ def test_each_task_keeps_what_its_summary_and_figures_need_of_a_batch_of_logits(
     color_split = ColorData(torch.zeros(9, 1, 4, 4, dtype=torch.uint8), torch.zeros(9, 3, 4, 4, dtype=torch.uint8),
                             [str(i) for i in range(9)])
     assert TASKS["colorization"].predicted_samples(color_split) == 4
+
+
+def test_each_task_words_what_cnnlab_predict_wrote() -> None:
+    """The lines `cnnlab predict` prints come from the run's task (cli/infer.py used to branch on the task's name):
+    classification lists each image's class and probabilities, segmentation where its masks went and how they
+    encode classes."""
+    cls = {"class_names": ["cat", "dog"], "images": [{"image": "a.png", "predicted": "dog", "cat": 0.25, "dog": 0.75}]}
+    assert TASKS["classification"].predict_lines(cls, "out/") == [
+        "a.png: dog  (cat 0.250  dog 0.750)", "probabilities of 1 images in out/probabilities.csv"]
+    seg = {"mask_encoding": {"kind": "index"}, "images": [{}, {}]}
+    assert TASKS["segmentation"].predict_lines(seg, "out/") == [
+        "wrote masks (index), overlays and class areas of 2 images to out/"]
+    assert TASKS["segmentation"].predict_lines(seg, "out", overlays=False) == [
+        "wrote masks (index), class areas of 2 images to out"]

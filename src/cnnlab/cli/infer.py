@@ -27,6 +27,7 @@ def _run_predict(a: argparse.Namespace) -> int:
     from rich.console import Console
 
     from cnnlab.inference.predict import load_run, predict_paths
+    from cnnlab.tasks import task_for
 
     run = load_run(Path(a.run_dir), device=a.device)
     result = predict_paths(run, [Path(p) for p in a.inputs], Path(a.out), tta_flip=a.tta,
@@ -35,15 +36,8 @@ def _run_predict(a: argparse.Namespace) -> int:
     console = Console(highlight=False, soft_wrap=True)
     for note in result["notes"]:
         console.print(f"note: {note}")
-    if result["task"] == "classification":
-        for row in result["images"]:
-            probs = "  ".join(f"{n} {row[n]:.3f}" for n in result["class_names"])
-            console.print(f"{row['image']}: {row['predicted']}  ({probs})")
-        console.print(f"probabilities of {len(result['images'])} images in {Path(a.out) / 'probabilities.csv'}")
-    else:
-        what = "class areas" if a.no_overlays else "overlays and class areas"
-        console.print(f"wrote masks ({result['mask_encoding']['kind']}), {what} of "
-                      f"{len(result['images'])} images to {a.out}")
+    for line in task_for(run.task).predict_lines(result, a.out, overlays=not a.no_overlays):
+        console.print(line)
     return 0
 
 

@@ -144,6 +144,11 @@ class Task:
     def finish_predictions(self, out: Path, entries: list[dict], class_names: list[str]) -> None:
         """Files predict writes once all images are done."""
 
+    def predict_lines(self, result: dict, out: str, overlays: bool = True) -> list[str]:
+        """What `cnnlab predict` prints of its result (predict.json's content) once every image is written; out:
+        the output folder as the user wrote it."""
+        return []
+
 
 def label_batch(images: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor, rt: Placement, norm: Norm,
                 aug: AugmentConfig | None, g: torch.Generator | None, dense: bool,

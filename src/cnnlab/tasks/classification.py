@@ -81,3 +81,9 @@ class Classification(Task):
             w = csv.DictWriter(f, fieldnames=["image", "predicted", *class_names])
             w.writeheader()
             w.writerows(entries)
+
+    def predict_lines(self, result: dict, out: str, overlays: bool = True) -> list[str]:
+        """Each image's predicted class and probabilities, then where they were written."""
+        lines = [f"{row['image']}: {row['predicted']}  ("
+                 + "  ".join(f"{n} {row[n]:.3f}" for n in result["class_names"]) + ")" for row in result["images"]]
+        return [*lines, f"probabilities of {len(result['images'])} images in {Path(out) / PROBABILITIES}"]

@@ -151,3 +151,8 @@ class Segmentation(Task):
         areas_p.write_text(json.dumps(areas, indent=2))
         return {"image": str(path), "mask": mask_p.name, "overlay": overlay_p.name if overlay_p else None,
                 "areas": areas_p.name}
+
+    def predict_lines(self, result: dict, out: str, overlays: bool = True) -> list[str]:
+        """Where the masks, overlays and class areas went, and how the masks encode classes."""
+        what = "overlays and class areas" if overlays else "class areas"
+        return [f"wrote masks ({result['mask_encoding']['kind']}), {what} of {len(result['images'])} images to {out}"]
