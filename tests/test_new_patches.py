@@ -45,7 +45,11 @@ def test_the_patch_rule_by_hand():
     assert at_512.patch is None and "1.8 px at 512x480 (not under 1.5 px)" in at_512.why
     at_256 = choose_patch(vessel, [256, 240], (584, 565))   # 0.88 px
     assert at_256.patch == [224, 224] and "0.9 px at 256x240" in at_256.why  # sqrt(256 * 240) = 247.9 -> 224
-    assert choose_patch(vessel, [584, 565], (584, 565)).patch is None      # not shrunk: whole images
+    native = choose_patch(vessel, [584, 565], (584, 565))  # not shrunk: whole images, and the line says why
+    assert native.patch is None and "their own size (nothing is shrunk" in native.why
+    assert "not under" not in native.why  # 2.0 px here; a thinner class at its own size is not 'not under' 1.5
+    tiny = choose_patch(vessel, [32, 32], (48, 584))  # 0.1 px, but a 48-px short side holds no 64-px patch
+    assert tiny.patch is None and "short side (48 px) is under the smallest patch (64 px)" in tiny.why
     wide = Thinnest("instrument", 0.029, 9.3)  # the course's thinnest instrument class at 320x256
     assert choose_patch(wide, [160, 128], (256, 320)).patch is None         # 4.6 px >= MIN_HALF_WIDTH
     assert choose_patch(wide, [32, 32], (256, 320)).patch == [64, 64]        # 0.9 px: patches of at least 64

@@ -47,9 +47,14 @@ def choose_patch(thinnest: Thinnest | None, size: list[int], median_hw: tuple[fl
     measured = (f"the thinnest class '{thinnest.name}' (half-width {thinnest.half_width_px:.1f} px at the images' "
                 f"own size) would be {at_size:.1f} px at {size[0]}x{size[1]}")
     short = int(min(median_hw))
-    if scale >= 1.0 or at_size >= MIN_HALF_WIDTH or short < MIN_PATCH:
-        return PatchChoice(None, f"whole images at {size[0]}x{size[1]}: {measured} (not under {MIN_HALF_WIDTH:g} px"
-                                 f"{'' if scale < 1 else '; the images are not shrunk'})")
+    if scale >= 1.0:
+        return PatchChoice(None, f"whole images at {size[0]}x{size[1]}, their own size (nothing is shrunk, so "
+                                 f"patches would keep no more detail): {measured}")
+    if short < MIN_PATCH:
+        return PatchChoice(None, f"whole images at {size[0]}x{size[1]}: {measured}, but the images' short side "
+                                 f"({short} px) is under the smallest patch ({MIN_PATCH} px)")
+    if at_size >= MIN_HALF_WIDTH:
+        return PatchChoice(None, f"whole images at {size[0]}x{size[1]}: {measured} (not under {MIN_HALF_WIDTH:g} px)")
     side = int(math.sqrt(size[0] * size[1]) // STEP) * STEP
     side = max(MIN_PATCH, min(side, short // STEP * STEP))
     return PatchChoice([side, side], f"patches of {side}x{side} at the images' own size ({int(median_hw[0])}x"
