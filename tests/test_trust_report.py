@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from cnnlab.report.build import write_report
-from cnnlab.study.table import markdown_table
+from cnnlab.text import markdown_table
 from test_report_latex import run_dir  # noqa: F401 (the module's tiny trained run, a fixture)
 
 EVIL = "<script>alert(1)</script>"

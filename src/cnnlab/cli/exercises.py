@@ -10,6 +10,7 @@ import yaml
 
 from cnnlab.errors import CnnlabError, did_you_mean
 from cnnlab.exercises import arithmetic as ar
+from cnnlab.text import parse_size
 
 
 @dataclass
@@ -168,10 +169,10 @@ def problem_from_mapping(raw: dict, check: bool = True) -> Problem:
 
 def parse_chw(text: str) -> tuple[int, int, int]:
     """'3x64x64' -> (C, H, W)."""
-    parts = text.strip().lower().split("x")
-    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+    size = parse_size(text, 3)
+    if size is None:
         raise CnnlabError(f"--input '{text}' is not CxHxW", "write it like 3x64x64 (channels x height x width)")
-    c, h, w = (int(p) for p in parts)
+    c, h, w = size
     return c, h, w
 
 

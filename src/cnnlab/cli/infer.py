@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnlab.errors import ConfigError
+from cnnlab.text import parse_size
 
 if TYPE_CHECKING:
     from cnnlab.inference.predict import TrainedRun
@@ -17,10 +18,10 @@ def parse_window(text: str | None, run: TrainedRun) -> tuple[int, int] | None:
         return None
     if text.strip().lower() == "train":
         return run.input_size
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+    size = parse_size(text, 2)
+    if size is None:
         raise ConfigError(f"--window '{text}' is not HxW", "e.g. --window 256x256, or --window train")
-    return int(parts[0]), int(parts[1])
+    return size[0], size[1]
 
 
 def _run_predict(a: argparse.Namespace) -> int:

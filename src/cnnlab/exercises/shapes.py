@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass, field
 
 from cnnlab.errors import CnnlabError, did_you_mean
+from cnnlab.text import parse_size
 
 LAYER_KINDS = ("conv", "maxpool", "avgpool", "fc")
 IGNORED = ("relu", "flatten")  # ReLU sits between layers anyway; fc flattens by itself
@@ -61,10 +62,10 @@ class ShapeReport:
 
 def parse_input(text: str) -> tuple[int, int, int]:
     """'256x256x3' -> (H, W, C)."""
-    parts = text.strip().lower().split("x")
-    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+    size = parse_size(text, 3)
+    if size is None:
         raise CnnlabError(f"input '{text}' is not HxWxC", "write it like 256x256x3 (height x width x channels)")
-    h, w, c = (int(p) for p in parts)
+    h, w, c = size
     return h, w, c
 
 

@@ -13,6 +13,7 @@ from cnnlab.engine.steps import predict_logits
 from cnnlab.errors import CnnlabError
 from cnnlab.inference.predict import load_run
 from cnnlab.tasks import task_for
+from cnnlab.text import markdown_table
 
 
 def average_probs(probs: Sequence[torch.Tensor], weights: Sequence[float] | None = None) -> torch.Tensor:
@@ -50,12 +51,11 @@ class EnsembleReport:
 
     def table(self) -> str:
         """Markdown table, members first, ensemble last, with the gain over the best member."""
-        rows = ["| model | accuracy |", "|---|---|"]
-        rows += [f"| {n} | {a:.4f} |" for n, a in zip(self.member_names, self.member_accuracy)]
+        rows = [[n, f"{a:.4f}"] for n, a in zip(self.member_names, self.member_accuracy)]
         best = max(self.member_accuracy)
-        rows.append(f"| **ensemble of {len(self.member_names)}** | **{self.ensemble_accuracy:.4f}** "
-                    f"({self.ensemble_accuracy - best:+.4f} vs best member) |")
-        return "\n".join(rows)
+        rows.append([f"**ensemble of {len(self.member_names)}**",
+                     f"**{self.ensemble_accuracy:.4f}** ({self.ensemble_accuracy - best:+.4f} vs best member)"])
+        return markdown_table(["model", "accuracy"], rows)
 
 
 def ensemble_runs(run_dirs: Sequence[str | Path], split: str | None = None) -> EnsembleReport:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cnnlab.engine.rundir import write_text_atomic
 from cnnlab.errors import CnnlabError
-from cnnlab.study.table import markdown_table, markdown_text
+from cnnlab.text import markdown_table, markdown_text
 
 CAPTIONS = {
     "loss_curves.png": "Training and validation loss per epoch (validation metric on the right axis, where shown).",

@@ -14,7 +14,7 @@ from pathlib import Path
 from cnnlab.errors import CnnlabError, did_you_mean
 from cnnlab.metrics.names import METRICS, convention, label, lower_is_better
 from cnnlab.report.tex import table_tex, tex_escape
-from cnnlab.study.table import markdown_table
+from cnnlab.text import markdown_table
 
 FORMATS = ("md", "csv", "latex")
 

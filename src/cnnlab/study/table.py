@@ -16,6 +16,7 @@ from cnnlab.interrupts import protected
 from cnnlab.metrics.names import STUDY_METRICS, label, task_conventions
 from cnnlab.study.plan import StudyPlan, find_run_dir, grid_label, read_failures, read_plan
 from cnnlab.study.stats import excludes_zero, mean, paired_difference, sample_std
+from cnnlab.text import markdown_table
 
 
 def _clean(v: float) -> float | None:
@@ -151,20 +152,6 @@ def failure_lines(results: dict) -> list[str]:
         lines += [f"{r['variant']} {r['label']} seed {seed}: FAILED: {msg}".replace("  ", " ")
                   for seed, msg in r["failed"].items()]
     return lines
-
-
-def markdown_text(text) -> str:
-    """Text for markdown that no viewer turns into markup: `<` and `>` as entities, so a class named `<script>` is
-    text; `&` stays as written (a bare `&` renders as itself, and `R&D` reads as R&D in the raw file too)."""
-    return str(text).replace("<", "&lt;").replace(">", "&gt;")
-
-
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    """A GitHub-flavoured markdown table (pipes in cells escaped, markup made text by markdown_text): the one markdown
-    table of cnnlab (table.md, report.md, `cnnlab compare`)."""
-    esc = lambda c: markdown_text(c).replace("|", "\\|")  # noqa: E731
-    out = ["| " + " | ".join(map(esc, headers)) + " |", "|" + "|".join(["---"] * len(headers)) + "|"]
-    return "\n".join(out + ["| " + " | ".join(map(esc, r)) + " |" for r in rows])
 
 
 def table_markdown(results: dict) -> str:
