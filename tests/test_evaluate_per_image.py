@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.inference.evaluate import evaluate_run, foreground_scores
+from cnnlab.inference.evaluate import evaluate_run
+from cnnlab.metrics.boundary import foreground_scores
 from cnnlab.metrics.confusion import ConfusionMatrix
 from conftest import train_binary_glas
 

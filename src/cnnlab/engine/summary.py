@@ -17,21 +17,8 @@ from cnnlab.engine.steps import evaluate, iter_logits
 from cnnlab.metrics.names import metric_conventions
 from cnnlab.metrics.per_class import vanished_warnings, without_class_iou
 from cnnlab.models.classifiers import count_parameters
-from cnnlab.tasks import Task
 
 log = get_logger(__name__)
-
-
-def _keeper(task: Task, n: int) -> tuple[list[torch.Tensor], Callable[[torch.Tensor, torch.Tensor], None]]:
-    """The pieces of the task's prediction of samples [0, n), and the hook that adds one batch's to them while
-    `evaluate` scores the split: the end of a run passes the model over the tested split once, not twice."""
-    kept: list[torch.Tensor] = []
-
-    def keep(out: torch.Tensor, idx: torch.Tensor) -> None:
-        take = idx < n
-        if bool(take.any()):
-            kept.append(task.prediction_batch(out[take].float().cpu()))
-    return kept, keep
 
 
 def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], None] | None = None) -> dict:
@@ -45,8 +32,7 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     has_test = data.test is not None
     split_name = r.data.test if has_test else r.data.val
     split = data.test if has_test else data.val
-    n_kept = task.predicted_samples(split)
-    kept, keep = _keeper(task, n_kept)
+    keep = task.keeper(split)  # the task's prediction, kept from the test's own batches: one pass over the split
     t0 = time.perf_counter()
     window = scorer.window  # patch-trained runs: whole images by sliding windows
     final, cm = evaluate(scorer, split, on_batch, on_logits=keep if world() == 1 else None)
@@ -71,9 +57,9 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     if not is_main():
         return summary
     if world() > 1:  # each process evaluated its shard: rank 0 predicts the kept samples itself
-        for logits in iter_logits(scorer, split, torch.arange(n_kept)):
-            kept.append(task.prediction_batch(logits))  # patch-trained: through the same windows as the test
-    pred = torch.cat(kept) if kept else None
+        for logits in iter_logits(scorer, split, torch.arange(keep.n)):
+            keep.keep(logits)  # patch-trained: through the same windows as the test
+    pred = keep.prediction()
     summary.update(task.test_entries(split, cm, pred))
     summary["warnings"] = vanished_warnings(summary, split_name, ctx.run_dir)  # a class never predicted: one line each
     for line in summary["warnings"]:

@@ -1,8 +1,9 @@
 """`cnnlab evaluate`: re-evaluate a trained run's best model on any split or another data set of its format.
 
-Binary segmentation also gets the foreground's Dice and IoU per image, averaged over the images, beside the strict
-global ones (counts pooled over the split): polyp papers report the per-image mean, and the two differ (a small
-polyp missed costs a whole image's Dice per image but few pixels globally).
+What is scored, kept and written beyond the metrics is the run's task's (cnnlab.tasks): binary segmentation, for
+one, also gets the foreground's Dice and IoU per image, averaged over the images, beside the strict global ones
+(counts pooled over the split): polyp papers report the per-image mean, and the two differ (a small polyp missed
+costs a whole image's Dice per image but few pixels globally).
 
 --native (segmentation) scores at the images' own size, as DRIVE and ISBI papers do: the model sees exactly its
 training inputs, its logits are upsampled (bilinear) to the native size, and the masks (and field of view) are the
@@ -15,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 
 from cnnlab.config import DataConfig
@@ -37,9 +37,6 @@ from cnnlab.engine.steps import Scorer, evaluate
 from cnnlab.errors import CnnlabError, ConfigError, DataError
 from cnnlab.inference.predict import TrainedRun, bars, load_run, model_channels
 from cnnlab.losses.core import build_loss, needs_weights
-from cnnlab.metrics.argmax import class_argmax
-from cnnlab.metrics.boundary import dice_per_image
-from cnnlab.metrics.confusion import ConfusionMatrix
 from cnnlab.metrics.per_class import vanished_warnings, without_class_iou
 from cnnlab.tasks import task_for
 
@@ -71,14 +68,6 @@ def _free_path(folder: Path, stem: str) -> Path:
         except FileExistsError:
             continue
     raise CnnlabError(f"no free file name for {stem}.json in {folder}")
-
-
-PER_IMAGE = ("per image: each image's foreground Dice 2|P&T|/(|P|+|T|) and IoU |P&T|/|P or T| (argmax masks at the "
-             "{at}), averaged over the images; an image whose ground truth and prediction are both empty "
-             "scores 1 and counts (as in the per-image evaluation of polyp papers, e.g. PraNet and Polyp-PVT, whose "
-             "smoothed Dice gives such an image 1); an image with empty ground truth but predicted foreground scores "
-             "0")
-GLOBAL = "global (strict): the pixel counts of all images pooled, then one Dice and one IoU for the split"
 
 
 def _other_data(run: TrainedRun, data_root: str | Path | None, folders: dict | None) -> tuple[DataConfig, bool]:
@@ -142,24 +131,24 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     data = _load(run, cfg, split, own, notes)
     loss_fn = _loss_for(run, task.ignore_index(data), notes)
     bs = batch_size or r.train.eval_batch_size
-    binary = task.dense and len(data.class_names) == 2  # binary segmentation: per-image scores need the masks
-    keep = task.dense  # label maps for the per-image scores (binary: the foreground's; multi-class: per_image)
-    scored, at, sink, size = data, "trained", _LabelMaps(keep), tuple(cfg.size or data.masks.shape[-2:])
+    # the task's prediction (segmentation: label maps for the per-image scores), kept from evaluate's own batches
+    scored, at, keeper, size = data, "trained", task.keeper(data), tuple(cfg.size or data.images.shape[-2:])
     if run.window is not None:  # sliding windows over each whole image, at the size training cut patches from
         at, native = ("native" if cfg.size is None else "trained"), False
         notes.append(WINDOWED.format(h=run.window.size[0], w=run.window.size[1], overlap=run.window.overlap))
     if native:
-        scored, sink = _native_data(run, cfg, split, own, data, keep)
-        at, size = "native", sink.size
+        scored = _native_data(run, cfg, split, own, data)
+        keeper = task.native_keeper(scored)
+        at, size = "native", keeper.size
     resolution = f"{at} {size[0]}x{size[1]}"
     with bars(progress, console).bar(f"evaluating '{split}'", len(data)) as bar:
         metrics, cm = evaluate(Scorer(task, run.model, run.rt, run.norm, bs, loss_fn, run.window), data,
-                               bar.advance, sink)
+                               bar.advance, keeper)
     metrics, extra = without_class_iou(metrics), {}  # per-class IoU: in per_class below
     if native:  # the native counts replace the trained-size ones
         extra, notes = {"metrics_trained_size": metrics}, notes + [NATIVE]
-        metrics, cm = _native_metrics(sink), sink.cm
-    pred = sink.maps() if keep else None
+        metrics, cm = keeper.result()
+    pred = keeper.prediction()
     result = {"run_dir": str(run.run_dir), "checkpoint": "best.pt", "best_epoch": run.best_epoch,
               "data_format": cfg.format, "data_root": str(cfg.root), "split": split, "n_images": len(data),
               "input_size": list(cfg.size or run.input_size), "resolution": resolution,
@@ -167,9 +156,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
               "precision": run.rt.precision, "notes": notes + list(data.notes)}
     result.update(task.test_entries(scored, cm, pred))  # per-class and per-image scores; binary: boundary scores
     result["warnings"] = vanished_warnings(result, split, run.run_dir)  # a class in the ground truth never predicted
-    if pred is not None and binary:
-        result["foreground"] = foreground_scores(pred, scored.masks, scored.ignore_index, result["per_class"],
-                                                 data.class_names[1], at=f"{at} size")
+    result.update(task.evaluate_entries(scored, pred, result, at=f"{at} size"))  # binary: the foreground's scores
     folder = Path(out) if out is not None else Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = _free_path(folder, f"evaluate_{'all' if split == imagefolder.FLAT else split.replace('/', '_')}")
@@ -206,45 +193,7 @@ def _load(run: TrainedRun, cfg: DataConfig, split: str, own_root: bool, notes: l
     return data
 
 
-class _LabelMaps:
-    """Per batch of logits at the trained size: argmax label maps kept (uint8, CPU) when `keep` is set."""
-
-    def __init__(self, keep: bool) -> None:
-        self.keep, self.parts = keep, []
-
-    def __call__(self, out: torch.Tensor, idx: torch.Tensor) -> None:
-        if self.keep:
-            self.parts.append(class_argmax(out.float(), 1).to(torch.uint8).cpu())
-
-    def maps(self) -> torch.Tensor:
-        return torch.cat(self.parts)
-
-
-class _NativeScores(_LabelMaps):
-    """Per batch of logits at the trained size: each image's logits upsampled to the native size, its argmax
-    counted against the native masks (one image at a time: never a batch's logits at native size at once)."""
-
-    def __init__(self, data: SegData, keep: bool) -> None:
-        super().__init__(keep)
-        self.data, self.size = data, tuple(data.masks.shape[-2:])
-        self.cm = ConfusionMatrix(len(data.class_names), data.ignore_index)
-
-    def __call__(self, out: torch.Tensor, idx: torch.Tensor) -> None:
-        for logits, i in zip(out.float(), idx.tolist()):
-            up = F.interpolate(logits[None], size=self.size, mode="bilinear", align_corners=False)
-            label = class_argmax(up, 1)[0]
-            self.cm.update(label, self.data.masks[i].to(label.device))
-            if self.keep:
-                self.parts.append(label.to(torch.uint8).cpu()[None])
-
-
-def _native_metrics(sink: _NativeScores) -> dict:
-    """The strict metrics (the split's summary, as a segmentation tally writes them) from the native counts."""
-    return {k: v for k, v in sink.cm.summary(sink.data.class_names).items() if k != "per_class"}
-
-
-def _native_data(run: TrainedRun, cfg: DataConfig, split: str, own_root: bool, data: SegData, keep: bool
-                 ) -> tuple[SegData, _NativeScores]:
+def _native_data(run: TrainedRun, cfg: DataConfig, split: str, own_root: bool, data: SegData) -> SegData:
     """The split decoded by its format at the images' own (common) size: masks, palettes and field of view at full
     resolution; its images must be those of `data`, in the same order."""
     r = run.recipe
@@ -254,7 +203,7 @@ def _native_data(run: TrainedRun, cfg: DataConfig, split: str, own_root: bool, d
     if native.names != data.names:
         raise DataError(f"{cfg.root}: '{split}' read at {size[0]}x{size[1]} holds other images than at the trained "
                         "size", f"cnnlab evaluate {shlex.quote(str(run.run_dir))} (without --native)")
-    return native, _NativeScores(native, keep)
+    return native
 
 
 def _native_size(run: TrainedRun, cfg: DataConfig, split: str) -> tuple[int, int]:
@@ -281,23 +230,3 @@ def _predict_hint(run: TrainedRun, images: Path) -> str:
     """The command that writes masks at each image's own size, for scoring them outside cnnlab."""
     return (f"cnnlab predict {shlex.quote(str(run.run_dir))} {shlex.quote(str(images))} --out DIR "
             "writes masks at each image's own size")
-
-
-def foreground_scores(pred: torch.Tensor, masks: torch.Tensor, ignore_index: int | None, per_class: dict,
-                      name: str, at: str = "trained size") -> dict:
-    """The foreground class's Dice and IoU, global (the strict per-class scores) and as means over images.
-
-    Per image the Dice is the training summary's own (cnnlab.metrics.boundary.dice_per_image, the one behind
-    summary.json's per_image_dice_mean); its IoU follows from it exactly, J = D / (2 - D), both-empty included.
-    at: the size the masks were compared at ("trained size" or "native size"), named in the conventions."""
-    valid = None if ignore_index is None else masks != ignore_index
-    truth = masks == 1
-    dice = dice_per_image(pred == 1, truth, valid)
-    iou = dice / (2 - dice)
-    truth_n = (truth if valid is None else truth & valid).flatten(1).sum(1)
-    pred_n = ((pred == 1) if valid is None else (pred == 1) & valid).flatten(1).sum(1)
-    return {"class": name, "dice_global": per_class[name]["dice"], "dice_per_image_mean": float(dice.mean()),
-            "iou_global": per_class[name]["iou"], "iou_per_image_mean": float(iou.mean()),
-            "images": len(dice), "images_empty_truth": int((truth_n == 0).sum()),
-            "images_empty_truth_and_prediction": int(((truth_n == 0) & (pred_n == 0)).sum()),
-            "conventions": {"global": GLOBAL, "per_image": PER_IMAGE.format(at=at)}}

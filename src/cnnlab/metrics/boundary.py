@@ -113,3 +113,33 @@ def binary_summary(pred: torch.Tensor, truth: torch.Tensor, ignore_index: int | 
             "boundary_dice_mean": float(boundary_dice(p, t, band_width, valid).mean()),
             "boundary_f1_mean": float(boundary_f1(p, t, tolerance, valid)["f1"].mean()),
             "boundary_band_width": band_width, "boundary_tolerance": tolerance}
+
+
+# the two conventions of evaluate's foreground scores, named in evaluate_*.json (foreground_scores)
+FOREGROUND_PER_IMAGE = (
+    "per image: each image's foreground Dice 2|P&T|/(|P|+|T|) and IoU |P&T|/|P or T| (argmax masks at the "
+    "{at}), averaged over the images; an image whose ground truth and prediction are both empty "
+    "scores 1 and counts (as in the per-image evaluation of polyp papers, e.g. PraNet and Polyp-PVT, whose "
+    "smoothed Dice gives such an image 1); an image with empty ground truth but predicted foreground scores "
+    "0")
+FOREGROUND_GLOBAL = "global (strict): the pixel counts of all images pooled, then one Dice and one IoU for the split"
+
+
+def foreground_scores(pred: torch.Tensor, masks: torch.Tensor, ignore_index: int | None, per_class: dict,
+                      name: str, at: str = "trained size") -> dict:
+    """The foreground class's Dice and IoU, global (the strict per-class scores) and as means over images.
+
+    Per image the Dice is the training summary's own (dice_per_image, the one behind summary.json's
+    per_image_dice_mean); its IoU follows from it exactly, J = D / (2 - D), both-empty included.
+    at: the size the masks were compared at ("trained size" or "native size"), named in the conventions."""
+    valid = None if ignore_index is None else masks != ignore_index
+    truth = masks == 1
+    dice = dice_per_image(pred == 1, truth, valid)
+    iou = dice / (2 - dice)
+    truth_n = (truth if valid is None else truth & valid).flatten(1).sum(1)
+    pred_n = ((pred == 1) if valid is None else (pred == 1) & valid).flatten(1).sum(1)
+    return {"class": name, "dice_global": per_class[name]["dice"], "dice_per_image_mean": float(dice.mean()),
+            "iou_global": per_class[name]["iou"], "iou_per_image_mean": float(iou.mean()),
+            "images": len(dice), "images_empty_truth": int((truth_n == 0).sum()),
+            "images_empty_truth_and_prediction": int(((truth_n == 0) & (pred_n == 0)).sum()),
+            "conventions": {"global": FOREGROUND_GLOBAL, "per_image": FOREGROUND_PER_IMAGE.format(at=at)}}

@@ -43,6 +43,19 @@ class Tally(Protocol):
     def result(self, reduce: Reduce) -> tuple[dict, ConfusionMatrix | None]: ...
 
 
+class NativeScores(Protocol):
+    """`cnnlab evaluate --native`'s hook (Task.native_keeper): handed each batch of trained-size logits, it scores
+    them at the native split's size (HxW) and keeps the prediction there."""
+
+    size: tuple[int, int]
+
+    def __call__(self, out: torch.Tensor, idx: torch.Tensor) -> None: ...
+
+    def prediction(self) -> torch.Tensor | None: ...
+
+    def result(self) -> tuple[dict, ConfusionMatrix]: ...
+
+
 class Task:
     """Defaults shared by the tasks; each task module overrides what differs (one level of inheritance)."""
 
@@ -114,6 +127,21 @@ class Task:
         """summary.json (and evaluate_*.json) entries beyond the metrics, from the tested split."""
         return {}
 
+    def keeper(self, split) -> "PredictionKeeper":
+        """What an evaluation of split keeps of each batch of logits (the hook evaluate hands them to): the task's
+        prediction of its first predicted_samples."""
+        return PredictionKeeper(self, self.predicted_samples(split))
+
+    def native_keeper(self, native) -> NativeScores:
+        """`cnnlab evaluate --native`'s hook: the trained-size logits scored against `native`, the split decoded at
+        the images' own size; its result() replaces the trained-size metrics. Per-pixel tasks only."""
+        raise CnnlabError(f"--native applies to segmentation runs; this is a {self.name} run")
+
+    def evaluate_entries(self, split, pred: torch.Tensor | None, entries: dict, at: str) -> dict:
+        """evaluate_*.json entries beyond test_entries (entries: those written so far; at: the size the outputs
+        were scored at, in words)."""
+        return {}
+
     def figures(self, fig_dir: Path, split, pred: torch.Tensor | None, cm: ConfusionMatrix | None) -> list[Path]:
         """The task's end-of-run figures, drawn by cnnlab.figures into fig_dir."""
         return []
@@ -148,6 +176,27 @@ class Task:
         """What `cnnlab predict` prints of its result (predict.json's content) once every image is written; out:
         the output folder as the user wrote it."""
         return []
+
+
+class PredictionKeeper:
+    """The task's prediction of samples [0, n) of an evaluated split, kept batch by batch while evaluate scores the
+    split (its on_logits hook): one pass of the model gives the metrics and the prediction."""
+
+    def __init__(self, task: Task, n: int) -> None:
+        self.task, self.n, self.parts = task, n, []
+
+    def __call__(self, out: torch.Tensor, idx: torch.Tensor) -> None:
+        take = idx < self.n
+        if bool(take.any()):
+            self.keep(out[take])
+
+    def keep(self, logits: torch.Tensor) -> None:
+        """Keep the prediction of a batch of logits of kept samples."""
+        self.parts.append(self.task.prediction_batch(logits.float().cpu()))
+
+    def prediction(self) -> torch.Tensor | None:
+        """The pieces in order, concatenated; None where nothing was kept."""
+        return torch.cat(self.parts) if self.parts else None
 
 
 def label_batch(images: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor, rt: Placement, norm: Norm,

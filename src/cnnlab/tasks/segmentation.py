@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from cnnlab.config import AugmentConfig, Recipe
@@ -17,11 +18,11 @@ from cnnlab.figures.palette import overlay
 from cnnlab.figures.run import overlay_scores, seg_overlays
 from cnnlab.losses.core import Loss, soft_dice_per_class
 from cnnlab.metrics.argmax import class_argmax
-from cnnlab.metrics.boundary import binary_summary
+from cnnlab.metrics.boundary import binary_summary, foreground_scores
 from cnnlab.metrics.confusion import ConfusionMatrix
 from cnnlab.metrics.per_class import class_iou_metrics, never_predicted, pixel_shares
 from cnnlab.metrics.per_image import per_image_summary
-from cnnlab.tasks.base import LabelTally, Norm, Placement, Task, label_batch, shrink_images
+from cnnlab.tasks.base import LabelTally, Norm, Placement, PredictionKeeper, Task, label_batch, shrink_images
 
 
 class SegTally(LabelTally):
@@ -112,6 +113,17 @@ class Segmentation(Task):
             out["per_image"] = per_image_summary(pred, split.masks, split.class_names, split.ignore_index)
         return out
 
+    def native_keeper(self, native: SegData) -> NativeKeeper:
+        return NativeKeeper(self, native)
+
+    def evaluate_entries(self, split: SegData, pred: torch.Tensor | None, entries: dict, at: str) -> dict:
+        """Binary segmentation: the foreground's Dice and IoU both ways, global and as means over the images (polyp
+        papers report the per-image mean)."""
+        if pred is None or len(split.class_names) != 2:
+            return {}
+        name = split.class_names[1]
+        return {"foreground": foreground_scores(pred, split.masks, split.ignore_index, entries["per_class"], name, at)}
+
     def figures(self, fig_dir: Path, split: SegData, pred: torch.Tensor | None,
                 cm: ConfusionMatrix | None) -> list[Path]:
         """The worst and best images by the per-image Dice the report states."""
@@ -156,3 +168,26 @@ class Segmentation(Task):
         """Where the masks, overlays and class areas went, and how the masks encode classes."""
         what = "overlays and class areas" if overlays else "class areas"
         return [f"wrote masks ({result['mask_encoding']['kind']}), {what} of {len(result['images'])} images to {out}"]
+
+
+class NativeKeeper(PredictionKeeper):
+    """Per batch of logits at the trained size: each image's logits upsampled (bilinear) to the native split's size,
+    its argmax counted against the native masks, one image at a time (never a batch's logits at native size at
+    once); the prediction is the label maps at native size."""
+
+    def __init__(self, task: Task, native: SegData) -> None:
+        super().__init__(task, len(native))
+        self.data, self.size = native, tuple(native.masks.shape[-2:])
+        self.cm = ConfusionMatrix(len(native.class_names), native.ignore_index)
+
+    def __call__(self, out: torch.Tensor, idx: torch.Tensor) -> None:
+        for logits, i in zip(out.float(), idx.tolist()):
+            up = F.interpolate(logits[None], size=self.size, mode="bilinear", align_corners=False)
+            label = class_argmax(up, 1)[0]
+            self.cm.update(label, self.data.masks[i].to(label.device))
+            self.parts.append(label.to(torch.uint8).cpu()[None])
+
+    def result(self) -> tuple[dict, ConfusionMatrix]:
+        """The strict metrics from the native counts (the split's summary, as the tally writes them) and the
+        counts."""
+        return {k: v for k, v in self.cm.summary(self.data.class_names).items() if k != "per_class"}, self.cm
