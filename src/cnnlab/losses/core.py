@@ -56,10 +56,17 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, i
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None,
                   label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy that tolerates ignore_index=None and uint8 targets (class weights: class_weights.py)."""
-    return F.cross_entropy(logits.float(), target.long(),
-                           ignore_index=-100 if ignore_index is None else ignore_index,
+    """Cross-entropy that tolerates ignore_index=None and uint8 targets (class weights: class_weights.py).
+
+    A batch whose every pixel is ignored (a patch wholly on void) gives 0 with a zero gradient, as
+    weighted_cross_entropy does: F.cross_entropy's mean over no pixel is 0/0 = NaN, which stops a run as diverged.
+    """
+    t = target.long()
+    loss = F.cross_entropy(logits.float(), t, ignore_index=-100 if ignore_index is None else ignore_index,
                            label_smoothing=label_smoothing)
+    if ignore_index is None:
+        return loss
+    return torch.where((t != ignore_index).any(), loss, torch.zeros_like(loss))  # no host sync: a tensor test
 
 
 class CombinedLoss(nn.Module):
@@ -129,6 +136,10 @@ def build_loss(name: str, params: dict, ignore_index: int | None = None, train=N
     if name == "cross_entropy":
         return lambda lo, t: cross_entropy(lo, t, ignore_index, **params)
     if name == "mse":
+        if ignore_index is not None:  # colour targets have no ignored pixels: say so rather than drop it
+            raise ConfigError(f"loss 'mse' compares values pixel by pixel and takes no ignore_index "
+                              f"(got {ignore_index})",
+                              "use a label loss (dice_ce, cross_entropy, ...) for masks with an ignore value")
         return lambda out, t: F.mse_loss(out.float(), t.float())
     if name == "lovasz":
         return lambda lo, t: lovasz_softmax(lo, t, ignore_index)
