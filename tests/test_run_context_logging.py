@@ -15,8 +15,8 @@ import pytest
 
 from cnnlab.config import recipe_from_dict
 from cnnlab.engine import run as run_mod
-from cnnlab.engine.logs import LOG_FILE, get_logger, run_log
 from cnnlab.engine.run import Interrupted, resume, train
+from cnnlab.logs import LOG_FILE, get_logger, run_log
 from conftest import interrupt_in_epoch, tiny_recipe
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from cnnlab.cli import main
-from cnnlab.engine.logs import get_logger, run_log
+from cnnlab.logs import get_logger, run_log
 from conftest import tiny_recipe
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")

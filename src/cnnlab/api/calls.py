@@ -13,22 +13,19 @@ once the attribute is a function).
 from __future__ import annotations
 
 import copy
-import io
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
 
 from cnnlab.api.run import Run
 from cnnlab.config import Recipe, apply_overrides, asdict, load_recipe, read_yaml, recipe_from_dict
 from cnnlab.engine import run as engine_run  # called through the module: tests stand in for engine_run.train
 from cnnlab.engine.distributed import is_main, shutdown
-from cnnlab.engine.logs import append_to_run_log, begin_run_log
 from cnnlab.engine.recipe_check import check_recipe
 from cnnlab.engine.tracker_check import check_tracking_store
 from cnnlab.engine.tracking import log_report
 from cnnlab.errors import ConfigError
+from cnnlab.logs import append_printed_to_run_log, append_to_run_log, begin_run_log
 from cnnlab.new.own import OwnData
 from cnnlab.new.recipe import NewRecipe, make_recipe
 from cnnlab.report.build import write_run_report, write_study_report
@@ -38,7 +35,6 @@ from cnnlab.study.runner import resume_study
 from cnnlab.study.runner import run_study as run_study_plan
 
 RecipeLike = str | Path | Recipe | dict
-LOG_WIDTH = 120  # train.log's tables: class names whole (a terminal is often narrower)
 
 
 def dotted(key: str) -> str:
@@ -118,9 +114,7 @@ def _tables_to_log(run_dir: Path) -> None:
     every line of the run, these are printed after its log closed."""
     if not (run_dir / "summary.json").is_file():
         return
-    text = Console(file=io.StringIO(), width=LOG_WIDTH, highlight=False, color_system=None, record=True)
-    print_run_table(run_dir, text)
-    append_to_run_log(run_dir, text.export_text())
+    append_printed_to_run_log(run_dir, lambda console: print_run_table(run_dir, console))
 
 
 def resume_run(run_dir: Path, overrides: list[str], echo: bool, report: bool = True) -> Path:

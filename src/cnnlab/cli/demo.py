@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnlab.config import load_recipe
-from cnnlab.engine.logs import get_logger
 from cnnlab.engine.run import train
 from cnnlab.errors import CnnlabError
+from cnnlab.logs import get_logger
 from cnnlab.report.tables import print_run_table
 
 log = get_logger(__name__)

@@ -25,16 +25,14 @@ def parse_window(text: str | None, run: TrainedRun) -> tuple[int, int] | None:
 
 
 def _run_predict(a: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from cnnlab.inference.predict import load_run, predict_paths
+    from cnnlab.logs import console
     from cnnlab.tasks import task_for
 
     run = load_run(Path(a.run_dir), device=a.device)
     result = predict_paths(run, [Path(p) for p in a.inputs], Path(a.out), tta_flip=a.tta,
                            window=parse_window(a.window, run), overlap=a.overlap, batch_size=a.batch_size,
                            overlays=not a.no_overlays)
-    console = Console(highlight=False, soft_wrap=True)
     for note in result["notes"]:
         console.print(f"note: {note}")
     for line in task_for(run.task).predict_lines(result, a.out, overlays=not a.no_overlays):

@@ -32,7 +32,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 def _first_line(recipe, resume: str | None) -> None:
     """What the command is doing, printed before torch is imported (seconds) and the data read (minutes)."""
-    from cnnlab.engine.logs import begin_run_log, get_logger  # light (logging and rich): the line goes to train.log
+    from cnnlab.logs import begin_run_log, get_logger  # light (logging and rich): the line goes to train.log
 
     begin_run_log()
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 speaks

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 from cnnlab.config import Recipe
-from cnnlab.engine.logs import get_logger
 from cnnlab.figures.per_class import per_class_dice_bars, per_class_iou_bars
 from cnnlab.figures.run import loss_curves
+from cnnlab.logs import get_logger
 from cnnlab.metrics.confusion import ConfusionMatrix
 from cnnlab.tasks import Task
 

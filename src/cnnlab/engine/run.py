@@ -38,7 +38,6 @@ from cnnlab.engine.fit import (
     set_encoder_requires_grad,
     train_one_epoch,
 )
-from cnnlab.engine.logs import console, get_logger, quiet, run_log
 from cnnlab.engine.rundir import (
     check_free_space,
     new_run_dir,
@@ -53,6 +52,7 @@ from cnnlab.engine.summary import write_summary
 from cnnlab.engine.watch import RunWatch, per_process
 from cnnlab.errors import CnnlabError
 from cnnlab.interrupts import Terminated, handled, last_signal, protected, was_forced
+from cnnlab.logs import console, get_logger, quiet, run_log
 from cnnlab.losses.core import build_loss, loss_entries
 from cnnlab.metrics.per_class import worst_class
 from cnnlab.models import build_model

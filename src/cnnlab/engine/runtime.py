@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from cnnlab.engine.distributed import is_main
-from cnnlab.engine.logs import get_logger
 from cnnlab.errors import ConfigError
+from cnnlab.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -11,9 +11,9 @@ from cnnlab.engine.context import RunContext
 from cnnlab.engine.distributed import is_main, world
 from cnnlab.engine.figures import write_run_figures
 from cnnlab.engine.fit import TrainState
-from cnnlab.engine.logs import get_logger
 from cnnlab.engine.rundir import environment, git_hash, read_resumes, write_text_atomic
 from cnnlab.engine.steps import evaluate, iter_logits
+from cnnlab.logs import get_logger
 from cnnlab.metrics.names import metric_conventions
 from cnnlab.metrics.per_class import vanished_warnings, without_class_iou
 from cnnlab.models.classifiers import count_parameters

@@ -18,11 +18,11 @@ from cnnlab.config import Recipe
 from cnnlab.data.formats.common import DECODE_HOOKS
 from cnnlab.data.loading import RunData
 from cnnlab.engine.distributed import world
-from cnnlab.engine.logs import get_logger, quiet
 from cnnlab.engine.progress import Bar, Bars, EventLog, read_events
 from cnnlab.engine.tracking import Tracker, open_trackers
 from cnnlab.errors import CnnlabError
 from cnnlab.interrupts import last_signal
+from cnnlab.logs import get_logger, quiet
 
 log = get_logger(__name__)
 

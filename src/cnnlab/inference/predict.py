@@ -19,12 +19,12 @@ from cnnlab.data.formats.preprocess import Preprocess
 from cnnlab.data.mask_encoding import MaskEncoding, resolve_encoding
 from cnnlab.data.stain import unmix_he_batch
 from cnnlab.engine.checkpoint import load_checkpoint
-from cnnlab.engine.logs import console as default_console  # the process's one terminal: messages and bars
 from cnnlab.engine.progress import Bars
 from cnnlab.engine.runtime import Runtime, resolve_runtime
 from cnnlab.engine.steps import Normalizer, Scorer
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.inference.sliding_window import Window, check_window, sliding_window, window_logits
+from cnnlab.logs import console as default_console  # the process's one terminal: messages and bars
 from cnnlab.losses.core import Loss
 from cnnlab.models import build_model
 from cnnlab.tasks import task_for

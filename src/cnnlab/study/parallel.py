@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.engine.logs import console, get_logger
 from cnnlab.engine.rundir import write_text_atomic
 from cnnlab.interrupts import last_signal, second_signal_forces
+from cnnlab.logs import console, get_logger
 from cnnlab.study.plan import PlannedRun, StudyPlan, find_run_dir, read_failures
 from cnnlab.study.worker import (
     DIED,

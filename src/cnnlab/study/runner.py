@@ -11,11 +11,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from cnnlab.engine.logs import get_logger
 from cnnlab.engine.progress import EVENT_HOOKS, HEADERS
 from cnnlab.engine.run import Interrupted
 from cnnlab.engine.rundir import new_run_dir
 from cnnlab.errors import CnnlabError
+from cnnlab.logs import get_logger
 from cnnlab.study.mlflow_parent import study_parent_run, study_store
 from cnnlab.study.parallel import ProcessBackend, Progress, schedule
 from cnnlab.study.plan import StudyPlan, find_run_dir, load_study, plan_to_dict, read_failures, read_plan

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -13,6 +12,7 @@ from rich.table import Table
 
 from cnnlab.engine.rundir import write_text_atomic
 from cnnlab.interrupts import protected
+from cnnlab.logs import piped_width
 from cnnlab.metrics.names import STUDY_METRICS, label, task_conventions
 from cnnlab.study.plan import StudyPlan, find_run_dir, grid_label, read_failures, read_plan
 from cnnlab.study.stats import excludes_zero, mean, paired_difference, sample_std
@@ -197,17 +197,19 @@ def write_study_table(study_dir: str | Path) -> dict:
 
 
 def print_study_table(results: dict, console: Console | None = None) -> None:
-    """Both tables in the terminal, with the metric conventions and failures."""
-    # piped or logged output gets a wide table instead of rich's 80-column default
-    console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    """Both tables in the terminal, with the metric conventions and failures: on the one console (200 columns wide
+    where piped or logged, rich's default being 80), wrapped at its width."""
+    if console is None:
+        with piped_width(200) as wide:
+            return print_study_table(results, wide)
     for title, headers, rows in table_sections(results, compact=True):
         t = Table(title=title, title_justify="left")
         for i, h in enumerate(headers):
             t.add_column(h, justify="left" if i == 0 else "right")
         for row in rows:
             t.add_row(*row)
-        console.print(t)
-    console.print(results["conventions"].replace("`", ""))
-    console.print("every metric's difference with its interval: table.md / table.csv / study.json")
+        console.print(t, soft_wrap=False)
+    console.print(results["conventions"].replace("`", ""), soft_wrap=False)
+    console.print("every metric's difference with its interval: table.md / table.csv / study.json", soft_wrap=False)
     for line in failure_lines(results):
-        console.print(f"[red]{line}[/red]")
+        console.print(f"[red]{line}[/red]", soft_wrap=False)

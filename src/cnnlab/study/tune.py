@@ -38,11 +38,11 @@ import yaml
 from cnnlab.config import asdict, dump_recipe, read_yaml, recipe_from_dict
 from cnnlab.data.formats import FORMATS
 from cnnlab.data.loading import list_splits
-from cnnlab.engine.logs import get_logger
 from cnnlab.engine.recipe_check import check_recipe
 from cnnlab.engine.run import Interrupted
 from cnnlab.engine.rundir import new_run_dir, write_text_atomic
 from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.logs import get_logger
 from cnnlab.study.parallel import ProcessBackend
 from cnnlab.study.plan import PlannedRun, StudyPlan, plan_to_dict, read_plan
 from cnnlab.study.ray_runner import RayBackend, import_ray, ray_session

@@ -20,10 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cnnlab.config import recipe_from_dict
-from cnnlab.engine.logs import get_logger
 from cnnlab.engine.run import Interrupted, resume, train
 from cnnlab.engine.tracking import nested_under, read_tracking
 from cnnlab.errors import CnnlabError
+from cnnlab.logs import get_logger
 from cnnlab.study.plan import STAGE_REF, PlannedRun, StudyPlan, find_run_dir, read_plan
 
 log = get_logger(__name__)

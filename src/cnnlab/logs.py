@@ -8,7 +8,8 @@ line cnnlab always printed: no time, level or source column, no wrapping, no hig
 train.log holds every line of its run: the lines logged before the run dir exists (what is being read, the
 `data:` line) are kept per thread (_early, at most EARLY_MAX) and written first when the run's train.log opens;
 whatever is logged after it closes is not kept for the next run. The final tables, printed after training, are
-appended by `append_to_run_log`.
+appended by `append_printed_to_run_log`. `console` is the one terminal of the process: every part prints on it
+(bars, messages, tables; `piped_width` for a table piped to a file), none makes its own.
 
 Per-record switches (logging's `extra`): {"console": False} keeps a record out of the terminal (an epoch line with
 train.progress off still belongs in train.log); {"markup": True} renders rich markup on the terminal and strips it
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import logging
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console, ConsoleRenderable, Group
@@ -36,6 +39,7 @@ ROOT = "cnnlab"
 LOG_FILE = "train.log"
 FILE_FORMAT = "%(asctime)s %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+LOG_WIDTH = 120  # train.log's tables: class names whole (a terminal is often narrower)
 
 console = Console(highlight=False, soft_wrap=True)  # the one terminal of a cnnlab process: messages and bars
 EARLY_MAX = 200  # records kept per thread while no train.log is open
@@ -158,8 +162,31 @@ def begin_run_log() -> None:
     _early_records().clear()
 
 
+@contextlib.contextmanager
+def piped_width(columns: int) -> Iterator[Console]:
+    """The console, `columns` wide for the block where stdout is not a terminal (a pipe, a file or a job's log keeps
+    whole table rows instead of rich's 80-column default); on a terminal, its own width."""
+    if sys.stdout.isatty():
+        yield console
+        return
+    saved = console._width  # None unless COLUMNS was set: rich's width property cannot give that back
+    console.width = columns
+    try:
+        yield console
+    finally:
+        console._width = saved
+
+
 def append_to_run_log(run_dir: Path, text: str) -> None:
     """Lines printed after the run's train.log closed (the final tables) appended to it, timestamped."""
     stamp = time.strftime(DATE_FORMAT)
     with open(Path(run_dir) / LOG_FILE, "a", encoding="utf-8") as f:
         f.writelines(f"{stamp} {line}".rstrip() + "\n" for line in text.rstrip("\n").splitlines())
+
+
+def append_printed_to_run_log(run_dir: Path, draw: Callable[[Console], None]) -> None:
+    """What `draw` prints (the final tables) appended to the run's train.log as plain text, LOG_WIDTH wide: a
+    console of its own that writes to memory, not a second terminal."""
+    text = Console(file=io.StringIO(), width=LOG_WIDTH, highlight=False, color_system=None, record=True)
+    draw(text)
+    append_to_run_log(run_dir, text.export_text())
