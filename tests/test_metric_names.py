@@ -26,9 +26,10 @@ from cnnlab.report.tables import print_run_table
 from cnnlab.report.tex import header, tex_escape
 from cnnlab.study.plan import load_study, plan_to_dict
 from cnnlab.study.table import collect_results
+from cnnlab.tasks import TASKS
 from conftest import tiny_recipe
 
-STUDY_METRICS = names.STUDY_METRICS["segmentation"]
+STUDY_METRICS = TASKS["segmentation"].study_metrics
 PER_CLASS_KEYS = ("dice", "iou", "in_ground_truth")
 
 
@@ -215,10 +216,10 @@ def test_loss_is_the_one_metric_where_lower_is_better():
     assert not names.lower_is_better("psnr_db") and label("psnr_db") == "psnr_db"  # unknown: shown as its key
 
 
-def test_a_study_takes_its_metrics_per_task_from_metrics_names(dirs, endovis_root, tmp_path, monkeypatch):
-    """The study table (columns, headline) and the check of a study file's `metric:` read the one list per task in
-    names.STUDY_METRICS (study/plan.py used to keep its own, HEADLINE)."""
-    monkeypatch.setitem(names.STUDY_METRICS, "segmentation", ["iou_mean", "dice_mean"])
+def test_a_study_takes_its_metrics_from_its_task(dirs, endovis_root, tmp_path, monkeypatch):
+    """The study table (columns, headline) and the check of a study file's `metric:` read the one list per task,
+    the task's study_metrics (study/plan.py used to keep its own, HEADLINE; metrics/names.py kept one per task name)."""
+    monkeypatch.setattr(TASKS["segmentation"], "study_metrics", ("iou_mean", "dice_mean"))
     results = collect_results(dirs["study"])
     assert results["metrics"] == ["iou_mean", "dice_mean"] and results["headline_metric"] == "iou_mean"
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_recipe(endovis_root, tmp_path / "unused")))

@@ -266,3 +266,19 @@ def test_each_task_words_what_cnnlab_predict_wrote() -> None:
         "wrote masks (index), overlays and class areas of 2 images to out/"]
     assert TASKS["segmentation"].predict_lines(seg, "out", overlays=False) == [
         "wrote masks (index), class areas of 2 images to out"]
+
+
+def test_each_task_says_what_a_run_reached_and_how_its_numbers_are_computed() -> None:
+    """A paper's results sentence and the conventions paragraphs come from the run's task (report/latex.py used to
+    choose by which metric existed, metrics/names.py kept per-task tables keyed by name); a task whose own number
+    is missing states the loss."""
+    seg = {"metrics": {"dice_mean": 0.5, "dice_mean_foreground": 0.25, "iou_mean": 0.4, "pixel_accuracy": 0.9}}
+    assert TASKS["segmentation"].reached(seg) == ("a strict mean Dice of", 0.5, [
+        ("foreground", 0.25), ("mean IoU", 0.4), ("pixel accuracy", 0.9)])
+    assert TASKS["classification"].reached({"metrics": {"accuracy": 0.75}, "train_accuracy": 1.0}) == (
+        "an accuracy of", 0.75, [("training accuracy", 1.0)])
+    for name in TASKS:
+        assert TASKS[name].reached({"metrics": {"loss": 0.125, "dice_mean": None}}) == ("a loss of", 0.125, [])
+        assert "`" in TASKS[name].conventions and "{" not in TASKS[name].conventions_text()  # every label filled in
+    assert TASKS["segmentation"].study_metrics[0] == TASKS["segmentation"].headline  # a study's headline first
+    assert TASKS["classification"].study_metrics == ("accuracy",) and TASKS["colorization"].study_metrics == ()

@@ -9,7 +9,9 @@ changes everywhere; tests/test_metric_names.py checks that each of them does.
 Two forms of label, because a column head and a row of its own have different room: `label` is short (a column,
 an axis, a figure title), `row_label` names the convention in brackets (a report row). LaTeX shows the same
 texts, escaped by report/tex.py (they are plain text, so no separate LaTeX spelling can drift). Keys not listed
-(e.g. colorization's `psnr_db`) are shown as the key itself, higher taken as better.
+(e.g. colorization's `psnr_db`) are shown as the key itself, higher taken as better. What differs per task (the
+metrics a study compares, the paragraph on how its numbers are computed) is the task's (cnnlab.tasks), written
+with these labels.
 """
 from __future__ import annotations
 
@@ -48,39 +50,8 @@ METRICS: dict[str, MetricName] = {
 PER_CLASS_LABELS = {"dice": "Dice (strict)", "iou": "IoU (strict)", "pixel_share": "share of pixels",
                     "in_ground_truth": "in ground truth"}
 
-# the metrics a study compares for each task, its headline first (the study table and report, the check of a study
-# file's `metric:`); a task not listed (colorization) compares every number its runs' summaries hold
-STUDY_METRICS = {"segmentation": ["dice_mean", "dice_mean_foreground", "dice_background", "iou_mean",
-                                  "pixel_accuracy", "soft_dice_batch_mean"],
-                 "classification": ["accuracy"]}
-
 # the validation metric drawn beside the loss curves: the first of these a run recorded (metrics.csv `val_KEY`)
 CURVE_METRICS = ("dice_mean", "accuracy")
-
-# one paragraph per task on how its numbers are computed (table.md, report.md/html, the terminal); backticks
-# name summary.json keys, {KEY} is filled with that metric's label (task_conventions)
-SEG_CONVENTIONS = (
-    "{dice_mean} = `dice_mean`: argmax predictions, counts summed over the whole split, averaged over the classes "
-    "present in the ground truth (fg: background excluded; bg: background only). {soft_dice_batch_mean} = "
-    "`soft_dice_batch_mean`: the course's soft Dice on probabilities per batch (smoothing 1), averaged over "
-    "batches; it moves with batch composition and is not comparable across reports.")
-TASK_CONVENTIONS = {"segmentation": SEG_CONVENTIONS,
-                    "classification": "{accuracy} = `accuracy`: share of images whose argmax class is the label.",
-                    "colorization": "{loss} = `loss`: mean squared error of the predicted colours."}
-
-# the same for a paper (report/latex*.py): LaTeX markup, {split} filled in by the caller
-TASK_CONVENTIONS_TEX = {
-    "segmentation": (
-        "All Dice and IoU values are \\emph{{strict}}: each pixel is predicted as its argmax class, true and false "
-        "positives are counted over the whole {split} split at once (global counts, not per image or per batch), "
-        "and the mean runs over the classes present in the ground truth; a class absent from both prediction and "
-        "ground truth has no defined score and is left out of every mean. The foreground mean excludes the "
-        "background (class~0). The course's soft Dice per batch (Dice of the softmax probabilities per batch, "
-        "smoothing~1, averaged over batches) is listed only for comparison with the course's own numbers: it moves "
-        "with the batch composition, is not comparable across reports, and is never the headline metric."),
-    "classification": "Accuracy is the share of the {split} images whose argmax class equals the label.",
-}
-
 
 def label(key: str) -> str:
     """The short label of a metric (a column head, an axis); the key itself when it is not in the table."""
@@ -119,7 +90,6 @@ def lower_is_better(key: str) -> bool:
     return m is not None and not m.higher_is_better
 
 
-def task_conventions(task: str, unknown: str = SEG_CONVENTIONS) -> str:
-    """The conventions paragraph of a task, naming each metric by its label; `unknown` for a task without one (the
-    study table has always shown segmentation's)."""
-    return TASK_CONVENTIONS.get(task, unknown).format(**{k: m.label for k, m in METRICS.items()})
+def labelled(text: str) -> str:
+    """A text with {KEY} placeholders (a task's conventions paragraph), each filled with that metric's label."""
+    return text.format(**{k: m.label for k, m in METRICS.items()})

@@ -34,6 +34,7 @@ from cnnlab.report.tex import (
     wrapped,
     write_pieces,
 )
+from cnnlab.tasks import TASKS, Task
 
 
 def _num(v) -> str:
@@ -63,20 +64,13 @@ def _run_metric_rows(s: dict) -> list[list[str]]:
 
 def _run_sentence(s: dict, lab: str, curves: bool) -> str:
     """What the run reached, in words, pointing at the tables and figures."""
-    m, name, split = s.get("metrics", {}), tt(s.get("name", "?")), tex_escape(
-        s.get("evaluated_on", "?"))
+    name, split = tt(s.get("name", "?")), tex_escape(s.get("evaluated_on", "?"))
     where = f"on the {split} split ({s.get('n_images', '?')} images), with the weights of epoch " \
             f"{s.get('best_epoch')} of {s.get('epochs_run')}"
     ref = f"(Table~\\ref{{tab:{lab}-metrics}})"
-    if m.get("dice_mean") is not None:
-        fg = f"foreground {_num(m['dice_mean_foreground'])}, " if m.get("dice_mean_foreground") is not None else ""
-        head = (f"Run {name} reaches a strict mean Dice of {_num(m['dice_mean'])} {where} {ref}; {fg}mean IoU "
-                f"{_num(m.get('iou_mean'))}, pixel accuracy {_num(m.get('pixel_accuracy'))}.")
-    elif m.get("accuracy") is not None:
-        train = f"; training accuracy {_num(s['train_accuracy'])}" if "train_accuracy" in s else ""
-        head = f"Run {name} reaches an accuracy of {_num(m['accuracy'])} {where} {ref}{train}."
-    else:
-        head = f"Run {name} reaches a loss of {_num(m.get('loss'))} {where} {ref}."
+    words, value, more = (TASKS.get(s.get("task", "")) or Task()).reached(s)  # the run's task says what it reached
+    rest = "; " + ", ".join(f"{w} {_num(v)}" for w, v in more) if more else ""
+    head = f"Run {name} reaches {words} {_num(value)} {where} {ref}{rest}."
     per_class = f" Table~\\ref{{tab:{lab}-per-class}} lists Dice and IoU per class." if "per_class" in s else ""
     fig = f" Figure~\\ref{{fig:{lab}-curves}} shows the training curves." if curves else ""
     return f"{head}{per_class}{fig}"

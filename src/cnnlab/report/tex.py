@@ -7,7 +7,7 @@ import unicodedata
 from pathlib import Path
 
 from cnnlab.engine.rundir import write_text_atomic
-from cnnlab.metrics.names import TASK_CONVENTIONS_TEX, task_conventions
+from cnnlab.tasks import TASKS
 
 _ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\ensuremath{<}",
@@ -250,8 +250,9 @@ def write_pieces(folder: Path, title: str, pieces: dict[str, str], preamble: tup
 
 
 def conventions_tex(task: str, split: str) -> str:
-    """The conventions paragraph of a task for a paper (metrics.names): its LaTeX text where it has one, else the
-    plain paragraph of the study table, escaped."""
-    if task in TASK_CONVENTIONS_TEX:
-        return TASK_CONVENTIONS_TEX[task].format(split=tex_escape(split))
-    return tex_escape(task_conventions(task, unknown="").replace("`", ""))
+    """The conventions paragraph of a task (named as summary.json names it) for a paper: its LaTeX text where it
+    has one, else the plain paragraph of the study table, escaped; "" for a task cnnlab does not know."""
+    t = TASKS.get(task)
+    if t is not None and t.conventions_tex:
+        return t.conventions_tex.format(split=tex_escape(split))
+    return tex_escape(t.conventions_text().replace("`", "") if t is not None else "")

@@ -53,7 +53,7 @@ import yaml
 from cnnlab.config import read_yaml, recipe_from_dict
 from cnnlab.engine.recipe_check import check_recipe
 from cnnlab.errors import CnnlabError, ConfigError, did_you_mean
-from cnnlab.metrics.names import STUDY_METRICS
+from cnnlab.tasks import task_for
 
 STUDY_KEYS = ("name", "base", "out", "seeds", "common", "grid", "stages", "variants", "baseline", "metric",
               "evaluate", "description", "resources")
@@ -264,7 +264,7 @@ def _validate_runs(plan: StudyPlan) -> None:
         except ConfigError as e:
             raise ConfigError(f"study run {run.name}: {e.message}", e.hint) from None
         tasks[run.group] = recipe.task
-    known = STUDY_METRICS.get(tasks[plan.baseline])
+    known = list(task_for(tasks[plan.baseline]).study_metrics)  # the task's; () for one compared by every number
     if plan.metric is not None and known and plan.metric not in known:
         raise ConfigError(f"study key 'metric' is '{plan.metric}'", did_you_mean(plan.metric, known))
 

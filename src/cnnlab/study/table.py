@@ -13,9 +13,10 @@ from rich.table import Table
 from cnnlab.engine.rundir import write_text_atomic
 from cnnlab.interrupts import protected
 from cnnlab.logs import piped_width
-from cnnlab.metrics.names import STUDY_METRICS, label, task_conventions
+from cnnlab.metrics.names import label
 from cnnlab.study.plan import StudyPlan, find_run_dir, grid_label, read_failures, read_plan
 from cnnlab.study.stats import excludes_zero, mean, paired_difference, sample_std
+from cnnlab.tasks import TASKS
 from cnnlab.text import markdown_table
 
 
@@ -38,7 +39,7 @@ def _metric_names(plan: StudyPlan, summaries: dict) -> tuple[str, list[str]]:
     if not variant_runs:
         return "unknown", []
     task = variant_runs[0].get("task", "unknown")
-    known = STUDY_METRICS.get(task)
+    known = list(TASKS[task].study_metrics) if task in TASKS else []
     if known:
         return task, known
     return task, sorted(k for k, v in variant_runs[0].get("metrics", {}).items() if isinstance(v, (int, float)))
@@ -98,7 +99,13 @@ def collect_results(study_dir: str | Path) -> dict:
     return {"name": plan.name, "task": task, "evaluate": plan.evaluate, "evaluated_on": evaluated,
             "metrics": metrics, "headline_metric": headline, "baseline": plan.baseline, "grid": plan.grid,
             "seeds": plan.seeds, "variants": plan.variants, "stages": stages,
-            "conventions": task_conventions(task), "rows": rows}
+            "conventions": _conventions(task), "rows": rows}
+
+
+def _conventions(task: str) -> str:
+    """The conventions paragraph of the study's task; a study whose task is unknown (no variant run finished) has
+    always shown segmentation's, a recipe's default task."""
+    return (TASKS[task] if task in TASKS else TASKS["segmentation"]).conventions_text()
 
 
 def _pm(stat: dict, digits: int = 4) -> str:

@@ -22,6 +22,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.losses.core import Loss
 from cnnlab.metrics.argmax import class_argmax
 from cnnlab.metrics.confusion import ConfusionMatrix
+from cnnlab.metrics.names import labelled
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]       # sums a tensor over processes (identity in one process)
 Norm = Callable[[torch.Tensor], torch.Tensor]         # per-channel normalisation of [0, 1] images
@@ -67,6 +68,24 @@ class Task:
     predicts: bool = True        # predict, evaluate and export handle runs of this task
     ensembles: bool = False      # `cnnlab ensemble` soft-votes its runs: one class-probability row per image, whose
     #                              mean over members is scored against the split's labels (accuracy)
+    # the metrics a study compares, its headline first (the study table and report, the check of a study file's
+    # `metric:`); (): every number its runs' summaries hold
+    study_metrics: tuple[str, ...] = ()
+    # how its numbers are computed, one paragraph (table.md, report.md/html, the terminal): backticks name
+    # summary.json keys, {KEY} is that metric's label (conventions_text fills them from metrics.names)
+    conventions: str = ""
+    # the same for a paper, in LaTeX, {split} filled in by the report; "": the plain paragraph, escaped
+    conventions_tex: str = ""
+
+    def conventions_text(self) -> str:
+        """The conventions paragraph, each metric named by its label (metrics.names)."""
+        return labelled(self.conventions)
+
+    def reached(self, summary: dict) -> tuple[str, object, list[tuple[str, object]]]:
+        """What a paper's results sentence says a run reached (report/latex.py), from its summary.json: its headline
+        number in words and its value, then further (words, value) pairs; the loss where the task's own number is
+        missing."""
+        return "a loss of", summary.get("metrics", {}).get("loss"), []
 
     def fits(self, data: object) -> bool:
         """Whether a split holds this task's kind of samples."""

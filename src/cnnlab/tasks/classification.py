@@ -24,6 +24,16 @@ class Classification(Task):
     data_type = ClsData
     headline = "accuracy"
     ensembles = True
+    study_metrics = ("accuracy",)
+    conventions = "{accuracy} = `accuracy`: share of images whose argmax class is the label."
+    conventions_tex = "Accuracy is the share of the {split} images whose argmax class equals the label."
+
+    def reached(self, summary: dict) -> tuple[str, object, list[tuple[str, object]]]:
+        """The accuracy, then the training accuracy (the fit note's) where the summary has it."""
+        if summary.get("metrics", {}).get("accuracy") is None:
+            return super().reached(summary)
+        train = [("training accuracy", summary["train_accuracy"])] if "train_accuracy" in summary else []
+        return "an accuracy of", summary["metrics"]["accuracy"], train
 
     def make_batch(self, data: ClsData, idx: torch.Tensor, rt: Placement, norm: Norm,
                    aug: AugmentConfig | None = None, g: torch.Generator | None = None

@@ -45,6 +45,7 @@ class Colorization(Task):
     name = "colorization"
     data_type = ColorData
     predicts = False
+    conventions = "{loss} = `loss`: mean squared error of the predicted colours."
 
     def make_batch(self, data: ColorData, idx: torch.Tensor, rt: Placement, norm: Norm,
                    aug: AugmentConfig | None = None, g: torch.Generator | None = None

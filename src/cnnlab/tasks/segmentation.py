@@ -51,6 +51,30 @@ class Segmentation(Task):
     headline = "dice_mean"
     selects = ("auto", "miou")  # miou: strict mean IoU over the classes in the ground truth picks best.pt
     dense = True
+    study_metrics = ("dice_mean", "dice_mean_foreground", "dice_background", "iou_mean", "pixel_accuracy",
+                     "soft_dice_batch_mean")
+    conventions = (
+        "{dice_mean} = `dice_mean`: argmax predictions, counts summed over the whole split, averaged over the classes "
+        "present in the ground truth (fg: background excluded; bg: background only). {soft_dice_batch_mean} = "
+        "`soft_dice_batch_mean`: the course's soft Dice on probabilities per batch (smoothing 1), averaged over "
+        "batches; it moves with batch composition and is not comparable across reports.")
+    conventions_tex = (
+        "All Dice and IoU values are \\emph{{strict}}: each pixel is predicted as its argmax class, true and false "
+        "positives are counted over the whole {split} split at once (global counts, not per image or per batch), "
+        "and the mean runs over the classes present in the ground truth; a class absent from both prediction and "
+        "ground truth has no defined score and is left out of every mean. The foreground mean excludes the "
+        "background (class~0). The course's soft Dice per batch (Dice of the softmax probabilities per batch, "
+        "smoothing~1, averaged over batches) is listed only for comparison with the course's own numbers: it moves "
+        "with the batch composition, is not comparable across reports, and is never the headline metric.")
+
+    def reached(self, summary: dict) -> tuple[str, object, list[tuple[str, object]]]:
+        """The strict mean Dice, then the foreground's (where there is one), mean IoU and pixel accuracy."""
+        m = summary.get("metrics", {})
+        if m.get("dice_mean") is None:
+            return super().reached(summary)
+        fg = [("foreground", m["dice_mean_foreground"])] if m.get("dice_mean_foreground") is not None else []
+        return "a strict mean Dice of", m["dice_mean"], [*fg, ("mean IoU", m.get("iou_mean")),
+                                                         ("pixel accuracy", m.get("pixel_accuracy"))]
 
     def ignore_index(self, data: SegData) -> int | None:
         return data.ignore_index
