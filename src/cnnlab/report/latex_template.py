@@ -26,13 +26,17 @@ _COMMON = ["\\usepackage[utf8]{inputenc}", "\\usepackage{booktabs}", "\\usepacka
            "\\usepackage[tableposition=top,font=small,labelfont=bf]{caption}", "\\usepackage{url}"]
 # Latin Modern (the article's font) where TeX installed it, else DejaVu Serif: matplotlib's bundled cmr10 has TeX's
 # own encoding, so '_', '±' and 'Δ' came out as blanks, 'ffi' and boxes
-_CM_RC = {"font.family": "serif", "font.serif": ["Latin Modern Roman", "DejaVu Serif"], "mathtext.fontset": "cm",
-          "axes.formatter.use_mathtext": True}
+_CM_RC = {"mathtext.fontset": "cm", "axes.formatter.use_mathtext": True}
+_CM_FONTS = ("Latin Modern Roman",)
 _LM_FILES = ("lmroman10-regular.otf", "lmroman10-bold.otf", "lmroman10-italic.otf")
 _LM_DIRS = ("/usr/share/texmf/fonts/opentype/public/lm", "/usr/share/texlive/texmf-dist/fonts/opentype/public/lm",
             "/usr/local/texlive/texmf-dist/fonts/opentype/public/lm", "/usr/share/fonts/opentype/lmodern")
-_TIMES_RC = {"font.family": "serif", "font.serif": ["STIXGeneral", "Times New Roman", "DejaVu Serif"],
-             "mathtext.fontset": "stix", "axes.formatter.use_mathtext": True}
+_TIMES_RC = {"mathtext.fontset": "stix", "axes.formatter.use_mathtext": True}
+_TIMES_FONTS = ("STIXGeneral", "Times New Roman")
+# after the page's own font, glyph by glyph: DejaVu Serif (bundled with matplotlib: Greek, Cyrillic, symbols), then
+# a CJK font where one is installed. A generic "serif" family gave matplotlib one font only, so Greek or Chinese
+# class names came out as empty boxes in the figures while report.tex's text showed them.
+_FALLBACK_FONTS = ("DejaVu Serif", "Noto Serif CJK SC", "Noto Sans CJK SC", "Droid Sans Fallback", "WenQuanYi Zen Hei")
 _SIZES_RC = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
              "legend.fontsize": 8, "figure.titlesize": 9}
 
@@ -55,7 +59,8 @@ def _article() -> Template:
         "\\documentclass[10pt]{article}", *_COMMON,
         # T1 only with Latin Modern (vector fonts); the pieces are escaped to work in OT1 and T1 alike
         "\\IfFileExists{lmodern.sty}{\\usepackage[T1]{fontenc}\\usepackage{lmodern}}{}",
-        "\\usepackage[letterpaper,textwidth=5.5in,textheight=9in,centering]{geometry}"), {**_CM_RC, **_SIZES_RC})
+        "\\usepackage[letterpaper,textwidth=5.5in,textheight=9in,centering]{geometry}"),
+        {**_CM_RC, **_fonts(_CM_FONTS), **_SIZES_RC})
 
 
 def _neurips() -> Template:
@@ -64,7 +69,7 @@ def _neurips() -> Template:
         "\\usepackage[T1]{fontenc}", "\\IfFileExists{mathptmx.sty}{\\usepackage{mathptmx}}{}",
         "\\usepackage[letterpaper,textwidth=5.5in,textheight=9in,top=1in,headheight=12pt,headsep=25pt,"
         "footskip=30pt]{geometry}", "\\setlength{\\parindent}{0pt}", "\\setlength{\\parskip}{5.5pt}"),
-        {**_TIMES_RC, **_SIZES_RC})
+        {**_TIMES_RC, **_fonts(_TIMES_FONTS), **_SIZES_RC})
 
 
 def _style_file(path: str) -> Template:
@@ -74,7 +79,31 @@ def _style_file(path: str) -> Template:
                           "download neurips_2024.sty and pass its path, or use --template neurips (the same page "
                           "from standard packages)")
     return Template(str(p), ("\\documentclass{article}", f"\\usepackage[preprint]{{{p.stem}}}", *_COMMON,
-                             "\\usepackage[T1]{fontenc}"), {**_TIMES_RC, **_SIZES_RC})
+                             "\\usepackage[T1]{fontenc}"), {**_TIMES_RC, **_fonts(_TIMES_FONTS), **_SIZES_RC})
+
+
+def _fonts(page: tuple[str, ...]) -> dict:
+    """font.family as the installed families in order (the page's font, then the fallbacks): matplotlib draws each
+    glyph with the first family that has it."""
+    _cjk_fallback()
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return {"font.family": [name for name in (*page, *_FALLBACK_FONTS) if name in installed]}
+
+
+# the system's CJK fonts where Debian puts them: matplotlib's font list is a cache, built before they may have
+# been installed, so they are added by file
+_CJK_FILES = ("/usr/share/fonts/opentype/noto/NotoSerifCJK-Regular.ttc",
+              "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+              "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+              "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")
+
+
+@lru_cache(maxsize=1)
+def _cjk_fallback() -> None:
+    known = {f.fname for f in font_manager.fontManager.ttflist}
+    for path in _CJK_FILES:
+        if Path(path).is_file() and path not in known:
+            font_manager.fontManager.addfont(path)
 
 
 @lru_cache(maxsize=1)
