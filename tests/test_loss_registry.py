@@ -10,12 +10,18 @@ LOSSES lists to appear in some variant, so a new param is swept too.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 import torch
 
+from cnnlab.config import load_recipe
 from cnnlab.data.types import SegData
+from cnnlab.engine.recipe_check import check_names
 from cnnlab.errors import ConfigError
 from cnnlab.losses.core import LOSSES, build_loss
+from cnnlab.tasks import TASKS
 
 C, IGNORE = 4, 255
 KIND = {"mse": "colour"}  # default: "labels"
@@ -150,3 +156,38 @@ def test_colour_losses_give_a_finite_value_and_gradient_and_refuse_an_ignore_ind
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
     with pytest.raises(ConfigError, match=f"loss '{name}'.*ignore_index"):
         build_loss(name, params, IGNORE)
+
+
+SHIPPED = {"segmentation": "recipes/endovis/a_baseline.yaml", "classification": "recipes/mnist/b_course_cnn.yaml",
+           "colorization": "recipes/endovis/d_colorize.yaml"}
+OUTPUTS = {  # (model output, target) of each task's batches, as the engine feeds its loss
+    "segmentation": lambda: (logits((2, C, 6, 7), 1), masks((2, 6, 7), 0)),
+    "classification": lambda: (logits((16, C), 1), masks((16,), 0)),
+    "colorization": lambda: (logits((2, 2, 6, 7), 1), logits((2, 2, 6, 7), 2).detach().sigmoid()),
+}
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_the_recipe_check_takes_the_losses_a_task_fits_and_refuses_the_rest_in_one_line(task: str):
+    """Each loss a task lists runs on that task's outputs (finite value and gradient); every other registered loss
+    is refused by the recipe check with the valid names and a working --set, before any data are read. Before, a
+    classification recipe with loss dice passed the check and failed at its first step with an IndexError."""
+    assert set(TASKS[task].losses) <= set(LOSSES) and TASKS[task].losses
+    root = Path(__file__).resolve().parents[1]
+    r = load_recipe(root / SHIPPED[task])
+    assert r.task == task
+    for name in sorted(LOSSES):
+        with_loss = replace(r, loss=replace(r.loss, name=name, params={}))
+        if name in TASKS[task].losses:
+            check_names(with_loss)
+            out, target = OUTPUTS[task]()
+            value, grad = value_and_grad(build_loss(name, {}, weights=torch.ones(C)), out, target)
+            assert torch.isfinite(value) and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+        else:
+            with pytest.raises(ConfigError) as e:
+                check_names(with_loss)
+            assert f"loss.name '{name}' does not fit a {task} run; valid: " in e.value.message
+            fit = TASKS[task].losses[0]
+            assert e.value.hint == f"set loss.name: {fit} in the recipe, or add --set loss.name={fit} to the command"
+    if task == "classification":
+        assert not {"dice", "dice_ce"} & set(TASKS[task].losses)

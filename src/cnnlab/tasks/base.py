@@ -65,6 +65,7 @@ class Task:
     headline: str | None = None  # the validation metric shown on each epoch's line
     selects: tuple[str, ...] = ("auto",)  # train.select values: auto picks best.pt by the task's own score
     dense: bool = False          # one output per pixel: tiled where training crops leave part of an image unseen
+    losses: tuple[str, ...] = ()  # the loss.name values its outputs and targets fit (soft Dice needs a map per class)
     predicts: bool = True        # predict, evaluate and export handle runs of this task
     ensembles: bool = False      # `cnnlab ensemble` soft-votes its runs: one class-probability row per image, whose
     #                              mean over members is scored against the split's labels (accuracy)

@@ -21,6 +21,7 @@ PROBABILITIES = "probabilities.csv"
 
 class Classification(Task):
     name = "classification"
+    losses = ("cross_entropy", "weighted_ce", "lovasz", "ohem_ce")  # one label per image: no soft Dice over pixels
     data_type = ClsData
     headline = "accuracy"
     ensembles = True

@@ -43,6 +43,7 @@ def _shown(split: ColorData) -> torch.Tensor:
 
 class Colorization(Task):
     name = "colorization"
+    losses = ("mse",)  # colours are regressed
     data_type = ColorData
     predicts = False
     conventions = "{loss} = `loss`: mean squared error of the predicted colours."

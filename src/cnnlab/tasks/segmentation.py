@@ -51,6 +51,7 @@ class Segmentation(Task):
     headline = "dice_mean"
     selects = ("auto", "miou")  # miou: strict mean IoU over the classes in the ground truth picks best.pt
     dense = True
+    losses = ("dice", "cross_entropy", "dice_ce", "weighted_ce", "lovasz", "ohem_ce")
     study_metrics = ("dice_mean", "dice_mean_foreground", "dice_background", "iou_mean", "pixel_accuracy",
                      "soft_dice_batch_mean")
     conventions = (
