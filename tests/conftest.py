@@ -45,9 +45,9 @@ def tiny_recipe(root: Path, out: Path, **extra) -> dict:
 def interrupt_after_first_last_pt(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict, Path], None]:
     """Make the next training raise KeyboardInterrupt right after its first last.pt is on disk (epoch 1's
     checkpoint), as a Ctrl-C at that moment would; returns the real atomic_save, to put back before resuming."""
-    from cnnlab.engine import run as run_mod
+    from cnnlab.engine import checkpoint as checkpoint_mod
 
-    real_save, saves = run_mod.atomic_save, []
+    real_save, saves = checkpoint_mod.atomic_save, []
 
     def save_then_interrupt(obj: dict, path: Path) -> None:
         real_save(obj, path)
@@ -55,7 +55,7 @@ def interrupt_after_first_last_pt(monkeypatch: pytest.MonkeyPatch) -> Callable[[
         if saves.count("last.pt") == 1 and Path(path).name == "last.pt":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_mod, "atomic_save", save_then_interrupt)
+    monkeypatch.setattr(checkpoint_mod, "atomic_save", save_then_interrupt)
     return real_save
 
 

@@ -17,7 +17,7 @@ import yaml
 
 from cnnlab.cli import main
 from cnnlab.config import recipe_from_dict
-from cnnlab.engine import run as run_mod
+from cnnlab.engine import checkpoint as checkpoint_mod
 from cnnlab.engine.checkpoint import atomic_save, load_checkpoint
 from cnnlab.engine.fit import nonfinite_tensors
 from cnnlab.engine.run import Interrupted, resume, train
@@ -138,7 +138,7 @@ def test_grad_scaler_is_made_once_and_its_state_round_trips_through_last_pt_and_
     real_save = interrupt_after_first_last_pt(monkeypatch)  # Ctrl-C once epoch 1's last.pt is written
     with pytest.raises(Interrupted):
         train(recipe)
-    monkeypatch.setattr(run_mod, "atomic_save", real_save)
+    monkeypatch.setattr(checkpoint_mod, "atomic_save", real_save)
     cut = sorted((tmp_path / "runs").iterdir())[-1]
     assert load_checkpoint(cut / "last.pt")["scaler"]["scale"] == 16.0 * 2 ** 2
     resume(cut)

@@ -342,8 +342,8 @@ def test_cli_predict_evaluate_and_one_line_errors(run_dir, endovis_root, tmp_pat
 def test_the_checkpoint_keeps_the_mask_encoding_so_moved_data_do_not_matter(run_dir, endovis_root):
     from dataclasses import replace
 
+    from cnnlab.data.mask_encoding import resolve_encoding
     from cnnlab.engine.checkpoint import load_checkpoint
-    from cnnlab.inference.predict import resolve_encoding
 
     ck = load_checkpoint(run_dir / "best.pt")
     mapping = json.loads((endovis_root / "mapping.json").read_text())

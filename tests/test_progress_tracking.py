@@ -17,10 +17,11 @@ import yaml
 from rich.console import Console
 
 from cnnlab.config import asdict, recipe_from_dict
+from cnnlab.engine import checkpoint as checkpoint_mod
 from cnnlab.engine import progress
-from cnnlab.engine import run as run_mod
-from cnnlab.engine.progress import Bars, read_events
+from cnnlab.engine.progress import Bars
 from cnnlab.engine.run import Interrupted, resume, train
+from cnnlab.engine.run_files import read_events
 from cnnlab.errors import ConfigError
 from conftest import interrupt_after_first_last_pt, tiny_recipe
 
@@ -125,7 +126,7 @@ def test_events_follow_phases_and_epochs_like_metrics_csv_and_a_resume_appends(e
     real_save = interrupt_after_first_last_pt(monkeypatch)
     with pytest.raises(Interrupted):
         train(r)
-    monkeypatch.setattr(run_mod, "atomic_save", real_save)
+    monkeypatch.setattr(checkpoint_mod, "atomic_save", real_save)
     run_dir = next((tmp_path / "runs").iterdir())
     first = read_events(run_dir / "events.jsonl")
     assert first[-1]["event"] == "end" and first[-1]["status"] == "interrupted"
@@ -220,7 +221,7 @@ def test_mlflow_store_holds_params_metric_history_and_artifacts_across_a_resume(
     real_save = interrupt_after_first_last_pt(monkeypatch)
     with pytest.raises(Interrupted):
         train(recipe_from_dict(raw))
-    monkeypatch.setattr(run_mod, "atomic_save", real_save)
+    monkeypatch.setattr(checkpoint_mod, "atomic_save", real_save)
     (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("tiny")

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-import cnnlab.engine.run as engine_run
+import cnnlab.engine.checkpoint as engine_checkpoint
 import cnnlab.engine.summary as engine_summary
 from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.tracking import scalar_tag
@@ -50,7 +50,7 @@ def _kill_once_after_epoch_1() -> None:
     """In a worker process: no per-run figures (time), and the KILLED run's process SIGKILLs itself right after its
     first last.pt is on disk, once per study (a marker file in the study folder remembers)."""
     engine_summary.write_run_figures = lambda *a, **k: []
-    save = engine_run.atomic_save
+    save = engine_checkpoint.atomic_save
 
     def save_then_die(obj: dict, path: Path) -> None:
         save(obj, path)
@@ -61,7 +61,7 @@ def _kill_once_after_epoch_1() -> None:
             marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
 
-    engine_run.atomic_save = save_then_die
+    engine_checkpoint.atomic_save = save_then_die
 
 
 def _child_killed_once(study_dir, name, threads, gpu, conn) -> None:

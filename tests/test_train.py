@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cnnlab.config import recipe_from_dict
-from cnnlab.engine import run as run_mod
+from cnnlab.engine import checkpoint as checkpoint_mod
 from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.fit import TrainingDiverged
 from cnnlab.engine.run import Interrupted, resume, train
@@ -41,7 +41,7 @@ def test_run_dir_contents_and_exact_resume(endovis_root: Path, tmp_path: Path, m
     real_save = interrupt_after_first_last_pt(monkeypatch)
     with pytest.raises(Interrupted, match="resume with: cnnlab train --resume"):
         train(recipe)
-    monkeypatch.setattr(run_mod, "atomic_save", real_save)
+    monkeypatch.setattr(checkpoint_mod, "atomic_save", real_save)
     interrupted = sorted((tmp_path / "runs").iterdir())[-1]
     assert load_checkpoint(interrupted / "last.pt")["state"]["epoch"] == 1
     resumed = resume(interrupted)

@@ -22,6 +22,7 @@ from cnnlab.config import Recipe, apply_overrides, asdict, load_recipe, read_yam
 from cnnlab.engine import run as engine_run  # called through the module: tests stand in for engine_run.train
 from cnnlab.engine.distributed import is_main, shutdown
 from cnnlab.engine.recipe_check import check_recipe
+from cnnlab.engine.run_files import has_config, has_summary
 from cnnlab.engine.tracker_check import check_tracking_store
 from cnnlab.engine.tracking import log_report
 from cnnlab.errors import ConfigError
@@ -104,15 +105,15 @@ def resume(run_dir: str | Path, sets: Iterable[str] = (), progress: bool | None 
     overrides = list(sets) + [f"{dotted(k)}={v}" for k, v in settings.items()]
     if progress is not None:
         overrides.append(f"train.progress={str(bool(progress)).lower()}")
-    saved = Path(run_dir) / "config.yaml"  # None: the run's own train.progress, as for a new run
-    echo = progress if progress is not None else (not saved.is_file() or Run(run_dir).recipe.train.progress)
+    # None: the run's own train.progress, as for a new run
+    echo = progress if progress is not None else (not has_config(run_dir) or Run(run_dir).recipe.train.progress)
     return Run(resume_run(Path(run_dir), overrides, echo=echo, report=report))
 
 
 def _tables_to_log(run_dir: Path) -> None:
     """The final tables into the run's train.log too (plain text, wide enough for whole class names): it holds
     every line of the run, these are printed after its log closed."""
-    if not (run_dir / "summary.json").is_file():
+    if not has_summary(run_dir):
         return
     append_printed_to_run_log(run_dir, lambda console: print_run_table(run_dir, console))
 

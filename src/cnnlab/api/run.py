@@ -6,8 +6,6 @@ same object; the model is rebuilt from best.pt only when something is predicted.
 """
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, Union
@@ -16,8 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnlab.config import Recipe, read_yaml, recipe_from_dict
+from cnnlab.config import Recipe
 from cnnlab.data.formats.common import image_array, read_input, scale_wide, to_chw
+from cnnlab.engine.run_files import has_config, has_summary, read_metrics, read_recipe, read_summary
 from cnnlab.errors import CnnlabError
 from cnnlab.inference.evaluate import evaluate_run
 from cnnlab.inference.predict import TrainedRun, image_probabilities, list_inputs
@@ -52,13 +51,13 @@ class Run:
 
     def __init__(self, run_dir: str | Path, device: str = "auto") -> None:
         self.dir = Path(run_dir)
-        if not (self.dir / "config.yaml").is_file():
+        if not has_config(self.dir):
             raise CnnlabError(f"{self.dir}: no config.yaml here", "give a run folder written by `cnnlab train`")
         self.device = device
         self._trained: TrainedRun | None = None
 
     def __repr__(self) -> str:
-        done = "finished" if (self.dir / "summary.json").is_file() else "not finished"
+        done = "finished" if has_summary(self.dir) else "not finished"
         return f"Run('{self.dir}', {done})"
 
     @property
@@ -69,16 +68,16 @@ class Run:
     @property
     def recipe(self) -> Recipe:
         """The resolved recipe the run trained with (its config.yaml)."""
-        return recipe_from_dict(read_yaml(self.dir / "config.yaml"), check_name=False)
+        return read_recipe(self.dir)
 
     @property
     def summary(self) -> dict:
         """summary.json: test metrics, validation metrics, best epoch, timing, environment, notes."""
-        path = self.dir / "summary.json"
-        if not path.is_file():
+        s = read_summary(self.dir)
+        if s is None:
             raise CnnlabError(f"{self.dir}: no summary.json (the run has not finished)",
                               f"resume it: cnnlab.resume('{self.dir}')")
-        return json.loads(path.read_text())
+        return s
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -88,8 +87,7 @@ class Run:
     @property
     def history(self) -> list[dict[str, float]]:
         """metrics.csv: one row per epoch (train loss, validation metrics, learning rate, speed)."""
-        with open(self.dir / "metrics.csv", newline="") as f:
-            return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in read_metrics(self.dir)]
 
     def model(self) -> TrainedRun:
         """The best model rebuilt from best.pt (loaded once, then kept), with its preprocessing and classes."""

@@ -6,13 +6,13 @@ training (engine/summary.py).
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from cnnlab.config import Recipe
+from cnnlab.engine.run_files import FIGURES, read_summary
 from cnnlab.figures.per_class import per_class_dice_bars, per_class_iou_bars
 from cnnlab.figures.run import loss_curves
 from cnnlab.logs import get_logger
@@ -28,7 +28,7 @@ def write_run_figures(run_dir: Path, r: Recipe, task: Task, split, history: list
 
     A figure that cannot be drawn is a one-line warning, never an error: the run has trained and tested, its
     summary.json is written, and a failed figure must not turn it into a failed run that --resume repeats."""
-    fig_dir = run_dir / "figures"
+    fig_dir = run_dir / FIGURES
     fig_dir.mkdir(exist_ok=True)
     paths = _drawn("loss curves", lambda: [loss_curves(history, fig_dir / "loss_curves.png", r.name)])
     paths += _drawn("per-class charts", lambda: _per_class_charts(run_dir, fig_dir))
@@ -38,8 +38,7 @@ def write_run_figures(run_dir: Path, r: Recipe, task: Task, split, history: list
 def _per_class_charts(run_dir: Path, fig_dir: Path) -> list[Path]:
     """Per-class Dice (and IoU beside the pixel shares) from the summary.json just written: drawn here, before the
     trackers get the figures (they were drawn by the report, after TensorBoard and MLflow had closed)."""
-    path = run_dir / "summary.json"
-    s = json.loads(path.read_text()) if path.is_file() else {}
+    s = read_summary(run_dir) or {}
     if not s.get("per_class"):
         return []
     split = s.get("evaluated_on", "?")

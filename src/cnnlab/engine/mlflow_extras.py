@@ -23,10 +23,11 @@ from pathlib import Path
 
 from cnnlab.config import Recipe
 from cnnlab.data.cache import fingerprint
+from cnnlab.engine.run_files import BEST, CONFIG, SUMMARY
 
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 TAGS_ENV = "CNNLAB_MLFLOW_TAGS"  # JSON object of extra run tags: a study run's variant, seed and grid point
-MODEL_FILES = ("best.pt", "config.yaml", "summary.json")
+MODEL_FILES = (BEST, CONFIG, SUMMARY)
 MODEL_PATH = "model"
 
 

@@ -239,11 +239,3 @@ def _jsonable(value: Any) -> Any:
     except (TypeError, ValueError):
         return str(value)
 
-
-def read_events(path: Path) -> list[dict]:
-    """The events of a run dir's events.jsonl (a last line cut short by a crash is skipped)."""
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            out.append(json.loads(line))
-    return out

@@ -1,20 +1,17 @@
 """A whole run: set up, fit with checkpoints every epoch, pick the best, test it, write the run dir."""
 from __future__ import annotations
 
-import csv
-import json
 import shlex
 import shutil
 import signal
-from dataclasses import asdict as dc_asdict
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from cnnlab.config import Recipe, asdict, read_yaml, recipe_from_dict
+from cnnlab.config import Recipe
 from cnnlab.data.loading import RunData, load_run_data
-from cnnlab.engine.checkpoint import atomic_save, load_checkpoint, saved_epoch
+from cnnlab.engine.checkpoint import checkpoint_of, read_checkpoint, save_checkpoints, saved_epoch
 from cnnlab.engine.context import RunContext
 from cnnlab.engine.distributed import (
     barrier,
@@ -25,7 +22,6 @@ from cnnlab.engine.distributed import (
     local_device,
     prepare,
     trainable_key,
-    unwrap,
     world,
 )
 from cnnlab.engine.fit import (
@@ -38,13 +34,22 @@ from cnnlab.engine.fit import (
     set_encoder_requires_grad,
     train_one_epoch,
 )
+from cnnlab.engine.run_files import (
+    BEST,
+    CONFIG,
+    LAST,
+    has_config,
+    read_recipe,
+    record_resume,
+    write_config,
+    write_metrics,
+    write_transfer,
+)
 from cnnlab.engine.rundir import (
     check_free_space,
     new_run_dir,
-    record_resume,
     run_dir_lock,
     set_aside_derived,
-    write_config,
 )
 from cnnlab.engine.runtime import choose_threads, resolve_runtime, seed_everything
 from cnnlab.engine.steps import Normalizer, evaluate
@@ -53,7 +58,7 @@ from cnnlab.engine.watch import RunWatch, per_process
 from cnnlab.errors import CnnlabError
 from cnnlab.interrupts import Terminated, handled, last_signal, protected, was_forced
 from cnnlab.logs import console, get_logger, quiet, run_log
-from cnnlab.losses.core import build_loss, loss_entries
+from cnnlab.losses.core import build_loss
 from cnnlab.metrics.per_class import worst_class
 from cnnlab.models import build_model
 from cnnlab.models.weights import load_compatible, load_weights_file
@@ -95,28 +100,6 @@ def _check_task(r: Recipe, task: Task, data: RunData) -> None:
                           f"(it yields {type(data.train).__name__})", "change task or data.format")
 
 
-def _write_metrics_csv(run_dir: Path, history: list[dict]) -> None:
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    with open(run_dir / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(history)
-
-
-def _checkpoint(ctx: RunContext, state: TrainState) -> dict:
-    """Everything a resume, an evaluation or an export needs, in tensors and plain containers only."""
-    r, data, norm = ctx.recipe, ctx.data, ctx.norm
-    ck = {"model": unwrap(ctx.core).state_dict(), "optimizer": ctx.opt.state_dict(), "state": dc_asdict(state),
-          "recipe": asdict(r), "norm": {"mean": list(norm.mean), "std": list(norm.std)},
-          "class_names": data.class_names, "in_channels": data.train.images.shape[1],
-          "input_size": list(r.data.patch or data.train.images.shape[-2:])}
-    if ctx.scaler is not None and ctx.scaler.is_enabled():  # fp16 loss scale: exact resume needs it
-        ck["scaler"] = ctx.scaler.state_dict()
-    ck.update(ctx.task.checkpoint_entries(r, data.train))
-    ck.update(loss_entries(ctx.loss_fn))  # class weights: evaluate scores with these, never recomputed
-    return ck
-
-
 def _epoch_line(ctx: RunContext, epoch: int, row: dict) -> str:
     # the validation metric that selects best.pt: the task's (its headline), or mean IoU (train.select: miou)
     r = ctx.recipe
@@ -138,7 +121,7 @@ def _start(r: Recipe, transfer: dict | None) -> Path:
         run_dir = str(new_run_dir(r.out, r.name))
         write_config(Path(run_dir), r)
         if transfer is not None:
-            (Path(run_dir) / "transfer.json").write_text(json.dumps(transfer, indent=1))
+            write_transfer(Path(run_dir), transfer)
     return Path(broadcast_str(run_dir))
 
 
@@ -214,7 +197,7 @@ def _train_in(ctx: RunContext, transfer: dict | None, resume_dir: Path | None, o
             reached["training"] = True
             _loop(ctx, state)
             barrier()
-            ctx.core.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+            ctx.core.load_state_dict(read_checkpoint(run_dir / BEST).weights)
             with ctx.watch.test_phase(ctx.data) as bar:
                 summary = write_summary(ctx, state, per_process(bar))
             ctx.watch.finish(run_dir, summary, state.epoch)
@@ -238,7 +221,7 @@ def _interrupted(terminated: bool, run_dir: Path) -> Interrupted:
     what = _stopped_by(terminated)
     if was_forced():
         what += " at once by a second signal"
-    epoch = saved_epoch(run_dir / "last.pt")
+    epoch = saved_epoch(run_dir / LAST)
     held = (f"{run_dir / 'last.pt'} holds epoch {epoch}" if epoch is not None
             else "no epoch had finished, the resume starts it again")
     return Interrupted(f"{what}; {held}", f"resume with: cnnlab train --resume {shlex.quote(str(run_dir))}")
@@ -251,14 +234,13 @@ def _restore(ctx: RunContext, overrides: list[str]) -> tuple[TrainState, Normali
     A run killed before its first epoch ended has no last.pt: it starts over in place.
     """
     run_dir, state, norm = ctx.run_dir, TrainState(), ctx.norm
-    if (run_dir / "last.pt").is_file():
-        ck = load_checkpoint(run_dir / "last.pt")
-        ctx.core.load_state_dict(ck["model"])
-        ctx.opt.load_state_dict(ck["optimizer"])
-        if ctx.scaler is not None and ck.get("scaler"):
-            ctx.scaler.load_state_dict(ck["scaler"])
-        state = TrainState(**ck["state"])
-        norm = Normalizer(tuple(ck["norm"]["mean"]), tuple(ck["norm"]["std"]))
+    if (run_dir / LAST).is_file():
+        ck = read_checkpoint(run_dir / LAST)
+        ctx.core.load_state_dict(ck.weights)
+        ctx.opt.load_state_dict(ck.optimizer)
+        if ctx.scaler is not None and ck.scaler:
+            ctx.scaler.load_state_dict(ck.scaler)
+        state, norm = ck.train_state, ck.norm
         if is_main():
             log.info(f"resuming {run_dir} at epoch {state.epoch + 1}")
     if is_main():
@@ -283,7 +265,7 @@ def _wrapped(core: torch.nn.Module, r: Recipe) -> torch.nn.Module:
 
 def _diverged_hint(r: Recipe, run_dir: Path) -> str:
     """A command that starts a new run of this recipe at a tenth of the learning rate."""
-    return (f"lower the learning rate in a new run: cnnlab train {shlex.quote(str(run_dir / 'config.yaml'))} "
+    return (f"lower the learning rate in a new run: cnnlab train {shlex.quote(str(run_dir / CONFIG))} "
             f"--set optim.lr={r.optim.lr / 10:g}")
 
 
@@ -331,7 +313,7 @@ def _train_epoch(ctx: RunContext, model: torch.nn.Module, state: TrainState) -> 
         with ctx.watch.train_phase(e, epoch_images(len(ctx.data.train), ctx.recipe)) as bar:
             tr_loss, seen, secs = train_one_epoch(ctx, model, e, bar)
     except TrainingDiverged as err:
-        held, best = saved_epoch(ctx.run_dir / "last.pt"), saved_epoch(ctx.run_dir / "best.pt")
+        held, best = saved_epoch(ctx.run_dir / LAST), saved_epoch(ctx.run_dir / BEST)
         kept = "no checkpoint was written" if held is None else f"last.pt keeps epoch {held}" + (
             f", best.pt epoch {best}" if best is not None else "")
         raise TrainingDiverged(f"{err.message}; {kept}", _diverged_hint(ctx.recipe, ctx.run_dir)) from None
@@ -355,12 +337,9 @@ def _record(r: Recipe, state: TrainState, row: dict, score: float, seen: int, se
 
 
 def _save_epoch(ctx: RunContext, state: TrainState, improved: bool) -> None:
-    """best.pt on improvement, then last.pt and metrics.csv: each write atomic."""
-    ck = _checkpoint(ctx, state)
-    if improved:
-        atomic_save(ck, ctx.run_dir / "best.pt")
-    atomic_save(ck, ctx.run_dir / "last.pt")
-    _write_metrics_csv(ctx.run_dir, state.history)
+    """best.pt on improvement, then last.pt (each write atomic), then metrics.csv."""
+    save_checkpoints(ctx.run_dir, checkpoint_of(ctx, state), improved)
+    write_metrics(ctx.run_dir, state.history)
 
 
 # what may change on resume: how long to train, and what is not part of the experiment (progress, the decoded
@@ -380,17 +359,16 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
                               "may change on resume; start a new run for anything else")
     init_from_env()  # ranks known before locking: only rank 0 locks and prints
     run_dir = Path(run_dir)
-    if not (run_dir / "last.pt").is_file() and not (run_dir / "config.yaml").is_file():
+    if not (run_dir / LAST).is_file() and not has_config(run_dir):
         raise CnnlabError(f"{run_dir}: neither last.pt nor config.yaml here", "is this a cnnlab run dir?")
     with run_dir_lock(run_dir):
         for stale in run_dir.glob(".*.tmp"):  # a checkpoint write cut short by a crash
             stale.unlink()
-        if not (run_dir / "last.pt").is_file():
+        if not (run_dir / LAST).is_file():
             # killed before the first epoch ended: start over in the same run dir with its saved recipe
-            r = recipe_from_dict(read_yaml(run_dir / "config.yaml"), overrides, check_name=False)
-            return train(r, resume_dir=run_dir, overrides=overrides)
-        ck = load_checkpoint(run_dir / "last.pt")
-        r = recipe_from_dict(ck["recipe"], overrides, check_name=False)
-        if TrainState(**ck["state"]).epoch >= r.train.epochs and is_main():
+            return train(read_recipe(run_dir, overrides), resume_dir=run_dir, overrides=overrides)
+        ck = read_checkpoint(run_dir / LAST)
+        r = ck.recipe(overrides)
+        if ck.train_state.epoch >= r.train.epochs and is_main():
             log.info(f"{run_dir} already finished its {r.train.epochs} epochs; re-evaluating")
         return train(r, resume_dir=run_dir, overrides=overrides)

@@ -1,10 +1,10 @@
-"""Run directories: always new, with the resolved config, git hash and environment written first."""
+"""Run directories: always new, locked while a run trains, derived files set aside on resume; the git hash and
+environment a run records. What goes into the folder is engine/run_files.py's (and checkpoint.py's)."""
 from __future__ import annotations
 
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import platform
 import shlex
@@ -15,9 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import yaml
 
-from cnnlab.config import Recipe, dump_recipe
 from cnnlab.engine.distributed import is_main
 from cnnlab.errors import CnnlabError
 from cnnlab.interrupts import protected
@@ -78,45 +76,6 @@ def write_text_atomic(path: Path, text: str) -> None:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-
-
-def write_config(run_dir: Path, recipe: Recipe, resumes: list[dict] | None = None) -> None:
-    """config.yaml (every default written out) headed by the git hash; env.json beside it.
-
-    With resumes (a resumed run), config.yaml is rewritten as the recipe that ran last, its header listing each
-    resume and its overrides; env.json keeps the environment the run started in.
-    """
-    header = f"# cnnlab resolved recipe\n# git: {git_hash()}\n"
-    for h in resumes or []:
-        sets = " ".join(f"--set {shlex.quote(o)}" for o in h["overrides"]) or "no overrides"
-        header += f"# resumed {h['time']} after epoch {h['from_epoch']} ({sets}); see {HISTORY}\n"
-    write_text_atomic(run_dir / "config.yaml", header + dump_recipe(recipe))
-    if resumes is None:
-        (run_dir / "env.json").write_text(json.dumps({**environment(), "git": git_hash()}, indent=2))
-
-
-HISTORY = "history.yaml"
-
-
-def read_resumes(run_dir: Path) -> list[dict]:
-    """The run's resume history (history.yaml), oldest first; empty for a run never resumed."""
-    path = Path(run_dir) / HISTORY
-    if not path.is_file():
-        return []
-    return list((yaml.safe_load(path.read_text()) or {}).get("resumes") or [])
-
-
-def record_resume(run_dir: Path, recipe: Recipe, from_epoch: int, overrides: list[str]) -> list[dict]:
-    """Append this resume to history.yaml and rewrite config.yaml as the recipe that now runs.
-
-    Why: `--resume --set train.epochs=N` changes what runs; the run dir must say so, and say when and from where.
-    """
-    entries = read_resumes(run_dir) + [{"time": time.strftime("%Y-%m-%d %H:%M:%S"), "from_epoch": from_epoch,
-                                        "epochs": recipe.train.epochs, "overrides": list(overrides),
-                                        "git": git_hash()}]
-    write_text_atomic(Path(run_dir) / HISTORY, yaml.safe_dump({"resumes": entries}, sort_keys=False))
-    write_config(Path(run_dir), recipe, entries)
-    return entries
 
 
 DERIVED = ("export", "evaluate_*.json")  # made from best.pt by `cnnlab export` / `cnnlab evaluate`

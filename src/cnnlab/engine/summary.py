@@ -1,7 +1,6 @@
 """The end of a run: test the best checkpoint, write summary.json and the figures (rank 0)."""
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 
@@ -11,7 +10,8 @@ from cnnlab.engine.context import RunContext
 from cnnlab.engine.distributed import is_main, world
 from cnnlab.engine.figures import write_run_figures
 from cnnlab.engine.fit import TrainState
-from cnnlab.engine.rundir import environment, git_hash, read_resumes, write_text_atomic
+from cnnlab.engine.run_files import read_resumes, write_summary_file
+from cnnlab.engine.rundir import environment, git_hash
 from cnnlab.engine.steps import evaluate, iter_logits
 from cnnlab.logs import get_logger
 from cnnlab.metrics.names import metric_conventions
@@ -64,6 +64,6 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     summary["warnings"] = vanished_warnings(summary, split_name, ctx.run_dir)  # a class never predicted: one line each
     for line in summary["warnings"]:
         log.info(line)
-    write_text_atomic(ctx.run_dir / "summary.json", json.dumps(summary, indent=2))
+    write_summary_file(ctx.run_dir, summary)
     write_run_figures(ctx.run_dir, r, task, split, state.history, pred, cm)
     return summary

@@ -45,6 +45,7 @@ import numpy as np
 from cnnlab.config import Recipe, asdict
 from cnnlab.engine.mlflow_extras import TAGS_ENV, log_model, mark_experiment, run_tags, system_monitor
 from cnnlab.engine.recipe_check import TRACKER_EXTRAS, check_trackers
+from cnnlab.engine.run_files import CONFIG, METRICS, SUMMARY
 from cnnlab.engine.tracker_base import STEP_LOSS_TAG, Tracker, final_scalars, flatten, number, scalar_tag
 from cnnlab.engine.tracker_views import hp_metric, hparams, per_class_markdown
 from cnnlab.engine.tracking_wandb import WandbTracker
@@ -52,7 +53,7 @@ from cnnlab.errors import CnnlabError, ConfigError
 
 TRACKING_FILE = "tracking.json"
 TENSORBOARD_DIR = "tensorboard"
-ARTIFACTS = ("summary.json", "metrics.csv", "config.yaml", "report.html")
+ARTIFACTS = (SUMMARY, METRICS, CONFIG, "report.html")
 PARENT_ENV = "CNNLAB_MLFLOW_PARENT_RUN_ID"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: its UI nests a run under the run it names
 PARAM_MAX = 6000                   # MLflow's longest param value

@@ -18,7 +18,8 @@ from cnnlab.config import Recipe
 from cnnlab.data.formats.common import DECODE_HOOKS
 from cnnlab.data.loading import RunData
 from cnnlab.engine.distributed import world
-from cnnlab.engine.progress import Bar, Bars, EventLog, read_events
+from cnnlab.engine.progress import Bar, Bars, EventLog
+from cnnlab.engine.run_files import EVENTS, read_events
 from cnnlab.engine.tracking import Tracker, open_trackers
 from cnnlab.errors import CnnlabError
 from cnnlab.interrupts import last_signal
@@ -26,7 +27,6 @@ from cnnlab.logs import get_logger, quiet
 
 log = get_logger(__name__)
 
-EVENTS_FILE = "events.jsonl"
 # Told each finished epoch (run dir, metrics.csv row, the validation score that picks best.pt); a hook returning a
 # reason ends training there, as early stopping does: the run then tests best.pt and finishes (cnnlab tune's pruner)
 STOP_HOOKS: list[Callable[[Path, dict, float], str | None]] = []
@@ -93,7 +93,7 @@ class RunWatch:
         """The run dir exists (or is resumed at epochs_done): events.jsonl (appended) and the trackers open."""
         if not self.main:
             return
-        path = run_dir / EVENTS_FILE
+        path = run_dir / EVENTS
         if epochs_done and path.is_file():  # steps of the epochs already kept in last.pt
             done = [e for e in read_events(path) if e.get("event") == "epoch" and e.get("epoch", 0) <= epochs_done]
             self.total_steps = done[-1].get("total_steps", 0) if done else 0

@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
-from cnnlab.config import Recipe, recipe_from_dict
+from cnnlab.config import Recipe
 from cnnlab.data.formats.common import IMAGE_EXTS, convert_channels, is_junk, read_input, resize_images, to_chw
 from cnnlab.data.formats.preprocess import Preprocess
-from cnnlab.data.mask_encoding import MaskEncoding, resolve_encoding
+from cnnlab.data.mask_encoding import MaskEncoding
 from cnnlab.data.stain import unmix_he_batch
-from cnnlab.engine.checkpoint import load_checkpoint
+from cnnlab.engine.checkpoint import read_checkpoint
 from cnnlab.engine.progress import Bars
+from cnnlab.engine.run_files import BEST
 from cnnlab.engine.runtime import Runtime, resolve_runtime
 from cnnlab.engine.steps import Normalizer, Scorer
 from cnnlab.errors import CnnlabError, DataError
@@ -83,37 +84,35 @@ def load_run(run_dir: str | Path, device: str = "auto", precision: str | None = 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CnnlabError(f"run dir not found: {run_dir}", "give a folder written by `cnnlab train`")
-    best = run_dir / "best.pt"
+    best = run_dir / BEST
     if not best.is_file():
         raise CnnlabError(f"{best}: not found", "a run writes best.pt after its first finished epoch; "
                           "is this a cnnlab run dir?")
-    ck = load_checkpoint(best)
-    missing = [key for key in CHECKPOINT_KEYS if key not in ck]
+    ck = read_checkpoint(best)
+    missing = [key for key in CHECKPOINT_KEYS if key not in ck.entries]
     if missing:
         raise CnnlabError(f"{best}: not a cnnlab checkpoint (no '{missing[0]}')", "give a run dir of `cnnlab train`")
-    recipe = recipe_from_dict(ck["recipe"], check_name=False)  # runs saved before names were checked
+    recipe = ck.recipe()
     precision = precision or recipe.train.precision
     on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     if precision == "fp16" and on_cpu:
         precision = "auto"  # trained with CUDA fp16 AMP, now on CPU: bf16 where the CPU has it, else fp32
     rt = resolve_runtime(device, precision, recipe.train.channels_last)
-    class_names = list(ck["class_names"])
-    in_ch, size = int(ck["in_channels"]), (int(ck["input_size"][0]), int(ck["input_size"][1]))
+    class_names, in_ch, size = ck.class_names, ck.in_channels, ck.input_size
     n_out = task_for(recipe.task).num_outputs(class_names)
     # best.pt holds every weight: never fetch or read the pre-trained source again
     params = {k: ("none" if k == "weights" else v) for k, v in recipe.model.params.items()}
     model = build_model(recipe.model.name, in_ch, n_out, size, params)
     try:
-        model.load_state_dict(ck["model"])
+        model.load_state_dict(ck.weights)
     except RuntimeError as e:
         raise CnnlabError(f"{best}: weights do not fit model '{recipe.model.name}' "
                           f"({str(e).splitlines()[0][:80]})", "was the model code changed since training?") from None
     fmt = torch.channels_last if rt.channels_last else torch.preserve_format
     model = model.to(rt.device, memory_format=fmt).eval()
-    encoding, notes = resolve_encoding(recipe, class_names, ck)
-    return TrainedRun(model, rt, Normalizer(tuple(ck["norm"]["mean"]), tuple(ck["norm"]["std"])), class_names,
-                      in_ch, size, recipe.task, encoding, recipe, run_dir,
-                      ck.get("state", {}).get("best_epoch"), ck, notes)
+    encoding, notes = ck.encoding(recipe)
+    return TrainedRun(model, rt, ck.norm, class_names, in_ch, size, recipe.task, encoding, recipe, run_dir,
+                      ck.best_epoch, ck.entries, notes)
 
 
 @torch.no_grad()

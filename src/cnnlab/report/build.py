@@ -3,10 +3,17 @@ base64 data URIs, so the one file can be mailed or uploaded). Both are rendered 
 so they always say the same thing."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from cnnlab.engine.run_files import (
+    has_config,
+    read_config_text,
+    read_env,
+    read_history,
+    read_summary,
+    read_transfer,
+)
 from cnnlab.errors import CnnlabError
 from cnnlab.figures.palette import class_colors
 from cnnlab.figures.per_class import per_class_iou_bars
@@ -18,7 +25,6 @@ from cnnlab.report.study_figures import (
     difference_plot,
     headline_bars,
     per_class_dice_bars,
-    read_history,
     study_loss_curves,
 )
 from cnnlab.study.plan import read_plan
@@ -38,13 +44,14 @@ def add_figures(doc: Doc, fig_dir: Path) -> None:
 
 def add_environment(doc: Doc, run_dir: Path) -> None:
     """The resolved config and the hardware/software it ran on."""
-    if (run_dir / "env.json").is_file():
-        env = json.loads((run_dir / "env.json").read_text())
+    env = read_env(run_dir)
+    if env is not None:
         doc.h("Hardware and software")
         doc.table(["item", "value"], [[k, v] for k, v in env.items()])
-    if (run_dir / "config.yaml").is_file():
+    config = read_config_text(run_dir)
+    if config is not None:
         doc.h("Resolved config (config.yaml)")
-        doc.pre((run_dir / "config.yaml").read_text())
+        doc.pre(config)
 
 
 def _results_section(doc: Doc, s: dict) -> None:
@@ -89,9 +96,9 @@ def _ensure_run_figures(run_dir: Path, s: dict | None) -> None:
 def write_run_report(run_dir: str | Path) -> Path:
     """report.md and report.html of one run (finished or not); returns the HTML path."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
+    if not has_config(run_dir):
         raise CnnlabError(f"{run_dir}: no config.yaml", "is this a cnnlab run folder?")
-    s = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else None
+    s = read_summary(run_dir)
     _ensure_run_figures(run_dir, s)
     doc = Doc(f"Run {s['name'] if s else run_dir.name}")
     if s is None:
@@ -103,8 +110,8 @@ def write_run_report(run_dir: str | Path) -> Path:
               f"{s.get('device')} ({s.get('precision')}); code {s.get('git', 'unknown')}.")
         _results_section(doc, s)
         doc.items([f"note: {n}" for n in s.get("notes", [])])
-    if (run_dir / "transfer.json").is_file():
-        t = json.loads((run_dir / "transfer.json").read_text())
+    t = read_transfer(run_dir)
+    if t is not None:
         doc.h("Weight transfer")
         doc.p(f"{len(t.get('loaded', []))} tensors loaded from the pre-trained network.")
         doc.items([f"left as initialised (not in the source): {k}" for k in t.get("not_in_source", [])]
@@ -161,9 +168,10 @@ def _study_doc(study_dir: Path) -> Doc:
         doc.h("Study file (study.yaml)")
         doc.pre((study_dir / "study.yaml").read_text())
     first = next((Path(d) for r in results["rows"] for d in r["run_dirs"].values()), None)
-    if first is not None and (first / "env.json").is_file():
+    env = read_env(first) if first is not None else None
+    if env is not None:
         doc.h("Hardware and software (first finished run)")
-        doc.table(["item", "value"], [[k, v] for k, v in json.loads((first / "env.json").read_text()).items()])
+        doc.table(["item", "value"], [[k, v] for k, v in env.items()])
     return doc
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cnnlab.engine.run_files import has_config, read_summary
 from cnnlab.engine.rundir import write_text_atomic
 from cnnlab.errors import CnnlabError
 from cnnlab.text import markdown_table, markdown_text
@@ -162,7 +162,7 @@ def per_class_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     for r in results["rows"]:
         sums: dict[str, list[float]] = {}
         for d in r["run_dirs"].values():
-            s = json.loads((Path(d) / "summary.json").read_text())
+            s = read_summary(Path(d)) or {}
             for cls, v in s.get("per_class", {}).items():
                 if cls not in names:
                     names.append(cls)
@@ -177,7 +177,7 @@ def folder_kind(path: Path) -> str:
     """'study' (plan.json) or 'run' (config.yaml): what every report format is asked to describe."""
     if (path / "plan.json").is_file():
         return "study"
-    if (path / "config.yaml").is_file():
+    if has_config(path):
         return "run"
     raise CnnlabError(f"{path}: neither a run folder (config.yaml) nor a study folder (plan.json)",
                       "give a folder written by cnnlab train or cnnlab study")

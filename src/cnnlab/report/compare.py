@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
+from cnnlab.engine.run_files import has_config, read_summary, require_summary
 from cnnlab.errors import CnnlabError, did_you_mean
 from cnnlab.metrics.names import METRICS, convention, label, lower_is_better
 from cnnlab.report.tex import table_tex, tex_escape
@@ -22,12 +22,12 @@ FORMATS = ("md", "csv", "latex")
 def _load(run_dir: Path) -> dict:
     if (run_dir / "plan.json").is_file():
         raise CnnlabError(f"{run_dir} is a study folder", f"its table is in cnnlab report {run_dir}")
-    if not (run_dir / "summary.json").is_file():
-        if (run_dir / "config.yaml").is_file():
-            raise CnnlabError(f"{run_dir}: no summary.json, the run has not finished",
-                              f"finish it with cnnlab train --resume {run_dir}")
+    if has_config(run_dir):
+        return require_summary(run_dir, f"finish it with cnnlab train --resume {run_dir}")
+    s = read_summary(run_dir)
+    if s is None:
         raise CnnlabError(f"{run_dir}: not a run folder (no summary.json)", "give folders written by cnnlab train")
-    return json.loads((run_dir / "summary.json").read_text())
+    return s
 
 
 def _column_names(run_dirs: list[Path]) -> list[str]:

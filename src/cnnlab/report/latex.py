@@ -8,20 +8,18 @@ Only the run folder is read (summary.json, metrics.csv, config.yaml, figures/); 
 functions as the markdown report (common.fmt, study.table.table_sections) and the labels from metrics.names."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import matplotlib
 
-from cnnlab.config import read_yaml
-from cnnlab.errors import CnnlabError
+from cnnlab.engine.run_files import FIGURES, read_config, read_history, require_summary
 from cnnlab.metrics.names import METRICS, PER_CLASS_LABELS, row_label
 from cnnlab.report.common import caption, fmt, folder_kind
 from cnnlab.report.latex_figures import curve_metric, run_curves_pdf
 from cnnlab.report.latex_study import write_study_latex
 from cnnlab.report.latex_template import Template, template
-from cnnlab.report.study_figures import per_class_dice_bars, read_history
+from cnnlab.report.study_figures import per_class_dice_bars
 from cnnlab.report.tex import (
     conventions_tex,
     figure_tex,
@@ -78,7 +76,7 @@ def _run_sentence(s: dict, lab: str, curves: bool) -> str:
 
 def _run_setup(run_dir: Path, s: dict) -> str:
     """One sentence on how the run was trained, from its resolved config.yaml."""
-    c = read_yaml(run_dir / "config.yaml")  # a bad tag or syntax: one line naming the file, not a traceback
+    c = read_config(run_dir)  # a bad tag or syntax: one line naming the file, not a traceback
     model, optim, train = c.get("model", {}), c.get("optim", {}), c.get("train", {})
     params = ", ".join(f"{k}={v}" for k, v in (model.get("params") or {}).items())
     return (f"Setup: model \\texttt{{{tex_escape(model.get('name', '?'))}}}"
@@ -106,7 +104,7 @@ def _run_figures(run_dir: Path, s: dict, out: Path, lab: str) -> dict[str, str]:
         pieces["fig_per_class"] = figure_tex("fig_per_class.pdf", tex_escape(caption("per_class_dice.png")),
                                              f"fig:{lab}-per-class", src, "0.8\\linewidth")
     skip = {"loss_curves.png", "per_class_dice.png"}  # re-drawn above as PDF
-    for png in sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []:
+    for png in sorted((run_dir / FIGURES).glob("*.png")) if (run_dir / FIGURES).is_dir() else []:
         if png.name in skip:
             continue
         shutil.copy2(png, out / png.name)
@@ -119,11 +117,8 @@ def _run_figures(run_dir: Path, s: dict, out: Path, lab: str) -> dict[str, str]:
 def write_run_latex(run_dir: str | Path, tpl: Template | None = None) -> Path:
     """RUN_DIR/latex/: report.tex and its pieces (figures in the template's fonts); returns report.tex."""
     run_dir, tpl = Path(run_dir), tpl or template("article")
-    if not (run_dir / "summary.json").is_file():
-        raise CnnlabError(f"{run_dir}: no summary.json, the run has not finished",
-                          f"finish it with cnnlab train --resume {run_dir}, or see its progress with "
-                          f"cnnlab report {run_dir}")
-    s = json.loads((run_dir / "summary.json").read_text())
+    s = require_summary(run_dir, f"finish it with cnnlab train --resume {run_dir}, or see its progress with "
+                        f"cnnlab report {run_dir}")
     out, lab, src = run_dir / "latex", slug(s.get("name", run_dir.name)), run_dir.name
     split = s.get("evaluated_on", "?")
     out.mkdir(parents=True, exist_ok=True)

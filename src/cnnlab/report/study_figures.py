@@ -7,8 +7,6 @@ pyplot state; figures.io.save_figure writes them.
 """
 from __future__ import annotations
 
-import csv
-import math
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from cnnlab.engine.run_files import read_history
 from cnnlab.figures.io import save_figure
 from cnnlab.figures.per_class import per_class_dice_bars  # noqa: F401 (drawn with the run; used here by latex)
 from cnnlab.figures.text import literal
@@ -28,15 +27,6 @@ STUDY_DPI = 100  # PNG for report.md/html, PDF for the LaTeX report (the suffix 
 def variant_color(variants: list[str], name: str) -> str:
     """The colour of a variant, the same in every study figure."""
     return VARIANT_COLORS[variants.index(name) % len(VARIANT_COLORS)]
-
-
-def read_history(run_dir: Path) -> list[dict]:
-    """metrics.csv as a list of rows with float values (empty cells become nan)."""
-    p = Path(run_dir) / "metrics.csv"
-    if not p.is_file():
-        return []
-    with open(p, newline="") as f:
-        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def _mean_curve(curves: list[list[float]]) -> np.ndarray:

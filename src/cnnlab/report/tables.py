@@ -1,12 +1,12 @@
 """Short results tables for the terminal, from a run's summary.json."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from cnnlab.engine.run_files import require_summary
 from cnnlab.logs import console as default_console
 from cnnlab.metrics.names import METRICS, PER_CLASS_LABELS, row_label
 from cnnlab.metrics.per_image import per_image_line
@@ -16,7 +16,7 @@ from cnnlab.report.common import fmt
 def print_run_table(run_dir: Path, console: Console | None = None) -> None:
     """Headline metrics and per-class Dice of a finished run, naming the metric conventions."""
     console = console or default_console  # tables wrap at its width, as they did on a console of their own
-    s = json.loads((Path(run_dir) / "summary.json").read_text())
+    s = require_summary(Path(run_dir), f"finish it with cnnlab train --resume {run_dir}")
     m = s["metrics"]
     console.print(f"[bold]{s['name']}[/bold]: {s['evaluated_on']} split ({s['n_images']} images), "
                   f"best epoch {s['best_epoch']} of {s['epochs_run']}", soft_wrap=False)

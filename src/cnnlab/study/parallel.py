@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from cnnlab.engine.run_files import has_summary
 from cnnlab.engine.rundir import write_text_atomic
 from cnnlab.interrupts import last_signal, second_signal_forces
 from cnnlab.logs import console, get_logger
@@ -302,7 +303,7 @@ def _start_ready(st: _State, plan: StudyPlan, backend, progress: Progress, study
         st.pending.remove(run)
         failed = [s for s in needs if not st.stage_ok[s]]
         kept = find_run_dir(study_dir / "runs", run.name)
-        if kept is not None and (kept / "summary.json").is_file():  # --resume: no worker needed to skip it
+        if kept is not None and has_summary(kept):  # --resume: no worker needed to skip it
             _record(st, run, DONE, f"finished earlier ({kept.name}); kept", backend, progress, study_dir)
             continue
         if failed:

@@ -52,6 +52,7 @@ import yaml
 
 from cnnlab.config import read_yaml, recipe_from_dict
 from cnnlab.engine.recipe_check import check_recipe
+from cnnlab.engine.run_files import LAST, SUMMARY
 from cnnlab.errors import CnnlabError, ConfigError, did_you_mean
 from cnnlab.tasks import task_for
 
@@ -288,7 +289,7 @@ def find_run_dir(runs_dir: Path, name: str) -> Path | None:
     pattern = re.compile(rf"^{re.escape(name)}-\d{{8}}-\d{{6}}(-\d+)?$")
     found = sorted(d for d in runs_dir.glob(f"{name}-*") if d.is_dir() and pattern.fullmatch(d.name)) \
         if runs_dir.is_dir() else []
-    for marker in ("summary.json", "last.pt"):
+    for marker in (SUMMARY, LAST):
         done = [d for d in found if (d / marker).is_file()]
         if done:
             return done[-1]

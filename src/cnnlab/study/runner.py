@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cnnlab.engine.progress import EVENT_HOOKS, HEADERS
 from cnnlab.engine.run import Interrupted
+from cnnlab.engine.run_files import BEST, has_summary
 from cnnlab.engine.rundir import new_run_dir
 from cnnlab.errors import CnnlabError
 from cnnlab.logs import get_logger
@@ -75,7 +76,7 @@ def _execute_sequential(study_dir: Path, plan: StudyPlan) -> None:
         for i, run in enumerate(plan.runs):
             position[0], pending = i, len(plan.runs) - i - 1
             kept = find_run_dir(study_dir / "runs", run.name)
-            fresh = kept is None or not (kept / "summary.json").is_file()
+            fresh = kept is None or not has_summary(kept)
             if fresh:
                 progress.running[run.name] = time.time()
                 progress.event(f"started {run.name} (run {i + 1}/{len(plan.runs)})", pending)
@@ -83,7 +84,7 @@ def _execute_sequential(study_dir: Path, plan: StudyPlan) -> None:
                 run_dir = execute_one(run, study_dir, stage_best)
                 failures.pop(run.name, None)
                 if run.kind == "stage":
-                    stage_best[run.group] = run_dir / "best.pt"
+                    stage_best[run.group] = run_dir / BEST
                 _ended(progress, run.name, None, pending)
             except Interrupted:
                 raise StudyInterrupted(f"study interrupted during {run.name}",

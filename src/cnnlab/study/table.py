@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cnnlab.engine.run_files import read_summary
 from cnnlab.engine.rundir import write_text_atomic
 from cnnlab.interrupts import protected
 from cnnlab.logs import piped_width
@@ -29,8 +30,9 @@ def _summaries(study_dir: Path, plan: StudyPlan) -> dict[str, tuple[Path, dict]]
     out = {}
     for run in plan.runs:
         d = find_run_dir(study_dir / "runs", run.name)
-        if d is not None and (d / "summary.json").is_file():
-            out[run.name] = (d, json.loads((d / "summary.json").read_text()))
+        s = read_summary(d) if d is not None else None
+        if s is not None:
+            out[run.name] = (d, s)
     return out
 
 

@@ -25,7 +25,6 @@ running resumes from its run's last.pt in the same run dir, and new trials are a
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import shlex
 import shutil
@@ -40,6 +39,7 @@ from cnnlab.data.formats import FORMATS
 from cnnlab.data.loading import list_splits
 from cnnlab.engine.recipe_check import check_recipe
 from cnnlab.engine.run import Interrupted
+from cnnlab.engine.run_files import read_config, read_metrics
 from cnnlab.engine.rundir import new_run_dir, write_text_atomic
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.logs import get_logger
@@ -80,12 +80,9 @@ def score_name(raw: dict) -> str:
 
 def epoch_scores(run_dir: Path) -> list[float]:
     """Each epoch's validation score of a run, as metrics.csv and config.yaml hold them (the task's selection)."""
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg = read_config(run_dir)
     task, select = task_for(cfg["task"]), cfg.get("train", {}).get("select", "auto")
-    if not (run_dir / "metrics.csv").is_file():
-        return []
-    with open(run_dir / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_metrics(run_dir)
     return [task.selection_score({k[4:]: float(v) for k, v in row.items() if k.startswith("val_") and v not in
                                   ("", None)}, select) for row in rows]
 

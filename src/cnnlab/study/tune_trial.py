@@ -17,8 +17,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
-
+from cnnlab.engine.run_files import read_config
 from cnnlab.engine.rundir import write_text_atomic
 from cnnlab.engine.watch import STOP_HOOKS
 from cnnlab.study import parallel
@@ -100,7 +99,7 @@ def _report(run_dir: Path, row: dict, score: float) -> str | None:
     epoch = int(row["epoch"])
     if epoch not in rdb.get_trial(trial_id).intermediate_values:  # a resumed trial repeats none
         trial.report(score, step=epoch)
-    last = epoch >= yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"]
+    last = epoch >= read_config(run_dir)["train"]["epochs"]
     if last or not trial.should_prune():  # a trial that ran its epochs has finished, whatever the pruner says
         return None
     pruner = read_meta(tune_dir)["settings"]["pruner"]

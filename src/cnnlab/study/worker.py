@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cnnlab.config import recipe_from_dict
 from cnnlab.engine.run import Interrupted, resume, train
+from cnnlab.engine.run_files import BEST, LAST, has_summary
 from cnnlab.engine.tracking import nested_under, read_tracking
 from cnnlab.errors import CnnlabError
 from cnnlab.logs import get_logger
@@ -53,13 +54,13 @@ def execute_one(run: PlannedRun, study_dir: Path, stage_best: dict[str, Path], t
     resumed run keeps the recipe saved in its checkpoint.
     """
     existing = find_run_dir(study_dir / "runs", run.name)
-    if existing is not None and (existing / "summary.json").is_file():
+    if existing is not None and has_summary(existing):
         log.info(f"{run.name}: finished earlier ({existing.name}); skipped")
         return existing
     tags = {f"cnnlab.{run.kind}": run.group, "cnnlab.seed": run.seed,
             "cnnlab.grid": ", ".join(f"{k}={v}" for k, v in run.grid.items()) or "-"}
     with nested_under(read_tracking(study_dir).get("mlflow", {}).get("run_id"), tags):  # the study's parent run
-        if existing is not None and (existing / "last.pt").is_file():
+        if existing is not None and (existing / LAST).is_file():
             return resume(existing)
         return _start(run, study_dir, stage_best, threads)
 
@@ -82,8 +83,8 @@ def finished_stages(study_dir: Path, plan: StudyPlan, run: PlannedRun) -> dict[s
     out = {}
     for r in plan.runs[:plan.runs.index(run)]:
         d = find_run_dir(study_dir / "runs", r.name) if r.kind == "stage" else None
-        if d is not None and (d / "summary.json").is_file():
-            out[r.group] = d / "best.pt"
+        if d is not None and has_summary(d):
+            out[r.group] = d / BEST
     return out
 
 
