@@ -104,15 +104,39 @@ def test_report_shows_tables_config_and_hardware(run_dir: Path):
         assert f"| {name} | {fmt(v['dice'])} | {fmt(v['iou'])} | {gt} |" in md
 
 
-def test_unfinished_run_still_gets_a_report_with_loss_curves(run_dir: Path, tmp_path: Path):
+def _files(folder: Path) -> set[str]:
+    """Every file under folder but the report's own two."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if p.is_file() and p.name not in ("report.md", "report.html")}
+
+
+def test_unfinished_run_gets_a_report_and_the_report_draws_nothing(run_dir: Path, tmp_path: Path):
+    """Figures are the engine's, drawn as a run ends; a report of a run that has not ended says it has none yet."""
     partial = tmp_path / "partial"
     shutil.copytree(run_dir, partial)
     (partial / "summary.json").unlink()
     shutil.rmtree(partial / "figures")
-    (partial / "figures").mkdir()
+    before = _files(partial)
     page = _parse(write_report(partial))
-    assert "has not finished" in " ".join(page.text)
-    assert [Path(i["data-file"]).name for i in page.images] == ["loss_curves.png"]   # drawn from metrics.csv
+    text = " ".join(page.text)
+    assert "has not finished" in text and "No figures yet: the engine draws a run's figures when the run ends" in text
+    assert page.images == []
+    assert _files(partial) == before                                # nothing drawn into the run dir
+
+
+def test_a_finished_run_lacking_a_figure_gets_a_line_naming_it(run_dir: Path, tmp_path: Path):
+    """A run from an older cnnlab (or a figure that could not be drawn): named as missing, not drawn by the report."""
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    (old / "figures" / "per_class_dice.png").unlink()
+    before = _files(old)
+    page = _parse(write_report(old))
+    text = " ".join(page.text)
+    assert "per_class_dice.png: not in figures/ (the engine draws it as a run ends" in text
+    assert "loss_curves.png: not in" not in text and "No figures yet" not in text
+    shown = [Path(i["data-file"]).name for i in page.images]
+    assert "per_class_dice.png" not in shown and "loss_curves.png" in shown
+    assert _files(old) == before
 
 
 def test_html_escapes_text():

@@ -7,24 +7,21 @@ import os
 from pathlib import Path
 
 from cnnlab.engine.run_files import (
+    FIGURES,
     has_config,
     read_config_text,
     read_env,
-    read_history,
     read_summary,
     read_transfer,
 )
 from cnnlab.errors import CnnlabError
 from cnnlab.figures.palette import class_colors
-from cnnlab.figures.per_class import per_class_iou_bars
-from cnnlab.figures.run import loss_curves
 from cnnlab.metrics.names import METRICS, PER_CLASS_LABELS, label, row_label
 from cnnlab.metrics.per_image import per_image_line
 from cnnlab.report.common import Doc, caption, fmt, folder_kind, per_class_rows, study_setup, write_doc
 from cnnlab.report.study_figures import (
     difference_plot,
     headline_bars,
-    per_class_dice_bars,
     study_loss_curves,
 )
 from cnnlab.study.plan import read_plan
@@ -78,19 +75,29 @@ def _results_section(doc: Doc, s: dict) -> None:
             doc.items(s["warnings"])
 
 
-def _ensure_run_figures(run_dir: Path, s: dict | None) -> None:
-    """Figures the report needs but the run may lack: per-class Dice bars; loss curves of an unfinished run."""
-    fig_dir = run_dir / "figures"
-    fig_dir.mkdir(exist_ok=True)
-    if s and "per_class" in s:
-        per_class_dice_bars(s["per_class"], fig_dir / "per_class_dice.png",
-                            f"strict Dice per class, {s.get('evaluated_on', '?')} split")
+def _expected_figures(s: dict) -> list[str]:
+    """The figures the engine draws for every finished run with these results (engine/figures.py); the task's
+    own figures vary with the data and are shown where present."""
+    names = ["loss_curves.png"]
+    if s.get("per_class"):
+        names.append("per_class_dice.png")
         if any("pixel_share" in p for p in s["per_class"].values()):  # runs saved before the share have none
-            per_class_iou_bars(s["per_class"], fig_dir / "per_class_iou.png",
-                               f"strict IoU per class, {s.get('evaluated_on', '?')} split")
-    history = read_history(run_dir)
-    if history and not (fig_dir / "loss_curves.png").is_file():
-        loss_curves(history, fig_dir / "loss_curves.png", run_dir.name)
+            names.append("per_class_iou.png")
+    return names
+
+
+def add_run_figures(doc: Doc, run_dir: Path, s: dict | None) -> None:
+    """The run's figures as the engine drew them; the report draws none. A run that has not finished has none
+    yet (the engine draws them as a run ends); a finished run lacking one (from an older cnnlab, or a figure
+    that could not be drawn) gets a line naming it."""
+    fig_dir = run_dir / FIGURES
+    add_figures(doc, fig_dir)
+    if s is None:
+        if not (fig_dir.is_dir() and any(fig_dir.glob("*.png"))):
+            doc.p("No figures yet: the engine draws a run's figures when the run ends.")
+        return
+    doc.items([f"{name}: not in {FIGURES}/ (the engine draws it as a run ends; this run's cnnlab did not, or "
+               "could not draw it)" for name in _expected_figures(s) if not (fig_dir / name).is_file()])
 
 
 def write_run_report(run_dir: str | Path) -> Path:
@@ -99,7 +106,6 @@ def write_run_report(run_dir: str | Path) -> Path:
     if not has_config(run_dir):
         raise CnnlabError(f"{run_dir}: no config.yaml", "is this a cnnlab run folder?")
     s = read_summary(run_dir)
-    _ensure_run_figures(run_dir, s)
     doc = Doc(f"Run {s['name'] if s else run_dir.name}")
     if s is None:
         doc.p("This run has not finished (no summary.json): only its configuration and training so far are shown.")
@@ -118,7 +124,7 @@ def write_run_report(run_dir: str | Path) -> Path:
                   + [f"shape differs, not loaded: {k}" for k in t.get("shape_mismatch", [])]
                   + [f"in the source only, unused: {k}" for k in t.get("not_in_model", [])])
     doc.h("Figures")
-    add_figures(doc, run_dir / "figures")
+    add_run_figures(doc, run_dir, s)
     add_environment(doc, run_dir)
     return write_doc(doc, run_dir)
 
