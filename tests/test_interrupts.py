@@ -184,10 +184,10 @@ def test_a_second_signal_that_cuts_torch_save_short_is_reported_and_logged_as_th
     """Two SIGTERMs inside epoch 2's last.pt write: the second stops at once, inside torch.save, whose zip writer
     then raises its own RuntimeError (as seen in issue 38). The user gets the interrupt's line, not that error;
     events.jsonl ends 'interrupted', not 'failed'; last.pt still holds epoch 1."""
-    from cnnlab.engine import run as run_mod
-    from cnnlab.engine.progress import read_events
+    from cnnlab.engine import checkpoint as checkpoint_mod
+    from cnnlab.engine.run_files import read_events
 
-    real_save, saves = run_mod.atomic_save, []
+    real_save, saves = checkpoint_mod.atomic_save, []
 
     def save_cut_short(obj: dict, path: Path) -> None:
         saves.append(Path(path).name)
@@ -200,7 +200,7 @@ def test_a_second_signal_that_cuts_torch_save_short_is_reported_and_logged_as_th
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2405760 vs 2405656") from e
         raise AssertionError("the second SIGTERM did not stop the write")
 
-    monkeypatch.setattr(run_mod, "atomic_save", save_cut_short)
+    monkeypatch.setattr(checkpoint_mod, "atomic_save", save_cut_short)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(tiny_recipe(endovis_root, tmp_path / "runs", train={"epochs": 5, **STEADY})))
     code = main(["train", str(recipe)])

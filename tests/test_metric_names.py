@@ -124,8 +124,7 @@ def _no_drawing(monkeypatch) -> list[str]:
         monkeypatch.setattr(f"cnnlab.report.{module}.headline_bars", labelled)
         monkeypatch.setattr(f"cnnlab.report.{module}.difference_plot", labelled)
         monkeypatch.setattr(f"cnnlab.report.{module}.study_loss_curves", curves)
-    for name in ("build.per_class_dice_bars", "build.loss_curves", "latex.per_class_dice_bars",
-                 "latex.run_curves_pdf"):
+    for name in ("latex.per_class_dice_bars", "latex.run_curves_pdf"):  # the run's own PNGs: drawn by the engine
         monkeypatch.setattr(f"cnnlab.report.{name}", lambda data, path, *rest: _placeholder(path))
     return given
 
