@@ -1,7 +1,9 @@
 """Shared fixtures: tiny synthetic data sets written in the real formats, once per session."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +12,11 @@ import pytest
 import torch
 
 # The decoded-data cache (cnnlab.data.cache) goes to a folder of this test session, never the user's ~/.cache;
-# subprocesses started by tests inherit it.
-os.environ.setdefault("CNNLAB_CACHE_DIR", tempfile.mkdtemp(prefix="cnnlab-test-cache-"))
+# subprocesses started by tests inherit it. The process that made the folder removes it at exit (each run of the
+# suite left one per worker in /tmp: 900 after a day's work).
+if "CNNLAB_CACHE_DIR" not in os.environ:
+    os.environ["CNNLAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="cnnlab-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["CNNLAB_CACHE_DIR"], ignore_errors=True)
 
 torch.set_num_threads(1)  # tests run beside other work on 2 cores; small tensors gain nothing from threads
 
