@@ -282,3 +282,13 @@ def test_each_task_says_what_a_run_reached_and_how_its_numbers_are_computed() ->
         assert "`" in TASKS[name].conventions and "{" not in TASKS[name].conventions_text()  # every label filled in
     assert TASKS["segmentation"].study_metrics[0] == TASKS["segmentation"].headline  # a study's headline first
     assert TASKS["classification"].study_metrics == ("accuracy",) and TASKS["colorization"].study_metrics == ()
+
+
+def test_a_run_looks_its_task_up_once_and_carries_it_in_its_context() -> None:
+    """Issue 32: the engine looked the task up 12 times per run, by name and by split type; now engine/run.py looks
+    it up once, by the recipe's name, into RunContext, and everything inside the run takes it from there (the
+    recipe check, also in engine/, runs before any run)."""
+    calls = {p.name: p.read_text().count("task_for(") for p in sorted((SRC / "engine").glob("*.py"))
+             if p.name != "recipe_check.py"}
+    assert {name: n for name, n in calls.items() if n} == {"run.py": 1}
+    assert "task = task_for(r.task)" in (SRC / "engine" / "run.py").read_text()

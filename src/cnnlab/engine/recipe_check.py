@@ -63,11 +63,12 @@ def check_names(r: Recipe) -> None:
     _check_one(r.data.format, FORMATS, "data.format")
     _check_one(r.model.name, MODELS, "model.name")
     _check_one(r.loss.name, LOSSES, "loss.name")
-    fits = task_for(r.task).losses
+    task = task_for(r.task)
+    fits = task.losses
     if r.loss.name not in fits:  # else an IndexError at the first step (soft Dice of one label per image)
         raise ConfigError(f"loss.name {r.loss.name!r} does not fit a {r.task} run; valid: {', '.join(fits)}",
                           f"set loss.name: {fits[0]} in the recipe, or add --set loss.name={fits[0]} to the command")
-    _check_one(r.train.select, task_for(r.task).selects, f"train.select for a {r.task} run")
+    _check_one(r.train.select, task.selects, f"train.select for a {r.task} run")
     check_model_params(r.model.name, r.model.params)
 
 
