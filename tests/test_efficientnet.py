@@ -81,6 +81,7 @@ def test_cli_says_one_line_for_a_wrong_weights_file(tmp_path: Path, capsys):
     recipe = {"name": "lite0", "task": "classification",
               "data": {"format": "digits", "root": ".", "train": "train", "test": "test", "val_fraction": 0.1},
               "model": {"name": "efficientnet_lite0", "params": {"weights": str(tmp_path / "other.pt")}},
+              "loss": {"name": "cross_entropy"},  # the default (dice) does not fit a classification run
               "train": {"epochs": 1}, "out": str(tmp_path / "runs")}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["train", str(tmp_path / "r.yaml")]) == 2
