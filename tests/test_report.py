@@ -3,6 +3,7 @@ hardware are there; plots use the class and variant colours (checked on the pixe
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import math
 import shutil
@@ -122,6 +123,12 @@ def test_unfinished_run_gets_a_report_and_the_report_draws_nothing(run_dir: Path
     assert "has not finished" in text and "No figures yet: the engine draws a run's figures when the run ends" in text
     assert page.images == []
     assert _files(partial) == before                                # nothing drawn into the run dir
+    md = (partial / "report.md").read_text()                        # its epochs so far, as metrics.csv holds them
+    assert "## Training so far" in md and "| epoch | training loss | validation loss | validation Dice" in md
+    with open(partial / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(f"| {r['epoch']} | {float(r['train_loss']):.4f} | {float(r['val_loss']):.4f} |" in md
+                        for r in rows)
 
 
 def test_a_finished_run_lacking_a_figure_gets_a_line_naming_it(run_dir: Path, tmp_path: Path):

@@ -11,6 +11,7 @@ from cnnlab.engine.run_files import (
     has_config,
     read_config_text,
     read_env,
+    read_history,
     read_summary,
     read_transfer,
 )
@@ -19,6 +20,7 @@ from cnnlab.figures.palette import class_colors
 from cnnlab.metrics.names import METRICS, PER_CLASS_LABELS, label, row_label
 from cnnlab.metrics.per_image import per_image_line
 from cnnlab.report.common import Doc, caption, fmt, folder_kind, per_class_rows, study_setup, write_doc
+from cnnlab.report.latex_figures import curve_metric
 from cnnlab.report.study_figures import (
     difference_plot,
     headline_bars,
@@ -100,6 +102,19 @@ def add_run_figures(doc: Doc, run_dir: Path, s: dict | None) -> None:
                "could not draw it)" for name in _expected_figures(s) if not (fig_dir / name).is_file()])
 
 
+def _training_so_far(doc: Doc, run_dir: Path) -> None:
+    """An unfinished run's epochs as metrics.csv holds them: its loss curves are drawn when the run ends."""
+    history = read_history(run_dir)
+    doc.h("Training so far")
+    if not history:
+        doc.p("No epoch has finished yet.")
+        return
+    cols = [("train_loss", "training loss"), ("val_loss", "validation loss")]
+    cols += [metric] if (metric := curve_metric(history)) else []
+    doc.table(["epoch", *(name for _, name in cols)],
+              [[int(h["epoch"]), *(fmt(h.get(key)) for key, _ in cols)] for h in history])
+
+
 def write_run_report(run_dir: str | Path) -> Path:
     """report.md and report.html of one run (finished or not); returns the HTML path."""
     run_dir = Path(run_dir)
@@ -109,6 +124,7 @@ def write_run_report(run_dir: str | Path) -> Path:
     doc = Doc(f"Run {s['name'] if s else run_dir.name}")
     if s is None:
         doc.p("This run has not finished (no summary.json): only its configuration and training so far are shown.")
+        _training_so_far(doc, run_dir)
     else:
         doc.p(f"Task {s.get('task')}; evaluated on the {s.get('evaluated_on')} split ({s.get('n_images')} images) "
               f"with the best epoch {s.get('best_epoch')} of {s.get('epochs_run')} run; trained "
