@@ -45,7 +45,7 @@ import numpy as np
 from cnnlab.config import Recipe, asdict
 from cnnlab.engine.mlflow_extras import TAGS_ENV, log_model, mark_experiment, run_tags, system_monitor
 from cnnlab.engine.recipe_check import TRACKER_EXTRAS, check_trackers
-from cnnlab.engine.run_files import CONFIG, METRICS, SUMMARY
+from cnnlab.engine.run_files import CONFIG, EVENTS, FIGURES, METRICS, SUMMARY
 from cnnlab.engine.tracker_base import STEP_LOSS_TAG, Tracker, final_scalars, flatten, number, scalar_tag
 from cnnlab.engine.tracker_views import hp_metric, hparams, per_class_markdown
 from cnnlab.engine.tracking_wandb import WandbTracker
@@ -84,7 +84,7 @@ class TensorBoardTracker(Tracker):
     def finish(self, run_dir: Path, summary: dict, step: int) -> None:
         from PIL import Image
 
-        for png in sorted((run_dir / "figures").glob("*.png")):
+        for png in sorted((run_dir / FIGURES).glob("*.png")):
             with Image.open(png) as im:
                 self.writer.add_image(f"figures/{png.stem}", np.asarray(im.convert("RGB")), step,
                                       dataformats="HWC")
@@ -265,7 +265,7 @@ class MlflowTracker(Tracker):
             self.monitor.finish()
         state = {"finished": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
         # events.jsonl is complete only now (its "end" line); a stopped run also keeps the epochs it finished
-        for name in ("events.jsonl",) if status == "finished" else ("events.jsonl", "metrics.csv"):
+        for name in (EVENTS,) if status == "finished" else (EVENTS, METRICS):
             if (self.run_dir / name).is_file():
                 self.client.log_artifact(self.run_id, str(self.run_dir / name))
         self.client.set_terminated(self.run_id, state)
@@ -281,8 +281,8 @@ def log_artifacts(client, run_id: str, run_dir: Path) -> None:
     for name in ARTIFACTS:
         if (run_dir / name).is_file():
             client.log_artifact(run_id, str(run_dir / name))
-    if (run_dir / "figures").is_dir():
-        client.log_artifacts(run_id, str(run_dir / "figures"), "figures")
+    if (run_dir / FIGURES).is_dir():
+        client.log_artifacts(run_id, str(run_dir / FIGURES), "figures")
 
 
 TRACKERS = {"tensorboard": TensorBoardTracker, "mlflow": MlflowTracker, "wandb": WandbTracker}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cnnlab.config import Recipe, asdict
 from cnnlab.engine.mlflow_extras import MODEL_FILES, TAGS_ENV
+from cnnlab.engine.run_files import FIGURES
 from cnnlab.engine.tracker_base import STEP_LOSS_TAG, Tracker, final_scalars, flatten, number, scalar_tag
 
 GLOBAL_STEP = "trainer/global_step"
@@ -59,7 +60,7 @@ class WandbTracker(Tracker):
 
     def finish(self, run_dir: Path, summary: dict, step: int) -> None:
         self.run.summary.update(final_scalars(summary))
-        images = {f"figures/{p.stem}": self.wandb.Image(str(p)) for p in sorted((run_dir / "figures").glob("*.png"))}
+        images = {f"figures/{p.stem}": self.wandb.Image(str(p)) for p in sorted((run_dir / FIGURES).glob("*.png"))}
         if images:
             self.run.log(images)
         for block in ("per_class", "per_class_accuracy"):
