@@ -40,7 +40,7 @@ wheel-smoke: $(STAMP)
 	scripts/wheel_smoke.sh
 
 # the documentation site (mkdocs.yml: README, docs/, the API reference from the docstrings) into site/; --strict:
-# a broken link or anchor fails (tests/test_docs_site.py builds it in make test too)
+# a broken link or anchor fails (tests/architecture/test_docs_site.py builds it in make test too)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 

@@ -67,7 +67,7 @@ step() {  # NAME LIMIT_S COMMAND...: run with a time limit, output to the log, r
 
 echo "device_check: $PY, torch $("$PY" -c 'import torch; print(torch.__version__, torch.version.cuda)'), $NGPU GPU(s), output $OUTDIR" | tee -a "$LOG"
 P=$OUTDIR/parts
-step tests 120 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py --junitxml="$P/tests.xml"
+step tests 120 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/engine/test_cuda.py --junitxml="$P/tests.xml"
 step train 150 "$PY" benchmarks/train_speed.py --device cuda --rounds 3 --steps 5 --warmup 2 --fp32-engine \
     --json "$P/train_speed.json"
 step predict 75 "$PY" benchmarks/predict_speed.py --device cuda --images 16 --rounds 3 --json "$P/predict_speed.json"

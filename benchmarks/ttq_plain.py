@@ -45,7 +45,7 @@ PLAIN_AUGMENT = AugmentConfig(hflip=True, vflip=True, brightness=0.2, contrast=0
 def lr_factor(epoch: int, warmup: int, epochs: int, schedule: str) -> float:
     """LambdaLR factor of an epoch, written the plain way: linear warm-up, then cosine to 0 (or constant).
 
-    The same curve as cnnlab.engine.fit.lr_at (tests/test_benchmarks_ttq.py compares them), so the two sides
+    The same curve as cnnlab.engine.fit.lr_at (tests/benchmarks/test_benchmarks_ttq.py compares them), so the two sides
     differ in how they train, not in what they train with.
     """
     if epoch < warmup:
@@ -59,7 +59,8 @@ def lr_factor(epoch: int, warmup: int, epochs: int, schedule: str) -> float:
 
 def seeded_model_and_data(r: Recipe) -> tuple[torch.nn.Module, RunData]:
     """The model with the initial weights cnnlab's run of this recipe starts from: the same seeding, data loading
-    and build order as cnnlab.engine.run._setup (compared in tests/test_benchmarks_ttq.py). fp32, NCHW, CPU."""
+    and build order as cnnlab.engine.run._setup (compared in tests/benchmarks/test_benchmarks_ttq.py). fp32, NCHW,
+    CPU."""
     seed_everything(r.train.seed)
     data = load_run_data(r.data, r.train.seed)
     n_out = task_for(r.task).num_outputs(data.class_names)

@@ -6,10 +6,10 @@
 #   --busy     one process spinning per core beside the tests (a loaded CI machine: windows open that a quiet
 #              machine never hits)
 #   --random   a new random test order each run (pytest-random-order, in the dev install); the seed is printed
-#   PYTEST ARGS  e.g. -k interrupts, tests/test_interrupts.py, -m "not slow"
+#   PYTEST ARGS  e.g. -k interrupts, tests/engine/test_interrupts.py, -m "not slow"
 #
 # Examples:
-#   scripts/soak_tests.sh 10 --busy tests/test_interrupts.py tests/test_defects_engine.py
+#   scripts/soak_tests.sh 10 --busy tests/engine/test_interrupts.py tests/engine/test_run_failures.py
 #   scripts/soak_tests.sh 3 --random -m "not slow"
 # Exit status: 0 when every run passed, 1 otherwise. Logs: $SOAK_DIR (default: a new folder under /tmp).
 set -uo pipefail

@@ -1,7 +1,7 @@
 """H&E stain unmixing (colour deconvolution) to a two-channel uint8 image with a fixed, documented scaling.
 
 The maths is Ruifrok & Johnston's colour deconvolution exactly as scikit-image's `skimage.color.rgb2hed`
-computes it (same stain matrix, same 1e-6 floor and log normalisation; tests/test_glas.py checks equality),
+computes it (same stain matrix, same 1e-6 floor and log normalisation; tests/data/test_glas.py checks equality),
 written here in numpy so that reading data needs no scikit-image at run time.
 
 Fixed scaling (the same for every image, so intensities are comparable across images and splits):

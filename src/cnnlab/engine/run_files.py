@@ -11,7 +11,7 @@ owns best.pt and last.pt).
 - `figures/*.png`: drawn by `engine.figures` at the end of a run; reports only read them
 
 Why one owner: the engine writes these files and reports, studies, inference and the Python API read them; with
-the names and formats in one module a change of format is one change, and `tests/test_run_files.py` fails if a
+the names and formats in one module a change of format is one change, and `tests/engine/test_run_files.py` fails if a
 part reads summary.json or loads a checkpoint on its own. Every write keeps its `interrupts.protected()` step: a
 signal never cuts one in half.
 """

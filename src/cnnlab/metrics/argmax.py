@@ -3,7 +3,7 @@
 Why not `scores.argmax(dim)` everywhere: on a CPU, torch's argmax over a dimension that is not the innermost one
 (the classes of an N x K x H x W or K x H x W tensor in the default contiguous layout) is a strided reduction that
 ran 6-19x slower than K - 1 elementwise passes (AVX2 EPYC, 2 threads, torch 2.14.1: 8 x 256 x 320 label map 15.3
-vs 2.3 ms; 16 x 2 x 512 x 512 batch 720 vs 37 ms; tests/test_metrics_argmax.py holds the equality). Where the
+vs 2.3 ms; 16 x 2 x 512 x 512 batch 720 vs 37 ms; tests/metrics/test_metrics_argmax.py holds the equality). Where the
 class dimension is innermost (channels_last model outputs, N x K class scores) or the tensor is on a GPU, torch's
 own argmax is used as it is.
 """

@@ -4,7 +4,7 @@ metrics.csv with a `val_` prefix), the text every report, table and figure shows
 Why one table: the run report, the terminal table, the study table, the LaTeX pieces, `cnnlab compare` and the
 figures used to spell their own labels, and drifted apart ("mean IoU" in one, "IoU (strict)" in another). They
 now look the text up here when they render (never copy it into a constant of their own), so a label changed here
-changes everywhere; tests/test_metric_names.py checks that each of them does.
+changes everywhere; tests/metrics/test_metric_names.py checks that each of them does.
 
 Two forms of label, because a column head and a row of its own have different room: `label` is short (a column,
 an axis, a figure title), `row_label` names the convention in brackets (a report row). LaTeX shows the same

@@ -12,7 +12,7 @@ same between the left and right thirds. Summed over the data set, objects placed
 that holds across images (sky on top) does not. Upright where up >= UP_MIN and up >= SIDE_RATIO x side (a scene
 lit or framed from one side is not upside-down-proof either, but its left and right differ as much).
 
-Measured (tests/test_own_data_scene.py, docs/results.md): street-scene stand-in frames (sky, buildings, road)
+Measured (tests/new/test_own_data_scene.py, docs/results.md): street-scene stand-in frames (sky, buildings, road)
 up 0.94; the shared real sets: DRIVE fundus 0.01, ISBI 2012 EM 0.01, EndoVis 2017 course frames 0.11 (the
 instruments enter from below more often than from above, but their share differs by far less than a scene's
 layers do). UP_MIN = 0.3 sits between the endoscopy frames' 0.11 and the street frames' 0.94.
