@@ -42,6 +42,17 @@ def test_loss_curves_have_one_legend_outside_the_axes(tmp_path: Path, monkeypatc
                                                           "validation Dice (strict)"]
 
 
+def test_a_short_runs_loss_curves_mark_whole_epochs_only(tmp_path: Path, monkeypatch):
+    """Two epochs: the axis showed 1.0, 1.2, ..., 2.0, epochs that never happened; now 1 and 2."""
+    seen = {}
+    monkeypatch.setattr(fr, "save_figure", lambda fig, path, **kw: seen.setdefault("fig", fig) and path)
+    fr.loss_curves([{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e} for e in (1, 2)], tmp_path / "c.png")
+    ax = seen["fig"].axes[0]
+    seen["fig"].canvas.draw()
+    lo, hi = ax.get_xlim()
+    assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1.0, 2.0]
+
+
 def test_overlay_tints_by_hand_computed_values():
     """Half image, half class colour (class 1 is (230, 25, 75), class 2 (60, 180, 75)), truncated to uint8;
     background and out-of-range labels untouched; ignored pixels at 40% brightness."""

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from cnnlab.data.types import ColorData, SegData
 from cnnlab.figures.io import save_figure
@@ -25,6 +26,7 @@ def loss_curves(history: list[dict], path: Path, title: str = "") -> Path:
     ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss", color="tab:blue")
     ax.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation loss", color="tab:orange")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.2, 1.4 ... on a short run
     ax.set_ylabel("loss")
     metric = next((m for m in CURVE_METRICS if history and history[0].get(f"val_{m}") is not None), None)
     if metric:
