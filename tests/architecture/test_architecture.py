@@ -66,3 +66,16 @@ def test_no_part_imports_cnnlab_inside_a_function() -> None:
             continue
         offenders += _function_level_cnnlab_imports(path)
     assert offenders == []
+
+
+def test_every_test_folder_is_on_pytests_path():
+    """tests/ mirrors the parts; a folder left out of pyproject's pythonpath breaks the imports of test modules
+    that use another's fixtures (an ImportError at collection, far from its cause)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: pytest itself depends on tomli there
+        import tomli as tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["pythonpath"])
+    folders = {f"tests/{d.name}" for d in (ROOT / "tests").iterdir() if d.is_dir() and any(d.glob("test_*.py"))}
+    assert folders and folders <= listed, sorted(folders - listed)
