@@ -155,3 +155,21 @@ def test_a_budget_that_is_not_positive_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--minutes 0" in err[0] and not out.exists()
 
+
+
+def test_sizes_over_the_limit_by_validation_alone_do_not_end_the_search():
+    """A patch run's validation scores whole images by sliding windows: about the same cost at every patch size
+    (32x32 and 64x64 here, 30 s), while a larger size seen whole needs one pass (128x128: 1 s). The search goes on
+    past sizes whose training fits but whose validation does not, and stops where training alone is over."""
+    calls: list[list[int]] = []
+    parts = {32: (2.0, 30), 64: (8.0, 30), 128: (20.0, 1), 256: (80.0, 1)}  # training s, windows x 1 s
+
+    def at(size):
+        calls.append(size)
+        train_s, windows = parts[size[0]]
+        return Estimate(StepTimes(train_s, 1.0, 1, 1, "cpu"), steps=1, n_val=1, epochs=1, windows=windows)
+
+    c = nb.choose_size([[s, s] for s in parts], at, budget_s=300.0)  # limit 25 s per epoch
+    assert c.size == [128, 128] and c.fits and c.estimate.epoch_s == 21.0
+    # 256x256: training predicted at 20 x 4 = 80 s > 1.5 x 25, not timed
+    assert calls == [[32, 32], [64, 64], [128, 128]] and c.trials[-1].predicted

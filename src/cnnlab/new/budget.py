@@ -11,9 +11,10 @@ MAX_SIDE, same aspect) are timed in turn with real training steps of the written
 (`new.estimate.measure_steps`); the largest whose floor of epochs fits the budget (`--minutes`, default 15) is
 chosen, and the epochs are as many as then fit. The floor is MIN_EPOCHS, or more for a data set so small that
 even a batch of 2 gives under MIN_STEPS optimizer steps (batch_for_steps, epoch_floor). Timing stops at the
-first size that does not fit, and a size whose time, extrapolated by pixel count from the last one timed,
-exceeds the per-epoch limit by SKIP_FACTOR is not timed at all: `new` stays quick while the choice rests on
-measurements.
+first size whose training steps alone do not fit (they grow with the pixels; validation need not: a patch run
+scores whole images by sliding windows whatever the patch size, and a larger size may be trained whole again), and
+a size whose training time, extrapolated by pixel count from the last one timed, exceeds the per-epoch limit by
+SKIP_FACTOR is not timed at all: `new` stays quick while the choice rests on measurements.
 """
 from __future__ import annotations
 
@@ -178,19 +179,23 @@ def choose_size(candidates: list[list[int]], estimate_at: Callable[[list[int]], 
     trials: list[Trial] = []
     best: tuple[list[int], Estimate] | None = None
     first: Estimate | None = None
+    last_train: tuple[list[int], float] | None = None
     for size in candidates:
-        if trials:
-            last = trials[-1]
-            predicted = last.epoch_s * (size[0] * size[1]) / (last.size[0] * last.size[1])
-            if predicted > SKIP_FACTOR * limit:
-                trials.append(Trial(size, round(predicted, 1), predicted=True))
+        if last_train is not None:
+            ratio = (size[0] * size[1]) / (last_train[0][0] * last_train[0][1])
+            if last_train[1] * ratio > SKIP_FACTOR * limit:  # its training alone: predicted far over
+                trials.append(Trial(size, round(trials[-1].epoch_s * ratio, 1), predicted=True))
                 break
         est = estimate_at(size)
         first = first or est
         trials.append(Trial(size, est.epoch_s))
-        if est.epoch_s > limit:
+        last_train = (size, est.train_s)
+        if est.epoch_s <= limit:
+            best = (size, est)
+        elif est.train_s > limit:  # training grows with the pixels: no larger size fits either
             break
-        best = (size, est)
+        # else only validation is over: a patch run's sliding windows cost about the same at every patch size,
+        # and a larger size may see whole images again (new/patching.py), so the search goes on
     fits = best is not None
     size, est = best if best is not None else (candidates[0], first)
     return SizeChoice(size, dataclasses.replace(est, epochs=epochs_for(est.epoch_s, budget_s, floor, most)), trials,
