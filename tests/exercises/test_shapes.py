@@ -1,7 +1,6 @@
 """Layer-list arithmetic (exercises.shapes) and hook summaries (exercises.inspect_model), checked against torch."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -13,6 +12,7 @@ from cnnlab.cli import exercises as cli
 from cnnlab.errors import CnnlabError
 from cnnlab.exercises.inspect_model import render_summary, summarize, summary_totals
 from cnnlab.exercises.shapes import LayerSpec, analyze, parse_layers, render_shapes, report_dict, shapes
+from test_arithmetic import run_cli  # the exercise commands run as `cnnlab` parses them
 
 EXAMPLE = "conv(5x5,5) -> conv(7x7,10) -> maxpool(3,s2) -> conv(13x13,1,s10) -> fc(512) -> fc(10)"
 # Worked by hand for a 256x256x3 input (side = floor((n - k)/s) + 1; rf += (k-1)*jump; jump *= s):
@@ -251,14 +251,6 @@ def test_summarize_failure_names_the_layer():
 
 
 # ----------------------------------------------------------------------------- CLI
-
-def run_cli(argv: list[str], capsys) -> str:
-    parser = argparse.ArgumentParser(prog="cnnlab")
-    cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    assert args.func(args) == 0
-    return capsys.readouterr().out
-
 
 def test_cli_shapes(capsys):
     data = json.loads(run_cli(["shapes", EXAMPLE, "--input", "256x256x3", "--json"], capsys))
