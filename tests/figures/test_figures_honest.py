@@ -24,7 +24,8 @@ def test_prediction_panel_darkens_what_is_not_scored_instead_of_painting_it():
     assert fr._scored_only(pred, truth, None) is pred
 
 
-def test_loss_curves_have_one_legend_outside_the_axes(tmp_path: Path, monkeypatch):
+def _loss_curves_figure(history: list[dict], tmp_path: Path, monkeypatch):
+    """The Figure loss_curves draws, kept instead of saved."""
     seen = {}
 
     def keep(fig, path, **kwargs):
@@ -32,10 +33,14 @@ def test_loss_curves_have_one_legend_outside_the_axes(tmp_path: Path, monkeypatc
         return path
 
     monkeypatch.setattr(fr, "save_figure", keep)
+    fr.loss_curves(history, tmp_path / "c.png")
+    return seen["fig"]
+
+
+def test_loss_curves_have_one_legend_outside_the_axes(tmp_path: Path, monkeypatch):
     history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e, "val_dice_mean": 0.5 + 0.1 * e}
                for e in (1, 2, 3)]
-    fr.loss_curves(history, tmp_path / "c.png")
-    fig = seen["fig"]
+    fig = _loss_curves_figure(history, tmp_path, monkeypatch)
     assert all(a.get_legend() is None for a in fig.axes)               # none inside an axes
     [legend] = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == ["train loss", "validation loss",
@@ -44,11 +49,10 @@ def test_loss_curves_have_one_legend_outside_the_axes(tmp_path: Path, monkeypatc
 
 def test_a_short_runs_loss_curves_mark_whole_epochs_only(tmp_path: Path, monkeypatch):
     """Two epochs: the axis showed 1.0, 1.2, ..., 2.0, epochs that never happened; now 1 and 2."""
-    seen = {}
-    monkeypatch.setattr(fr, "save_figure", lambda fig, path, **kw: seen.setdefault("fig", fig) and path)
-    fr.loss_curves([{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e} for e in (1, 2)], tmp_path / "c.png")
-    ax = seen["fig"].axes[0]
-    seen["fig"].canvas.draw()
+    fig = _loss_curves_figure([{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e} for e in (1, 2)], tmp_path,
+                              monkeypatch)
+    ax = fig.axes[0]
+    fig.canvas.draw()
     lo, hi = ax.get_xlim()
     assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1.0, 2.0]
 

@@ -179,17 +179,18 @@ def choose_size(candidates: list[list[int]], estimate_at: Callable[[list[int]], 
     trials: list[Trial] = []
     best: tuple[list[int], Estimate] | None = None
     first: Estimate | None = None
-    last_train: tuple[list[int], float] | None = None
+    last_train_s = 0.0  # the training seconds of trials[-1], the last size timed
     for size in candidates:
-        if last_train is not None:
-            ratio = (size[0] * size[1]) / (last_train[0][0] * last_train[0][1])
-            if last_train[1] * ratio > SKIP_FACTOR * limit:  # its training alone: predicted far over
-                trials.append(Trial(size, round(trials[-1].epoch_s * ratio, 1), predicted=True))
+        if trials:
+            last = trials[-1]
+            ratio = (size[0] * size[1]) / (last.size[0] * last.size[1])
+            if last_train_s * ratio > SKIP_FACTOR * limit:  # its training alone: predicted far over
+                trials.append(Trial(size, round(last.epoch_s * ratio, 1), predicted=True))
                 break
         est = estimate_at(size)
         first = first or est
         trials.append(Trial(size, est.epoch_s))
-        last_train = (size, est.train_s)
+        last_train_s = est.train_s
         if est.epoch_s <= limit:
             best = (size, est)
         elif est.train_s > limit:  # training grows with the pixels: no larger size fits either
