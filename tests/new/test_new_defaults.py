@@ -142,10 +142,21 @@ def test_when_nothing_fits_the_smallest_size_and_the_floor_are_stated():
     assert "no size fits 12 epochs in 5 minutes: the smallest" in c.why()
 
 
+def test_own_size_puts_the_median_itself_last_where_the_step_would_round_it():
+    """DRIVE's 584x565: a model that takes any size (the pretrained encoder) is timed at the images' own size, not
+    at the 576x576 the 32-pixel step rounds it to; above MAX_SIDE the cap still rounds."""
+    own = nb.candidate_sizes((584.0, 565.0), 32, own_size=True)
+    assert own[-1] == [584, 565] and [576, 576] not in own
+    assert own[:-1] == nb.candidate_sizes((584.0, 565.0), 32)[:-1]  # the smaller sizes are unchanged
+    assert nb.candidate_sizes((584.0, 565.0), 32)[-1] == [576, 576]
+    assert nb.candidate_sizes((1000.0, 800.0), 32, own_size=True)[-1] == [640, 512]  # capped: rounded as before
+
+
 def test_candidate_sizes_keep_the_aspect_and_stop_at_the_median():
     assert nb.candidate_sizes((256.0, 320.0), 32) == [[64, 64], [64, 96], [96, 128], [128, 160], [160, 192],
                                                       [192, 224], [192, 256], [256, 320]]
-    assert nb.candidate_sizes((1000.0, 1000.0), 32)[-1] == [512, 512]  # the long side is capped at 512
+    assert nb.candidate_sizes((1000.0, 1000.0), 32)[-1] == [640, 640]  # the long side is capped at MAX_SIDE
+    assert nb.MAX_SIDE == 640
     assert nb.candidate_sizes((42.0, 70.0), 8) == [[40, 64], [40, 72]]
 
 
