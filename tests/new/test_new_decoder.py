@@ -11,7 +11,7 @@ from PIL import Image
 import cnnlab.new.budget as nb
 from cnnlab.config import load_recipe
 from cnnlab.data.formats.folders import Encoding
-from cnnlab.new.structure import THIN_FRACTION, boundary_pixels, thinnest_class
+from cnnlab.new.structure import THIN_FRACTION, Thinnest, boundary_pixels, thinnest_class
 from test_new_defaults import _new, timed  # noqa: F401  (the fixture: step times stood in by pixel count)
 
 BINARY = Encoding("binary", (0, 255), ("background", "vessel"), (0, 0))
@@ -78,8 +78,20 @@ def test_new_writes_the_decoder_the_masks_call_for(tmp_path: Path, timed, thin: 
     assert code == 0
     r = load_recipe(out)
     assert r.model.name == model and key in r.model.params and r.model.freeze_encoder_epochs == 2
+    if thin:  # 2-pixel stripes: half-width 1 px, under 3 px at their own size, so the fifth (full-resolution) block
+        assert r.model.params[key] == [128, 64, 32, 16, 16]
+        assert "with a fifth block at full resolution" in out.read_text()
     text = out.read_text()
     assert ("# Decoder: U-Net decoder" in text) == thin and ("# Decoder: light FCN decoder" in text) != thin
     assert "thinnest class 'class_1'" in text
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("decoder: ")]
     assert len(said) == 1 and said[0].startswith("decoder: U-Net decoder" if thin else "decoder: light FCN decoder")
+
+
+@pytest.mark.parametrize("fraction, half_width, fine", [(0.0034, 2.0, True), (0.0073, 2.99, True),
+                                                         (0.0073, 3.0, False), (0.0073, 3.7, False),
+                                                         (0.05, 1.0, False)])
+def test_the_full_resolution_block_is_for_thin_classes_under_3_px(fraction, half_width, fine):
+    """DRIVE's vessels (2.0 px) gained from the stride-1 block, ISBI's membranes (3.7 px) did not; a class that is
+    not thin by its share of the long side gets the FCN decoder, so no U-Net block at all."""
+    assert Thinnest("c", fraction, half_width).fine == fine

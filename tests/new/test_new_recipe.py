@@ -133,7 +133,7 @@ def test_real_drive_recipe(tmp_path):
     # size, so the largest: DRIVE's own 584x565 (under MAX_SIDE; the pretrained encoder takes any size)
     assert r.data.size == [584, 565] and r.loss.name == "dice_ce"
     # vessels are thin (half-width about 2 px of 584): the U-Net decoder, which won on all 20 DRIVE test images
-    # with a fifth block at full resolution (18 of 20 test images better)
+    # and, the vessels being under 3 px wide at their own size, a fifth block at full resolution (19 of 20 better)
     assert r.model.name == "unet_efficientnet_lite0" and r.model.params["decoder_widths"] == [128, 64, 32, 16, 16]
     assert "# Decoder: U-Net decoder: thinnest class 'class_1'" in (tmp_path / "drive.yaml").read_text()
 
@@ -145,3 +145,6 @@ def test_real_isbi_recipe(tmp_path):
     assert r.data.options["split"] == "random" and r.data.size == [512, 512]  # native: every size fits here
     for key, folder in (("images", "image"), ("masks", "label")):  # shared/ may be a link: compare resolved paths
         assert Path(r.data.options[key]).resolve() == (base / folder).resolve()
+    # membranes: thin (U-Net decoder) but 3.7 px half-width at 512x512, so no block at full resolution
+    assert r.model.name == "unet_efficientnet_lite0" and r.model.params["decoder_widths"] == [128, 64, 32, 16]
+    assert "no block at full resolution: 3 px or wider" in (tmp_path / "isbi.yaml").read_text()

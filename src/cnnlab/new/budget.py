@@ -56,6 +56,7 @@ class ModelChoice:
     why: str
     unet_decoder: bool = False   # pretrained only: the U-Net decoder for thin structures (new/structure.py)
     decoder_why: str = ""        # pretrained only: which decoder, measured from the masks, and why
+    full_resolution: bool = False  # U-Net decoder only: a fifth block at stride 1 for the finest structures
 
 
 def choose_model(encoder: str, channels: int, median_hw: tuple[float, float]) -> ModelChoice:

@@ -34,7 +34,7 @@ from cnnlab.new.patching import choose_patch, patch_rows, windows_per_image
 from cnnlab.new.rows import UNET_EPOCH_S, Plan, lines, pretrained_model, train_rows, y
 from cnnlab.new.scene import decide as decide_scene
 from cnnlab.new.scene import with_scene
-from cnnlab.new.structure import Thinnest, thinnest_class
+from cnnlab.new.structure import FULL_RESOLUTION_PX, Thinnest, thinnest_class
 
 DEFAULT_MINUTES = 15.0       # `--minutes`: the training time the size and epochs are chosen for
 # Rule of thumb for choosing the width only (the time written into the recipe is measured): U-Net width 16,
@@ -137,7 +137,7 @@ def _plan(s: folders.Survey, place: Placement, model: ModelChoice, depth: int) -
 def _params(plan: Plan, size: list[int]) -> dict:
     """model.params at a size: the pretrained network's are fixed; the U-Net's width follows the size."""
     if plan.model.pretrained:
-        return pretrained_model(plan.model.unet_decoder)[1]
+        return pretrained_model(plan.model.unet_decoder, plan.model.full_resolution)[1]
     return {"width": _width(plan.n_train, size), "depth": plan.depth}
 
 
@@ -327,6 +327,7 @@ def _with_decoder(model: ModelChoice, thinnest: Thinnest | None) -> ModelChoice:
     if not model.pretrained:
         return model
     return dataclasses.replace(model, unet_decoder=bool(thinnest and thinnest.thin),
+                               full_resolution=bool(thinnest and thinnest.fine),
                                decoder_why=_decoder_line(thinnest))
 
 
@@ -336,8 +337,11 @@ def _decoder_line(thinnest: Thinnest | None) -> str:
         return "light FCN decoder (no masks to measure)"
     if thinnest.thin:
         return (f"U-Net decoder: {thinnest.line()}, thin structures, where its skips won (DRIVE vessels: 0.805 "
-                f"against the FCN decoder's 0.796 at native size, all 20 test images better), with a block at full "
-                f"resolution (0.808 against 0.804, 18 of 20 better)")
+                f"against the FCN decoder's 0.796 at native size, all 20 test images better)"
+                + (f", with a fifth block at full resolution: under {FULL_RESOLUTION_PX:g} px (DRIVE: 0.8155 against "
+                   f"0.8091 at 584x565, 19 of 20 test images better)" if thinnest.fine else
+                   f"; no block at full resolution: {FULL_RESOLUTION_PX:g} px or wider (ISBI's 3.7 px membranes "
+                   f"gained nothing from it)"))
     return (f"light FCN decoder: {thinnest.line()}, objects rather than thin structures, where it won (course "
             f"data: 0.905 against the U-Net decoder's 0.75 strict mean Dice at equal epochs)")
 

@@ -21,12 +21,17 @@ UNET_EPOCH_S = 25.0          # U-Net from scratch: the epoch seconds its width a
 PRETRAINED_MODEL = "fcn_efficientnet_lite0"   # objects (the course data, photographs): the light FCN decoder
 PRETRAINED_PARAMS = {"weights": "imagenet", "imagenet_norm": True, "decoder_width": 32}
 THIN_MODEL = "unet_efficientnet_lite0"         # thin structures (vessels, membranes): the U-Net decoder's skips
-THIN_PARAMS = {"weights": "imagenet", "imagenet_norm": True, "decoder_widths": [128, 64, 32, 16, 16]}  # + stride 1
+THIN_PARAMS = {"weights": "imagenet", "imagenet_norm": True, "decoder_widths": [128, 64, 32, 16]}
+FULL_RESOLUTION_WIDTH = 16   # the fifth (stride-1) block's width, for the finest structures (new/structure.py)
 
 
-def pretrained_model(unet_decoder: bool) -> tuple[str, dict]:
-    """model.name and model.params of the pretrained network (new/structure.py says which decoder and why)."""
-    return (THIN_MODEL, dict(THIN_PARAMS)) if unet_decoder else (PRETRAINED_MODEL, dict(PRETRAINED_PARAMS))
+def pretrained_model(unet_decoder: bool, full_resolution: bool = False) -> tuple[str, dict]:
+    """model.name and model.params of the pretrained network (new/structure.py says which decoder, whether with a
+    block at full resolution, and why)."""
+    if not unet_decoder:
+        return PRETRAINED_MODEL, dict(PRETRAINED_PARAMS)
+    widths = THIN_PARAMS["decoder_widths"] + ([FULL_RESOLUTION_WIDTH] if full_resolution else [])
+    return THIN_MODEL, {**THIN_PARAMS, "decoder_widths": widths}
 
 
 @dataclass(frozen=True)
@@ -60,9 +65,9 @@ def _model_rows(plan: Plan, params: dict) -> list[tuple[str, str]]:
                "above; fcn_efficientnet_lite0 for objects, not thin structures)" if plan.model.unet_decoder else
                "ImageNet-pretrained encoder + light FCN decoder (why: the Decoder line above); "
                "unet_efficientnet_lite0 has a U-Net decoder, for thin structures")
-        widths = ("decoder_widths as recipe (f) plus a fifth block at full resolution, the image as its skip (DRIVE "
-                  "vessels: +0.004 Dice, 18 of 20 test images better)" if plan.model.unet_decoder
-                  else "decoder_width 32 as measured")
+        widths = ("decoder_width 32 as measured" if not plan.model.unet_decoder else "decoder_widths as recipe (f)"
+                  + (" plus a fifth block at full resolution, the image as its skip (why: the Decoder line)"
+                     if plan.model.full_resolution else ""))
         return [("model:", ""), (f"  name: {name}", why),
                 (f"  params: {y(params)}", "weights: the packaged ImageNet file; imagenet_norm: the model scales "
                  f"[0, 1] inputs to the [-1, 1] the weights expect; {widths}"),

@@ -18,6 +18,10 @@ from cnnlab.data.formats import folders
 
 THIN_FRACTION = 0.015   # half-width under 1.5% of the long side: thin structures (DRIVE 0.34%, ISBI membranes
 #                         0.76%; EndoVis instruments 2.9%, their background 22%)
+FULL_RESOLUTION_PX = 3.0  # half-width under 3 px at the images' own size: the U-Net decoder's fifth block, at
+#                         full resolution (DRIVE's vessels, 2.0 px: +0.004 to +0.006 vessel Dice, 18-19 of 20 test
+#                         images better; ISBI's membranes, 3.7 px: -0.004 and -0.000 on two seeds, for 1.2-1.4x
+#                         the step time)
 SAMPLED_MASKS = 16      # masks read (evenly spaced over the training pairs): enough for a stable ratio, quick
 
 
@@ -32,6 +36,11 @@ class Thinnest:
     @property
     def thin(self) -> bool:
         return self.fraction < THIN_FRACTION
+
+    @property
+    def fine(self) -> bool:
+        """Thin enough at the images' own size that the stride-2 grid blurs it (FULL_RESOLUTION_PX)."""
+        return self.thin and self.half_width_px < FULL_RESOLUTION_PX
 
     def line(self) -> str:
         """For the recipe's comments."""
