@@ -139,7 +139,9 @@ def register(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (and their subfolders)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (existing files are never replaced)")
-    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--tta", action="store_true",
+                   help="average with the flipped image: horizontally, and vertically and both where the run "
+                        "trained with vertical flips (augment.vflip)")
     p.add_argument("--no-overlays", action="store_true", help="write the masks and class areas only, no overlay "
                    "picture per image (for many images: the overlays are most of predict's time on a fast model)")
     p.add_argument("--window", metavar="HxW", help="sliding window of HxW pixels, e.g. 256x256, or 'train' for the "
