@@ -20,6 +20,7 @@ from cnnlab.engine.steps import Normalizer, predict_logits
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.inference.evaluate import evaluate_run
 from cnnlab.inference.predict import (
+    HORIZONTAL,
     MaskEncoding,
     TrainedRun,
     class_probabilities,
@@ -227,20 +228,21 @@ def test_tta_equals_no_tta_for_a_flip_equivariant_model():
     symmetric = torch.cat([half, half.flip(-1)], dim=-1)
     asymmetric = torch.randn(2, 3, 16, 16)
     for x in (symmetric, asymmetric):
-        torch.testing.assert_close(class_probabilities(model, x, FP32, True),
-                                   class_probabilities(model, x, FP32, False), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(class_probabilities(model, x, FP32, HORIZONTAL),
+                                   class_probabilities(model, x, FP32), atol=1e-6, rtol=1e-5)
 
 
 def test_tta_output_commutes_with_flipping_for_any_model():
     torch.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 3, 3, padding=1)).eval()
     x = torch.randn(2, 3, 16, 16)
-    tta = class_probabilities(model, x, FP32, True)
-    torch.testing.assert_close(class_probabilities(model, x.flip(-1), FP32, True), tta.flip(-1), atol=1e-6, rtol=1e-5)
-    assert (tta - class_probabilities(model, x, FP32, False)).abs().max() > 1e-3  # TTA changed something
+    tta = class_probabilities(model, x, FP32, HORIZONTAL)
+    torch.testing.assert_close(class_probabilities(model, x.flip(-1), FP32, HORIZONTAL), tta.flip(-1), atol=1e-6,
+                               rtol=1e-5)
+    assert (tta - class_probabilities(model, x, FP32)).abs().max() > 1e-3  # TTA changed something
     classifier = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4)).eval()
-    tta_cls = class_probabilities(classifier, x, FP32, True)
-    torch.testing.assert_close(class_probabilities(classifier, x.flip(-1), FP32, True), tta_cls)
+    tta_cls = class_probabilities(classifier, x, FP32, HORIZONTAL)
+    torch.testing.assert_close(class_probabilities(classifier, x.flip(-1), FP32, HORIZONTAL), tta_cls)
 
 
 def test_tta_flips_are_the_ones_the_run_trained_with():
@@ -264,7 +266,7 @@ def test_four_flip_tta_is_the_mean_of_the_four_passes_flipped_back():
     for d in ((-1,), (-2,)):
         torch.testing.assert_close(class_probabilities(model, x.flip(d), FP32, flips), four.flip(d), atol=1e-6,
                                    rtol=1e-5)
-    assert (four - class_probabilities(model, x, FP32, True)).abs().max() > 1e-3  # not the horizontal pair
+    assert (four - class_probabilities(model, x, FP32, HORIZONTAL)).abs().max() > 1e-3  # not the horizontal pair
 
 
 # ----------------------------------------------------------------------------- encodings, classification, inputs
