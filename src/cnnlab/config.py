@@ -92,6 +92,9 @@ class TrainConfig:
     foreground_oversample: float = 0.0  # data.patch: share of patches centred on a pixel of a class drawn
     #                                  uniformly among the non-background classes of the image (nnU-Net: 1/3)
     window_overlap: float = 0.5      # data.patch: overlap of the sliding windows that score whole images
+    tta: bool = False                # the best model's final scores (test), evaluate and predict average it over the
+    #                                  image and the flips it trained with (cnnlab.engine.flips); validation during
+    #                                  training stays one pass
     log_to: list[str] = field(default_factory=list)  # trackers: tensorboard, mlflow, wandb (optional extras)
     mlflow_uri: str = ""             # "" = $MLFLOW_TRACKING_URI, else a local sqlite:///<out>/mlflow.db
     mlflow_experiment: str = ""      # "" = the recipe file's name (load_recipe fills it in), else the run's name;
@@ -255,6 +258,8 @@ def _validate(r: Recipe, check_name: bool = True) -> None:
          "must be [H, W] with sides of at least 16"),
         (0 <= r.train.foreground_oversample <= 1, "train.foreground_oversample", "must be in [0, 1]"),
         (0 <= r.train.window_overlap < 1, "train.window_overlap", "must be in [0, 1)"),
+        (not r.train.tta or r.augment.hflip or r.augment.vflip, "train.tta",
+         "averages over the flips the run trains with: it needs augment.hflip or augment.vflip"),
         (_size_schedule_ok(r), "train.size_schedule", "must be [[scale, epochs], ...] with 0 < scale < 1, whole "
          "epochs >= 1 adding up to fewer than train.epochs (the last epochs train at data.size), and data.size set"),
     ]

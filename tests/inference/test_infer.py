@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cnnlab.config import AugmentConfig, DataConfig, recipe_from_dict
+from cnnlab.config import DataConfig, recipe_from_dict
 from cnnlab.data.loading import load_split
 from cnnlab.engine.run import train
 from cnnlab.engine.runtime import resolve_runtime
@@ -20,15 +20,12 @@ from cnnlab.engine.steps import Normalizer, predict_logits
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.inference.evaluate import evaluate_run
 from cnnlab.inference.predict import (
-    HORIZONTAL,
     MaskEncoding,
     TrainedRun,
-    class_probabilities,
     list_inputs,
     load_run,
     output_stems,
     predict_paths,
-    tta_flips,
 )
 from cnnlab.inference.sliding_window import sliding_window, window_starts, window_weights
 from conftest import tiny_recipe
@@ -213,62 +210,6 @@ def test_sliding_window_agrees_with_full_image_in_the_interior():
 
 # ----------------------------------------------------------------------------- flip TTA
 
-def _symmetric_conv(cin: int, cout: int) -> nn.Conv2d:
-    """A conv whose kernels are mirror-symmetric: it commutes with a horizontal flip."""
-    conv = nn.Conv2d(cin, cout, 3, padding=1)
-    with torch.no_grad():
-        conv.weight.copy_((conv.weight + conv.weight.flip(-1)) / 2)
-    return conv
-
-
-def test_tta_equals_no_tta_for_a_flip_equivariant_model():
-    torch.manual_seed(0)
-    model = nn.Sequential(_symmetric_conv(3, 6), nn.ReLU(), _symmetric_conv(6, 3)).eval()
-    half = torch.randn(2, 3, 16, 8)
-    symmetric = torch.cat([half, half.flip(-1)], dim=-1)
-    asymmetric = torch.randn(2, 3, 16, 16)
-    for x in (symmetric, asymmetric):
-        torch.testing.assert_close(class_probabilities(model, x, FP32, HORIZONTAL),
-                                   class_probabilities(model, x, FP32), atol=1e-6, rtol=1e-5)
-
-
-def test_tta_output_commutes_with_flipping_for_any_model():
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 3, 3, padding=1)).eval()
-    x = torch.randn(2, 3, 16, 16)
-    tta = class_probabilities(model, x, FP32, HORIZONTAL)
-    torch.testing.assert_close(class_probabilities(model, x.flip(-1), FP32, HORIZONTAL), tta.flip(-1), atol=1e-6,
-                               rtol=1e-5)
-    assert (tta - class_probabilities(model, x, FP32)).abs().max() > 1e-3  # TTA changed something
-    classifier = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4)).eval()
-    tta_cls = class_probabilities(classifier, x, FP32, HORIZONTAL)
-    torch.testing.assert_close(class_probabilities(classifier, x.flip(-1), FP32, HORIZONTAL), tta_cls)
-
-
-def test_tta_flips_are_the_ones_the_run_trained_with():
-    assert tta_flips(AugmentConfig(hflip=True, vflip=True), False) == ()
-    assert tta_flips(AugmentConfig(hflip=True), True) == ((-1,),)  # an upright scene: the mirror alone
-    assert tta_flips(AugmentConfig(hflip=True, vflip=True), True) == ((-1,), (-2,), (-2, -1))
-
-
-def test_four_flip_tta_is_the_mean_of_the_four_passes_flipped_back():
-    """Oracle: the four softmax maps computed one by one with torch and averaged by hand; the result commutes with
-    both flips (a model taught both symmetries answers a mirrored image with the mirrored answer)."""
-    torch.manual_seed(2)
-    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 3, 3, padding=1)).eval()
-    x = torch.randn(2, 3, 16, 12)
-    flips = tta_flips(AugmentConfig(hflip=True, vflip=True), True)
-    with torch.no_grad():
-        by_hand = sum(model(x.flip(d) if d else x).softmax(1).flip(d) if d else model(x).softmax(1)
-                      for d in [(), (-1,), (-2,), (-2, -1)]) / 4
-    four = class_probabilities(model, x, FP32, flips)
-    torch.testing.assert_close(four, by_hand, atol=1e-6, rtol=1e-5)
-    for d in ((-1,), (-2,)):
-        torch.testing.assert_close(class_probabilities(model, x.flip(d), FP32, flips), four.flip(d), atol=1e-6,
-                                   rtol=1e-5)
-    assert (four - class_probabilities(model, x, FP32, HORIZONTAL)).abs().max() > 1e-3  # not the horizontal pair
-
-
 # ----------------------------------------------------------------------------- encodings, classification, inputs
 
 def test_voc_palette_binary_and_index_encodings(tmp_path):
@@ -358,9 +299,9 @@ def test_cli_predict_evaluate_and_one_line_errors(run_dir, endovis_root, tmp_pat
     assert _main(["predict", str(run_dir), folder, "--out", str(tmp_path / "p"), "--tta", "--window", "32x32",
                   "--batch-size", "3"], monkeypatch) == 0
     assert len(list((tmp_path / "p").glob("*_mask.png"))) == 4
-    trained = load_run(run_dir).recipe.augment
-    said = json.loads((tmp_path / "p" / "predict.json").read_text())["tta_flips"]
-    assert said == (["horizontal", "vertical", "both"] if trained.vflip else ["horizontal"])
+    assert not load_run(run_dir).recipe.augment.hflip  # taught no symmetry: --tta has nothing to average
+    said = json.loads((tmp_path / "p" / "predict.json").read_text())
+    assert said["tta_flips"] == [] and any("nothing to average" in n for n in said["notes"])
     assert _main(["evaluate", str(run_dir), "--split", "validation", "--out", str(tmp_path / "e")], monkeypatch) == 0
     assert (tmp_path / "e" / "evaluate_validation.json").is_file()
     capsys.readouterr()

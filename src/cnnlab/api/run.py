@@ -95,7 +95,7 @@ class Run:
             self._trained = load_trained(self.dir, self.device)
         return self._trained
 
-    def predict(self, images: ImageLike | Sequence[ImageLike], tta: bool = False,
+    def predict(self, images: ImageLike | Sequence[ImageLike], tta: bool | None = None,
                 window: tuple[int, int] | None = None, overlap: float = 0.25,
                 batch_size: int = 8) -> Prediction | list[Prediction]:
         """Predict images given as file paths (a folder: every image in it), PIL images or numpy arrays (H x W
@@ -103,7 +103,7 @@ class Run:
         `cnnlab predict` prepares files, through the same function, so the masks are the same.
 
         One image gives one Prediction; a list (or a folder) gives a list. tta, window, overlap and batch_size
-        are `cnnlab predict`'s --tta, --window, --overlap and --batch-size."""
+        are `cnnlab predict`'s --tta (None: as the run's test, train.tta), --window, --overlap and --batch-size."""
         run = self.model()
         task = task_for(run.task)
         task.require_inference("predict")
@@ -121,13 +121,13 @@ class Run:
 
     def evaluate(self, data: str | Path | None = None, split: str | None = None, images: str | Path | None = None,
                  masks: str | Path | None = None, fov: str | Path | None = None, native: bool = False,
-                 out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+                 out: str | Path | None = None, progress: bool = False, tta: bool | None = None) -> dict[str, Any]:
         """`cnnlab evaluate`: metrics on a split of the run's data (default its test split), on another data set of
         the same format (data), or on another labelled folder (images, masks, fov). Writes evaluate_<split>.json
-        (into out, default the run dir) and returns its content."""
+        (into out, default the run dir) and returns its content. tta: --tta / --no-tta (None: as the run's test)."""
         folders = {"images": images, "masks": masks, "fov": fov} if (images or masks or fov) else None
         result, _ = evaluate_run(self.dir, data, split, out, device=self.device, native=native, folders=folders,
-                                 progress=progress)
+                                 progress=progress, tta=tta)
         return result
 
     def report(self) -> Path:

@@ -30,7 +30,7 @@ def _run_predict(a: argparse.Namespace) -> int:
     from cnnlab.tasks import task_for
 
     run = load_run(Path(a.run_dir), device=a.device)
-    result = predict_paths(run, [Path(p) for p in a.inputs], Path(a.out), tta_flip=a.tta,
+    result = predict_paths(run, [Path(p) for p in a.inputs], Path(a.out), tta=a.tta,
                            window=parse_window(a.window, run), overlap=a.overlap, batch_size=a.batch_size,
                            overlays=not a.no_overlays)
     for note in result["notes"]:
@@ -47,7 +47,7 @@ def _run_evaluate(a: argparse.Namespace) -> int:
 
     folders = {"images": a.images, "masks": a.masks, "fov": a.fov} if (a.images or a.masks or a.fov) else None
     result, path = evaluate_run(Path(a.run_dir), a.data, a.split, a.out, device=a.device, batch_size=a.batch_size,
-                                native=a.native, folders=folders)
+                                native=a.native, folders=folders, tta=a.tta)
     for note in result["notes"]:
         print(f"note: {note}")
     print(f"{result['split']} of {result['data_root']} ({result['n_images']} images, scored at "
@@ -122,6 +122,10 @@ def _cmd_boundary(a: argparse.Namespace) -> int:
     return 0
 
 
+TTA_HELP = ("average the model over each image and the flips the run trained with (horizontal; vertical and both "
+            "where augment.vflip); default: as the run's test (train.tta)")
+
+
 def register(sub) -> None:
     """Add `predict`, `evaluate`, `export` and `ensemble` to the main CLI's subparsers (handlers in `func`)."""
     e = sub.add_parser("ensemble", help="average the predictions of several classification runs; compare members")
@@ -139,9 +143,7 @@ def register(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (and their subfolders)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (existing files are never replaced)")
-    p.add_argument("--tta", action="store_true",
-                   help="average with the flipped image: horizontally, and vertically and both where the run "
-                        "trained with vertical flips (augment.vflip)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP)
     p.add_argument("--no-overlays", action="store_true", help="write the masks and class areas only, no overlay "
                    "picture per image (for many images: the overlays are most of predict's time on a fast model)")
     p.add_argument("--window", metavar="HxW", help="sliding window of HxW pixels, e.g. 256x256, or 'train' for the "
@@ -167,6 +169,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--native", action="store_true", help="score at each image's own size: predictions upsampled to "
                    "it, ground truth as stored (the DRIVE/ISBI protocol; segmentation, folders data sets)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP)
     p.set_defaults(func=_run_evaluate)
 
     p = sub.add_parser("export", help="ONNX or TorchScript file of a run's best model, checked against torch")

@@ -18,6 +18,7 @@ from torch import nn
 
 from cnnlab.config import Recipe
 from cnnlab.data.loading import RunData
+from cnnlab.engine.flips import tta_flips
 from cnnlab.engine.runtime import Runtime
 from cnnlab.engine.steps import Normalizer, Scorer, run_window
 from cnnlab.engine.watch import RunWatch
@@ -48,8 +49,11 @@ class RunContext:
     run_dir: Path | None = None
     watch: RunWatch | None = None
 
-    def scorer(self) -> Scorer:
-        """The plain model as validation and test pass it over a split: the run's task, loss, evaluation batch size
-        and (patch-trained runs) sliding window."""
+    def scorer(self, final: bool = False) -> Scorer:
+        """The model as validation and test pass it over a split: the run's task, loss, evaluation batch size,
+        (patch-trained runs) sliding window and, for the final scores of the best model (final), the test-time
+        flips of train.tta; validation during training is one pass (cheap, and what picks the best epoch)."""
         r = self.recipe
-        return Scorer(self.task, self.core, self.rt, self.norm, r.train.eval_batch_size, self.loss_fn, run_window(r))
+        flips = tta_flips(r.augment, r.train.tta) if final else ()
+        return Scorer(self.task, self.core, self.rt, self.norm, r.train.eval_batch_size, self.loss_fn, run_window(r),
+                      flips)

@@ -73,10 +73,14 @@ def check_names(r: Recipe) -> None:
 
 
 def check_patch(r: Recipe) -> None:
-    """data.patch only where the task's outputs are per pixel (patches of a classified image have no label)."""
+    """data.patch only where the task's outputs are per pixel (patches of a classified image have no label);
+    train.tta only where they are class scores."""
     if r.data.patch is not None and not task_for(r.task).dense:
         raise ConfigError(f"config key 'data.patch' cuts patches for per-pixel tasks (segmentation), not a {r.task} "
                           "run", "remove data.patch; set data.size for the input size")
+    if r.train.tta and not task_for(r.task).class_scores:
+        raise ConfigError(f"config key 'train.tta' averages class scores over flips; a {r.task} run has none",
+                          "remove train.tta")
 
 
 def machine_memory_bytes() -> int | None:

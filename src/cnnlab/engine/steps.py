@@ -15,6 +15,7 @@ from torch import nn
 from cnnlab.config import Recipe
 from cnnlab.data.types import ClsData, ColorData, SegData
 from cnnlab.engine.distributed import all_sum, shard
+from cnnlab.engine.flips import Flips, flip_mean_logits
 from cnnlab.engine.runtime import Runtime
 from cnnlab.engine.windows import Window, window_logits
 from cnnlab.losses.core import Loss
@@ -79,6 +80,12 @@ class Scorer:
     batch_size: int
     loss_fn: Loss | None = None
     window: Window | None = None
+    flips: Flips = ()
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Float logits of a batch on the model's device, averaged over self.flips where there are any."""
+        with self.rt.autocast():
+            return flip_mean_logits(lambda b: self.model(b).float(), x, self.flips)
 
 
 def iter_logits(s: Scorer, data: Split, idx: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
@@ -96,8 +103,7 @@ def iter_logits(s: Scorer, data: Split, idx: torch.Tensor | None = None) -> Iter
     for chunk in idx.split(s.batch_size):
         with torch.no_grad():
             x, _ = s.task.make_batch(data, chunk, s.rt, s.norm)
-            with s.rt.autocast():
-                out = s.model(x).float().cpu()
+            out = s.logits(x).cpu()
         yield out
 
 
@@ -118,8 +124,7 @@ def whole_image_logits(s: Scorer, data: SegData, i: int) -> tuple[torch.Tensor, 
     x, y = s.task.make_batch(data, torch.tensor([i]), s.rt, s.norm)
 
     def predict(b: torch.Tensor) -> torch.Tensor:
-        with s.rt.autocast():
-            return s.model(s.rt.to_input(b)).float()
+        return s.logits(s.rt.to_input(b))
 
     return window_logits(predict, x[0, :, :h, :w], s.window)[None], y[:, :h, :w]
 
@@ -151,8 +156,7 @@ def evaluate(s: Scorer, data: Split, on_batch: Callable[[int], None] | None = No
         return tally.result(all_sum)
     for chunk in shard(torch.arange(len(data))).split(s.batch_size):
         x, y = s.task.make_batch(data, chunk, s.rt, s.norm)
-        with s.rt.autocast():
-            out = s.model(x)
+        out = s.logits(x)
         tally.add(out, y)
         if on_logits is not None:
             on_logits(out, chunk)

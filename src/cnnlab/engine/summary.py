@@ -10,6 +10,7 @@ from cnnlab.engine.context import RunContext
 from cnnlab.engine.distributed import is_main, world
 from cnnlab.engine.figures import write_run_figures
 from cnnlab.engine.fit import TrainState
+from cnnlab.engine.flips import flip_names
 from cnnlab.engine.run_files import read_resumes, write_summary_file
 from cnnlab.engine.rundir import environment, git_hash
 from cnnlab.engine.steps import evaluate, iter_logits
@@ -19,6 +20,9 @@ from cnnlab.metrics.per_class import vanished_warnings, without_class_iou
 from cnnlab.models.classifiers import count_parameters
 
 log = get_logger(__name__)
+TTA_NOTE = ("test-time augmentation (train.tta): the test and validation scores here average the model over each "
+            "image and its {flips} flip(s); the validation scores of metrics.csv, which picked the best epoch, are "
+            "one pass")
 
 
 def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], None] | None = None) -> dict:
@@ -28,7 +32,7 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
     on_batch: told each evaluated batch's size, of the tested split and then of validation (a progress bar).
     Without a test split validation is evaluated once and summary.json says so (`test_split: false`): the report
     then shows one column, not the same numbers twice."""
-    r, data, core, task, scorer = ctx.recipe, ctx.data, ctx.core, ctx.task, ctx.scorer()
+    r, data, core, task, scorer = ctx.recipe, ctx.data, ctx.core, ctx.task, ctx.scorer(final=True)
     has_test = data.test is not None
     split_name = r.data.test if has_test else r.data.val
     split = data.test if has_test else data.val
@@ -50,7 +54,10 @@ def write_summary(ctx: RunContext, state: TrainState, on_batch: Callable[[int], 
         "metric_conventions": metric_conventions(final),
         "resumes": read_resumes(ctx.run_dir),  # each resume: time, from_epoch, epochs, overrides (history.yaml)
         "sliding_window": window.describe() if window is not None else None,  # how whole images were scored
+        "test_time_flips": flip_names(scorer.flips),  # train.tta: the final scores averaged over these flips
     }
+    if scorer.flips:
+        summary["notes"] = [*data.notes, TTA_NOTE.format(flips=", ".join(summary["test_time_flips"]))]
     trainable, total = count_parameters(core)
     summary["parameters"] = {"trainable": trainable, "total": total}
     summary.update(task.fit_entries(val, lambda: evaluate(scorer, data.train)[0]))

@@ -33,9 +33,10 @@ from cnnlab.data.formats.folders import (
 from cnnlab.data.formats.preprocess import Preprocess
 from cnnlab.data.loading import load_run_data, load_split
 from cnnlab.data.types import SegData
+from cnnlab.engine.flips import flip_names
 from cnnlab.engine.steps import Scorer, evaluate
 from cnnlab.errors import CnnlabError, ConfigError, DataError
-from cnnlab.inference.predict import TrainedRun, bars, load_run, model_channels
+from cnnlab.inference.predict import TrainedRun, bars, load_run, model_channels, run_flips, tta_notes
 from cnnlab.losses.core import build_loss, needs_weights
 from cnnlab.metrics.per_class import vanished_warnings, without_class_iou
 from cnnlab.tasks import task_for
@@ -107,13 +108,14 @@ def _class_folders(cfg: DataConfig, root: Path) -> DataConfig:
 def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split: str | None = None,
                  out: str | Path | None = None, device: str = "auto", batch_size: int | None = None,
                  progress: bool = True, console: Console | None = None, native: bool = False,
-                 folders: dict | None = None) -> tuple[dict, Path]:
+                 folders: dict | None = None, tta: bool | None = None) -> tuple[dict, Path]:
     """Metrics of a run's best model on any split (default: the recipe's test split), or on another data set of
     the same format (data_root replaces data.root; folders: every pair of {images, masks, fov} folders, split
     'all'); writes evaluate_<split>.json into out (default the run dir).
     progress: a bar (or plain lines) on `console` (default: stdout) while the images are evaluated.
     native: segmentation scored at the images' own size (see the module docstring); the trained-size metrics
-    are kept under "metrics_trained_size"."""
+    are kept under "metrics_trained_size". tta: the model averaged over the flips it trained with (None: as the
+    run's own test, train.tta)."""
     run = load_run(run_dir, device)
     r = run.recipe
     task = task_for(r.task)  # the run's task, by its name: everything below asks it
@@ -141,8 +143,9 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
         keeper = task.native_keeper(scored)
         at, size = "native", keeper.size
     resolution = f"{at} {size[0]}x{size[1]}"
+    flips, notes = run_flips(run, tta), notes + tta_notes(run, tta)
     with bars(progress, console).bar(f"evaluating '{split}'", len(data)) as bar:
-        metrics, cm = evaluate(Scorer(task, run.model, run.rt, run.norm, bs, loss_fn, run.window), data,
+        metrics, cm = evaluate(Scorer(task, run.model, run.rt, run.norm, bs, loss_fn, run.window, flips), data,
                                bar.advance, keeper)
     metrics, extra = without_class_iou(metrics), {}  # per-class IoU: in per_class below
     if native:  # the native counts replace the trained-size ones
@@ -152,6 +155,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
     result = {"run_dir": str(run.run_dir), "checkpoint": "best.pt", "best_epoch": run.best_epoch,
               "data_format": cfg.format, "data_root": str(cfg.root), "split": split, "n_images": len(data),
               "input_size": list(cfg.size or run.input_size), "resolution": resolution,
+              "tta_flips": flip_names(flips),
               "metrics": metrics, **extra, "class_names": run.class_names, "device": str(run.rt.device),
               "precision": run.rt.precision, "notes": notes + list(data.notes)}
     result.update(task.test_entries(scored, cm, pred))  # per-class and per-image scores; binary: boundary scores

@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
-from cnnlab.config import AugmentConfig, Recipe
+from cnnlab.config import Recipe
 from cnnlab.data.formats.common import IMAGE_EXTS, convert_channels, is_junk, read_input, resize_images, to_chw
 from cnnlab.data.formats.preprocess import Preprocess
 from cnnlab.data.mask_encoding import MaskEncoding
 from cnnlab.data.stain import unmix_he_batch
 from cnnlab.engine.checkpoint import read_checkpoint
+from cnnlab.engine.flips import HORIZONTAL, Flips, flip_mean_logits, flip_names, tta_flips
 from cnnlab.engine.progress import Bars
 from cnnlab.engine.run_files import BEST
 from cnnlab.engine.runtime import Runtime, resolve_runtime
@@ -31,7 +32,6 @@ from cnnlab.models import build_model
 from cnnlab.tasks import task_for
 
 CHECKPOINT_KEYS = ("model", "recipe", "norm", "class_names", "in_channels", "input_size")
-FLIP_NAMES = {(-1,): "horizontal", (-2,): "vertical", (-2, -1): "both"}  # dims flipped -> the word predict.json says
 MASK_STEM_SUFFIXES = ("_mask", "_label", "_labels", "_gt")  # ground truth beside inputs in data set folders
 
 
@@ -116,45 +116,38 @@ def load_run(run_dir: str | Path, device: str = "auto", precision: str | None = 
                       ck.best_epoch, ck.entries, notes)
 
 
-Flips = tuple[tuple[int, ...], ...]
-HORIZONTAL: Flips = ((-1,),)                       # the mirror alone
-ALL_FLIPS: Flips = ((-1,), (-2,), (-2, -1))        # horizontal, vertical and both
+def run_flips(run: TrainedRun, tta: bool | None) -> Flips:
+    """The flips a pass averages over: tta None follows the run's train.tta (as its test was scored), True and
+    False force it; the flips are those the run trained with (engine.flips.tta_flips; a run without its recipe:
+    the horizontal mirror alone)."""
+    if run.recipe is None:
+        return HORIZONTAL if tta else ()
+    return tta_flips(run.recipe.augment, run.recipe.train.tta if tta is None else tta)
 
 
-def tta_flips(augment: AugmentConfig, tta: bool) -> Flips:
-    """The flips --tta averages over: the horizontal mirror, and the vertical and both where the run trained with
-    vertical flips (augment.vflip): symmetries the model was taught, so its mirrored answers are as good as its own.
-    On DRIVE (trained with both flips) the four passes gave +0.0035 vessel Dice, the horizontal one alone +0.002."""
-    if not tta:
-        return ()
-    return ALL_FLIPS if augment.vflip else HORIZONTAL
-
-
-def _run_flips(run: TrainedRun, tta: bool) -> Flips:
-    """tta_flips of the run's augmentation (a run without its recipe: the horizontal mirror alone)."""
-    return tta_flips(run.recipe.augment if run.recipe is not None else AugmentConfig(), tta)
-
-
-def _mean_over_flips(f, x: torch.Tensor, flips: Flips) -> torch.Tensor:
-    """Mean of f over x and its flips, each dense output flipped back (class scores, 2-D, are not)."""
-    out = f(x)
-    for dims in flips:
-        o = f(x.flip(dims))
-        out = out + (o.flip(dims) if o.ndim == 4 else o)
-    return out / (1 + len(flips))
+def tta_notes(run: TrainedRun, tta: bool | None) -> list[str]:
+    """What test-time augmentation did, in words (predict.json, evaluate_<split>.json and the terminal)."""
+    flips = run_flips(run, tta)
+    if flips:
+        return [f"test-time augmentation: the model averaged over each image and its {', '.join(flip_names(flips))} "
+                "flip(s)"]
+    if tta:
+        return ["--tta: the run trained with no flips (augment.hflip, augment.vflip), so there is nothing to "
+                "average: one pass"]
+    return []
 
 
 @torch.no_grad()
 def class_probabilities(model: nn.Module, x: torch.Tensor, rt: Runtime, flips: Flips = ()) -> torch.Tensor:
-    """Softmax over classes (float32, CPU) of normalised inputs; under TTA (flips given) the mean over the image
-    and its flips."""
+    """Softmax over classes (float32, CPU) of normalised inputs; with flips the mean over the image and its
+    flips (engine.flips.flip_mean_logits, as the end-of-run test)."""
     model.eval()
 
-    def probs(inp: torch.Tensor) -> torch.Tensor:
+    def logits(inp: torch.Tensor) -> torch.Tensor:
         with rt.autocast():
-            return model(rt.to_input(inp)).float().softmax(1).cpu()
+            return model(rt.to_input(inp)).float()
 
-    return _mean_over_flips(probs, x, flips)
+    return flip_mean_logits(logits, x, flips).softmax(1).cpu()
 
 
 def _natural(p: Path) -> list:
@@ -243,13 +236,12 @@ def _normalised(run: TrainedRun, images: torch.Tensor) -> torch.Tensor:
 
 
 def _tiled(run: TrainedRun, img: torch.Tensor, window: tuple[int, int], overlap: float, batch_size: int,
-           tta: bool) -> torch.Tensor:
+           flips: Flips) -> torch.Tensor:
     """K x H x W probabilities of one C x H x W image by sliding windows at the training pixel size: the image is
     scaled as training scaled it, tiled, and the probabilities resized back to the image's own size."""
     h, w = img.shape[-2:]
     scaled = run.preprocess.training_scale(h, w)
     x = _normalised(run, resize_images(model_channels(run, img[None]), scaled))[0]
-    flips = _run_flips(run, tta)
     if run.window is not None and window == run.window.size:  # the run's own window, as its test scored it
         p = window_logits(lambda b: _logits(run, b, flips), x, run.window).softmax(0)
     else:
@@ -269,27 +261,28 @@ def _tiled(run: TrainedRun, img: torch.Tensor, window: tuple[int, int], overlap:
 
 @torch.no_grad()
 def _logits(run: TrainedRun, x: torch.Tensor, flips: Flips) -> torch.Tensor:
-    """Logits (float32, CPU) of normalised inputs, averaged over the image and its flips under TTA."""
+    """Logits (float32, CPU) of normalised inputs, averaged over the image and its flips under TTA (as the
+    engine's Scorer.logits)."""
     run.model.eval()
 
     def logits(inp: torch.Tensor) -> torch.Tensor:
         with run.rt.autocast():
-            return run.model(run.rt.to_input(inp)).float().cpu()
+            return run.model(run.rt.to_input(inp)).float()
 
-    return _mean_over_flips(logits, x, flips)
+    return flip_mean_logits(logits, x, flips).cpu()
 
 
-def _batched(run: TrainedRun, images: list[torch.Tensor], tta: bool) -> list[torch.Tensor]:
+def _batched(run: TrainedRun, images: list[torch.Tensor], flips: Flips) -> list[torch.Tensor]:
     """Probabilities of images prepared as in training, in one model call; segmentation maps mapped back onto
     each image (padding cut off, resized to its own size)."""
     prep = run.preprocess
     placed = [prep.apply(model_channels(run, img[None])[0]) for img in images]
     x = torch.stack([t for t, _, _ in placed])
-    probs = class_probabilities(run.model, _normalised(run, x), run.rt, _run_flips(run, tta))
+    probs = class_probabilities(run.model, _normalised(run, x), run.rt, flips)
     return [prep.restore(p, pl) if p.ndim == 3 else p for p, (_, _, pl) in zip(probs, placed)]
 
 
-def _predict_chunks(run: TrainedRun, files: list[Path], batch_size: int, tta: bool,
+def _predict_chunks(run: TrainedRun, files: list[Path], batch_size: int, tta: bool | None,
                     window: tuple[int, int] | None,
                     overlap: float) -> Iterator[tuple[Path, torch.Tensor, torch.Tensor]]:
     """(path, image, probabilities at the image's own size) per file; model calls batched. Images go through the
@@ -301,17 +294,20 @@ def _predict_chunks(run: TrainedRun, files: list[Path], batch_size: int, tta: bo
         yield from zip(chunk, images, image_probabilities(run, images, tta, window, overlap, batch_size))
 
 
-def image_probabilities(run: TrainedRun, images: list[torch.Tensor], tta: bool = False,
+def image_probabilities(run: TrainedRun, images: list[torch.Tensor], tta: bool | None = None,
                         window: tuple[int, int] | None = None, overlap: float = 0.25,
                         batch_size: int = 8) -> list[torch.Tensor]:
     """Probabilities (K x H x W at each image's own size, or K) of C x H x W uint8 images, in one batch: the one
-    path of `cnnlab predict` (files) and cnnlab.Run.predict (arrays), so both give the same masks."""
+    path of `cnnlab predict` (files) and cnnlab.Run.predict (arrays), so both give the same masks. tta: see
+    run_flips (None: as the run's test)."""
+    flips = run_flips(run, tta)
     prep, dense = run.preprocess, task_for(run.task).dense
     tile = [window is not None or run.window is not None or (dense and not prep.place(*img.shape[-2:]).whole)
             for img in images]
-    whole = iter(_batched(run, [img for img, t in zip(images, tile) if not t], tta) if not all(tile) else [])
+    whole = iter(_batched(run, [img for img, t in zip(images, tile) if not t], flips) if not all(tile) else [])
     size = window or (run.window.size if run.window is not None else prep.size)
-    return [_tiled(run, img, size, overlap, batch_size, tta) if t else next(whole) for img, t in zip(images, tile)]
+    return [_tiled(run, img, size, overlap, batch_size, flips) if t else next(whole)
+            for img, t in zip(images, tile)]
 
 
 def _preprocess_notes(run: TrainedRun, window: tuple[int, int] | None) -> list[str]:
@@ -346,7 +342,7 @@ def _check_window_fits(run: TrainedRun, window: tuple[int, int], inputs: list[Pa
         raise CnnlabError(f"--window {wh}x{ww} is over {WINDOW_AREA_MAX} times the training input ({h}x{w})", hint)
 
 
-def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool = False,
+def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta: bool | None = None,
                   window: tuple[int, int] | None = None, overlap: float = 0.25, batch_size: int = 8,
                   progress: bool = True, console: Console | None = None, overlays: bool = True) -> dict:
     """Predict every image under inputs into out; returns (and writes as predict.json) what was written.
@@ -372,18 +368,18 @@ def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta_flip: bool
     stem_of = dict(zip(files, stems))
     entries = []
     with bars(progress, console).bar("predicting", len(files)) as bar:
-        for f, img, probs in _predict_chunks(run, files, batch_size, tta_flip, window, overlap):
+        for f, img, probs in _predict_chunks(run, files, batch_size, tta, window, overlap):
             entries.append(task.write_prediction(out, stem_of[f], f, img, probs, run.class_names, run.encoding,
                                                  overlays))
             bar.advance(1)
     task.finish_predictions(out, entries, run.class_names)
-    flips = [FLIP_NAMES[d] for d in _run_flips(run, tta_flip)]
-    index = {"run_dir": str(run.run_dir), "task": run.task, "tta_flip": tta_flip, "tta_flips": flips,
+    flips = flip_names(run_flips(run, tta))
+    index = {"run_dir": str(run.run_dir), "task": run.task, "tta": bool(flips), "tta_flips": flips,
              "window": list(window) if window else None, "overlap": overlap if window else None,
              "input_size": list(run.input_size), "class_names": run.class_names,
              "preprocess": run.preprocess.describe(),
              "mask_encoding": task.mask_encoding(run.encoding),
-             "notes": run.notes + notes + _preprocess_notes(run, window),
+             "notes": run.notes + notes + _preprocess_notes(run, window) + tta_notes(run, tta),
              "images": entries}
     (out / "predict.json").write_text(json.dumps(index, indent=2))
     return index

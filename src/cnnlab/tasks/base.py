@@ -67,6 +67,7 @@ class Task:
     dense: bool = False          # one output per pixel: tiled where training crops leave part of an image unseen
     losses: tuple[str, ...] = ()  # the loss.name values its outputs and targets fit (soft Dice needs a map per class)
     predicts: bool = True        # predict, evaluate and export handle runs of this task
+    class_scores: bool = True    # outputs are class scores: test-time flips (train.tta) average their softmax
     ensembles: bool = False      # `cnnlab ensemble` soft-votes its runs: one class-probability row per image, whose
     #                              mean over members is scored against the split's labels (accuracy)
     # the metrics a study compares, its headline first (the study table and report, the check of a study file's

@@ -46,6 +46,7 @@ class Colorization(Task):
     losses = ("mse",)  # colours are regressed
     data_type = ColorData
     predicts = False
+    class_scores = False  # colours: no softmax to average over flips (train.tta)
     conventions = "{loss} = `loss`: mean squared error of the predicted colours."
 
     def make_batch(self, data: ColorData, idx: torch.Tensor, rt: Placement, norm: Norm,
