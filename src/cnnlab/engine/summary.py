@@ -21,7 +21,7 @@ from cnnlab.models.classifiers import count_parameters
 
 log = get_logger(__name__)
 TTA_NOTE = ("test-time augmentation (train.tta): the test and validation scores here average the model over each "
-            "image and its {flips} flip(s); the validation scores of metrics.csv, which picked the best epoch, are "
+            "image and its flips ({flips}); the validation scores of metrics.csv, which picked the best epoch, are "
             "one pass")
 
 

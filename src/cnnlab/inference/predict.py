@@ -129,8 +129,8 @@ def tta_notes(run: TrainedRun, tta: bool | None) -> list[str]:
     """What test-time augmentation did, in words (predict.json, evaluate_<split>.json and the terminal)."""
     flips = run_flips(run, tta)
     if flips:
-        return [f"test-time augmentation: the model averaged over each image and its {', '.join(flip_names(flips))} "
-                "flip(s)"]
+        return [f"test-time augmentation: the model averaged over each image and its flips "
+                f"({', '.join(flip_names(flips))})"]
     if tta:
         return ["--tta: the run trained with no flips (augment.hflip, augment.vflip), so there is nothing to "
                 "average: one pass"]
