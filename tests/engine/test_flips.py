@@ -149,3 +149,32 @@ def test_four_flip_tta_is_the_mean_of_the_four_passes_flipped_back():
     assert (four - class_probabilities(model, x, FP32, HORIZONTAL)).abs().max() > 1e-3  # not the horizontal pair
 
 
+
+
+def test_the_export_says_how_to_average_the_flips_and_following_it_gives_predicts_masks(tta_run, endovis_root,
+                                                                                        tmp_path):
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    from cnnlab.inference.export import export_run, preprocess_path
+
+    path = export_run(tta_run, "torchscript", tmp_path / "m.pt")
+    spec = json.loads(preprocess_path(path).read_text())
+    assert spec["test_time_flips"]["flips"] == ["horizontal", "vertical", "both"]
+    image_path = endovis_root / "segmentation/test/2/2_input.jpg"
+    predict_paths(load_run(tta_run, device="cpu"), [image_path], tmp_path / "pred", progress=False)
+    pixels = np.asarray(Image.open(image_path).convert("RGB"), dtype=np.float32) / 255
+    x = torch.from_numpy(((pixels - np.array(spec["mean"], dtype=np.float32))
+                          / np.array(spec["std"], dtype=np.float32)).transpose(2, 0, 1).copy())[None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = torch.jit.load(str(path))
+        dims = {"horizontal": (-1,), "vertical": (-2,), "both": (-2, -1)}
+        probs = model(x).softmax(1) + sum(model(x.flip(dims[f])).flip(dims[f]).softmax(1)
+                                          for f in spec["test_time_flips"]["flips"])
+    mask = np.array(spec["mask_encoding"]["values"])[probs.argmax(1)[0].numpy()]
+    written = np.asarray(Image.open(tmp_path / "pred" / "2_input_mask.png"))
+    one_pass = np.array(spec["mask_encoding"]["values"])[model(x).argmax(1)[0].detach().numpy()]
+    assert (mask == written).mean() > 0.99 and (one_pass != written).any()  # the flips, not one pass

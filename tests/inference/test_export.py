@@ -73,6 +73,7 @@ def test_preprocess_spec_and_export_reproduce_predict(run_dir, endovis_root, tmp
     mask = np.array(spec["mask_encoding"]["values"])[logits.argmax(1)[0].numpy()]
     written = np.asarray(Image.open(tmp_path / "pred" / "2_input_mask.png"))
     assert (mask == written).mean() > 0.99  # fp32 both ways; only exact logit ties could differ
+    assert spec["test_time_flips"] is None  # one pass: the run has no train.tta
 
 
 def test_onnx_export_matches_in_onnxruntime(run_dir, tmp_path):

@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cnnlab.engine.flips import flip_names
 from cnnlab.errors import CnnlabError, lookup
-from cnnlab.inference.predict import TrainedRun, load_run
+from cnnlab.inference.predict import TrainedRun, load_run, run_flips
 from cnnlab.interrupts import protected
 from cnnlab.tasks import task_for
 
@@ -145,7 +146,20 @@ def preprocess_spec(run: TrainedRun, fmt: str, check: dict) -> dict:
                    "model": run.recipe.model.name if run.recipe else None},
         "verification": check,
         "sliding_window": _window_spec(run),
+        "test_time_flips": _flips_spec(run),
     }
+
+
+def _flips_spec(run: TrainedRun) -> dict | None:
+    """A run whose test averaged flips (train.tta): what an application does to get the outputs `cnnlab predict`
+    and the run's test got (cnnlab.engine.flips). None: one pass."""
+    flips = run_flips(run, None)
+    if not flips:
+        return None
+    return {"flips": flip_names(flips),
+            "steps": "run the model on the normalised image and on each flipped copy (horizontal: the width axis "
+                     "reversed; vertical: the height axis; both: the two), flip each per-pixel output back, "
+                     "average the softmax of the passes, then argmax (the exported model is one pass)"}
 
 
 def _window_spec(run: TrainedRun) -> dict | None:
