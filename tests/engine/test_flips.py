@@ -97,6 +97,11 @@ def test_the_end_of_run_test_evaluate_and_predict_average_the_same_four_passes(t
                                atol=1e-5, rtol=1e-4)
     index = predict_paths(run, [endovis_root / "segmentation" / "test"], tmp_path / "p", progress=False)
     assert index["tta"] and index["tta_flips"] == ["horizontal", "vertical", "both"]  # predict follows the run
+    from cnnlab.report.build import write_run_report
+
+    write_run_report(tta_run)  # the report's opening line says how the scores were made
+    assert "run, averaged over each image and its flips (horizontal, vertical, both);" in \
+        (tta_run / "report.md").read_text()
 
 
 def _symmetric_conv(cin: int, cout: int) -> nn.Conv2d:

@@ -115,6 +115,12 @@ def _training_so_far(doc: Doc, run_dir: Path) -> None:
               [[int(h["epoch"]), *(fmt(h.get(key)) for key, _ in cols)] for h in history])
 
 
+def _flips_words(s: dict) -> str:
+    """How the final scores were made where they average flips (train.tta), for the run's opening line."""
+    flips = s.get("test_time_flips") or []
+    return f", averaged over each image and its flips ({', '.join(flips)})" if flips else ""
+
+
 def write_run_report(run_dir: str | Path) -> Path:
     """report.md and report.html of one run (finished or not); returns the HTML path."""
     run_dir = Path(run_dir)
@@ -127,7 +133,7 @@ def write_run_report(run_dir: str | Path) -> Path:
         _training_so_far(doc, run_dir)
     else:
         doc.p(f"Task {s.get('task')}; evaluated on the {s.get('evaluated_on')} split ({s.get('n_images')} images) "
-              f"with the best epoch {s.get('best_epoch')} of {s.get('epochs_run')} run; trained "
+              f"with the best epoch {s.get('best_epoch')} of {s.get('epochs_run')} run{_flips_words(s)}; trained "
               f"{s.get('train_seconds', 0):.0f} s at {s.get('train_images_per_s', 0):.1f} images/s on "
               f"{s.get('device')} ({s.get('precision')}); code {s.get('git', 'unknown')}.")
         _results_section(doc, s)
