@@ -92,9 +92,8 @@ class TrainConfig:
     foreground_oversample: float = 0.0  # data.patch: share of patches centred on a pixel of a class drawn
     #                                  uniformly among the non-background classes of the image (nnU-Net: 1/3)
     window_overlap: float = 0.5      # data.patch: overlap of the sliding windows that score whole images
-    tta: bool = False                # the best model's final scores (test), evaluate and predict average it over the
-    #                                  image and the flips it trained with (cnnlab.engine.flips); validation during
-    #                                  training stays one pass
+    tta: bool = False                # test, evaluate, predict: the best model averaged over its trained flips
+    #                                  (cnnlab.engine.flips); validation during training stays one pass
     log_to: list[str] = field(default_factory=list)  # trackers: tensorboard, mlflow, wandb (optional extras)
     mlflow_uri: str = ""             # "" = $MLFLOW_TRACKING_URI, else a local sqlite:///<out>/mlflow.db
     mlflow_experiment: str = ""      # "" = the recipe file's name (load_recipe fills it in), else the run's name;
