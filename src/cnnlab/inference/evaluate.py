@@ -143,7 +143,8 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None, split
         keeper = task.native_keeper(scored)
         at, size = "native", keeper.size
     resolution = f"{at} {size[0]}x{size[1]}"
-    flips, notes = run_flips(run, tta), notes + tta_notes(run, tta)
+    flips = run_flips(run, tta)
+    notes += tta_notes(flips, tta)
     with bars(progress, console).bar(f"evaluating '{split}'", len(data)) as bar:
         metrics, cm = evaluate(Scorer(task, run.model, run.rt, run.norm, bs, loss_fn, run.window, flips), data,
                                bar.advance, keeper)

@@ -125,9 +125,9 @@ def run_flips(run: TrainedRun, tta: bool | None) -> Flips:
     return tta_flips(run.recipe.augment, run.recipe.train.tta if tta is None else tta)
 
 
-def tta_notes(run: TrainedRun, tta: bool | None) -> list[str]:
-    """What test-time augmentation did, in words (predict.json, evaluate_<split>.json and the terminal)."""
-    flips = run_flips(run, tta)
+def tta_notes(flips: Flips, tta: bool | None) -> list[str]:
+    """What test-time augmentation did (flips: run_flips of the asked tta), in words (predict.json,
+    evaluate_<split>.json and the terminal)."""
     if flips:
         return [f"test-time augmentation: the model averaged over each image and its flips "
                 f"({', '.join(flip_names(flips))})"]
@@ -138,16 +138,22 @@ def tta_notes(run: TrainedRun, tta: bool | None) -> list[str]:
 
 
 @torch.no_grad()
-def class_probabilities(model: nn.Module, x: torch.Tensor, rt: Runtime, flips: Flips = ()) -> torch.Tensor:
-    """Softmax over classes (float32, CPU) of normalised inputs; with flips the mean over the image and its
-    flips (engine.flips.flip_mean_logits, as the end-of-run test)."""
+def _mean_logits(model: nn.Module, x: torch.Tensor, rt: Runtime, flips: Flips) -> torch.Tensor:
+    """Float logits (on the model's device) of normalised inputs, averaged over the image and its flips under TTA
+    (engine.flips.flip_mean_logits, as the engine's Scorer.logits)."""
     model.eval()
 
     def logits(inp: torch.Tensor) -> torch.Tensor:
         with rt.autocast():
             return model(rt.to_input(inp)).float()
 
-    return flip_mean_logits(logits, x, flips).softmax(1).cpu()
+    return flip_mean_logits(logits, x, flips)
+
+
+def class_probabilities(model: nn.Module, x: torch.Tensor, rt: Runtime, flips: Flips = ()) -> torch.Tensor:
+    """Softmax over classes (float32, CPU) of normalised inputs; with flips the mean over the image and its
+    flips, as the end-of-run test."""
+    return _mean_logits(model, x, rt, flips).softmax(1).cpu()
 
 
 def _natural(p: Path) -> list:
@@ -259,17 +265,9 @@ def _tiled(run: TrainedRun, img: torch.Tensor, window: tuple[int, int], overlap:
     return p
 
 
-@torch.no_grad()
 def _logits(run: TrainedRun, x: torch.Tensor, flips: Flips) -> torch.Tensor:
-    """Logits (float32, CPU) of normalised inputs, averaged over the image and its flips under TTA (as the
-    engine's Scorer.logits)."""
-    run.model.eval()
-
-    def logits(inp: torch.Tensor) -> torch.Tensor:
-        with run.rt.autocast():
-            return run.model(run.rt.to_input(inp)).float()
-
-    return flip_mean_logits(logits, x, flips).cpu()
+    """Logits (float32, CPU) of normalised inputs, averaged over the image and its flips under TTA."""
+    return _mean_logits(run.model, x, run.rt, flips).cpu()
 
 
 def _batched(run: TrainedRun, images: list[torch.Tensor], flips: Flips) -> list[torch.Tensor]:
@@ -373,13 +371,13 @@ def predict_paths(run: TrainedRun, inputs: list[Path], out: Path, tta: bool | No
                                                  overlays))
             bar.advance(1)
     task.finish_predictions(out, entries, run.class_names)
-    flips = flip_names(run_flips(run, tta))
-    index = {"run_dir": str(run.run_dir), "task": run.task, "tta": bool(flips), "tta_flips": flips,
+    flips = run_flips(run, tta)
+    index = {"run_dir": str(run.run_dir), "task": run.task, "tta": bool(flips), "tta_flips": flip_names(flips),
              "window": list(window) if window else None, "overlap": overlap if window else None,
              "input_size": list(run.input_size), "class_names": run.class_names,
              "preprocess": run.preprocess.describe(),
              "mask_encoding": task.mask_encoding(run.encoding),
-             "notes": run.notes + notes + _preprocess_notes(run, window) + tta_notes(run, tta),
+             "notes": run.notes + notes + _preprocess_notes(run, window) + tta_notes(flips, tta),
              "images": entries}
     (out / "predict.json").write_text(json.dumps(index, indent=2))
     return index
