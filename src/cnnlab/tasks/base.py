@@ -222,7 +222,7 @@ class PredictionKeeper:
 
 def label_batch(images: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor, rt: Placement, norm: Norm,
                 aug: AugmentConfig | None, g: torch.Generator | None, dense: bool,
-                fill: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                fill: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and class targets (labels, or masks warped with their images when dense) as a batch."""
     x = images[idx].to(rt.device, non_blocking=True).float().div_(255)
     y = targets[idx].to(rt.device, non_blocking=True)

@@ -83,9 +83,9 @@ class Segmentation(Task):
     def make_batch(self, data: SegData, idx: torch.Tensor, rt: Placement, norm: Norm,
                    aug: AugmentConfig | None = None, g: torch.Generator | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotations bring in pixels labelled ignore_index where the data has one (else background)."""
-        fill = data.ignore_index if data.ignore_index is not None else 0
-        return label_batch(data.images, data.masks, idx, rt, norm, aug, g, True, fill)
+        """Rotations bring in pixels labelled ignore_index where the data has one (else the mask is reflected
+        with the image: cnnlab.data.augment)."""
+        return label_batch(data.images, data.masks, idx, rt, norm, aug, g, True, data.ignore_index)
 
     def patches(self, data: SegData, idx: torch.Tensor, patch: tuple[int, int], foreground: float,
                 g: torch.Generator) -> SegData:
