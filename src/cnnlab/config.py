@@ -112,6 +112,8 @@ class AugmentConfig:
     rot90: bool = False              # only for square inputs
     rotate: float = 0.0              # max degrees of random rotation
     crop_scale: float = 1.0          # random crop of this fraction of the side, resized back
+    elastic: float = 0.0             # elastic deformation: sd in pixels of random shifts at 3x3 control points,
+    #                                  interpolated bicubically (the U-Net paper on ISBI 2012: 10)
     brightness: float = 0.0          # colour jitter strengths (image only)
     contrast: float = 0.0
     saturation: float = 0.0
@@ -247,6 +249,7 @@ def _validate(r: Recipe, check_name: bool = True) -> None:
         (0 < r.data.label_fraction <= 1, "data.label_fraction", "must be in (0, 1]"),
         (0 <= r.data.val_fraction < 1, "data.val_fraction", "must be in [0, 1)"),
         (0 < r.augment.crop_scale <= 1, "augment.crop_scale", "must be in (0, 1]"),
+        (r.augment.elastic >= 0, "augment.elastic", "must be >= 0 (pixels)"),
         (r.train.precision in ("auto", "bf16", "fp16", "fp32"), "train.precision",
          "must be auto, bf16, fp16 or fp32"),
         (r.train.device in ("auto", "cpu", "cuda") or r.train.device.startswith("cuda:"),

@@ -106,8 +106,11 @@ def test_segmentation_batches_flip_each_mask_with_its_image() -> None:
     assert y.dtype == torch.long and x.dtype == torch.float32
 
 
-@pytest.mark.parametrize("ignore", [None, 255])
-def test_a_rotated_mask_keeps_the_label_of_what_its_image_shows_or_ignore_outside(ignore: int | None) -> None:
+@pytest.mark.parametrize(("aug", "ignore"), [(AugmentConfig(rotate=40), None), (AugmentConfig(rotate=40), 255),
+                                             (AugmentConfig(elastic=3), None),
+                                             (AugmentConfig(rotate=40, crop_scale=0.8, elastic=3), 255)])
+def test_a_warped_mask_keeps_the_label_of_what_its_image_shows_or_ignore_outside(aug: AugmentConfig,
+                                                                                 ignore: int | None) -> None:
     # the image's grey level is its label (blocks of 0 and 255), so after a rotation with reflected borders a pixel
     # whose bilinear grey is near 1 (near 0) has label 1 (0): its nearest source pixel weighs at least 1/4
     masks = torch.zeros(6, 32, 32, dtype=torch.uint8)
@@ -116,8 +119,9 @@ def test_a_rotated_mask_keeps_the_label_of_what_its_image_shows_or_ignore_outsid
     split = SegData((masks * 255)[:, None].expand(6, 3, 32, 32).contiguous(), masks, [str(i) for i in range(6)],
                     ["bg", "fg"], ignore)
     g = torch.Generator().manual_seed(0)
-    x, y = TASKS["segmentation"].make_batch(split, torch.arange(6), RT, identity, AugmentConfig(rotate=40), g)
+    x, y = TASKS["segmentation"].make_batch(split, torch.arange(6), RT, identity, aug, g)
     grey = x[:, 0]
+    assert int((y != masks.long()).sum()) > 100  # the warp moved the masks
     inside = y != 255
     corners = ~inside if ignore is not None else torch.zeros_like(inside)
     if ignore is not None:  # the warp reached outside every image's corners: those pixels are ignored
@@ -127,6 +131,20 @@ def test_a_rotated_mask_keeps_the_label_of_what_its_image_shows_or_ignore_outsid
     sure1, sure0 = (grey > 0.9) & inside, (grey < 0.1) & inside
     assert int(sure1.sum()) > 1000 and int(sure0.sum()) > 1000
     assert bool((y[sure1] == 1).all()) and bool((y[sure0] == 0).all())
+
+
+def test_elastic_shifts_are_the_drawn_control_point_displacements_in_pixels() -> None:
+    # a ramp along x (grey = column / 64 on 65 columns): bilinear sampling of a ramp is exact, so a pixel's grey
+    # after the warp says where it sampled; the centre pixel is the centre control point of the 3x3 grid, whose
+    # displacement (x, in pixels) is the generator's draw times the sd
+    from cnnlab.data.augment import augment_batch
+
+    n, sd = 8, 5.0
+    ramp = (torch.arange(65, dtype=torch.float32) / 64).view(1, 1, 1, 65).expand(n, 1, 65, 65).contiguous()
+    x, _ = augment_batch(ramp, None, AugmentConfig(elastic=sd), torch.Generator().manual_seed(4))
+    drawn = torch.randn(n, 2, 3, 3, generator=torch.Generator().manual_seed(4)) * sd
+    torch.testing.assert_close(x[:, 0, 32, 32] * 64 - 32, drawn[:, 0, 1, 1], atol=1e-3, rtol=0)
+    assert float(drawn[:, 0, 1, 1].abs().max()) > 2  # the pixels moved by whole pixels, not grid units
 
 
 def test_classification_batches_keep_their_labels_under_augmentation() -> None:
