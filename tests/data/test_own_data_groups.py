@@ -128,3 +128,49 @@ def test_data_check_warns_of_one_video_split_at_random(tmp_path):
         Image.fromarray(mask).save(tmp_path / "cats" / "masks" / f"{i}.png")
     text, _ = folders_report(tmp_path / "cats" / "images", tmp_path / "cats" / "masks")
     assert "near-identical" not in text
+
+
+def _one_stack(root: Path, n: int = 12) -> list[str]:
+    """One sequence named by bare numbers 0..n-1 (as ISBI's slices): two scenes one after the other, frames a pixel
+    apart, so neighbours in name order are near copies."""
+    _video(root, seqs=2, frames=n // 2)
+    for d in ("images", "masks"):
+        for i, p in enumerate(sorted((root / d).iterdir(), key=lambda q: q.name)):
+            p.rename(p.with_name(f"{i}.png"))
+    return [str(i) for i in range(n)]
+
+
+def test_a_contiguous_split_is_blocks_in_natural_name_order_train_first_and_test_last(tmp_path):
+    names = _one_stack(tmp_path)  # 12 pairs, fractions 0.7/0.15/0.15: val and test round(0.15 * 12) = 2 each
+    got = {s: folders.load(tmp_path, s, [16, 16], split="contiguous").names for s in ("train", "val", "test")}
+    assert got == {"train": names[:8], "val": ["8", "9"], "test": ["10", "11"]}  # '10' after '9', not after '1'
+    assert folders.list_splits(tmp_path, split="contiguous") == ["train", "val", "test"]
+    random_test = folders.load(tmp_path, "test", [16, 16], split="random").names
+    assert random_test != ["10", "11"]  # the seeded random split of the same names lies elsewhere
+
+
+def test_new_writes_a_contiguous_split_for_one_sequence_and_a_random_one_for_unrelated_images(tmp_path, monkeypatch):
+    import cnnlab.new.recipe as nr
+    from cnnlab.config import load_recipe
+    from cnnlab.data.loading import load_run_data
+    from cnnlab.new.estimate import StepTimes
+
+    monkeypatch.setattr(nr, "measure_steps", lambda r, c, k, batch: StepTimes(0.5, 0.05, batch, 1, "cpu, fp32"))
+    names = _one_stack(tmp_path / "stack")
+    out = nr.write_recipe("segmentation", tmp_path / "stack" / "images", tmp_path / "stack" / "masks",
+                          tmp_path / "stack.yaml", encoder="none")
+    r = load_recipe(out)
+    assert r.data.options["split"] == "contiguous" and "seed" not in r.data.options
+    assert "contiguous split of 12 pairs: train 8, val 2, test 2" in out.read_text()
+    data = load_run_data(r.data, r.train.seed)
+    assert data.test.names == names[-2:] and data.train.names == names[:8]
+    (tmp_path / "cats" / "images").mkdir(parents=True)
+    (tmp_path / "cats" / "masks").mkdir()
+    for i in range(12):
+        rng = np.random.default_rng(i)
+        mask = (rng.random((16, 16)) > 0.5).astype(np.uint8) * 255
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(tmp_path / "cats" / "images" / f"{i}.png")
+        Image.fromarray(mask).save(tmp_path / "cats" / "masks" / f"{i}.png")
+    cats = nr.write_recipe("segmentation", tmp_path / "cats" / "images", tmp_path / "cats" / "masks",
+                           tmp_path / "cats.yaml", encoder="none")
+    assert load_recipe(cats).data.options["split"] == "random"

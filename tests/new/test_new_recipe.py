@@ -144,7 +144,8 @@ def test_real_drive_recipe(tmp_path):
 def test_real_isbi_recipe(tmp_path):
     base = SHARED / "isbi2012_em" / "train"
     r = load_recipe(write_recipe("segmentation", base / "image", base / "label", tmp_path / "isbi.yaml"))
-    assert r.data.options["split"] == "random" and r.data.size == [512, 512]  # native: every size fits here
+    # one stack of slices, neighbours near copies: contiguous blocks, the last 4 slices the test
+    assert r.data.options["split"] == "contiguous" and r.data.size == [512, 512]  # native: every size fits here
     for key, folder in (("images", "image"), ("masks", "label")):  # shared/ may be a link: compare resolved paths
         assert Path(r.data.options[key]).resolve() == (base / folder).resolve()
     # membranes: thin (U-Net decoder) but 3.7 px half-width at 512x512, so no block at full resolution

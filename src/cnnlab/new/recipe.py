@@ -165,8 +165,9 @@ def _data_rows(s: folders.Survey, place: Placement, size: list[int], size_why: s
     else:
         counts = ", ".join(f"{k} {len(v)}" for k, v in s.layout.splits.items())
         nested = any(g.images.nested for g in s.layout.groups)  # sub-folders: by case, or named as splits
+        kind = "contiguous" if s.sequence and not nested else "random"
         rows += [("  train: train", s.layout.policy_note if nested else
-                  f"random split of {len(s.layout.all_pairs())} pairs: {counts}"),
+                  f"{kind} split of {len(s.layout.all_pairs())} pairs: {counts}"),
                  ("  val: val", ""), ("  test: test", "" if "test" in s.layout.splits or not nested else
                                       "no test sub-folder: final metrics come from validation")]
     rows += [(f"  size: {y(size)}", size_why), ("  options:", "")]
@@ -181,6 +182,11 @@ def _data_rows(s: folders.Survey, place: Placement, size: list[int], size_why: s
         rows += given_option_rows(place.splits, _carve(s, place), s)
     elif place.policy == "folders":
         rows.append(("    split: folders", "one folder per split (siblings), each holding the folders above"))
+    elif s.sequence and not any(g.images.nested for g in s.layout.groups):
+        rows += [("    split: contiguous", "one sequence (the note above): blocks in name order, train first and "
+                  "test last, so only the blocks' edges touch; a random split would score the test on images whose "
+                  "near-identical neighbours it trained on"),
+                 (f"    fractions: {y(FRACTIONS)}", "")]
     else:
         rows += [("    split: random", "images in sub-folders: each sub-folder stays in one split (named "
                   "train/val/test: those splits)" if nested else "no val/test folders found: seeded random split"),

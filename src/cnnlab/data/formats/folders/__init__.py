@@ -7,13 +7,16 @@ relative to data.root (absolute paths work too). Options:
                   _training), or by the numbers in the names; the notes say which rule matched how many pairs.
   fov             optional field-of-view / ignore-mask folder, matched the same way: pixels where it is 0 get
                   mask value 255 (SegData.ignore_index), excluded from loss and metrics.
-  split           random | folders | list | given (default: given when splits is set, list when split_file is set,
-                  folders when root/<split>/<images> exists, else random).
+  split           random | contiguous | folders | list | given (default: given when splits is set, list when
+                  split_file is set, folders when root/<split>/<images> exists, else random).
                   random:  seeded (seed, default 0) fractions of the sorted names (fractions, default
                            {train: 0.7, val: 0.15, test: 0.15}); the split does not move with the training seed.
                            Image folders holding only sub-folders (one per patient or case) are read one level
                            down and split by sub-folder, so a case never sits on both sides; sub-folders named
                            train/val/test (images/train, masks/train) are those splits.
+                  contiguous: the fractions as blocks of the sorted names, train first and test last: for one
+                           sequence (a video's frames, a stack's slices), where a random split puts a near-identical
+                           neighbour of almost every test image in training (`cnnlab new` writes it there).
                   folders: one folder per split, each holding the same sub-folders:
                              root/train/<images>/a.png   root/train/<masks>/a_mask.png   [root/train/<fov>/...]
                              root/val/<images>/...       root/test/<images>/...   (any split names)
@@ -156,8 +159,8 @@ def data_paths(root: Path, **options) -> list[Path] | None:
     them (the recipe new wrote there, notebooks, logs) neither invalidate it nor are walked."""
     policy = options.get("split")
     folders = [options.get(k) for k in ("images", "masks", "fov") if options.get(k)]
-    if policy not in ("random", "list") or not all(isinstance(f, str) and Path(f).expanduser().is_absolute()
-                                                   for f in folders):
+    absolute = all(isinstance(f, str) and Path(f).expanduser().is_absolute() for f in folders)
+    if policy not in ("random", "contiguous", "list") or not absolute:
         return None
     paths = [Path(f).expanduser() for f in folders]
     if policy == "list":
@@ -168,6 +171,8 @@ def data_paths(root: Path, **options) -> list[Path] | None:
 def list_splits(root: Path, **options) -> list[str]:
     """Split names under the split policy (random: the non-zero fractions, without touching the disk)."""
     opts = parse_options(options)
+    if _policy(Path(root), opts) == "contiguous":
+        return [s for s, f in opts.fractions.items() if f > 0]
     if _policy(Path(root), opts) == "random":
         named = fs.split_subfolders(_resolve(Path(root), opts.images))  # images/train, images/val: those splits
         return named or [s for s, f in opts.fractions.items() if f > 0]

@@ -36,6 +36,7 @@ class Survey:
     warnings: list[str] = field(default_factory=list)
     names_file: Path | None = None                        # class names read from this file (_names) ...
     names_options: dict = field(default_factory=dict)     # ... as reader options: classes or colors, and void
+    sequence: tuple[float, float] | None = None           # one sequence under a random split: one_sequence
 
     def shares(self) -> list[float]:
         """Pixel share of each class (inside the field of view when one is given)."""
@@ -101,7 +102,8 @@ def survey(root: Path, decode: bool = True, **options) -> Survey:
             enc = encoding_for(layout, opts)
         except CnnlabError as e:
             problems.append(e.line())
-    warnings = _warnings(layout) + _group_warnings(layout, opts)
+    sequence = one_sequence(layout)
+    warnings = _warnings(layout) + ([sequence_warning(*sequence)] if sequence else _group_warnings(layout, opts))
     names_file, names_options = None, {}
     if enc is not None and opts.classes is None and opts.colors is None:
         enc, names_file, names_options = _named(layout, opts, enc, warnings)
@@ -110,7 +112,7 @@ def survey(root: Path, decode: bool = True, **options) -> Survey:
         if empty:
             warnings.append(f"class(es) {', '.join(empty)} have no pixels in any mask: nothing can be learnt or "
                             "scored for them (check the mask encoding above, or data.options.classes / colors)")
-    return Survey(opts, layout, enc, sizes, channels, problems, warnings, names_file, names_options)
+    return Survey(opts, layout, enc, sizes, channels, problems, warnings, names_file, names_options, sequence)
 
 
 def _named(layout: Layout, opts: Options, enc: fm.Encoding, warnings: list[str]
@@ -139,22 +141,34 @@ def _as_options(opts: Options) -> dict:
     return {k: v for k, v in opts.__dict__.items() if v is not None and v != ()}
 
 
+def one_sequence(layout: Layout) -> tuple[float, float] | None:
+    """(thumbnail distance between neighbours in name order, between images far apart) where a random split's
+    pairs, carrying no name groups, are one sequence: neighbours near copies. None otherwise."""
+    if layout.policy != "random" or any(g.images.nested for g in layout.groups):
+        return None
+    pairs = [p for g in layout.groups[:1] for p in g.pairs]
+    names = [p.name for p in pairs]
+    if fgr.find_groups(names) or len(names) < 8:
+        return None
+    half = len(names) // 2
+    near, far, alike = fgr.neighbours_alike({"a": names[:half], "b": names[half:]}, {p.name: p.image for p in pairs})
+    return (near, far) if alike else None
+
+
+def sequence_warning(near: float, far: float) -> str:
+    """What one_sequence found, and the split that keeps neighbours on one side."""
+    return (f"neighbouring file names hold near-identical images (thumbnail distance {near:.2f} against {far:.2f} "
+            "far apart in name order): frames of one video or slices of one stack? A random split puts neighbours "
+            "on both sides of the test; split into blocks in name order (data.options.split: contiguous, which "
+            "`cnnlab new` writes here) or give the data set's own splits")
+
+
 def _group_warnings(layout: Layout, opts: Options) -> list[str]:
     """Name groups found (a sequence/video/patient/case prefix), and a warning where the random split still puts
     a group's near-identical neighbours on both sides of the test."""
     if layout.policy not in ("random", "given") or any(g.images.nested for g in layout.groups):
         return []
-    pairs = [p for g in layout.groups[:1] for p in g.pairs]
-    train = [p.name for p in pairs]
-    groups = fgr.find_groups(train)
-    if not groups and layout.policy == "random" and len(train) >= 8:  # one sequence? neighbours alike in name order
-        half = len(train) // 2
-        near, far, alike = fgr.neighbours_alike({"a": train[:half], "b": train[half:]},
-                                                {p.name: p.image for p in pairs})
-        return [f"neighbouring file names hold near-identical images (thumbnail distance {near:.2f} against {far:.2f} "
-                "far apart in name order): frames of one video or slices of one stack? A random split puts "
-                "neighbours on both sides of the test; give contiguous ranges as splits (split_file) or the data "
-                "set's own splits"] if alike else []
+    groups = fgr.find_groups([p.name for g in layout.groups[:1] for p in g.pairs])
     if not groups or "do not look alike" in layout.policy_note:  # a shared prefix, not neighbours: said there
         return []
     out = [fgr.describe(groups)]

@@ -16,7 +16,7 @@ from cnnlab.errors import ConfigError, DataError, did_you_mean
 
 OPTIONS = ("images", "masks", "fov", "split", "fractions", "seed", "split_file", "classes", "colors", "fit",
            "keep_aspect", "splits", "void", "groups")
-POLICIES = ("random", "folders", "list", "given")
+POLICIES = ("random", "contiguous", "folders", "list", "given")
 FITS = ("resize", "pad", "crop")
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -198,6 +198,9 @@ def scan_layout(root: Path, opts: Options) -> Layout:
     notes: list[str] = []
     if policy == "random":
         names, note = _random_names(list(by_name), group.images.nested, opts, {n: p.image for n, p in by_name.items()})
+    elif policy == "contiguous":
+        frac = ", ".join(f"{s} {f:g}" for s, f in opts.fractions.items())
+        names, note = fs.contiguous_split(list(by_name), opts.fractions), f"contiguous blocks in name order ({frac})"
     else:
         names, unlisted, missing = fs.list_split(list(by_name), fs.read_split_file(_resolve(root, opts.split_file)))
         note = f"split from {opts.split_file}"

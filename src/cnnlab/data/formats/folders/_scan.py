@@ -232,22 +232,44 @@ def parse_fractions(raw) -> dict[str, float]:
     return out
 
 
+def _counts(n: int, fractions: dict[str, float], what: str) -> dict[str, int]:
+    """Every non-zero fraction but the first gets round(f * n) (at least 1); the first keeps the rest (>= 1)."""
+    first, *rest = fractions
+    counts = {s: max(1, round(fractions[s] * n)) if fractions[s] > 0 else 0 for s in rest}
+    if n - sum(counts.values()) < 1:
+        raise DataError(f"{n} {what} are too few for fractions {fractions}",
+                        "add images, or lower the val/test fractions")
+    return counts
+
+
 def random_split(names: list[str], fractions: dict[str, float], seed: int,
                  what: str = "image/mask pairs") -> dict[str, list[str]]:
     """Seeded split of sorted names: every non-zero fraction gets round(f * n) (at least 1), the first the rest."""
     names = sorted(names, key=natural_key)  # independent of the order the file system lists them
     n = len(names)
     first, *rest = fractions
-    counts = {s: max(1, round(fractions[s] * n)) if fractions[s] > 0 else 0 for s in rest}
-    if n - sum(counts.values()) < 1:
-        raise DataError(f"{n} {what} are too few for fractions {fractions}",
-                        "add images, or lower the val/test fractions")
+    counts = _counts(n, fractions, what)
     perm = np.random.default_rng(seed).permutation(n)
     out, start = {}, 0
     for s in rest:
         out[s] = [names[i] for i in sorted(perm[start:start + counts[s]])]
         start += counts[s]
     out[first] = [names[i] for i in sorted(perm[start:])]
+    return {s: out[s] for s in fractions if out[s]}
+
+
+def contiguous_split(names: list[str], fractions: dict[str, float],
+                     what: str = "image/mask pairs") -> dict[str, list[str]]:
+    """Blocks of names in natural order with random_split's counts: the first split (train) first, the others
+    after it in the order given (val, then test last). For one sequence (frames of a video, slices of a stack):
+    only the blocks' edges touch, where a random split puts a neighbour of nearly every test image in training."""
+    names = sorted(names, key=natural_key)
+    first, *rest = fractions
+    counts = _counts(len(names), fractions, what)
+    out, start = {first: names[:len(names) - sum(counts.values())]}, len(names) - sum(counts.values())
+    for s in rest:
+        out[s] = names[start:start + counts[s]]
+        start += counts[s]
     return {s: out[s] for s in fractions if out[s]}
 
 
