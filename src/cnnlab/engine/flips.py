@@ -1,11 +1,12 @@
 """Test-time flips: class scores averaged over an image and its mirror images (train.tta, `predict --tta`).
 
 A model taught a symmetry by augmentation (augment.hflip, augment.vflip) answers a mirrored image about as well as
-the image itself, and its errors there differ a little: the mean of the answers, each flipped back, is better than
-either. Only the flips the run trained with are used (tta_flips), so a scene with an up is never turned upside
-down. On DRIVE, trained with both flips, the four passes gave +0.003 to +0.0045 vessel Dice (three training
-seeds; 20 of 20 test images better on the two checked); on the course frames +0.003 to +0.017 strict mean Dice
-(three runs); on ISBI's 4 test slices -0.0004 to -0.005 membrane Dice (three seeds; docs/results.md).
+the image itself, and its errors there differ a little: the mean of the answers, each flipped back, is often
+better than either, but not always (below). Only the flips the run trained with are used (tta_flips), so a scene
+with an up is never turned upside down. On DRIVE, trained with both flips, the four passes gave +0.003 to +0.0045
+vessel Dice (three training seeds; 20 of 20 test images better on the two checked); on the course frames -0.0135
+to +0.017 strict mean Dice (five runs, mean +0.002: a rare class can lose); on ISBI's 4 test slices -0.0004 to
+-0.005 membrane Dice (five runs; docs/results.md).
 
 The scores are averaged as probabilities (softmax, then the mean over the passes) and handed on as their log,
 which are logits whose softmax is that mean: the engine's loss, argmax and sliding-window blend take them like

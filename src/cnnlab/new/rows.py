@@ -107,8 +107,8 @@ def _loss_optim_rows(plan: Plan, class_names: list[str], shares: list[float]) ->
 
 TTA_WHY = ("the final test, evaluate and predict average the model over each image and the flips it trains with "
            "(validation during training stays one pass): DRIVE +0.003 to +0.0045 vessel Dice (three seeds), course "
-           "frames +0.003 to +0.017 strict mean Dice (three runs); ISBI -0.0004 to -0.005 membrane Dice (five "
-           "runs, random and contiguous test slices)")
+           "frames -0.0135 to +0.017 strict mean Dice (five runs, mean +0.002); ISBI -0.0004 to -0.005 membrane "
+           "Dice (five runs, random and contiguous test slices)")
 
 
 def train_rows(plan: Plan, params: dict, size: list[int], class_names: list[str], shares: list[float],
