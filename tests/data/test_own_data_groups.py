@@ -110,6 +110,17 @@ def test_a_shared_prefix_without_look_alike_neighbours_is_not_a_group(tmp_path):
     assert d.names == _load(tmp_path, "test", False).names  # drawn per image, as with groups: false
 
 
+def _unrelated(root: Path, n: int = 12) -> None:
+    """n images of noise named 0..n-1 with random masks: numbered, but neighbours are no more alike than any two."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        img, mask = rng.integers(0, 256, (16, 16), dtype=np.uint8), (rng.random((16, 16)) > 0.5).astype(np.uint8) * 255
+        Image.fromarray(img).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+
+
 def test_data_check_warns_of_one_video_split_at_random(tmp_path):
     """Numbered frames of one sequence (frame_0000, frame_0001, ...) have no group to draw, so the random split
     puts neighbours on both sides: data check says so; shuffled, unrelated images get no warning."""
@@ -119,13 +130,7 @@ def test_data_check_warns_of_one_video_split_at_random(tmp_path):
             p.rename(p.with_name(f"frame_{i:04d}.png"))
     text, _ = folders_report(tmp_path / "one" / "images", tmp_path / "one" / "masks")
     assert "neighbouring file names hold near-identical images" in text
-    (tmp_path / "cats" / "images").mkdir(parents=True)
-    (tmp_path / "cats" / "masks").mkdir()
-    for i in range(12):
-        rng = np.random.default_rng(i)
-        img, mask = rng.integers(0, 256, (16, 16), dtype=np.uint8), (rng.random((16, 16)) > 0.5).astype(np.uint8) * 255
-        Image.fromarray(img).save(tmp_path / "cats" / "images" / f"{i}.png")
-        Image.fromarray(mask).save(tmp_path / "cats" / "masks" / f"{i}.png")
+    _unrelated(tmp_path / "cats")
     text, _ = folders_report(tmp_path / "cats" / "images", tmp_path / "cats" / "masks")
     assert "near-identical" not in text
 
@@ -164,13 +169,7 @@ def test_new_writes_a_contiguous_split_for_one_sequence_and_a_random_one_for_unr
     assert "contiguous split of 12 pairs: train 8, val 2, test 2" in out.read_text()
     data = load_run_data(r.data, r.train.seed)
     assert data.test.names == names[-2:] and data.train.names == names[:8]
-    (tmp_path / "cats" / "images").mkdir(parents=True)
-    (tmp_path / "cats" / "masks").mkdir()
-    for i in range(12):
-        rng = np.random.default_rng(i)
-        mask = (rng.random((16, 16)) > 0.5).astype(np.uint8) * 255
-        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(tmp_path / "cats" / "images" / f"{i}.png")
-        Image.fromarray(mask).save(tmp_path / "cats" / "masks" / f"{i}.png")
+    _unrelated(tmp_path / "cats")
     cats = nr.write_recipe("segmentation", tmp_path / "cats" / "images", tmp_path / "cats" / "masks",
                            tmp_path / "cats.yaml", encoder="none")
     assert load_recipe(cats).data.options["split"] == "random"

@@ -165,7 +165,7 @@ def _data_rows(s: folders.Survey, place: Placement, size: list[int], size_why: s
     else:
         counts = ", ".join(f"{k} {len(v)}" for k, v in s.layout.splits.items())
         nested = any(g.images.nested for g in s.layout.groups)  # sub-folders: by case, or named as splits
-        kind = "contiguous" if s.sequence and not nested else "random"
+        kind = "contiguous" if s.sequence else "random"  # a sequence is never found in nested folders
         rows += [("  train: train", s.layout.policy_note if nested else
                   f"{kind} split of {len(s.layout.all_pairs())} pairs: {counts}"),
                  ("  val: val", ""), ("  test: test", "" if "test" in s.layout.splits or not nested else
@@ -182,7 +182,7 @@ def _data_rows(s: folders.Survey, place: Placement, size: list[int], size_why: s
         rows += given_option_rows(place.splits, _carve(s, place), s)
     elif place.policy == "folders":
         rows.append(("    split: folders", "one folder per split (siblings), each holding the folders above"))
-    elif s.sequence and not any(g.images.nested for g in s.layout.groups):
+    elif s.sequence:  # one sequence (folders' one_sequence; never nested)
         rows += [("    split: contiguous", "one sequence (the note above): blocks in name order, train first and "
                   "test last, so only the blocks' edges touch; a random split would score the test on images whose "
                   "near-identical neighbours it trained on"),

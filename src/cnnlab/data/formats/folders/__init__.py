@@ -171,11 +171,12 @@ def data_paths(root: Path, **options) -> list[Path] | None:
 def list_splits(root: Path, **options) -> list[str]:
     """Split names under the split policy (random: the non-zero fractions, without touching the disk)."""
     opts = parse_options(options)
-    if _policy(Path(root), opts) == "contiguous":
-        return [s for s, f in opts.fractions.items() if f > 0]
-    if _policy(Path(root), opts) == "random":
-        named = fs.split_subfolders(_resolve(Path(root), opts.images))  # images/train, images/val: those splits
+    policy = _policy(Path(root), opts)
+    if policy == "random":  # images/train, images/val: those splits
+        named = fs.split_subfolders(_resolve(Path(root), opts.images))
         return named or [s for s, f in opts.fractions.items() if f > 0]
+    if policy == "contiguous":
+        return [s for s, f in opts.fractions.items() if f > 0]
     try:
         return list(scan_layout(Path(root), opts).splits)
     except DataError:

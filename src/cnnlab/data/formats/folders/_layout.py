@@ -199,8 +199,8 @@ def scan_layout(root: Path, opts: Options) -> Layout:
     if policy == "random":
         names, note = _random_names(list(by_name), group.images.nested, opts, {n: p.image for n, p in by_name.items()})
     elif policy == "contiguous":
-        frac = ", ".join(f"{s} {f:g}" for s, f in opts.fractions.items())
-        names, note = fs.contiguous_split(list(by_name), opts.fractions), f"contiguous blocks in name order ({frac})"
+        names = fs.contiguous_split(list(by_name), opts.fractions)
+        note = f"contiguous blocks in name order ({_fractions_text(opts)})"
     else:
         names, unlisted, missing = fs.list_split(list(by_name), fs.read_split_file(_resolve(root, opts.split_file)))
         note = f"split from {opts.split_file}"
@@ -216,13 +216,18 @@ def scan_layout(root: Path, opts: Options) -> Layout:
                   splits, notes)
 
 
+def _fractions_text(opts: Options) -> str:
+    """The split fractions as the notes say them: 'train 0.7, val 0.15, test 0.15'."""
+    return ", ".join(f"{s} {f:g}" for s, f in opts.fractions.items())
+
+
 def _random_names(names: list[str], nested: bool, opts: Options, paths: dict[str, Path] | None = None
                   ) -> tuple[dict[str, list[str]], str]:
     """Split -> pair names, and how. Files from sub-folders (one per patient or case) are split by sub-folder, so
     no case has images on both sides of the test (slices of one patient are near copies: splitting them would
     score memory, not the model); sub-folders named train/val/test are those splits. Names carrying a group
     (a sequence, video, patient or case prefix: _groups) are split by group the same way."""
-    frac = ", ".join(f"{s} {f:g}" for s, f in opts.fractions.items())
+    frac = _fractions_text(opts)
     if not nested:
         groups = fgr.find_groups(names) if opts.groups else {}
         unlike = ""

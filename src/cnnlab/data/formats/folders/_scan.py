@@ -266,7 +266,8 @@ def contiguous_split(names: list[str], fractions: dict[str, float],
     names = sorted(names, key=natural_key)
     first, *rest = fractions
     counts = _counts(len(names), fractions, what)
-    out, start = {first: names[:len(names) - sum(counts.values())]}, len(names) - sum(counts.values())
+    start = len(names) - sum(counts.values())  # the first split's share
+    out = {first: names[:start]}
     for s in rest:
         out[s] = names[start:start + counts[s]]
         start += counts[s]
