@@ -25,7 +25,8 @@ def test_unknown_key_suggests_the_closest():
 @pytest.mark.parametrize("override, key", [("optim.lr=-0.1", "optim.lr"), ("train.batch_size=0", "train.batch_size"),
                                            ("data.label_fraction=1.5", "data.label_fraction"),
                                            ("train.epochs=two", "train.epochs"), ("train.channels_last=maybe",
-                                                                                  "train.channels_last")])
+                                                                                  "train.channels_last"),
+                                           ("augment.elastic=-2", "augment.elastic")])
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         recipe_from_dict({}, [override])
