@@ -92,8 +92,9 @@ class TrainConfig:
     foreground_oversample: float = 0.0  # data.patch: share of patches centred on a pixel of a class drawn
     #                                  uniformly among the non-background classes of the image (nnU-Net: 1/3)
     window_overlap: float = 0.5      # data.patch: overlap of the sliding windows that score whole images
-    tta: bool = False                # test, evaluate, predict: the best model averaged over its trained flips
-    #                                  (cnnlab.engine.flips); validation during training stays one pass
+    tta: bool | str = False          # test, evaluate, predict: the best model averaged over its trained flips
+    #                                  (cnnlab.engine.flips); validation during training stays one pass; auto =
+    #                                  the flips only where they raise the final validation score
     log_to: list[str] = field(default_factory=list)  # trackers: tensorboard, mlflow, wandb (optional extras)
     mlflow_uri: str = ""             # "" = $MLFLOW_TRACKING_URI, else a local sqlite:///<out>/mlflow.db
     mlflow_experiment: str = ""      # "" = the recipe file's name (load_recipe fills it in), else the run's name;
@@ -155,7 +156,12 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _check_type(value, inner[0], key)
+        for tp_one in inner[:-1]:  # bool | str: true/false first, then a word (train.tta: auto)
+            try:
+                return _check_type(value, tp_one, key)
+            except ConfigError:
+                pass
+        return _check_type(value, inner[-1], key)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -260,6 +266,7 @@ def _validate(r: Recipe, check_name: bool = True) -> None:
          "must be [H, W] with sides of at least 16"),
         (0 <= r.train.foreground_oversample <= 1, "train.foreground_oversample", "must be in [0, 1]"),
         (0 <= r.train.window_overlap < 1, "train.window_overlap", "must be in [0, 1)"),
+        (r.train.tta in (True, False, "auto"), "train.tta", "must be true, false or auto"),
         (not r.train.tta or r.augment.hflip or r.augment.vflip, "train.tta",
          "averages over the flips the run trains with: it needs augment.hflip or augment.vflip"),
         (_size_schedule_ok(r), "train.size_schedule", "must be [[scale, epochs], ...] with 0 < scale < 1, whole "

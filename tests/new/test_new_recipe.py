@@ -137,7 +137,7 @@ def test_real_drive_recipe(tmp_path):
     assert r.model.name == "unet_efficientnet_lite0" and r.model.params["decoder_widths"] == [128, 64, 32, 16, 16]
     assert "# Decoder: U-Net decoder: thinnest class 'class_1'" in (tmp_path / "drive.yaml").read_text()
     # the test averages the flips it trains with (no up in fundus photographs: both ways)
-    assert r.train.tta and r.augment.hflip and r.augment.vflip
+    assert r.train.tta == "auto" and r.augment.hflip and r.augment.vflip
 
 
 @pytest.mark.skipif(not (SHARED / "isbi2012_em" / "train").is_dir(), reason="shared ISBI 2012 data absent")

@@ -27,10 +27,11 @@ ALL_FLIPS: Flips = ((-1,), (-2,), (-2, -1))        # horizontal, vertical and bo
 FLIP_NAMES = {(-1,): "horizontal", (-2,): "vertical", (-2, -1): "both"}  # dims flipped -> the word files say
 
 
-def tta_flips(augment: AugmentConfig, tta: bool) -> Flips:
+def tta_flips(augment: AugmentConfig, tta: bool | str) -> Flips:
     """The flips test-time augmentation averages over: those the run trained with (augment.hflip, augment.vflip;
     both: the two mirrors and the half turn they make together); none without tta, or for a run taught no symmetry
-    (a mirrored digit is not that digit)."""
+    (a mirrored digit is not that digit). tta 'auto' gives the flips to try: the end of the run keeps them or not
+    (engine/summary.py: choose_flips)."""
     if not tta:
         return ()
     if augment.hflip and augment.vflip:
@@ -41,6 +42,12 @@ def tta_flips(augment: AugmentConfig, tta: bool) -> Flips:
 def flip_names(flips: Flips) -> list[str]:
     """The flips in words (summary.json, predict.json, evaluate_<split>.json)."""
     return [FLIP_NAMES[d] for d in flips]
+
+
+def flips_named(names: list[str]) -> Flips:
+    """flip_names read back: the flips a finished run's summary.json says its scores averaged over."""
+    dims = {name: d for d, name in FLIP_NAMES.items()}
+    return tuple(dims[n] for n in names if n in dims)
 
 
 def flip_mean_logits(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,

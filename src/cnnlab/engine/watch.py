@@ -122,10 +122,12 @@ class RunWatch:
         return self.phase("validate", "  validation", total, epoch=epoch + 1)
 
     def test_phase(self, data: RunData) -> contextlib.AbstractContextManager[Bar]:
-        """The end: best.pt evaluated on test, then on validation; without a test split on validation alone
-        (engine/summary.py)."""
+        """The end: best.pt evaluated on test, then on validation; without a test split on validation alone;
+        with train.tta auto validation first in one pass and with the flips, to choose (engine/summary.py)."""
         split = self.r.data.test if data.test is not None else self.r.data.val
         total = len(data.test) + len(data.val) if data.test is not None else len(data.val)
+        if self.r.train.tta == "auto":
+            total += len(data.val) * (1 if data.test is not None else 2)
         return self.phase("test", f"testing best.pt on '{split}'", total, split=split)
 
     def epoch(self, row: dict, steps: int, improved: bool) -> None:

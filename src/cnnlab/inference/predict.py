@@ -19,9 +19,9 @@ from cnnlab.data.formats.preprocess import Preprocess
 from cnnlab.data.mask_encoding import MaskEncoding
 from cnnlab.data.stain import unmix_he_batch
 from cnnlab.engine.checkpoint import read_checkpoint
-from cnnlab.engine.flips import HORIZONTAL, Flips, flip_mean_logits, flip_names, tta_flips
+from cnnlab.engine.flips import HORIZONTAL, Flips, flip_mean_logits, flip_names, flips_named, tta_flips
 from cnnlab.engine.progress import Bars
-from cnnlab.engine.run_files import BEST
+from cnnlab.engine.run_files import BEST, read_summary
 from cnnlab.engine.runtime import Runtime, resolve_runtime
 from cnnlab.engine.steps import Normalizer, Scorer
 from cnnlab.errors import CnnlabError, DataError
@@ -52,6 +52,7 @@ class TrainedRun:
     best_epoch: int | None = None
     checkpoint: dict = field(default_factory=dict, repr=False)
     notes: list[str] = field(default_factory=list)
+    chosen_flips: Flips = ()  # train.tta auto: the flips the end of the run kept (summary.json), else unused
 
     @property
     def preprocess(self) -> Preprocess:
@@ -112,16 +113,34 @@ def load_run(run_dir: str | Path, device: str = "auto", precision: str | None = 
     fmt = torch.channels_last if rt.channels_last else torch.preserve_format
     model = model.to(rt.device, memory_format=fmt).eval()
     encoding, notes = ck.encoding(recipe)
+    chosen, auto_notes = _auto_flips(run_dir, recipe)
     return TrainedRun(model, rt, ck.norm, class_names, in_ch, size, recipe.task, encoding, recipe, run_dir,
-                      ck.best_epoch, ck.entries, notes)
+                      ck.best_epoch, ck.entries, notes + auto_notes, chosen)
+
+
+def _auto_flips(run_dir: Path, recipe: Recipe) -> tuple[Flips, list[str]]:
+    """For train.tta auto, the flips the end of the run chose on validation (summary.json's test_time_flips), and
+    a note saying so; an unfinished run has not chosen: one pass."""
+    if recipe.train.tta != "auto":
+        return (), []
+    s = read_summary(run_dir)
+    if s is None or s.get("tta_choice") is None:
+        return (), ["train.tta auto: the run has not chosen yet (no summary.json): one pass; --tta averages over "
+                    "the flips it trains with"]
+    c = s["tta_choice"]
+    return flips_named(s.get("test_time_flips") or []), [
+        f"train.tta auto: the run's validation chose {c['chose']} ({c['score']} {c['one_pass']:.4f} in one pass, "
+        f"{c['flips']:.4f} averaged over the flips); --tta or --no-tta overrides it"]
 
 
 def run_flips(run: TrainedRun, tta: bool | None) -> Flips:
-    """The flips a pass averages over: tta None follows the run's train.tta (as its test was scored), True and
-    False force it; the flips are those the run trained with (engine.flips.tta_flips; a run without its recipe:
-    the horizontal mirror alone)."""
+    """The flips a pass averages over: tta None follows the run's train.tta (as its test was scored; auto: what
+    the run chose), True and False force it; the flips are those the run trained with (engine.flips.tta_flips; a
+    run without its recipe: the horizontal mirror alone)."""
     if run.recipe is None:
         return HORIZONTAL if tta else ()
+    if tta is None and run.recipe.train.tta == "auto":
+        return run.chosen_flips  # as the run's own test: what its validation chose
     return tta_flips(run.recipe.augment, run.recipe.train.tta if tta is None else tta)
 
 

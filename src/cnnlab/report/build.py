@@ -116,9 +116,14 @@ def _training_so_far(doc: Doc, run_dir: Path) -> None:
 
 
 def _flips_words(s: dict) -> str:
-    """How the final scores were made where they average flips (train.tta), for the run's opening line."""
+    """How the final scores were made where they average flips (train.tta), for the run's opening line; with
+    train.tta auto, what validation chose by."""
     flips = s.get("test_time_flips") or []
-    return f", averaged over each image and its flips ({', '.join(flips)})" if flips else ""
+    words = f", averaged over each image and its flips ({', '.join(flips)})" if flips else ""
+    if c := s.get("tta_choice"):
+        words += (f"{'' if flips else ', in one pass'} (train.tta auto: validation {c['score']} {c['one_pass']:.4f} "
+                  f"in one pass, {c['flips']:.4f} with the flips)")
+    return words
 
 
 def write_run_report(run_dir: str | Path) -> Path:
