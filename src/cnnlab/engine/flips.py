@@ -17,8 +17,10 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from torch import nn
 
 from cnnlab.config import AugmentConfig
+from cnnlab.engine.runtime import Runtime
 
 Flips = tuple[tuple[int, ...], ...]
 HORIZONTAL: Flips = ((-1,),)                       # the mirror alone
@@ -62,3 +64,11 @@ def flip_mean_logits(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.T
         o = forward(x.flip(dims))
         total = total + (o.flip(dims) if o.ndim == 4 else o).softmax(1)
     return (total / (1 + len(flips))).clamp_min(torch.finfo(total.dtype).tiny).log()
+
+
+def model_logits(model: nn.Module, rt: Runtime, x: torch.Tensor, flips: Flips = ()) -> torch.Tensor:
+    """Float logits of normalised inputs on the model's device, each pass in the run's memory format and autocast,
+    averaged over flips where there are any: the one call behind the engine's Scorer.logits and inference's
+    class_probabilities, so the end-of-run test, `evaluate` and `predict` run the model the same way."""
+    with rt.autocast():
+        return flip_mean_logits(lambda b: model(rt.to_input(b)).float(), x, flips)

@@ -15,7 +15,7 @@ from torch import nn
 from cnnlab.config import Recipe
 from cnnlab.data.types import ClsData, ColorData, SegData
 from cnnlab.engine.distributed import all_sum, shard
-from cnnlab.engine.flips import Flips, flip_mean_logits
+from cnnlab.engine.flips import Flips, model_logits
 from cnnlab.engine.runtime import Runtime
 from cnnlab.engine.windows import Window, window_logits
 from cnnlab.losses.core import Loss
@@ -84,8 +84,7 @@ class Scorer:
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Float logits of a batch on the model's device, averaged over self.flips where there are any."""
-        with self.rt.autocast():
-            return flip_mean_logits(lambda b: self.model(b).float(), x, self.flips)
+        return model_logits(self.model, self.rt, x, self.flips)
 
 
 def iter_logits(s: Scorer, data: Split, idx: torch.Tensor | None = None) -> Iterator[torch.Tensor]:

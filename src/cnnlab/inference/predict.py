@@ -19,7 +19,7 @@ from cnnlab.data.formats.preprocess import Preprocess
 from cnnlab.data.mask_encoding import MaskEncoding
 from cnnlab.data.stain import unmix_he_batch
 from cnnlab.engine.checkpoint import read_checkpoint
-from cnnlab.engine.flips import HORIZONTAL, Flips, flip_mean_logits, flip_names, flips_named, tta_flips
+from cnnlab.engine.flips import HORIZONTAL, Flips, flip_names, flips_named, model_logits, tta_flips
 from cnnlab.engine.progress import Bars
 from cnnlab.engine.run_files import BEST, read_summary
 from cnnlab.engine.runtime import Runtime, resolve_runtime
@@ -158,15 +158,10 @@ def tta_notes(flips: Flips, tta: bool | None) -> list[str]:
 
 @torch.no_grad()
 def _mean_logits(model: nn.Module, x: torch.Tensor, rt: Runtime, flips: Flips) -> torch.Tensor:
-    """Float logits (on the model's device) of normalised inputs, averaged over the image and its flips under TTA
-    (engine.flips.flip_mean_logits, as the engine's Scorer.logits)."""
+    """Float logits (on the model's device) of normalised inputs, averaged over the image and its flips under TTA:
+    engine.flips.model_logits, as the engine's Scorer.logits."""
     model.eval()
-
-    def logits(inp: torch.Tensor) -> torch.Tensor:
-        with rt.autocast():
-            return model(rt.to_input(inp)).float()
-
-    return flip_mean_logits(logits, x, flips)
+    return model_logits(model, rt, x, flips)
 
 
 def class_probabilities(model: nn.Module, x: torch.Tensor, rt: Runtime, flips: Flips = ()) -> torch.Tensor:
