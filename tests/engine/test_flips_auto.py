@@ -16,6 +16,7 @@ from torch import nn
 from cnnlab.config import DataConfig, recipe_from_dict
 from cnnlab.data.loading import load_split
 from cnnlab.data.types import SegData
+from cnnlab.engine import summary
 from cnnlab.engine.flips import ALL_FLIPS
 from cnnlab.engine.run import train
 from cnnlab.engine.runtime import resolve_runtime
@@ -67,7 +68,7 @@ def test_tta_auto_drops_flips_that_lose_on_validation():
     assert choice["flips_tried"] == ["horizontal", "vertical", "both"] and choice["score"] == "dice_mean"
 
 
-def test_tta_auto_keeps_flips_that_win_on_validation():
+def test_tta_auto_keeps_flips_that_win_on_validation(monkeypatch):
     mask = torch.zeros(8, 8, dtype=torch.long)
     mask[:, 2:6] = 1  # symmetric: the mirror of a right answer is right
     logits = torch.stack([mask == 0, mask == 1]).float()[None] * 4
@@ -79,6 +80,10 @@ def test_tta_auto_keeps_flips_that_win_on_validation():
     # flips: column 2 averages softmax(1, 0) and softmax(0, 4) (its mirror), 0.63 for 'thing': every pixel right
     assert choice["flips"] == pytest.approx(1.0) and choice["chose"] == "flips"
     assert chosen.flips == ALL_FLIPS and val["dice_mean"] == pytest.approx(1.0)
+    monkeypatch.setattr(summary, "AUTO_MIN_GAIN", 0.2)  # a gain of 0.127 is now too small to pay for four passes
+    chosen, choice, _ = choose_flips(_scorer(logits), _split(mask))
+    assert 1 - choice["one_pass"] == pytest.approx(0.127, abs=1e-3) and choice["chose"] == "one pass"
+    assert chosen.flips == ()
 
 
 def test_train_tta_takes_true_false_or_auto(tmp_path):
@@ -124,7 +129,7 @@ def test_a_tta_auto_run_tests_and_is_followed_with_what_validation_chose(auto_ru
     s = json.loads((auto_run / "summary.json").read_text())
     c = s["tta_choice"]
     assert c["one_pass"] == pytest.approx(val_one, abs=1e-6) and c["flips"] == pytest.approx(val_flips, abs=1e-6)
-    kept = val_flips > val_one
+    kept = val_flips > val_one + summary.AUTO_MIN_GAIN
     assert c["chose"] == ("flips" if kept else "one pass")
     assert s["test_time_flips"] == (["horizontal", "vertical", "both"] if kept else [])
     assert s["metrics"]["dice_mean"] == pytest.approx(test_flips if kept else test_one, abs=1e-6)
