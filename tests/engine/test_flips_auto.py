@@ -143,7 +143,8 @@ def test_a_tta_auto_run_tests_and_is_followed_with_what_validation_chose(auto_ru
     from cnnlab.report.build import write_run_report
 
     write_run_report(auto_run)
-    assert f"(train.tta auto: validation dice_mean {val_one:.4f} in one pass, {val_flips:.4f} with the flips)" in \
+    assert f", chosen by train.tta auto on validation (dice_mean {val_one:.4f} in one pass, {val_flips:.4f} with " \
+           "the flips)" in \
         (auto_run / "report.md").read_text()
 
 

@@ -121,8 +121,8 @@ def _flips_words(s: dict) -> str:
     flips = s.get("test_time_flips") or []
     words = f", averaged over each image and its flips ({', '.join(flips)})" if flips else ""
     if c := s.get("tta_choice"):
-        words += (f"{'' if flips else ', in one pass'} (train.tta auto: validation {c['score']} {c['one_pass']:.4f} "
-                  f"in one pass, {c['flips']:.4f} with the flips)")
+        words += (f"{'' if flips else ', in one pass'}, chosen by train.tta auto on validation ({c['score']} "
+                  f"{c['one_pass']:.4f} in one pass, {c['flips']:.4f} with the flips)")
     return words
 
 
