@@ -75,7 +75,7 @@ def test_tta_auto_keeps_flips_that_win_on_validation(monkeypatch):
     logits[0, :, :, 2] = torch.tensor([1.0, 0.0])[:, None]  # column 2 wrong, barely; its mirror (5) is right
     chosen, choice, val = choose_flips(_scorer(logits), _split(mask))
     thing_one_pass = 2 * 24 / (24 + 32)  # 24 of the 32 'thing' pixels found, none wrongly
-    background = 1.0 * 2 * 32 / (32 + 40)  # 32 background pixels, 40 predicted
+    background = 2 * 32 / (32 + 40)  # all 32 background pixels found, 40 predicted
     assert choice["one_pass"] == pytest.approx((thing_one_pass + background) / 2)
     # flips: column 2 averages softmax(1, 0) and softmax(0, 4) (its mirror), 0.63 for 'thing': every pixel right
     assert choice["flips"] == pytest.approx(1.0) and choice["chose"] == "flips"
