@@ -130,8 +130,11 @@ def test_real_drive_recipe(tmp_path):
                                  fov=base / "mask"))
     assert r.data.train == "training" and r.data.test == "test" and r.data.options["fov"] == "mask"
     # the pretrained default (RGB, weights installed) takes Dice + CE; the fixed step time fits every candidate
-    # size, so the largest: DRIVE's own 584x565 (under MAX_SIDE; the pretrained encoder takes any size)
-    assert r.data.size == [584, 565] and r.loss.name == "dice_ce"
+    # size, so the largest, DRIVE's own 584x565 (under MAX_SIDE; the pretrained encoder takes any size), and the
+    # vessels being thin, patches of 2/3 of its short side at that size, scored by sliding windows
+    assert r.data.size is None and r.data.patch == [384, 384] and r.loss.name == "dice_ce"
+    assert "# Resolution: patches of 384x384 at the images' own size (584x565 median)" in (
+        tmp_path / "drive.yaml").read_text()
     # vessels are thin (half-width about 2 px of 584): the U-Net decoder, which won on all 20 DRIVE test images
     # and, the vessels being under 3 px wide at their own size, a fifth block at full resolution (19 of 20 better)
     assert r.model.name == "unet_efficientnet_lite0" and r.model.params["decoder_widths"] == [128, 64, 32, 16, 16]
@@ -145,7 +148,8 @@ def test_real_isbi_recipe(tmp_path):
     base = SHARED / "isbi2012_em" / "train"
     r = load_recipe(write_recipe("segmentation", base / "image", base / "label", tmp_path / "isbi.yaml"))
     # one stack of slices, neighbours near copies: contiguous blocks, the last 4 slices the test
-    assert r.data.options["split"] == "contiguous" and r.data.size == [512, 512]  # native: every size fits here
+    assert r.data.options["split"] == "contiguous"
+    assert r.data.size is None and r.data.patch == [352, 352]  # thin membranes: patches at the own 512x512
     for key, folder in (("images", "image"), ("masks", "label")):  # shared/ may be a link: compare resolved paths
         assert Path(r.data.options[key]).resolve() == (base / folder).resolve()
     # membranes: thin (U-Net decoder) but 3.7 px half-width at 512x512, so no block at full resolution

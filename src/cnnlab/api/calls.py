@@ -171,6 +171,8 @@ def new_lines(made: NewRecipe) -> list[str]:
     if made.model.decoder_why:
         lines.append(f"decoder: {made.model.decoder_why}")
     lines.append(f"size {made.size.size[0]}x{made.size.size[1]}: {made.size.why()}")
+    if made.resolution:
+        lines.append(f"resolution: {made.resolution}")
     lines.append(f"estimated training time on this machine: {est.total_line()}; {est.epoch_line()}; early stopping "
                  "may end sooner")
     return lines

@@ -38,6 +38,8 @@ MAX_SIDE = 640                # up to here the images' own size is a candidate (
                               # Dice 0.8155 against 0.8082 resized to 512x480, better on 20 of 20 test images)
 MIN_EPOCHS = 12               # a size fits when this many epochs fit the budget (the measured recipes used 12-15)
 MAX_EPOCHS = 60               # ... and at most this many, unless MIN_STEPS needs more
+MAX_PATCH_EPOCHS = 100        # ... or this many for patch runs, whose epoch sees part of each image (DRIVE's
+#                               384x384 patches of 584x565: 100 epochs beat whole images' 60, in 2/3 the time)
 MIN_STEPS = 96                # optimizer steps a recipe gets at least: from a smaller batch first (batch_for_steps),
 MIN_BATCH = 2                 # then from more epochs (epoch_floor); both say why, with the DRIVE measurement
 SKIP_FACTOR = 1.5             # not timed when predicted this far over the per-epoch limit
@@ -176,6 +178,13 @@ def epoch_floor(steps_per_epoch: int, min_epochs: int = MIN_EPOCHS) -> int:
 def epochs_for(epoch_s: float, budget_s: float, floor: int = MIN_EPOCHS, most: int = MAX_EPOCHS) -> int:
     """As many epochs as fit the budget, within [floor, max(most, floor)] (the total is stated either way)."""
     return int(min(max(most, floor), max(floor, budget_s // max(epoch_s, 1e-3))))
+
+
+def with_most_epochs(choice: SizeChoice, most: int) -> SizeChoice:
+    """The choice with its epochs capped at `most` instead (as many as fit the budget, at least the floor)."""
+    est = choice.estimate
+    return dataclasses.replace(choice, estimate=dataclasses.replace(
+        est, epochs=epochs_for(est.epoch_s, choice.budget_s, choice.floor, most)))
 
 
 def choose_size(candidates: list[list[int]], estimate_at: Callable[[list[int]], Estimate],

@@ -14,6 +14,7 @@ from cnnlab.data.formats import folders
 from cnnlab.data.formats.folders import canonical_split, carve_fractions
 from cnnlab.errors import CnnlabError, ConfigError, DataError
 from cnnlab.new.budget import (
+    MAX_PATCH_EPOCHS,
     MAX_SIDE,
     ModelChoice,
     SizeChoice,
@@ -23,6 +24,7 @@ from cnnlab.new.budget import (
     choose_size,
     epoch_floor,
     median_size,
+    with_most_epochs,
 )
 from cnnlab.new.classify import make_classification
 from cnnlab.new.estimate import Estimate, measure_steps, steps_per_epoch, validate_written
@@ -67,6 +69,7 @@ class NewRecipe:
     estimate: Estimate
     model: ModelChoice
     size: SizeChoice
+    resolution: str = ""  # segmentation: whole images at the size, or patches at the images' own size, and why
 
 
 def _place(images: Path, masks: Path, fov: Path | None, own: OwnData = OwnData()) -> Placement:
@@ -312,17 +315,23 @@ def _segmentation_recipe(images: str | Path, masks: str | Path | None, out: Path
     create_text(out, render(candidates[0], None))  # whole or nothing; never over a file that appeared meanwhile
     try:
         draft = validate_written(out, s.channels, len(classes))
-        choice = choose_size(candidates, lambda size: _estimate(_at_size(draft, plan, size), s, plan,
-                                                                windows_per_image(choose_patch(thinnest, size, median),
-                                                                                  median, draft.train.window_overlap)),
-                             60.0 * minutes, floor=epoch_floor(steps_per_epoch(plan.n_train, plan.batch)))
+
+        def estimate_at(size: list[int]) -> Estimate:  # a patch run's step is timed at its patch
+            patch = choose_patch(thinnest, size, median)
+            return _estimate(_at_size(draft, plan, patch.patch or size), s, plan,
+                             windows_per_image(patch, median, draft.train.window_overlap))
+
+        choice = choose_size(candidates, estimate_at, 60.0 * minutes,
+                             floor=epoch_floor(steps_per_epoch(plan.n_train, plan.batch)))
+        resolution = choose_patch(thinnest, choice.size, median)
+        if resolution.patch:  # a patch is part of an image: more epochs
+            choice = with_most_epochs(choice, MAX_PATCH_EPOCHS)
         replace_text(out, render(choice.size, choice))
         validate_written(out, s.channels, len(classes))
     except BaseException:  # also Ctrl-C while timing: no half-made recipe stays behind
         out.unlink(missing_ok=True)
         raise
-    return NewRecipe(out, choice.estimate, model, choice)
-
+    return NewRecipe(out, choice.estimate, model, choice, resolution.why)
 
 
 # what `cnnlab new --task NAME` writes, one function per task it knows
