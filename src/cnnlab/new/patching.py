@@ -6,8 +6,9 @@ it is harmless for objects (the course instruments stay 7+ pixels wide) and ruin
 images' own size (data.patch, no data.size), with whole images scored by Gaussian-weighted sliding windows
 (cnnlab.engine.windows):
 - thin structures (the thinnest class under new/structure.py's THIN_FRACTION of the long side: vessels,
-  membranes) always: on DRIVE, whole images at their own size for 60 epochs scored vessel Dice 0.8192 / 0.8186
-  (two seeds), 384x384 patches for 100 epochs 0.8217 / 0.8213, in about two thirds of the training time;
+  membranes) always: on DRIVE, whole images at their own size for 60 epochs scored vessel Dice 0.8192 / 0.8186 /
+  0.8174 (three seeds), 384x384 patches for 100 epochs 0.8217 / 0.8213 / 0.8219, in about two thirds of the
+  training time; on ISBI's membranes 352x352 patches tied (mean of three seeds 0.8095 against 0.8080);
 - any class whose half-width would fall under MIN_HALF_WIDTH pixels at the chosen size (4x4-pixel objects).
 
 A patch has the pixels of the chosen whole-image size, at most about NATIVE_SHARE of the images' short side (so
@@ -64,8 +65,8 @@ def choose_patch(thinnest: Thinnest | None, size: list[int], median_hw: tuple[fl
     side = patch_side(size, short)
     why = (f"{measured}, under {MIN_HALF_WIDTH:g} px" if shrinks else
            f"{thinnest.line()}, thin structures: on DRIVE 384x384 patches for 100 epochs beat whole images at "
-           f"their own size for 60 (vessel Dice 0.8217 / 0.8213 against 0.8192 / 0.8186, two seeds) in about two "
-           f"thirds of the time")
+           f"their own size for 60 (vessel Dice 0.8217 / 0.8213 / 0.8219 against 0.8192 / 0.8186 / 0.8174, three "
+           f"seeds) in about two thirds of the time; ISBI's membranes: a tie (0.8095 against 0.8080)")
     return PatchChoice([side, side], f"patches of {side}x{side} at the images' own size ({int(median_hw[0])}x"
                                      f"{int(median_hw[1])} median), whole images scored by sliding windows: {why}")
 
