@@ -22,6 +22,7 @@ from cnnlab.errors import ConfigError
 from cnnlab.inference.evaluate import evaluate_run
 from cnnlab.inference.predict import _predict_chunks, load_run
 from cnnlab.models import build_model
+from cnnlab.report.build import write_run_report
 from conftest import tiny_recipe
 
 
@@ -153,6 +154,9 @@ def test_a_patch_run_validates_tests_and_evaluates_whole_images_by_one_window(en
     run_dir = train(r)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["n_images"] == 4
+    opening = write_run_report(run_dir).read_text()  # the report says how the scores saw whole images
+    assert ", whole images scored by Gaussian-weighted sliding windows of 32x32 (overlap 0.5: the patch size it " \
+           "trained on)" in opening
     result, _ = evaluate_run(run_dir, progress=False)
     assert result["resolution"] == "native 48x64"   # whole 48x64 images, not the 32x32 patches
     assert result["metrics"]["dice_mean"] == pytest.approx(summary["metrics"]["dice_mean"], abs=1e-9)

@@ -115,6 +115,17 @@ def _training_so_far(doc: Doc, run_dir: Path) -> None:
               [[int(h["epoch"]), *(fmt(h.get(key)) for key, _ in cols)] for h in history])
 
 
+def _window_words(s: dict) -> str:
+    """How a patch-trained run saw whole images (summary.json's sliding_window), for the run's opening line."""
+    w = s.get("sliding_window")
+    if not w:
+        return ""
+    h, wd = w["size"]
+    blend = {"gaussian": "Gaussian"}.get(w.get("blend", ""), w.get("blend", ""))  # a name, capitalised
+    return (f", whole images scored by {blend}-weighted sliding windows of {h}x{wd} (overlap "
+            f"{w['overlap']:g}: the patch size it trained on)")
+
+
 def _flips_words(s: dict) -> str:
     """How the final scores were made where they average flips (train.tta), for the run's opening line; with
     train.tta auto, what validation chose by."""
@@ -138,7 +149,8 @@ def write_run_report(run_dir: str | Path) -> Path:
         _training_so_far(doc, run_dir)
     else:
         doc.p(f"Task {s.get('task')}; evaluated on the {s.get('evaluated_on')} split ({s.get('n_images')} images) "
-              f"with the best epoch {s.get('best_epoch')} of {s.get('epochs_run')} run{_flips_words(s)}; trained "
+              f"with the best epoch {s.get('best_epoch')} of {s.get('epochs_run')} run{_window_words(s)}"
+              f"{_flips_words(s)}; trained "
               f"{s.get('train_seconds', 0):.0f} s at {s.get('train_images_per_s', 0):.1f} images/s on "
               f"{s.get('device')} ({s.get('precision')}); code {s.get('git', 'unknown')}.")
         _results_section(doc, s)
