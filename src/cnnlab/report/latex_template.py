@@ -63,10 +63,20 @@ def _article() -> Template:
         {**_CM_RC, **_fonts(_CM_FONTS), **_SIZES_RC})
 
 
+# Times where its font metrics are installed: mathptmx.sty comes with texlive-latex-recommended, but the fonts it
+# loads (ptmr8t.tfm) with texlive-fonts-recommended, so the style file alone is no test. A font that cannot be
+# loaded is probed quietly (pdfTeX/LuaTeX's \suppressfontnotfounderror) and the page keeps Computer Modern.
+_TIMES_IF_INSTALLED = (
+    "\\newif\\ifcnnlabtimes",
+    "\\ifdefined\\suppressfontnotfounderror\\begingroup\\suppressfontnotfounderror=1 \\font\\cnnlabprobe=ptmr8t\\relax"
+    "\\ifx\\cnnlabprobe\\nullfont\\else\\global\\cnnlabtimestrue\\fi\\endgroup\\fi",
+    "\\ifcnnlabtimes\\IfFileExists{mathptmx.sty}{\\usepackage{mathptmx}}{}\\fi")
+
+
 def _neurips() -> Template:
     return Template("neurips", (
         "\\documentclass[10pt]{article}", *_COMMON,
-        "\\usepackage[T1]{fontenc}", "\\IfFileExists{mathptmx.sty}{\\usepackage{mathptmx}}{}",
+        "\\usepackage[T1]{fontenc}", *_TIMES_IF_INSTALLED,
         "\\usepackage[letterpaper,textwidth=5.5in,textheight=9in,top=1in,headheight=12pt,headsep=25pt,"
         "footskip=30pt]{geometry}", "\\setlength{\\parindent}{0pt}", "\\setlength{\\parskip}{5.5pt}"),
         {**_TIMES_RC, **_fonts(_TIMES_FONTS), **_SIZES_RC})
