@@ -51,9 +51,9 @@ def test_thin_structures_at_their_own_size_get_patches_timed_as_patches(tmp_path
     assert "# Resolution: patches of 64x64 at the images' own size (96x128 median)" in text
     assert "\nresolution: patches of 64x64 at the images' own size" in capsys.readouterr().out  # said, too
     assert "of the long side (under 1.5%), thin structures: on DRIVE" in text
-    # every candidate size's step was timed at its patch (the stand-in times count pixels), validation by
+    # the candidate sizes' steps were timed at their patch (the stand-in times count pixels), validation by
     # windows: a 96x128 image is 2 x 3 windows of 64x64 at overlap 0.5
-    assert timed and all(size == [64, 64] for size in timed)
+    assert timed == [[64, 64]]  # every candidate size cuts the same patch: timed once, not once per candidate
     assert "image(s) x 6 sliding windows x" in text
     # the stand-in epoch (4 steps of 4.1 s) fits 329 times in 90 minutes: MAX_PATCH_EPOCHS, not 60
     assert r.train.epochs == nb.MAX_PATCH_EPOCHS == 240 and "240 epochs x" in text

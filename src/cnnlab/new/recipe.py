@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -316,12 +317,7 @@ def _segmentation_recipe(images: str | Path, masks: str | Path | None, out: Path
     try:
         draft = validate_written(out, s.channels, len(classes))
 
-        def estimate_at(size: list[int]) -> Estimate:  # a patch run's step is timed at its patch
-            patch = choose_patch(thinnest, size, median)
-            return _estimate(_at_size(draft, plan, patch.patch or size), s, plan,
-                             windows_per_image(patch, median, draft.train.window_overlap))
-
-        choice = choose_size(candidates, estimate_at, 60.0 * minutes,
+        choice = choose_size(candidates, _timer(draft, s, plan, thinnest, median), 60.0 * minutes,
                              floor=epoch_floor(steps_per_epoch(plan.n_train, plan.batch)))
         resolution = choose_patch(thinnest, choice.size, median)
         if resolution.patch:  # a patch is part of an image: more epochs
@@ -365,6 +361,22 @@ def _at_size(r: Recipe, plan: Plan, size: list[int]) -> Recipe:
     """The draft recipe at another input size (and, for the U-Net, the width that size gets)."""
     return dataclasses.replace(r, data=dataclasses.replace(r.data, size=list(size)),
                                model=dataclasses.replace(r.model, params=_params(plan, size)))
+
+
+def _timer(draft: Recipe, s: folders.Survey, plan: Plan, thinnest: Thinnest | None,
+           median: tuple[float, float]) -> Callable[[list[int]], Estimate]:
+    """The estimate at each candidate size, for budget.choose_size: a patch run's step is timed at its patch, and
+    candidates that cut the same patch share its one timing (DRIVE's sizes from 384x384 up all cut 384x384)."""
+    timed: dict[tuple, Estimate] = {}
+
+    def estimate_at(size: list[int]) -> Estimate:
+        patch = choose_patch(thinnest, size, median)
+        at, windows = patch.patch or size, windows_per_image(patch, median, draft.train.window_overlap)
+        if (tuple(at), windows) not in timed:
+            timed[tuple(at), windows] = _estimate(_at_size(draft, plan, at), s, plan, windows)
+        return timed[tuple(at), windows]
+
+    return estimate_at
 
 
 def _estimate(r: Recipe, s: folders.Survey, plan: Plan, windows: int = 1) -> Estimate:
